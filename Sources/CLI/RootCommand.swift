@@ -1,0 +1,40 @@
+import ArgumentParser
+import Foundation
+import SafeTensors
+
+/// The `rouwei-ckpt` command: inspect, convert, merge and verify SDXL checkpoints.
+public struct RootCommand: ParsableCommand {
+  public static let configuration = CommandConfiguration(
+    commandName: "rouwei-ckpt",
+    abstract: "Inspect, convert, merge and verify Stable Diffusion XL checkpoints.",
+    discussion: """
+      Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 I/O failure.
+      """,
+    version: ToolVersion.string,
+    subcommands: RootCommand.subcommandTypes
+  )
+
+  public init() {}
+
+  /// Parses the command line, runs the command and exits with the project's exit codes
+  /// (argument-parser's own defaults are 64 and 1; ours are documented in `ExitStatus`).
+  public static func main(_ arguments: [String]? = nil) -> Never {
+    InterruptCleanup.install()
+    do {
+      var command = try parseAsRoot(arguments)
+      try command.run()
+      Foundation.exit(0)
+    } catch {
+      let status = ExitStatus(for: error)
+      if status == .success {
+        // Help and --version are printed by argument-parser itself.
+        RootCommand.exit(withError: error)
+      }
+      let message = ExitStatus.message(for: error)
+      if !message.isEmpty {
+        FileHandle.standardError.write(Data(("rouwei-ckpt: " + message + "\n").utf8))
+      }
+      Foundation.exit(status.rawValue)
+    }
+  }
+}

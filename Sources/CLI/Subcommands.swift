@@ -1,0 +1,6 @@
+import ArgumentParser
+
+extension RootCommand {
+  /// Every subcommand, in the order `--help` lists them.
+  static let subcommandTypes: [ParsableCommand.Type] = []
+}

@@ -1,0 +1,1 @@
+// The Diffusion module: see ../shared/DESIGN.md. Filled in by its issue.

@@ -1,0 +1,66 @@
+/// A safetensors file opened for reading: the validated header, and each tensor's bytes as a view
+/// into a read-only memory map. Nothing is copied until a caller copies it.
+public final class SafeTensorsFile: @unchecked Sendable {
+  /// The path the file was opened with.
+  public let path: String
+  /// The validated header.
+  public let header: SafeTensorsHeader
+  /// The length of the header JSON, padding included (the data section starts at `8 + headerLength`).
+  public let headerLength: Int
+  /// The underlying map (shared with anything that hashes or copies the file).
+  public let mapping: MappedFile
+  private let indexByName: [String: Int]
+
+  /// Opens and validates `path`. Throws `SafeTensorsError` naming the file and the tensor on any
+  /// violation of the format.
+  public init(path: String) throws {
+    self.path = path
+    mapping = try MappedFile(path: path)
+    let size = UInt64(mapping.size)
+    guard size >= 8 else { throw SafeTensorsError.fileTooSmall(file: path, size: size) }
+    let prefix = mapping.bytes(offset: 0, count: 8)
+    let declared = prefix.loadUnaligned(as: UInt64.self).littleEndian
+    guard declared <= SafeTensorsHeader.maximumHeaderLength else {
+      throw SafeTensorsError.headerTooLarge(file: path, declared: declared)
+    }
+    guard declared <= size - 8 else {
+      throw SafeTensorsError.headerOutOfBounds(file: path, declared: declared, fileSize: size)
+    }
+    headerLength = Int(declared)
+    header = try SafeTensorsHeader.parse(
+      mapping.bytes(offset: 8, count: headerLength),
+      dataSectionLength: size - 8 - declared, file: path)
+    var index: [String: Int] = [:]
+    index.reserveCapacity(header.tensors.count)
+    for (position, tensor) in header.tensors.enumerated() { index[tensor.name] = position }
+    indexByName = index
+  }
+
+  /// The tensors in data order.
+  public var tensors: [TensorInfo] { header.tensors }
+  /// The `__metadata__` map.
+  public var metadata: [String: String] { header.metadata }
+  /// Byte offset of the data section in the file.
+  public var dataOffset: Int { 8 + headerLength }
+  /// Total file size in bytes.
+  public var fileSize: Int { mapping.size }
+
+  /// The entry for `name`, or nil.
+  public func info(_ name: String) -> TensorInfo? {
+    indexByName[name].map { header.tensors[$0] }
+  }
+
+  /// Whether the file has a tensor named `name`.
+  public func contains(_ name: String) -> Bool { indexByName[name] != nil }
+
+  /// The raw little-endian bytes of a tensor, as a view into the map.
+  public func data(_ tensor: TensorInfo) -> UnsafeRawBufferPointer {
+    mapping.bytes(offset: dataOffset + tensor.dataOffsets.begin, count: tensor.byteCount)
+  }
+
+  /// The raw bytes of the tensor named `name`.
+  public func data(named name: String) throws -> UnsafeRawBufferPointer {
+    guard let tensor = info(name) else { throw SafeTensorsError.tensorNotFound(file: path, tensor: name) }
+    return data(tensor)
+  }
+}

@@ -1,0 +1,1 @@
+// The Tensors module: see ../shared/DESIGN.md. Filled in by its issue.

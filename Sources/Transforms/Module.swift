@@ -1,0 +1,1 @@
+// The Transforms module: see ../shared/DESIGN.md. Filled in by its issue.

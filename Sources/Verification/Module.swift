@@ -1,0 +1,1 @@
+// The Verification module: see ../shared/DESIGN.md. Filled in by its issue.

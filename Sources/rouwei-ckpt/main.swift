@@ -1,0 +1,2 @@
+import CLI
+RootCommand.main()
