@@ -1,1 +1,0 @@
-// The Checkpoint module: see ../shared/DESIGN.md. Filled in by its issue.
