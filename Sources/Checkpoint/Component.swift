@@ -18,7 +18,7 @@ public enum Component: String, CaseIterable, Codable, Sendable, Comparable {
   case other
 
   public static func < (lhs: Component, rhs: Component) -> Bool {
-    allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    (allCases.firstIndex(of: lhs) ?? 0) < (allCases.firstIndex(of: rhs) ?? 0)
   }
 
   /// Human name.

@@ -1,0 +1,194 @@
+import ArgumentParser
+import Checkpoint
+import Foundation
+import SafeTensors
+
+/// `rouwei-ckpt info`: what a checkpoint is and what is wrong with it.
+struct Info: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Describe checkpoints: architecture, components, dtypes, prediction type, hashes, problems.",
+    discussion: """
+      Reads only the header unless --hash or --scan ask for a full pass, so it answers in milliseconds
+      even for a 7 GB file. PATH may be a .safetensors file or a diffusers folder.
+
+      Exit codes: 0 all files read, 2 a file is malformed or unsupported, 3 an I/O error.
+      """)
+
+  @Argument(help: "Checkpoint files (.safetensors) or diffusers folders.")
+  var paths: [String]
+
+  @Flag(help: "Print one JSON document (an object for one path, an array for several).")
+  var json = false
+
+  @Flag(help: "Compute SHA-256, AutoV1, AutoV2 and AutoV3 hashes (reads the whole file).")
+  var hash = false
+
+  @Flag(help: "Scan every tensor for NaN and Inf values (reads the whole file).")
+  var scan = false
+
+  @Flag(help: "List every tensor with dtype and shape.")
+  var keys = false
+
+  func run() throws {
+    var reports: [InspectionReport] = []
+    var firstError: Error?
+    for path in paths {
+      do {
+        let progress = ProgressBar("reading", total: 1, quiet: json)
+        let report = try Inspector.inspect(
+          path: path, options: .init(hashes: hash, scan: scan, listKeys: keys)
+        ) { done, total in progress.update(Double(done) / Double(max(total, 1))) }
+        progress.finish()
+        reports.append(report)
+        if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
+      } catch {
+        FileHandle.standardError.write(Data(("rouwei-ckpt: " + ExitStatus.message(for: error) + "\n").utf8))
+        if firstError == nil { firstError = error }
+      }
+    }
+    if json {
+      if paths.count == 1, let report = reports.first {
+        try printJSON(report)
+      } else if paths.count > 1 {
+        try printJSON(reports)
+      }
+    }
+    if let firstError { throw AlreadyReported(underlying: firstError) }
+  }
+}
+
+/// An error whose message was already printed; carries the exit status only.
+struct AlreadyReported: Error, ExitStatusProviding, CustomStringConvertible {
+  let underlying: Error
+  var exitStatus: ExitStatus { ExitStatus(for: underlying) }
+  var description: String { "" }
+}
+
+extension CheckpointError: ExitStatusProviding {
+  public var exitStatus: ExitStatus { .badInput }
+}
+
+/// The human-readable view of an inspection report: a compact summary, then sections.
+enum InfoView {
+  static func render(_ r: InspectionReport) -> String {
+    var out: [String] = []
+    let name = (r.path as NSString).lastPathComponent
+    out.append(name)
+    let dtypeText = r.dtypes.sorted { $0.value > $1.value }.map { "\($0.key)×\($0.value)" }.joined(separator: " ")
+    out.append(
+      "  \(r.architecture.kind.title) · \(r.layout) · \(r.tensorCount) tensors · \(parameters(r.parameterCount)) parameters · \(dtypeText) · \(bytes(r.fileSize))")
+    out.append("  prediction: \(predictionLine(r.prediction))")
+    if let hashes = r.hashes {
+      out.append("  AutoV2 \(hashes.autoV2) · AutoV3 \(hashes.autoV3 ?? "-") · AutoV1 \(hashes.autoV1)")
+    }
+    let problems = r.anomalies.filter { $0.severity != "info" }
+    out.append("  problems: \(problems.isEmpty ? "none" : "\(problems.count) (see below)")")
+
+    out.append("")
+    out.append("Architecture")
+    for line in r.architecture.evidence { out.append("  \(line)") }
+
+    out.append("")
+    out.append("Components")
+    for c in r.components {
+      let types = c.dtypes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: " ")
+      out.append(
+        "  \(pad(c.component.title, 17)) \(pad(String(c.tensors), 5, left: true)) tensors  \(pad(grouped(c.parameters), 13, left: true)) params  \(pad(bytes(c.bytes), 9, left: true))  \(types)")
+    }
+
+    out.append("")
+    out.append("Prediction")
+    if r.prediction.evidence.isEmpty {
+      out.append("  no markers or metadata: every loader assumes epsilon")
+    }
+    for e in r.prediction.evidence { out.append("  \(e.source) \(e.key): \(e.says)") }
+    out.append("  ComfyUI / A1111 / Forge load it as: \(r.prediction.loadedByComfyUIAs)")
+    for conflict in r.prediction.conflicts { out.append("  ! \(conflict)") }
+
+    if let hashes = r.hashes {
+      out.append("")
+      out.append("Hashes")
+      out.append("  SHA-256        \(hashes.sha256)")
+      out.append("  AutoV2         \(hashes.autoV2)")
+      out.append("  AutoV1 legacy  \(hashes.autoV1)")
+      if let v3 = hashes.autoV3 { out.append("  AutoV3         \(v3)  (tensor data only)") }
+    }
+
+    if !r.metadata.isEmpty {
+      out.append("")
+      out.append("Metadata")
+      for (key, value) in r.metadata.sorted(by: { $0.key < $1.key }) {
+        let flat = value.replacingOccurrences(of: "\n", with: " ")
+        out.append("  \(key): \(flat.count > 100 ? String(flat.prefix(97)) + "…" : flat)")
+      }
+    }
+
+    if let check = r.keyCheck {
+      out.append("")
+      out.append("Keys against the \(check.template) template (\(check.expected) expected)")
+      out.append("  missing \(check.missing.count) · extra \(check.extra.count) · other shape \(check.wrongShape.count)")
+      for key in check.missing.prefix(10) { out.append("  - \(key)") }
+      for key in check.wrongShape.prefix(10) { out.append("  ≠ \(key)") }
+      for key in check.extra.prefix(10) { out.append("  + \(key)") }
+    }
+
+    if !r.anomalies.isEmpty {
+      out.append("")
+      out.append("Findings")
+      for a in r.anomalies { out.append("  [\(a.severity)] \(a.code): \(a.message)") }
+    }
+    if let scan = r.nonFinite, scan.isEmpty {
+      out.append("")
+      out.append("Scan: every tensor is finite")
+    }
+
+    if let keys = r.keys {
+      out.append("")
+      out.append("Tensors")
+      for k in keys { out.append("  \(k.name)  \(k.dtype) \(k.shape)") }
+    }
+    return out.joined(separator: "\n") + "\n"
+  }
+
+  static func predictionLine(_ p: PredictionReport) -> String {
+    var text: String
+    switch p.prediction {
+    case .epsilon: text = "epsilon"
+    case .v: text = "v-prediction"
+    case .edmV: text = "EDM v-prediction"
+    }
+    if p.zeroTerminalSNR { text += " + zero-terminal SNR" }
+    let sources = p.evidence.map(\.key)
+    text += sources.isEmpty ? " (no evidence of v: default)" : " (\(sources.joined(separator: ", ")))"
+    if !p.conflicts.isEmpty { text += " — \(p.conflicts.count) conflict(s)" }
+    return text
+  }
+
+  static func parameters(_ count: Int) -> String {
+    if count >= 1_000_000_000 { return String(format: "%.2f B", Double(count) / 1e9) }
+    if count >= 1_000_000 { return String(format: "%.1f M", Double(count) / 1e6) }
+    return grouped(count)
+  }
+
+  static func grouped(_ count: Int) -> String {
+    let digits = Array(String(count))
+    var out = ""
+    for (index, digit) in digits.enumerated() {
+      if index > 0 && (digits.count - index) % 3 == 0 { out.append(",") }
+      out.append(digit)
+    }
+    return out
+  }
+
+  static func bytes(_ count: Int) -> String {
+    if count >= 1_000_000_000 { return String(format: "%.2f GB", Double(count) / 1e9) }
+    if count >= 1_000_000 { return String(format: "%.1f MB", Double(count) / 1e6) }
+    if count >= 1_000 { return String(format: "%.1f kB", Double(count) / 1e3) }
+    return "\(count) B"
+  }
+
+  static func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+    let padding = String(repeating: " ", count: max(0, width - text.count))
+    return left ? padding + text : text + padding
+  }
+}

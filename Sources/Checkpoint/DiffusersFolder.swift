@@ -1,0 +1,115 @@
+import Foundation
+import SafeTensors
+
+/// A diffusers pipeline folder: `model_index.json` plus one subfolder per component.
+public enum DiffusersFolder {
+  /// Subfolder → component, for the SDXL pipeline.
+  public static let componentFolders: [(folder: String, component: Component)] = [
+    ("unet", .unet), ("text_encoder", .clipL), ("text_encoder_2", .clipG), ("vae", .vae),
+  ]
+
+  /// The weights file of a component folder (`diffusion_pytorch_model.safetensors` or
+  /// `model.safetensors`, or their `.fp16` variants), if present.
+  public static func weightsFile(in folder: String) -> String? {
+    for name in [
+      "diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+      "model.fp16.safetensors",
+    ] {
+      let path = folder + "/" + name
+      if FileManager.default.fileExists(atPath: path) { return path }
+    }
+    return nil
+  }
+
+  /// Reads a small JSON object file.
+  public static func readJSON(_ path: String) throws -> [String: Any] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw CheckpointError.invalidConfig(path: path, reason: "cannot read the file")
+    }
+    guard data.count < 10 << 20,
+      let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+    else {
+      throw CheckpointError.invalidConfig(path: path, reason: "not a JSON object")
+    }
+    return object
+  }
+
+  static func inspect(path: String, options: Inspector.Options) throws -> InspectionReport {
+    let index = path + "/model_index.json"
+    guard FileManager.default.fileExists(atPath: index) else {
+      throw CheckpointError.unsupportedInput(
+        path: path, reason: "a folder without model_index.json is not a diffusers pipeline")
+    }
+    _ = try readJSON(index)
+    var summaries: [ComponentSummary] = []
+    var dtypes: [String: Int] = [:]
+    var total = 0, parameters = 0, size = 0
+    var findings: [ScanFinding] = []
+    var anomalies: [Anomaly] = []
+    for (folder, component) in componentFolders {
+      guard let weights = weightsFile(in: path + "/" + folder) else {
+        anomalies.append(Anomaly(severity: "warning", code: "missing-component", message: "no weights in \(folder)/", tensors: []))
+        continue
+      }
+      let file = try SafeTensorsFile(path: weights)
+      var summary = ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
+      for tensor in file.tensors {
+        summary.tensors += 1
+        summary.bytes += tensor.byteCount
+        if tensor.dtype.isFloatingPoint { summary.parameters += tensor.elementCount }
+        summary.dtypes[tensor.dtype.rawValue, default: 0] += 1
+        dtypes[tensor.dtype.rawValue, default: 0] += 1
+        if options.scan, let counts = NonFiniteScan.count(file.data(tensor), dtype: tensor.dtype),
+          counts.nan + counts.infinite > 0
+        {
+          findings.append(ScanFinding(tensor: "\(folder)/\(tensor.name)", nan: counts.nan, infinite: counts.infinite))
+        }
+      }
+      total += summary.tensors
+      parameters += summary.parameters
+      size += file.fileSize
+      summaries.append(summary)
+    }
+    var evidence: [String] = []
+    var kind = ArchitectureKind.unknown
+    var unet: UNetConfig?
+    if let config = try? readJSON(path + "/unet/config.json") {
+      let channels = config["block_out_channels"] as? [Int] ?? []
+      let context = config["cross_attention_dim"] as? Int ?? 0
+      let addition = config["addition_embed_type"] as? String
+      let projection = config["projection_class_embeddings_input_dim"] as? Int
+      evidence.append("unet/config.json: block_out_channels \(channels), cross_attention_dim \(context), addition_embed_type \(addition ?? "none")")
+      if channels == [320, 640, 1280], context == 2048, addition == "text_time" {
+        kind = .sdxlBase
+      } else if addition == "text_time", channels.count == 3 {
+        kind = .sdxlReduced
+      } else if context == 768 {
+        kind = .sd1
+      } else if context == 1024 {
+        kind = .sd2
+      }
+      if let first = channels.first {
+        unet = UNetConfig(
+          modelChannels: first, channelMultipliers: channels.map { $0 / max(first, 1) }, residualBlocksPerLevel: config["layers_per_block"] as? Int ?? 2,
+          transformerDepth: config["transformer_layers_per_block"] as? [Int] ?? [], contextDimension: context,
+          admChannels: projection, inChannels: config["in_channels"] as? Int ?? 4, outChannels: config["out_channels"] as? Int ?? 4,
+          headDimension: 64)
+      }
+    }
+    evidence.append("⇒ \(kind.title)")
+    let scheduler = try? readJSON(path + "/scheduler/scheduler_config.json")
+    if scheduler == nil {
+      anomalies.append(Anomaly(severity: "warning", code: "missing-scheduler", message: "no scheduler/scheduler_config.json: diffusers will assume epsilon", tensors: []))
+    }
+    let prediction = PredictionDetector.detect(keys: [], metadata: [:], schedulerConfig: scheduler ?? [:])
+    if !findings.isEmpty {
+      anomalies.append(Anomaly(severity: "error", code: "nonfinite-values", message: "\(findings.count) tensors hold NaN or Inf values", tensors: Array(findings.map(\.tensor).prefix(20))))
+    }
+    return InspectionReport(
+      path: path, format: "diffusers-folder", layout: "diffusers-folder", fileSize: size, headerBytes: nil,
+      tensorCount: total, parameterCount: parameters, dtypes: dtypes,
+      architecture: ArchitectureReport(kind: kind, unet: unet, inpainting: unet?.inChannels == 9, evidence: evidence),
+      components: summaries, prediction: prediction, metadata: [:], hashes: nil, keyCheck: nil, anomalies: anomalies,
+      nonFinite: options.scan ? findings : nil, keys: nil)
+  }
+}

@@ -1,0 +1,65 @@
+import Crypto
+import SafeTensors
+
+/// The hashes A1111 and Civitai show for a model file.
+public struct ModelHashes: Codable, Sendable, Equatable {
+  /// Full-file SHA-256, lowercase hex.
+  public var sha256: String
+  /// A1111 "new" hash / Civitai AutoV2: the first 10 hex digits of the file SHA-256.
+  public var autoV2: String
+  /// A1111 legacy hash / Civitai AutoV1: SHA-256 of 64 KiB at offset 1 MiB, first 8 hex digits.
+  public var autoV1: String
+  /// Civitai AutoV3 / A1111 addnet short hash: SHA-256 of the bytes after the header, first 12 hex.
+  public var autoV3: String?
+  /// The full SHA-256 behind AutoV3 (tensor data only: unchanged by metadata edits).
+  public var dataSHA256: String?
+}
+
+/// Streams SHA-256 over mapped files.
+public enum ModelHasher {
+  /// Hashes `mapping`, with the data section starting at `dataOffset` when the file is a safetensors
+  /// file. One pass: the data-only digest is fed from the same pages as the whole-file digest.
+  public static func hashes(
+    of mapping: MappedFile, dataOffset: Int?, progress: ((Int, Int) -> Void)? = nil
+  ) -> ModelHashes {
+    var whole = SHA256()
+    var data = SHA256()
+    let chunk = 8 << 20
+    var offset = 0
+    while offset < mapping.size {
+      let count = min(chunk, mapping.size - offset)
+      mapping.advise(offset: offset + count, count: min(chunk * 2, max(mapping.size - offset - count, 0)), willNeed: true)
+      let bytes = mapping.bytes(offset: offset, count: count)
+      whole.update(bufferPointer: bytes)
+      if let dataOffset {
+        if offset >= dataOffset {
+          data.update(bufferPointer: bytes)
+        } else if offset + count > dataOffset {
+          data.update(bufferPointer: UnsafeRawBufferPointer(rebasing: bytes[(dataOffset - offset)...]))
+        }
+      }
+      // Hashing reads each page once: let the kernel drop it so resident memory stays flat.
+      mapping.advise(offset: offset, count: count, willNeed: false)
+      offset += count
+      progress?(offset, mapping.size)
+    }
+    let full = hex(whole.finalize())
+    let legacyStart = min(0x100000, mapping.size)
+    let legacyCount = min(0x10000, mapping.size - legacyStart)
+    let legacy = hex(SHA256.hash(data: mapping.bytes(offset: legacyStart, count: legacyCount)))
+    let dataDigest = dataOffset.map { _ in hex(data.finalize()) }
+    return ModelHashes(
+      sha256: full, autoV2: String(full.prefix(10)), autoV1: String(legacy.prefix(8)),
+      autoV3: dataDigest.map { String($0.prefix(12)) }, dataSHA256: dataDigest)
+  }
+
+  static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for byte in digest {
+      out.append(digits[Int(byte >> 4)])
+      out.append(digits[Int(byte & 15)])
+    }
+    return String(decoding: out, as: UTF8.self)
+  }
+}

@@ -1,0 +1,76 @@
+import SafeTensors
+
+/// Tensor, parameter and dtype counts of one component.
+public struct ComponentSummary: Codable, Sendable {
+  public var component: Component
+  public var tensors: Int
+  /// Elements in floating-point tensors (integer buffers such as `position_ids` are not parameters).
+  public var parameters: Int
+  public var bytes: Int
+  /// dtype name → number of tensors.
+  public var dtypes: [String: Int]
+}
+
+/// Something wrong or noteworthy about a file.
+public struct Anomaly: Codable, Sendable, Equatable {
+  /// `error` (the file will misbehave), `warning` (likely a problem) or `info`.
+  public var severity: String
+  /// A stable identifier, e.g. `nonfinite-values`, `ema-weights`, `position-ids-not-int64`.
+  public var code: String
+  public var message: String
+  /// The tensors concerned (possibly truncated; see `message`).
+  public var tensors: [String]
+}
+
+/// Keys missing from or extra to the template the architecture implies.
+public struct KeyCheck: Codable, Sendable {
+  /// Which template was compared against, e.g. `sdxl-base` or `sdxl-topology (widths read from shapes)`.
+  public var template: String
+  public var expected: Int
+  public var missing: [String]
+  public var extra: [String]
+  /// Keys present with another shape than the template's.
+  public var wrongShape: [String]
+}
+
+/// Per-tensor result of a full scan (`--scan`).
+public struct ScanFinding: Codable, Sendable {
+  public var tensor: String
+  public var nan: Int
+  public var infinite: Int
+}
+
+/// One key of the file (`--keys`).
+public struct KeyEntry: Codable, Sendable {
+  public var name: String
+  public var dtype: String
+  public var shape: [Int]
+  public var component: Component
+}
+
+/// Everything `rouwei-ckpt info` knows about a file. Field names are part of the JSON interface
+/// (documented in Manuals/info.md); add fields, never rename them.
+public struct InspectionReport: Codable, Sendable {
+  public var path: String
+  /// `safetensors` or `diffusers-folder`.
+  public var format: String
+  /// `single-file`, `unet-only`, `diffusers-folder`, `diffusers-unet`, `diffusers-vae`,
+  /// `diffusers-text-encoder`, `sd1-single-file`, or `unknown`.
+  public var layout: String
+  public var fileSize: Int
+  public var headerBytes: Int?
+  public var tensorCount: Int
+  public var parameterCount: Int
+  public var dtypes: [String: Int]
+  public var architecture: ArchitectureReport
+  public var components: [ComponentSummary]
+  public var prediction: PredictionReport
+  public var metadata: [String: String]
+  public var hashes: ModelHashes?
+  public var keyCheck: KeyCheck?
+  public var anomalies: [Anomaly]
+  /// Present with `--scan`: tensors holding NaN or Inf (empty when all are finite).
+  public var nonFinite: [ScanFinding]?
+  /// Present with `--keys`.
+  public var keys: [KeyEntry]?
+}

@@ -1,0 +1,140 @@
+import Foundation
+
+/// What a model predicts: the noise (epsilon) or the velocity (v).
+public enum PredictionType: String, Codable, Sendable {
+  case epsilon
+  case v
+  /// Continuous-EDM v-prediction (CosXL style, `edm_vpred.sigma_max`).
+  case edmV = "edm_v"
+}
+
+/// One piece of evidence about the prediction type.
+public struct PredictionEvidence: Codable, Sendable, Equatable {
+  /// Where it comes from: `marker`, `metadata`, `scheduler_config`, `sidecar`.
+  public var source: String
+  /// The key or file it was read from.
+  public var key: String
+  /// What it says, e.g. `v`, `epsilon`, `zero-terminal SNR`.
+  public var says: String
+}
+
+/// The prediction type a file declares, how each loader will treat it, and any contradictions.
+public struct PredictionReport: Codable, Sendable {
+  /// What the evidence, weighed as the loaders weigh it, says the model is.
+  public var prediction: PredictionType
+  /// Whether zero-terminal-SNR sigmas are declared.
+  public var zeroTerminalSNR: Bool
+  /// Every piece of evidence found.
+  public var evidence: [PredictionEvidence]
+  /// What ComfyUI / A1111 / Forge will use when loading the file (they read only the marker tensors).
+  public var loadedByComfyUIAs: String
+  /// Contradictions and their consequences, one sentence each.
+  public var conflicts: [String]
+}
+
+/// Collects prediction-type evidence as each tool reads it.
+public enum PredictionDetector {
+  /// - Parameters:
+  ///   - keys: tensor names of the file (marker tensors are looked up by presence, as every loader does).
+  ///   - metadata: the safetensors `__metadata__`.
+  ///   - schedulerConfig: a diffusers `scheduler_config.json`, if the model is a diffusers folder.
+  ///   - sidecarYAML: the text of a `<stem>.yaml` beside the file, if any.
+  public static func detect(
+    keys: Set<String>, metadata: [String: String], schedulerConfig: [String: Any]? = nil, sidecarYAML: String? = nil
+  ) -> PredictionReport {
+    var evidence: [PredictionEvidence] = []
+    let hasV = keys.contains(MarkerKey.vPrediction)
+    let hasZ = keys.contains(MarkerKey.zeroTerminalSNR)
+    let hasEDM = keys.contains(MarkerKey.edmVPredSigmaMax)
+    if hasV { evidence.append(.init(source: "marker", key: MarkerKey.vPrediction, says: "v")) }
+    if hasZ { evidence.append(.init(source: "marker", key: MarkerKey.zeroTerminalSNR, says: "zero-terminal SNR")) }
+    if hasEDM { evidence.append(.init(source: "marker", key: MarkerKey.edmVPredSigmaMax, says: "edm_v")) }
+
+    var declared: [(String, PredictionType)] = []
+    var declaredZ = false
+    for key in ["modelspec.prediction_type", "modelspec.predict_key"] {
+      if let value = metadata[key], let type = parse(value) {
+        evidence.append(.init(source: "metadata", key: key, says: type.rawValue))
+        declared.append(("metadata \(key)", type))
+      }
+    }
+    if let value = metadata["ss_v_parameterization"], value.lowercased() == "true" {
+      evidence.append(.init(source: "metadata", key: "ss_v_parameterization", says: "v"))
+      declared.append(("metadata ss_v_parameterization", .v))
+    }
+    for key in ["ss_zero_terminal_snr", "modelspec.zero_terminal_snr"] where metadata[key]?.lowercased() == "true" {
+      evidence.append(.init(source: "metadata", key: key, says: "zero-terminal SNR"))
+      declaredZ = true
+    }
+    if let schedulerConfig {
+      if let value = schedulerConfig["prediction_type"] as? String, let type = parse(value) {
+        evidence.append(.init(source: "scheduler_config", key: "prediction_type", says: type.rawValue))
+        declared.append(("scheduler_config.json", type))
+      }
+      if let value = schedulerConfig["rescale_betas_zero_snr"] as? Bool, value {
+        evidence.append(.init(source: "scheduler_config", key: "rescale_betas_zero_snr", says: "zero-terminal SNR"))
+        declaredZ = true
+      }
+    }
+    if let sidecarYAML, let type = parseSidecar(sidecarYAML) {
+      evidence.append(.init(source: "sidecar", key: "parameterization", says: type.rawValue))
+      declared.append(("sidecar .yaml", type))
+    }
+
+    // Loaders decide by marker presence alone (ComfyUI model_detection, A1111-dev, Forge, sd.cpp).
+    let markerType: PredictionType = hasEDM ? .edmV : (hasV ? .v : .epsilon)
+    var conflicts: [String] = []
+    let isFolder = schedulerConfig != nil
+    var prediction = markerType
+    if isFolder, let fromScheduler = declared.first(where: { $0.0 == "scheduler_config.json" })?.1 {
+      prediction = fromScheduler
+    }
+    for (source, type) in declared where type != prediction {
+      if !isFolder && type == .v && prediction == .epsilon {
+        conflicts.append(
+          "\(source) says v-prediction but the file has no `v_pred` tensor: ComfyUI, A1111 and Forge will load it as epsilon and render noise or washed-out images (add the marker with `convert --set-prediction v`)")
+        prediction = .v
+      } else {
+        conflicts.append("\(source) says \(type.rawValue) but the markers say \(markerType.rawValue)")
+      }
+    }
+    var zero = hasZ || declaredZ
+    if hasZ && !hasV && !hasEDM {
+      conflicts.append("`ztsnr` without `v_pred`: ComfyUI enables zero-terminal SNR only together with v-prediction, so the marker is ignored there")
+    }
+    if declaredZ && !hasZ && !isFolder && prediction != .epsilon {
+      conflicts.append("metadata declares zero-terminal SNR but the file has no `ztsnr` tensor: ComfyUI and A1111 will use the ordinary schedule (no true black)")
+    }
+    if prediction == .epsilon && !hasZ { zero = declaredZ }
+    let loaded: String
+    switch markerType {
+    case .edmV: loaded = "EDM v-prediction"
+    case .v: loaded = hasZ ? "v-prediction with zero-terminal SNR" : "v-prediction"
+    case .epsilon: loaded = "epsilon"
+    }
+    return PredictionReport(
+      prediction: prediction, zeroTerminalSNR: zero, evidence: evidence,
+      loadedByComfyUIAs: isFolder ? "n/a (diffusers folder)" : loaded, conflicts: conflicts)
+  }
+
+  static func parse(_ value: String) -> PredictionType? {
+    switch value.lowercased().trimmingCharacters(in: .whitespaces) {
+    case "v", "v_prediction", "v-prediction", "vpred", "v_pred": return .v
+    case "epsilon", "eps", "epsilon_prediction": return .epsilon
+    case "edm_v", "v_edm": return .edmV
+    default: return nil
+    }
+  }
+
+  /// A1111-style config: `parameterization: "v"` under `model.params`.
+  static func parseSidecar(_ text: String) -> PredictionType? {
+    for line in text.split(whereSeparator: \.isNewline) {
+      let trimmed = line.trimmingCharacters(in: .whitespaces)
+      guard trimmed.hasPrefix("parameterization:") else { continue }
+      let value = trimmed.dropFirst("parameterization:".count)
+        .trimmingCharacters(in: CharacterSet(charactersIn: " \"'"))
+      return parse(value) ?? (value == "eps" ? .epsilon : nil)
+    }
+    return nil
+  }
+}
