@@ -1,1 +1,19 @@
-print("benchmarks: see Scripts/bench")
+import Foundation
+
+// Benchmarks, run by Scripts/bench (never by swift test): `Benchmarks SECTION ARGS…`.
+let sections: [String: ([String]) throws -> Void] = [
+  "info": InfoBench.run,
+  "hash": HashBench.run,
+]
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+guard let name = arguments.first, let section = sections[name] else {
+  print("usage: Benchmarks <\(sections.keys.sorted().joined(separator: "|"))> ARGS…")
+  exit(2)
+}
+do {
+  try section(Array(arguments.dropFirst()))
+} catch {
+  print("benchmark \(name) failed: \(error)")
+  exit(1)
+}

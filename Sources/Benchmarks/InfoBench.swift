@@ -1,0 +1,42 @@
+import Checkpoint
+import Foundation
+import SafeTensors
+
+/// Wall time of a closure, in seconds.
+func measure(_ body: () throws -> Void) rethrows -> Double {
+  let start = DispatchTime.now().uptimeNanoseconds
+  try body()
+  return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// Peak resident memory of this process so far, in MB.
+func peakRSSMegabytes() -> Double {
+  var usage = rusage()
+  getrusage(RUSAGE_SELF, &usage)
+  return Double(usage.ru_maxrss) / 1024
+}
+
+/// `info` on a file (header only): median of several runs.
+enum InfoBench {
+  static func run(_ arguments: [String]) throws {
+    guard let path = arguments.first else { throw CheckpointError.unsupportedInput(path: "", reason: "usage: info FILE") }
+    var times: [Double] = []
+    for _ in 0..<9 {
+      times.append(try measure { _ = try Inspector.inspect(path: path) })
+    }
+    times.sort()
+    let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+    print(String(format: "info: %.1f ms median (min %.1f) on a %.2f GB file; peak RSS %.0f MB", times[4] * 1000, times[0] * 1000, Double(size) / 1e9, peakRSSMegabytes()))
+  }
+}
+
+/// Streaming SHA-256 of a whole file (what `info --hash` does).
+enum HashBench {
+  static func run(_ arguments: [String]) throws {
+    guard let path = arguments.first else { throw CheckpointError.unsupportedInput(path: "", reason: "usage: hash FILE") }
+    let mapping = try MappedFile(path: path)
+    var hashes: ModelHashes?
+    let seconds = measure { hashes = ModelHasher.hashes(of: mapping, dataOffset: nil) }
+    print(String(format: "hash: %.2f s, %.0f MB/s, peak RSS %.0f MB, sha256 %@", seconds, Double(mapping.size) / seconds / 1e6, peakRSSMegabytes(), hashes?.sha256 ?? "-"))
+  }
+}
