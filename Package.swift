@@ -3,12 +3,13 @@ import PackageDescription
 
 // Module map: ../shared/DESIGN.md. Dependencies run one way, lowest first:
 // C shims → SafeTensors → Checkpoint → Transforms; CBLAS → Tensors → Diffusion → Verification → CLI.
+// Modules join this list as their issues land (Transforms, Tensors, Diffusion, Verification).
 let package = Package(
   name: "rouwei-ckpt",
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -21,25 +22,18 @@ let package = Package(
 
     .target(name: "SafeTensors"),
     .target(name: "Checkpoint", dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")]),
-    .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "CZstd"]),
-    .target(name: "Tensors", dependencies: ["CBLAS"]),
-    .target(name: "Diffusion", dependencies: ["Tensors", "SafeTensors", "Checkpoint", "Transforms", "CZstd"]),
-    .target(name: "Verification", dependencies: ["Diffusion", "Tensors", "Checkpoint", "CPNG"]),
     .target(name: "CLI", dependencies: [
-      "SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification",
+      "SafeTensors", "Checkpoint",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
-    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion"]),
+    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
-    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors", "Checkpoint", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "VerificationTests", dependencies: ["Verification", "Diffusion", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
+    .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
   swiftLanguageModes: [.v5]
 )

@@ -12,7 +12,7 @@ func measure(_ body: () throws -> Void) rethrows -> Double {
 /// Peak resident memory of this process so far, in MB.
 func peakRSSMegabytes() -> Double {
   var usage = rusage()
-  getrusage(RUSAGE_SELF, &usage)
+  getrusage(RUSAGE_SELF.rawValue, &usage)
   return Double(usage.ru_maxrss) / 1024
 }
 

@@ -40,7 +40,7 @@ import TestSupport
 
   @Test func garbageFileIsBadInput() throws {
     let path = TestPaths.temporaryDirectory("garbage") + "/bad.safetensors"
-    FileManager.default.createFile(atPath: path, contents: Data("hello world, not a model".utf8))
+    _ = FileManager.default.createFile(atPath: path, contents: Data("hello world, not a model".utf8))
     let run = try BinaryRun.run(["info", path])
     #expect(run.status == 2)
     #expect(run.stderr.contains("bad.safetensors"))

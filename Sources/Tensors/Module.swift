@@ -1,1 +1,0 @@
-// The Tensors module: see ../shared/DESIGN.md. Filled in by its issue.

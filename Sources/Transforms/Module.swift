@@ -1,1 +1,0 @@
-// The Transforms module: see ../shared/DESIGN.md. Filled in by its issue.

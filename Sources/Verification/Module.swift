@@ -1,1 +1,0 @@
-// The Verification module: see ../shared/DESIGN.md. Filled in by its issue.
