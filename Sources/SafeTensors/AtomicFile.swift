@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
@@ -26,8 +28,22 @@ public final class AtomicFile {
     public var rename: (@Sendable () -> Int32?)?
     public init() {}
   }
-  /// Faults injected into every atomic file of the process (tests only).
-  nonisolated(unsafe) public static var injectedFaults = Faults()
+  // Faults for fault-injection tests, keyed by destination path so parallel tests stay independent.
+  nonisolated(unsafe) private static var faultsByDestination: [String: Faults] = [:]
+  private static let faultLock = NSLock()
+
+  /// Makes writes to `destination` fail as `faults` says (tests only); nil removes the injection.
+  public static func injectFaults(_ faults: Faults?, forDestination destination: String) {
+    faultLock.lock()
+    defer { faultLock.unlock() }
+    faultsByDestination[destination] = faults
+  }
+
+  private lazy var faults: Faults = {
+    AtomicFile.faultLock.lock()
+    defer { AtomicFile.faultLock.unlock() }
+    return AtomicFile.faultsByDestination[destination] ?? Faults()
+  }()
 
   /// Creates the temporary file beside `destination`. Refuses when `destination` is the same file
   /// as any of `inputs` (by device and inode, so links and other spellings are caught too).
@@ -84,11 +100,11 @@ public final class AtomicFile {
   public func commit() throws {
     do {
       try flushBuffer()
-      if let code = AtomicFile.injectedFaults.fsync?() { errno = code; throw ioError("fsync") }
+      if let code = faults.fsync?() { errno = code; throw ioError("fsync") }
       guard fsync(fd) == 0 else { throw ioError("fsync") }
       guard close(fd) == 0 else { fd = -1; throw ioError("close") }
       fd = -1
-      if let code = AtomicFile.injectedFaults.rename?() { errno = code; throw ioError("rename") }
+      if let code = faults.rename?() { errno = code; throw ioError("rename") }
       guard rename(temporaryPath, destination) == 0 else { throw ioError("rename") }
     } catch {
       abandon()
@@ -125,7 +141,7 @@ public final class AtomicFile {
   private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
     var offset = 0
     while offset < bytes.count {
-      if let code = AtomicFile.injectedFaults.write?(bytesWritten) {
+      if let code = faults.write?(bytesWritten) {
         errno = code
         throw ioError("write")
       }
