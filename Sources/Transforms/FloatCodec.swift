@@ -1,0 +1,217 @@
+import SafeTensors
+
+/// What to do with a finite value the target dtype cannot hold.
+public enum OverflowPolicy: String, Sendable, CaseIterable {
+  /// Count it; the caller refuses the conversion when the count is not zero (the default).
+  case refuse
+  /// Saturate to the largest finite value of the target (`--clamp`).
+  case clamp
+}
+
+/// What an encode pass saw.
+public struct EncodeStatistics: Sendable, Equatable {
+  /// Finite inputs that overflowed the target (written saturated under `.clamp`, as the target's
+  /// inf/NaN under `.refuse`, where the caller must not keep the output).
+  public var overflowed = 0
+  /// NaN inputs (kept as NaN: a defect to report, not to hide).
+  public var nan = 0
+  public init() {}
+
+  public static func += (lhs: inout EncodeStatistics, rhs: EncodeStatistics) {
+    lhs.overflowed += rhs.overflowed
+    lhs.nan += rhs.nan
+  }
+}
+
+/// Conversions between Float32 and the floating-point storage types, bit-identical to PyTorch's
+/// CPU casts (`.half()`, `.bfloat16()`, `.to(torch.float8_e4m3fn)`, `.to(torch.float8_e5m2)`) for
+/// every value that fits; golden-tested against torch in `Tests/TransformsTests`.
+public enum FloatCodec {
+  /// The float dtypes this codec reads and writes.
+  public static let supported: Set<DType> = [.f64, .f32, .f16, .bf16, .f8e4m3, .f8e5m2]
+
+  /// Bytes per element of a supported dtype.
+  public static func width(_ dtype: DType) -> Int { dtype.bitWidth / 8 }
+
+  // MARK: - Decoding
+
+  /// Widens `count` elements of `dtype` (little-endian) into `output`. Exact for every supported
+  /// dtype except F64, which is rounded to the nearest Float32.
+  public static func decode(
+    _ bytes: UnsafeRawBufferPointer, dtype: DType, into output: UnsafeMutableBufferPointer<Float>
+  ) {
+    let count = output.count
+    guard count > 0, let base = bytes.baseAddress, let out = output.baseAddress else { return }
+    precondition(bytes.count >= count * width(dtype), "decode: input too short")
+    switch dtype {
+    case .f32:
+      for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+    case .f16:
+      for i in 0..<count { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
+    case .bf16:
+      for i in 0..<count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+    case .f8e5m2:
+      // e5m2 is the top byte of an IEEE half.
+      for i in 0..<count { out[i] = Float(Float16(bitPattern: UInt16(base.load(fromByteOffset: i, as: UInt8.self)) << 8)) }
+    case .f8e4m3:
+      for i in 0..<count { out[i] = e4m3Table[Int(base.load(fromByteOffset: i, as: UInt8.self))] }
+    case .f64:
+      for i in 0..<count { out[i] = Float(Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+    default:
+      preconditionFailure("decode: \(dtype) is not a supported float dtype")
+    }
+  }
+
+  /// e4m3fn: bias 7, no infinities, S.1111.111 is NaN, max 448.
+  static let e4m3Table: [Float] = (0..<256).map { code in
+    let sign: Float = code & 0x80 != 0 ? -1 : 1
+    let exponent = (code >> 3) & 0xF
+    let mantissa = code & 0x7
+    if exponent == 0xF && mantissa == 0x7 { return .nan }
+    if exponent == 0 { return sign * Float(mantissa) / 8 * Float(sign: .plus, exponent: -6, significand: 1) }
+    return sign * (1 + Float(mantissa) / 8) * Float(sign: .plus, exponent: exponent - 7, significand: 1)
+  }
+
+  // MARK: - Encoding
+
+  /// Narrows `input` into `dtype` bytes in `output`, returning what overflowed or was NaN.
+  @discardableResult
+  public static func encode(
+    _ input: UnsafeBufferPointer<Float>, to dtype: DType, into output: UnsafeMutableRawBufferPointer,
+    policy: OverflowPolicy
+  ) -> EncodeStatistics {
+    var stats = EncodeStatistics()
+    let count = input.count
+    guard count > 0, let src = input.baseAddress, let out = output.baseAddress else { return stats }
+    precondition(output.count >= count * width(dtype), "encode: output too short")
+    let clamp = policy == .clamp
+    switch dtype {
+    case .f32:
+      for i in 0..<count {
+        if src[i].isNaN { stats.nan += 1 }
+        out.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+      }
+    case .f64:
+      for i in 0..<count {
+        if src[i].isNaN { stats.nan += 1 }
+        out.storeBytes(of: Double(src[i]).bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self)
+      }
+    case .f16:
+      for i in 0..<count {
+        var bits = half(src[i])
+        if bits & 0x7FFF == 0x7C00 && src[i].isFinite {
+          stats.overflowed += 1
+          if clamp { bits = (bits & 0x8000) | 0x7BFF }
+        } else if src[i].isNaN {
+          stats.nan += 1
+        }
+        out.storeBytes(of: bits.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+      }
+    case .bf16:
+      for i in 0..<count {
+        var bits = bfloat16(src[i])
+        if bits & 0x7FFF == 0x7F80 && src[i].isFinite {
+          stats.overflowed += 1
+          if clamp { bits = (bits & 0x8000) | 0x7F7F }
+        } else if src[i].isNaN {
+          stats.nan += 1
+        }
+        out.storeBytes(of: bits.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+      }
+    case .f8e4m3:
+      for i in 0..<count {
+        // torch saturates to ±448 silently; we count it so the caller can refuse.
+        let (code, overflowed) = e4m3(src[i])
+        if overflowed { stats.overflowed += 1 } else if src[i].isNaN { stats.nan += 1 }
+        out.storeBytes(of: code, toByteOffset: i, as: UInt8.self)
+      }
+    case .f8e5m2:
+      for i in 0..<count {
+        var code = e5m2(src[i])
+        if code & 0x7F == 0x7C && src[i].isFinite {
+          stats.overflowed += 1
+          if clamp { code = (code & 0x80) | 0x7B }
+        } else if src[i].isNaN {
+          stats.nan += 1
+        }
+        out.storeBytes(of: code, toByteOffset: i, as: UInt8.self)
+      }
+    default:
+      preconditionFailure("encode: \(dtype) is not a supported float dtype")
+    }
+    return stats
+  }
+
+  /// IEEE half, round to nearest even. NaN keeps its sign and top payload bits and is quieted,
+  /// as x86 `vcvtps2ph` (torch's CPU path) does.
+  @inline(__always)
+  public static func half(_ value: Float) -> UInt16 {
+    if value.isNaN {
+      let bits = value.bitPattern
+      return UInt16(truncatingIfNeeded: (bits >> 16) & 0x8000) | 0x7E00 | UInt16(truncatingIfNeeded: (bits & 0x7F_FFFF) >> 13)
+    }
+    return Float16(value).bitPattern
+  }
+
+  /// bfloat16, round to nearest even on the bits; NaN becomes 0xFFFF as torch's vectorised CPU cast
+  /// writes it (its scalar path writes 0x7FC0; both are NaN).
+  @inline(__always)
+  public static func bfloat16(_ value: Float) -> UInt16 {
+    if value.isNaN { return 0xFFFF }
+    let bits = value.bitPattern
+    let bias = ((bits >> 16) & 1) &+ 0x7FFF
+    return UInt16(truncatingIfNeeded: (bits &+ bias) >> 16)
+  }
+
+  /// float8 e4m3fn, round to nearest even, saturating at ±448 as torch ≥ 2.x casts (±inf too);
+  /// NaN stays NaN. `overflowed` is true for values beyond ±448 after rounding, inf included.
+  @inline(__always)
+  public static func e4m3(_ value: Float) -> (code: UInt8, overflowed: Bool) {
+    let code = e4m3NonSaturating(value)
+    if code & 0x7F == 0x7F && !value.isNaN { return ((code & 0x80) | 0x7E, true) }
+    return (code, false)
+  }
+
+  /// c10 `fp8e4m3fn_from_fp32_value`: |x| > 464 and NaN give the NaN code 0x7F.
+  @inline(__always)
+  static func e4m3NonSaturating(_ value: Float) -> UInt8 {
+    var bits = value.bitPattern
+    let sign = bits & 0x8000_0000
+    bits ^= sign
+    var result: UInt8
+    if bits >= 1087 << 20 {
+      result = 0x7F
+    } else if bits < 121 << 23 {
+      let denormMask: UInt32 = 141 << 23
+      let sum = (Float(bitPattern: bits) + Float(bitPattern: denormMask)).bitPattern
+      result = UInt8(truncatingIfNeeded: sum &- denormMask)
+    } else {
+      let odd = (bits >> 20) & 1
+      bits = bits &+ (UInt32(bitPattern: Int32(7 - 127)) << 23) &+ 0x7FFFF &+ odd
+      result = UInt8(truncatingIfNeeded: bits >> 20)
+    }
+    return result | UInt8(truncatingIfNeeded: sign >> 24)
+  }
+
+  /// float8 e5m2, round to nearest even; overflow gives ±inf, NaN gives NaN
+  /// (c10 `fp8e5m2_from_fp32_value`).
+  @inline(__always)
+  public static func e5m2(_ value: Float) -> UInt8 {
+    var bits = value.bitPattern
+    let sign = bits & 0x8000_0000
+    bits ^= sign
+    var result: UInt8
+    if bits >= 143 << 23 {
+      result = bits > 255 << 23 ? 0x7F : 0x7C
+    } else if bits < 113 << 23 {
+      let denormMask: UInt32 = 134 << 23
+      let sum = (Float(bitPattern: bits) + Float(bitPattern: denormMask)).bitPattern
+      result = UInt8(truncatingIfNeeded: sum &- denormMask)
+    } else {
+      let odd = (bits >> 21) & 1
+      bits = bits &+ (UInt32(bitPattern: Int32(15 - 127)) << 23) &+ 0xFFFFF &+ odd
+      result = UInt8(truncatingIfNeeded: bits >> 21)
+    }
+    return result | UInt8(truncatingIfNeeded: sign >> 24)
+  }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import SafeTensors
+import Testing
+import TestSupport
+
+@testable import Transforms
+
+/// Our casts against PyTorch's on the same inputs (Fixtures/codecs/casts.safetensors).
+@Suite struct FloatCodecTests {
+  static let golden = try? SafeTensorsFile(path: TestPaths.fixture("codecs/casts.safetensors"))
+
+  func inputs() throws -> [Float] {
+    let file = try #require(Self.golden)
+    let info = try #require(file.info("input"))
+    var values = [Float](repeating: 0, count: info.elementCount)
+    values.withUnsafeMutableBufferPointer { FloatCodec.decode(file.data(info), dtype: .f32, into: $0) }
+    return values
+  }
+
+  func encoded(_ values: [Float], _ dtype: DType, _ policy: OverflowPolicy = .refuse) -> ([UInt8], EncodeStatistics) {
+    var out = [UInt8](repeating: 0, count: values.count * FloatCodec.width(dtype))
+    let stats = values.withUnsafeBufferPointer { input in
+      out.withUnsafeMutableBytes { FloatCodec.encode(input, to: dtype, into: $0, policy: policy) }
+    }
+    return (out, stats)
+  }
+
+  @Test(arguments: [("f16", DType.f16), ("bf16", .bf16), ("f8_e4m3fn", .f8e4m3), ("f8_e5m2", .f8e5m2)])
+  func bitIdenticalToTorch(name: String, dtype: DType) throws {
+    let file = try #require(Self.golden)
+    let x = try inputs()
+    let expected = Array(try file.data(named: name))
+    let (ours, _) = encoded(x, dtype)
+    let width = FloatCodec.width(dtype)
+    var mismatches: [String] = []
+    for index in 0..<x.count {
+      let a = ours[(index * width)..<((index + 1) * width)]
+      let b = expected[(index * width)..<((index + 1) * width)]
+      if a != b {
+        mismatches.append("x=\(x[index]) (bits \(String(x[index].bitPattern, radix: 16))): ours \(Array(a)) torch \(Array(b))")
+      }
+    }
+    #expect(mismatches.isEmpty, "\(mismatches.count) of \(x.count) differ, e.g. \(mismatches.prefix(3))")
+  }
+
+  @Test func overflowIsCountedAndClampSaturates() {
+    let values: [Float] = [1, 70000, -70000, 500, .nan, .infinity]
+    #expect(encoded(values, .f16).1 == { var s = EncodeStatistics(); s.overflowed = 2; s.nan = 1; return s }())
+    let clamped = encoded(values, .f16, .clamp).0
+    let halves = stride(from: 0, to: clamped.count, by: 2).map { UInt16(clamped[$0]) | UInt16(clamped[$0 + 1]) << 8 }
+    #expect(halves[1] == 0x7BFF && halves[2] == 0xFBFF)
+    #expect(halves[5] == 0x7C00, "a real infinity stays infinite")
+    let (e4, stats) = encoded(values, .f8e4m3, .clamp)
+    #expect(stats.overflowed == 4, "70000, -70000, 500 and inf do not fit e4m3fn")
+    #expect(e4[1] == 0x7E && e4[2] == 0xFE && e4[3] == 0x7E)
+    #expect(encoded([57344, 61440, 1e6], .f8e5m2).1.overflowed == 2)
+  }
+
+  @Test(arguments: [DType.f16, .bf16, .f8e4m3, .f8e5m2])
+  func decodeInvertsEncode(dtype: DType) {
+    // Every code of the narrow type decodes to a value that encodes back to the same code.
+    let codes = dtype.bitWidth == 8 ? 256 : 65536
+    var bytes = [UInt8](repeating: 0, count: codes * FloatCodec.width(dtype))
+    for code in 0..<codes {
+      for byte in 0..<FloatCodec.width(dtype) { bytes[code * FloatCodec.width(dtype) + byte] = UInt8(truncatingIfNeeded: code >> (8 * byte)) }
+    }
+    var values = [Float](repeating: 0, count: codes)
+    bytes.withUnsafeBytes { raw in values.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: dtype, into: $0) } }
+    let (again, _) = encoded(values, dtype)
+    for code in 0..<codes where !values[code].isNaN {
+      let width = FloatCodec.width(dtype)
+      #expect(Array(again[(code * width)..<((code + 1) * width)]) == Array(bytes[(code * width)..<((code + 1) * width)]), "code \(code)")
+    }
+  }
+}
