@@ -28,7 +28,7 @@ let package = Package(
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
-    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint"]),
+    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
