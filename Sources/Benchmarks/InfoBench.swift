@@ -57,3 +57,15 @@ enum ConvertBench {
     print(String(format: "convert: %.2f s, %.0f MB/s read+written, peak RSS %.0f MB", seconds, bytes / seconds / 1e6, peakRSSMegabytes()))
   }
 }
+
+/// A two-model weighted-sum merge: time and peak RSS. Scripts/bench compares with the Python peer
+/// and with reading both inputs and writing one output.
+enum MergeBench {
+  static func run(_ arguments: [String]) throws {
+    guard arguments.count == 3 else { throw CheckpointError.unsupportedInput(path: "", reason: "usage: merge A B OUT") }
+    var request = MergeRequest(inputs: [arguments[0], arguments[1]], method: .weightedSum, alpha: 0.3)
+    request.missing = .error
+    let seconds = try measure { _ = try Merger.merge(request, output: arguments[2]) }
+    print(String(format: "merge: %.2f s, peak RSS %.0f MB", seconds, peakRSSMegabytes()))
+  }
+}

@@ -5,6 +5,7 @@ let sections: [String: ([String]) throws -> Void] = [
   "info": InfoBench.run,
   "hash": HashBench.run,
   "convert": ConvertBench.run,
+  "merge": MergeBench.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
