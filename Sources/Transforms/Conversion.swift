@@ -298,11 +298,23 @@ public enum Streaming {
     var offset = 0
     while offset < total {
       let count = min(chunk, total - offset)
-      let slice = UnsafeRawBufferPointer(rebasing: bytes[(offset * inWidth)..<((offset + count) * inWidth)])
-      floats.withUnsafeMutableBufferPointer { FloatCodec.decode(slice, dtype: tensor.dtype, into: UnsafeMutableBufferPointer(rebasing: $0[0..<count])) }
-      stats += floats.withUnsafeBufferPointer { input in
+      let chunkStart = offset
+      let lock = NSLock()
+      floats.withUnsafeMutableBufferPointer { values in
         encoded.withUnsafeMutableBytes { output in
-          FloatCodec.encode(UnsafeBufferPointer(rebasing: input[0..<count]), to: target, into: output, policy: policy)
+          parallelRanges(count) { range in
+            let slice = UnsafeRawBufferPointer(
+              rebasing: bytes[((chunkStart + range.lowerBound) * inWidth)..<((chunkStart + range.upperBound) * inWidth)])
+            let part = UnsafeMutableBufferPointer(rebasing: values[range])
+            FloatCodec.decode(slice, dtype: tensor.dtype, into: part)
+            let partStats = FloatCodec.encode(
+              UnsafeBufferPointer(part), to: target,
+              into: UnsafeMutableRawBufferPointer(rebasing: output[(range.lowerBound * outWidth)..<(range.upperBound * outWidth)]),
+              policy: policy)
+            lock.lock()
+            stats += partStats
+            lock.unlock()
+          }
         }
       }
       try encoded.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<(count * outWidth)])) }

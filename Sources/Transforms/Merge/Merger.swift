@@ -242,36 +242,46 @@ public enum Merger {
     var encoded = [UInt8](repeating: 0, count: chunkElements * FloatCodec.width(target))
     let wa = Float(1 - alpha), wb = Float(alpha)
     let weights = coefficients.map { Float($0) }
+    let width = FloatCodec.width(target)
+    let policy: OverflowPolicy = clamp ? .clamp : .refuse
+    let lock = NSLock()
     try forEachChunk(files: files, infos: infos, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
-      switch method {
-      case .weightedSum:
-        // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
-        for i in 0..<n { out[i] = wa * inputs[0][i] + wb * inputs[1][i] }
-      case .sum:
-        for i in 0..<n {
-          var total = weights[0] * inputs[0][i]
-          for k in 1..<inputs.count { total = total + weights[k] * inputs[k][i] }
-          out[i] = total
+      out.withUnsafeMutableBufferPointer { out in
+        encoded.withUnsafeMutableBytes { encoded in
+          parallelRanges(n) { range in
+            switch method {
+            case .weightedSum:
+              // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
+              for i in range { out[i] = wa * inputs[0][i] + wb * inputs[1][i] }
+            case .sum:
+              for i in range {
+                var total = weights[0] * inputs[0][i]
+                for k in 1..<inputs.count { total = total + weights[k] * inputs[k][i] }
+                out[i] = total
+              }
+            case .addDifference:
+              // torch's `A + alpha * (B - C)`.
+              for i in range { out[i] = inputs[0][i] + wb * (inputs[1][i] - inputs[2][i]) }
+            case .slerp:
+              let (sa, sb) = slerp ?? (wa, wb)
+              for i in range { out[i] = sa * inputs[0][i] + sb * inputs[1][i] }
+            }
+            if let narrow = inpaintingChannels {
+              // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
+              let shape = infos[0].shape
+              let inner = shape.dropFirst(2).reduce(1, *)
+              for i in range where ((offset + i) / inner) % shape[1] >= narrow { out[i] = inputs[0][i] }
+            }
+            let stats = FloatCodec.encode(
+              UnsafeBufferPointer(rebasing: out[range]), to: target,
+              into: UnsafeMutableRawBufferPointer(rebasing: encoded[(range.lowerBound * width)..<(range.upperBound * width)]),
+              policy: policy)
+            lock.lock()
+            overflowed += stats.overflowed
+            lock.unlock()
+          }
         }
-      case .addDifference:
-        // torch's `A + alpha * (B - C)`.
-        for i in 0..<n { out[i] = inputs[0][i] + wb * (inputs[1][i] - inputs[2][i]) }
-      case .slerp:
-        let (sa, sb) = slerp ?? (wa, wb)
-        for i in 0..<n { out[i] = sa * inputs[0][i] + sb * inputs[1][i] }
       }
-      if let narrow = inpaintingChannels {
-        // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
-        let shape = infos[0].shape
-        let inner = shape.dropFirst(2).reduce(1, *)
-        for i in 0..<n where ((offset + i) / inner) % shape[1] >= narrow { out[i] = inputs[0][i] }
-      }
-      let stats = out.withUnsafeBufferPointer { values in
-        encoded.withUnsafeMutableBytes {
-          FloatCodec.encode(UnsafeBufferPointer(rebasing: values[0..<n]), to: target, into: $0, policy: clamp ? .clamp : .refuse)
-        }
-      }
-      overflowed += stats.overflowed
       try encoded.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * FloatCodec.width(target))])) }
     }
     return overflowed
@@ -315,10 +325,15 @@ public enum Merger {
     var offset = 0
     while offset < count {
       let n = min(chunkElements, count - offset)
-      for (index, info) in infos.enumerated() {
-        let width = FloatCodec.width(info.dtype)
-        let bytes = UnsafeRawBufferPointer(rebasing: files[index].data(info)[(offset * width)..<((offset + n) * width)])
-        FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: buffers[index][0..<n]))
+      let chunkStart = offset
+      let data = zip(files, infos).map { $0.data($1) }
+      parallelRanges(n) { range in
+        for (index, info) in infos.enumerated() {
+          let width = FloatCodec.width(info.dtype)
+          let bytes = UnsafeRawBufferPointer(
+            rebasing: data[index][((chunkStart + range.lowerBound) * width)..<((chunkStart + range.upperBound) * width)])
+          FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: buffers[index][range]))
+        }
       }
       try body(buffers, n, offset)
       offset += n
