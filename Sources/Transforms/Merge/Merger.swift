@@ -98,7 +98,8 @@ public enum Merger {
     var hashList: [[String: String]] = []
     var models: [String: Any] = [:]
     for (index, file) in files.enumerated() {
-      let h = ModelHasher.hashes(of: file.mapping, dataOffset: file.dataOffset)
+      // Whole-file digests only (A1111 and Civitai identify inputs by them); one SHA-256 pass per input.
+      let h = ModelHasher.hashes(of: file.mapping, dataOffset: nil)
       hashes[names[index]] = h.sha256
       hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
       var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
@@ -249,22 +250,28 @@ public enum Merger {
       out.withUnsafeMutableBufferPointer { out in
         encoded.withUnsafeMutableBytes { encoded in
           parallelRanges(n) { range in
+            // Raw pointers hoisted out of the loops: the compiler then vectorises them.
+            let x = inputs.map { UnsafePointer($0.baseAddress!) }
+            let y = out.baseAddress!
             switch method {
             case .weightedSum:
               // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
-              for i in range { out[i] = wa * inputs[0][i] + wb * inputs[1][i] }
+              let a = x[0], b = x[1]
+              for i in range { y[i] = wa * a[i] + wb * b[i] }
             case .sum:
-              for i in range {
-                var total = weights[0] * inputs[0][i]
-                for k in 1..<inputs.count { total = total + weights[k] * inputs[k][i] }
-                out[i] = total
+              for i in range { y[i] = weights[0] * x[0][i] }
+              for k in 1..<x.count {
+                let w = weights[k], source = x[k]
+                for i in range { y[i] = y[i] + w * source[i] }
               }
             case .addDifference:
               // torch's `A + alpha * (B - C)`.
-              for i in range { out[i] = inputs[0][i] + wb * (inputs[1][i] - inputs[2][i]) }
+              let a = x[0], b = x[1], c = x[2]
+              for i in range { y[i] = a[i] + wb * (b[i] - c[i]) }
             case .slerp:
               let (sa, sb) = slerp ?? (wa, wb)
-              for i in range { out[i] = sa * inputs[0][i] + sb * inputs[1][i] }
+              let a = x[0], b = x[1]
+              for i in range { y[i] = sa * a[i] + sb * b[i] }
             }
             if let narrow = inpaintingChannels {
               // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
