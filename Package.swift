@@ -23,7 +23,8 @@ let package = Package(
     .target(name: "SafeTensors"),
     .target(name: "Checkpoint", dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")]),
     .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint"]),
-    .target(name: "Tensors", dependencies: ["CBLAS"]),
+    .target(name: "CTensorKernels"),
+    .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels"]),
     .target(name: "CLI", dependencies: [
       "SafeTensors", "Checkpoint", "Transforms",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -4,6 +4,7 @@ import Foundation
 let sections: [String: ([String]) throws -> Void] = [
   "info": InfoBench.run,
   "hash": HashBench.run,
+  "kernels": KernelBench.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -45,7 +45,9 @@ extension ComputeContext {
       return
     }
     let blockRows = Swift.max(1, Swift.min(queryTokens, attentionBlockBudget / keyTokens))
-    let scores = workspace.buffer(blockRows * keyTokens)
+    // Score block, then one softmax denominator per row.
+    let scores = workspace.buffer(blockRows * keyTokens + blockRows)
+    let sums = scores + blockRows * keyTokens
     for sample in 0..<batch {
       let keySample = key.shape[0] == 1 ? 0 : sample
       let queries = query.pointer + sample * queryTokens * channels
@@ -61,16 +63,28 @@ extension ComputeContext {
             transposeA: false, transposeB: true, m: rows, n: keyTokens, k: headDimension,
             alpha: scale, a: queries + firstRow * channels + head * headDimension, lda: channels,
             b: keys + head * headDimension, ldb: channels, beta: 0, c: scores, ldc: keyTokens)
+          // Unnormalised softmax: P = exp(S − rowmax), row sums kept aside.
           let start = firstRow
-          softmaxRows(
-            scores, scores, rows: rows, columns: keyTokens, stride: keyTokens,
-            validColumns: causal ? { start + $0 + 1 } : nil)
-          // Out[rows, head] = P[rows, Tk] · V[:, head].
+          pool.forEachChunk(rows, minimumChunk: Swift.max(1, Self.parallelGrain / keyTokens)) { range in
+            for row in range {
+              let line = scores + row * keyTokens
+              let visible = causal ? start + row + 1 : keyTokens
+              sums[row] = ComputeContext.exponentiateRow(line, line, count: visible)
+              if visible < keyTokens { (line + visible).update(repeating: 0, count: keyTokens - visible) }
+            }
+          }
+          // Out[rows, head] = P[rows, Tk] · V[:, head], then divided by the row sums: dividing
+          // the d-wide output instead of the Tk-wide scores saves a pass over the block.
+          let target = results + firstRow * valueChannels + head * valueHeadDimension
           gemm(
             transposeA: false, transposeB: false, m: rows, n: valueHeadDimension, k: keyTokens,
             a: scores, lda: keyTokens, b: values + head * valueHeadDimension, ldb: valueChannels,
-            beta: 0, c: results + firstRow * valueChannels + head * valueHeadDimension,
-            ldc: valueChannels)
+            beta: 0, c: target, ldc: valueChannels)
+          for row in 0..<rows {
+            let inverse = 1 / sums[row]
+            let line = target + row * valueChannels
+            for column in 0..<valueHeadDimension { line[column] *= inverse }
+          }
           firstRow += rows
         }
       }

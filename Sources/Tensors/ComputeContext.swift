@@ -1,4 +1,5 @@
 import CBLAS
+import CTensorKernels
 
 /// Where kernels run: a thread pool for element-wise work, scratch memory for temporary buffers,
 /// and the choice between optimised kernels and the simple reference loops.
@@ -35,6 +36,10 @@ public final class ComputeContext {
 
   /// The number of threads OpenBLAS uses for gemm.
   public static var blasThreadCount: Int { Int(openblas_get_num_threads()) }
+
+  /// Whether the element-wise kernels run their AVX2+FMA forms (x86-64 CPUs that have them) rather
+  /// than the portable C loops.
+  public static var usesVectorKernels: Bool { tk_uses_avx2() != 0 }
 
   /// OpenBLAS's build description (version, target core, threading), for benchmark reports.
   public static var blasConfiguration: String {

@@ -1,3 +1,4 @@
+import CTensorKernels
 import Foundation
 
 extension ComputeContext {
@@ -7,22 +8,22 @@ extension ComputeContext {
 
   /// output = a + b, element by element (equal element counts; `output` may be `a` or `b`).
   public func add(_ a: Tensor, _ b: Tensor, into output: Tensor) {
-    binary(a, b, output) { $0 + $1 }
+    binary(a, b, output, scale: 1)
   }
 
   /// output = a · b, element by element (equal element counts; `output` may be `a` or `b`).
   public func multiply(_ a: Tensor, _ b: Tensor, into output: Tensor) {
-    binary(a, b, output) { $0 * $1 }
+    binary(a, b, output, scale: nil)
   }
 
   /// output = a + scale · b, element by element (`output` may be `a` or `b`).
   public func addScaled(_ a: Tensor, _ b: Tensor, scale: Float, into output: Tensor) {
-    binary(a, b, output) { $0 + scale * $1 }
+    binary(a, b, output, scale: scale)
   }
 
   /// output = factor · x (`output` may be `x`).
   public func scale(_ x: Tensor, by factor: Float, into output: Tensor) {
-    unary(x, output, vector: { $0 * factor }, scalar: { $0 * factor })
+    unary(x, output, scalar: { $0 * factor }) { tk_scale($0, $1, $2, factor) }
   }
 
   /// Adds a per-channel value broadcast over the trailing (spatial) dimensions:
@@ -66,17 +67,17 @@ extension ComputeContext {
 
   /// SiLU x·σ(x) (PyTorch `F.silu`); `output` may be `x`.
   public func silu(_ x: Tensor, into output: Tensor) {
-    unary(x, output, vector: VectorMath.silu, scalar: ReferenceKernels.silu)
+    unary(x, output, scalar: ReferenceKernels.silu) { tk_silu($0, $1, $2) }
   }
 
   /// Exact GELU ½x(1 + erf(x/√2)) (PyTorch `F.gelu`, approximate='none'); `output` may be `x`.
   public func gelu(_ x: Tensor, into output: Tensor) {
-    unary(x, output, vector: VectorMath.gelu, scalar: ReferenceKernels.gelu)
+    unary(x, output, scalar: ReferenceKernels.gelu) { tk_gelu($0, $1, $2) }
   }
 
   /// Quick-GELU x·σ(1.702x) (OpenAI CLIP's activation); `output` may be `x`.
   public func quickGELU(_ x: Tensor, into output: Tensor) {
-    unary(x, output, vector: VectorMath.quickGELU, scalar: ReferenceKernels.quickGELU)
+    unary(x, output, scalar: ReferenceKernels.quickGELU) { tk_quick_gelu($0, $1, $2) }
   }
 
   /// GEGLU as in sgm `attention.GEGLU`: the last dimension of `x` (2·D) is split into
@@ -97,10 +98,8 @@ extension ComputeContext {
     }
     pool.forEachChunk(rows, minimumChunk: Swift.max(1, Self.parallelGrain / Swift.max(width, 1))) { range in
       for row in range {
-        let value = input + row * 2 * width, destination = result + row * width
-        // GELU of the gate into the output row, then multiply by the value half.
-        VectorMath.map(value + width, destination, count: width, VectorMath.gelu)
-        for column in 0..<width { destination[column] *= value[column] }
+        let value = input + row * 2 * width
+        tk_geglu(value, value + width, result + row * width, width)
       }
     }
   }
@@ -145,28 +144,24 @@ extension ComputeContext {
     _ source: UnsafeMutablePointer<Float>, _ destination: UnsafeMutablePointer<Float>, count: Int
   ) {
     guard count > 0 else { return }
-    var maximum = -Float.infinity
-    for index in 0..<count { maximum = Swift.max(maximum, source[index]) }
-    let shift = VectorMath.Vector(repeating: maximum)
-    VectorMath.map(source, destination, count: count) { VectorMath.exp($0 - shift) }
-    var lanes = VectorMath.Vector(repeating: 0)
-    var index = 0
-    while index + 8 <= count {
-      lanes += UnsafeRawPointer(destination + index).loadUnaligned(as: VectorMath.Vector.self)
-      index += 8
-    }
-    var total = lanes.sum()
-    while index < count {
-      total += destination[index]
-      index += 1
-    }
-    let inverse = 1 / total
-    for index in 0..<count { destination[index] *= inverse }
+    let inverse = 1 / exponentiateRow(source, destination, count: count)
+    tk_scale(destination, destination, count, inverse)
   }
 
+  /// destination = exp(source − max(source)) over `count` values; returns their sum (the
+  /// softmax denominator), computed in the same pass.
+  static func exponentiateRow(
+    _ source: UnsafeMutablePointer<Float>, _ destination: UnsafeMutablePointer<Float>, count: Int
+  ) -> Float {
+    guard count > 0 else { return 0 }
+    return tk_exp_shifted_sum(source, destination, count, tk_max(source, count))
+  }
+
+  /// Runs a vector kernel `(source, destination, count)` over chunks, or `scalar` per element
+  /// under the reference kernels.
   private func unary(
-    _ x: Tensor, _ output: Tensor, vector: @escaping (VectorMath.Vector) -> VectorMath.Vector,
-    scalar: (Float) -> Float
+    _ x: Tensor, _ output: Tensor, scalar: (Float) -> Float,
+    _ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
   ) {
     precondition(x.count == output.count, "element-wise \(x.shape) into \(output.shape)")
     let input = x.pointer, result = output.pointer
@@ -174,22 +169,26 @@ extension ComputeContext {
       for index in 0..<x.count { result[index] = scalar(input[index]) }
       return
     }
-    pool.forEachChunk(x.count / 8, minimumChunk: Self.parallelGrain / 8) { range in
-      let end = range.upperBound == x.count / 8 ? x.count : range.upperBound * 8
-      let start = range.lowerBound * 8
-      VectorMath.map(input + start, result + start, count: end - start, vector)
+    pool.forEachChunk(x.count, minimumChunk: Self.parallelGrain) { range in
+      kernel(input + range.lowerBound, result + range.lowerBound, range.count)
     }
-    if x.count < 8 { VectorMath.map(input, result, count: x.count, vector) }
   }
 
-  private func binary(
-    _ a: Tensor, _ b: Tensor, _ output: Tensor, _ operation: @escaping (Float, Float) -> Float
-  ) {
+  /// output = a + scale·b, or a·b when `scale` is nil: plain loops the compiler vectorises.
+  private func binary(_ a: Tensor, _ b: Tensor, _ output: Tensor, scale: Float?) {
     precondition(a.count == b.count && a.count == output.count,
       "element-wise \(a.shape), \(b.shape) into \(output.shape)")
     let left = a.pointer, right = b.pointer, result = output.pointer
     let body: (Range<Int>) -> Void = { range in
-      for index in range { result[index] = operation(left[index], right[index]) }
+      if let scale {
+        if scale == 1 {
+          for index in range { result[index] = left[index] + right[index] }
+        } else {
+          for index in range { result[index] = left[index] + scale * right[index] }
+        }
+      } else {
+        for index in range { result[index] = left[index] * right[index] }
+      }
     }
     if usesReferenceKernels {
       body(0..<a.count)

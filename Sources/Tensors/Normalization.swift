@@ -1,3 +1,5 @@
+import CTensorKernels
+
 /// An activation fused into a normalisation's output pass.
 public enum FusedActivation: Sendable {
   /// No activation.
@@ -53,16 +55,7 @@ extension ComputeContext {
               result[offset + element] = activation == .silu ? ReferenceKernels.silu(value) : value
             }
           } else {
-            let scaleVector = VectorMath.Vector(repeating: scale)
-            let shiftVector = VectorMath.Vector(repeating: shift)
-            switch activation {
-            case .none:
-              VectorMath.map(input + offset, result + offset, count: plane) { $0 * scaleVector + shiftVector }
-            case .silu:
-              VectorMath.map(input + offset, result + offset, count: plane) {
-                VectorMath.silu($0 * scaleVector + shiftVector)
-              }
-            }
+            tk_affine(input + offset, result + offset, plane, scale, shift, activation == .silu ? 1 : 0)
           }
         }
       }
@@ -114,7 +107,7 @@ extension ComputeContext {
   static func meanAndVariance(_ values: UnsafePointer<Float>, count: Int) -> (Double, Double) {
     guard count > 0 else { return (0, 0) }
     let mean = blockedSum(values, count: count) { $0 } / Double(count)
-    let center = VectorMath.Vector(repeating: Float(mean))
+    let center = SIMD8<Float>(repeating: Float(mean))
     let squares = blockedSum(values, count: count) {
       let difference = $0 - center
       return difference * difference
@@ -124,20 +117,20 @@ extension ComputeContext {
 
   /// Σ transform(values): Float lanes within 1024-element blocks, the blocks summed in Double.
   private static func blockedSum(
-    _ values: UnsafePointer<Float>, count: Int, _ transform: (VectorMath.Vector) -> VectorMath.Vector
+    _ values: UnsafePointer<Float>, count: Int, _ transform: (SIMD8<Float>) -> SIMD8<Float>
   ) -> Double {
     var total = 0.0
     var index = 0
     while index < count {
       let end = Swift.min(count, index + 1024)
-      var lanes = VectorMath.Vector(repeating: 0)
+      var lanes = SIMD8<Float>(repeating: 0)
       while index + 8 <= end {
-        lanes += transform(UnsafeRawPointer(values + index).loadUnaligned(as: VectorMath.Vector.self))
+        lanes += transform(UnsafeRawPointer(values + index).loadUnaligned(as: SIMD8<Float>.self))
         index += 8
       }
       var block = Double(lanes.sum())
       while index < end {
-        block += Double(transform(VectorMath.Vector(repeating: values[index]))[0])
+        block += Double(transform(SIMD8<Float>(repeating: values[index]))[0])
         index += 1
       }
       total += block
