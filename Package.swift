@@ -30,7 +30,7 @@ let package = Package(
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
-    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Tensors"]),
+    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms", "Tensors"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),

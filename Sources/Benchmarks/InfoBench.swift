@@ -1,3 +1,4 @@
+import Transforms
 import Checkpoint
 import Foundation
 import SafeTensors
@@ -38,5 +39,33 @@ enum HashBench {
     var hashes: ModelHashes?
     let seconds = measure { hashes = ModelHasher.hashes(of: mapping, dataOffset: nil) }
     print(String(format: "hash: %.2f s, %.0f MB/s, peak RSS %.0f MB, sha256 %@", seconds, Double(mapping.size) / seconds / 1e6, peakRSSMegabytes(), hashes?.sha256 ?? "-"))
+  }
+}
+
+/// `convert` of a dense file (fp32 → fp16): time and peak RSS. Scripts/bench compares with `cp`.
+enum ConvertBench {
+  static func run(_ arguments: [String]) throws {
+    guard arguments.count == 3, let dtype = DType(rawValue: arguments[2]) else {
+      throw CheckpointError.unsupportedInput(path: "", reason: "usage: convert IN OUT DTYPE")
+    }
+    var request = ConversionRequest()
+    request.dtype = dtype
+    request.overflowPolicy = .clamp
+    var report: ConversionReport?
+    let seconds = try measure { report = try Converter.convert(input: arguments[0], output: arguments[1], request: request) }
+    let bytes = Double((report?.bytesIn ?? 0) + (report?.bytesOut ?? 0))
+    print(String(format: "convert: %.2f s, %.0f MB/s read+written, peak RSS %.0f MB", seconds, bytes / seconds / 1e6, peakRSSMegabytes()))
+  }
+}
+
+/// A two-model weighted-sum merge: time and peak RSS. Scripts/bench compares with the Python peer
+/// and with reading both inputs and writing one output.
+enum MergeBench {
+  static func run(_ arguments: [String]) throws {
+    guard arguments.count == 3 else { throw CheckpointError.unsupportedInput(path: "", reason: "usage: merge A B OUT") }
+    var request = MergeRequest(inputs: [arguments[0], arguments[1]], method: .weightedSum, alpha: 0.3)
+    request.missing = .error
+    let seconds = try measure { _ = try Merger.merge(request, output: arguments[2]) }
+    print(String(format: "merge: %.2f s, peak RSS %.0f MB", seconds, peakRSSMegabytes()))
   }
 }

@@ -4,6 +4,8 @@ import Foundation
 let sections: [String: ([String]) throws -> Void] = [
   "info": InfoBench.run,
   "hash": HashBench.run,
+  "convert": ConvertBench.run,
+  "merge": MergeBench.run,
   "kernels": KernelBench.run,
 ]
 

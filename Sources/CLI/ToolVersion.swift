@@ -1,5 +1,7 @@
+import Transforms
+
 /// The tool's name and version, as recorded in the metadata of every file it writes.
 public enum ToolVersion {
   public static let name = "rouwei-ckpt"
-  public static let string = "0.1.0"
+  public static let string = ToolInfo.version
 }

@@ -117,7 +117,8 @@ public enum PredictionDetector {
       loadedByComfyUIAs: isFolder ? "n/a (diffusers folder)" : loaded, conflicts: conflicts)
   }
 
-  static func parse(_ value: String) -> PredictionType? {
+  /// Reads a prediction-type spelling (`v`, `v_prediction`, `epsilon`, `eps`, …).
+  public static func parse(_ value: String) -> PredictionType? {
     switch value.lowercased().trimmingCharacters(in: .whitespaces) {
     case "v", "v_prediction", "v-prediction", "vpred", "v_pred": return .v
     case "epsilon", "eps", "epsilon_prediction": return .epsilon

@@ -1,0 +1,150 @@
+import ArgumentParser
+import Checkpoint
+import Foundation
+import SafeTensors
+import Transforms
+
+/// Target dtypes as users of ComfyUI/A1111/sd-scripts spell them.
+enum TargetDType: String, ExpressibleByArgument, CaseIterable {
+  case fp32, fp16, bf16
+  case fp8 = "fp8-e4m3fn"
+  case fp8e5m2 = "fp8-e5m2"
+
+  init?(argument: String) {
+    switch argument.lowercased() {
+    case "fp32", "float32", "f32": self = .fp32
+    case "fp16", "float16", "half", "f16": self = .fp16
+    case "bf16", "bfloat16": self = .bf16
+    case "fp8", "fp8-e4m3fn", "fp8_e4m3fn", "e4m3fn", "fp8-e4m3": self = .fp8
+    case "fp8-e5m2", "fp8_e5m2", "e5m2": self = .fp8e5m2
+    default: return nil
+    }
+  }
+
+  var dtype: DType {
+    switch self {
+    case .fp32: return .f32
+    case .fp16: return .f16
+    case .bf16: return .bf16
+    case .fp8: return .f8e4m3
+    case .fp8e5m2: return .f8e5m2
+    }
+  }
+}
+
+enum PredictionChoice: String, ExpressibleByArgument, CaseIterable {
+  case eps, v
+}
+
+/// `rouwei-ckpt convert`: dtype casts, component extraction, VAE baking, prediction markers.
+struct Convert: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Convert a checkpoint: change dtype, extract components, bake in a VAE, set prediction markers.",
+    discussion: """
+      Streams tensor by tensor from the mapped input: memory stays flat whatever the model size, and
+      the output appears only when complete (temporary file, fsync, rename).
+
+      Casts round to nearest even, bit-identical to PyTorch. Values a narrower dtype cannot hold are
+      refused (exit 2, naming the tensors) unless --clamp saturates them. Integer tensors
+      (position_ids), markers and --keep matches keep their dtype; for fp8 targets 1-D tensors (norms,
+      biases) and embedding tables do too.
+
+      Examples:
+        rouwei-ckpt convert model.safetensors -o model-fp16.safetensors --dtype fp16
+        rouwei-ckpt convert model.safetensors -o unet.safetensors --components unet
+        rouwei-ckpt convert model.safetensors -o baked.safetensors --replace-vae sdxl_vae.safetensors
+        rouwei-ckpt convert merged.safetensors -o fixed.safetensors --set-prediction v --ztsnr
+      """)
+
+  @Argument(help: "The input checkpoint (.safetensors).")
+  var input: String
+
+  @Option(name: .shortAndLong, help: "The output file (never one of the inputs).")
+  var output: String
+
+  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2 (default: keep each tensor's).")
+  var dtype: TargetDType?
+
+  @Option(help: "Components to keep, comma-separated: unet, clip_l, clip_g, vae (also text-encoders).")
+  var components: String?
+
+  @Option(name: .customLong("keep"), help: "Keep tensors matching this glob in their dtype (repeatable).")
+  var keep: [String] = []
+
+  @Flag(help: "Saturate values outside the target range instead of refusing.")
+  var clamp = false
+
+  @Flag(help: "Drop EMA weights (model_ema.*) and training schedule buffers.")
+  var dropEMA = false
+
+  @Option(help: "Take the VAE from this file (single-file, LDM or diffusers VAE).")
+  var replaceVAE: String?
+
+  @Option(help: "Set the prediction type: v adds the v_pred marker, eps removes the markers.")
+  var setPrediction: PredictionChoice?
+
+  @Flag(help: "With --set-prediction v: also mark zero-terminal SNR (ztsnr).")
+  var ztsnr = false
+
+  @Flag(help: "Print the report as JSON.")
+  var json = false
+
+  func validate() throws {
+    if output.hasSuffix(".gguf") {
+      throw ValidationError("GGUF output is not available yet; write .safetensors")
+    }
+    if ztsnr && setPrediction != .v {
+      throw ValidationError("--ztsnr needs --set-prediction v")
+    }
+  }
+
+  func run() throws {
+    var request = ConversionRequest()
+    request.dtype = dtype?.dtype
+    request.components = try components.map(Convert.parseComponents)
+    request.keepPatterns = keep
+    request.overflowPolicy = clamp ? .clamp : .refuse
+    request.dropEMA = dropEMA
+    request.replacementVAE = replaceVAE
+    request.prediction = setPrediction.map { $0 == .v ? .v : .epsilon }
+    request.zeroTerminalSNR = ztsnr
+    let bar = ProgressBar("converting", total: 1, quiet: json)
+    let report = try Converter.convert(input: input, output: output, request: request) { done, total in
+      bar.update(Double(done) / Double(max(total, 1)))
+    }
+    bar.finish()
+    for warning in report.warnings {
+      FileHandle.standardError.write(Data("rouwei-ckpt: warning: \(warning)\n".utf8))
+    }
+    if json {
+      try printJSON(report)
+    } else {
+      print("\(report.output): \(report.tensorsWritten) tensors (\(report.tensorsConverted) converted, \(report.tensorsKeptWide) kept in their dtype, \(report.tensorsDropped) dropped), \(InfoView.bytes(report.bytesIn)) → \(InfoView.bytes(report.bytesOut)) in \(String(format: "%.1f", report.seconds)) s")
+      if !report.clamped.isEmpty {
+        print("clamped: \(report.clamped.count) tensors (\(report.clamped.values.reduce(0, +)) values saturated)")
+      }
+      if !report.nanTensors.isEmpty {
+        print("NaN carried over in \(report.nanTensors.count) tensors: \(report.nanTensors.keys.sorted().prefix(5).joined(separator: ", "))")
+      }
+    }
+  }
+
+  static func parseComponents(_ text: String) throws -> Set<Component> {
+    var set = Set<Component>()
+    for item in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) {
+      switch item {
+      case "unet", "model": set.insert(.unet)
+      case "clip_l", "clip-l", "clipl": set.insert(.clipL)
+      case "clip_g", "clip-g", "clipg": set.insert(.clipG)
+      case "vae": set.insert(.vae)
+      case "text-encoders", "text_encoders", "clip": set.formUnion([.clipL, .clipG])
+      default: throw ValidationError("unknown component '\(item)' (use unet, clip_l, clip_g, vae, text-encoders)")
+      }
+    }
+    return set
+  }
+}
+
+extension ConversionError: ExitStatusProviding {
+  public var exitStatus: ExitStatus { .badInput }
+}

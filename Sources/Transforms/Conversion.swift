@@ -1,0 +1,346 @@
+import Checkpoint
+import Foundation
+import SafeTensors
+
+/// Errors of the conversion layer; every message names the file and the tensors concerned.
+public enum ConversionError: Error, CustomStringConvertible, Sendable {
+  /// Narrowing would overflow: the tensors and how many values each could not hold.
+  case overflow(file: String, target: DType, tensors: [(name: String, count: Int)])
+  /// A dtype pair the converter cannot handle (e.g. an integer tensor to a float target).
+  case unsupportedDType(file: String, tensor: String, dtype: DType)
+  /// The selection left nothing to write.
+  case nothingSelected(file: String, reason: String)
+  /// The replacement VAE does not fit the model.
+  case vaeMismatch(file: String, reason: String)
+  /// Options that contradict each other or the input.
+  case invalidRequest(String)
+
+  public var description: String {
+    switch self {
+    case .overflow(let file, let target, let tensors):
+      let list = tensors.prefix(8).map { "\($0.name) (\($0.count) values)" }.joined(separator: ", ")
+      let more = tensors.count > 8 ? " and \(tensors.count - 8) more" : ""
+      return "\(file): \(tensors.count) tensors hold values outside the \(target.rawValue) range: \(list)\(more). Nothing was written; use --clamp to saturate them or --keep PATTERN to keep those tensors wide"
+    case .unsupportedDType(let file, let tensor, let dtype):
+      return "\(file): tensor '\(tensor)' has dtype \(dtype.rawValue), which cannot be converted to a float type"
+    case .nothingSelected(let file, let reason):
+      return "\(file): nothing to write: \(reason)"
+    case .vaeMismatch(let file, let reason):
+      return "\(file): cannot use as VAE: \(reason)"
+    case .invalidRequest(let reason):
+      return reason
+    }
+  }
+}
+
+/// What a conversion should do. Built by the CLI from flags, or by code.
+public struct ConversionRequest: Sendable {
+  /// Target float dtype for weights; nil keeps every tensor's dtype.
+  public var dtype: DType?
+  /// Components to keep (nil: all). Markers always follow the model.
+  public var components: Set<Component>?
+  /// Glob patterns (`*` wildcard) of tensors kept in their input dtype.
+  public var keepPatterns: [String] = []
+  /// Saturate out-of-range values instead of refusing.
+  public var overflowPolicy: OverflowPolicy = .refuse
+  /// Drop `model_ema.*` and training buffers.
+  public var dropEMA = false
+  /// Path of a file whose VAE replaces the model's.
+  public var replacementVAE: String?
+  /// Set the prediction markers: `.epsilon` removes them, `.v` adds `v_pred`.
+  public var prediction: PredictionType?
+  /// With `.v`: also add `ztsnr`.
+  public var zeroTerminalSNR = false
+
+  public init() {}
+
+  /// Whether `name` matches one of the `--keep` globs.
+  func kept(_ name: String) -> Bool {
+    keepPatterns.contains { Glob.matches(name, pattern: $0) }
+  }
+}
+
+/// What a conversion did.
+public struct ConversionReport: Codable, Sendable {
+  public var input: String
+  public var output: String
+  public var tensorsWritten: Int
+  public var tensorsConverted: Int
+  /// Tensors left in their dtype because of the rules (integers, markers, 1-D for 8-bit targets) or `--keep`.
+  public var tensorsKeptWide: Int
+  public var tensorsDropped: Int
+  public var bytesIn: Int
+  public var bytesOut: Int
+  /// Tensors whose values were saturated under `--clamp`.
+  public var clamped: [String: Int]
+  /// Tensors holding NaN (carried over, reported).
+  public var nanTensors: [String: Int]
+  public var warnings: [String]
+  public var seconds: Double
+}
+
+/// Streams a safetensors checkpoint into a new one: dtype casts, component selection, VAE
+/// replacement and marker changes, one tensor at a time, with memory independent of model size.
+public enum Converter {
+  /// Elements processed per chunk (4 MiB of Float32): bounds working memory for any tensor size.
+  static let chunkElements = 1 << 20
+
+  /// Converts `input` into `output` as `request` says.
+  public static func convert(
+    input: String, output: String, request: ConversionRequest,
+    progress: ((UInt64, UInt64) -> Void)? = nil
+  ) throws -> ConversionReport {
+    let start = Date()
+    let source = try SafeTensorsFile(path: input)
+    let layout = Layout.detect(keys: Set(source.tensors.map(\.name)))
+    var warnings: [String] = []
+    if let dtype = request.dtype, !FloatCodec.supported.contains(dtype) {
+      throw ConversionError.invalidRequest("conversion to \(dtype.rawValue) is not supported")
+    }
+
+    // Select and plan every output tensor from the mapped inputs.
+    var plans: [Plan] = []
+    var dropped = 0
+    var vaeSource: SafeTensorsFile?
+    var vaeTensors: [String: VAEReplacement.Source] = [:]
+    if let path = request.replacementVAE {
+      let file = try SafeTensorsFile(path: path)
+      vaeSource = file
+      vaeTensors = try VAEReplacement.tensors(from: file)
+    }
+    for tensor in source.tensors {
+      let component = layout.component(of: tensor.name)
+      if request.dropEMA && (component == .ema || component == .trainingBuffers) {
+        dropped += 1
+        continue
+      }
+      if component == .markers && (tensor.name == MarkerKey.vPrediction || tensor.name == MarkerKey.zeroTerminalSNR),
+        request.prediction != nil
+      {
+        dropped += 1  // re-decided below
+        continue
+      }
+      if let selected = request.components, component != .markers, !selected.contains(component) {
+        dropped += 1
+        continue
+      }
+      if component == .vae, vaeSource != nil {
+        dropped += 1  // replaced below
+        continue
+      }
+      plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target(for: tensor, request: request)))
+    }
+    if let vaeSource {
+      guard request.components == nil || request.components?.contains(.vae) == true else {
+        throw ConversionError.invalidRequest("--replace-vae given but the VAE is not among the selected components")
+      }
+      let modelVAE = source.tensors.filter { layout.component(of: $0.name) == .vae }
+      if !modelVAE.isEmpty {
+        let expected = Dictionary(uniqueKeysWithValues: modelVAE.map { ($0.name, $0.shape) })
+        let missing = expected.keys.filter { vaeTensors[$0] == nil }.sorted()
+        if let first = missing.first {
+          throw ConversionError.vaeMismatch(file: vaeSource.path, reason: "\(missing.count) VAE tensors are missing, e.g. '\(first)'")
+        }
+        for (name, source) in vaeTensors where expected[name] != nil && expected[name] != source.shape {
+          throw ConversionError.vaeMismatch(
+            file: vaeSource.path, reason: "'\(name)' has shape \(source.shape), the model's has \(expected[name] ?? [])")
+        }
+      }
+      for (name, source) in vaeTensors.sorted(by: { $0.key < $1.key }) {
+        plans.append(Plan(name: name, file: vaeSource, tensor: source.tensor, shape: source.shape, target: target(for: source.tensor, request: request)))
+      }
+    }
+    var metadata = source.metadata
+    if let prediction = request.prediction {
+      let declared = source.metadata["modelspec.prediction_type"] ?? source.metadata["modelspec.predict_key"]
+      switch prediction {
+      case .v, .edmV:
+        if let declared, PredictionDetector.parse(declared) == .epsilon {
+          warnings.append("the input's metadata says epsilon, yet --set-prediction v marks it v-prediction: check with `verify` before shipping")
+        }
+        plans.append(Plan.marker(MarkerKey.vPrediction))
+        if request.zeroTerminalSNR { plans.append(Plan.marker(MarkerKey.zeroTerminalSNR)) }
+        metadata["modelspec.prediction_type"] = "v"
+      case .epsilon:
+        if request.zeroTerminalSNR { throw ConversionError.invalidRequest("--ztsnr needs --set-prediction v") }
+        metadata["modelspec.prediction_type"] = "epsilon"
+      }
+      metadata.removeValue(forKey: "modelspec.predict_key")
+    } else if request.zeroTerminalSNR {
+      throw ConversionError.invalidRequest("--ztsnr needs --set-prediction v")
+    }
+    guard plans.contains(where: { $0.tensor != nil }) else {
+      throw ConversionError.nothingSelected(file: input, reason: "the selection matches no tensor")
+    }
+
+    // Overflow is decided before anything is written: a refused conversion leaves no file.
+    if request.overflowPolicy == .refuse, let dtype = request.dtype {
+      var overflowing: [(String, Int)] = []
+      for plan in plans where plan.target == dtype && plan.tensor?.dtype != dtype {
+        if let file = plan.file, let tensor = plan.tensor {
+          let count = try Streaming.count(file: file, tensor: tensor, to: dtype).overflowed
+          if count > 0 { overflowing.append((plan.name, count)) }
+        }
+      }
+      if !overflowing.isEmpty { throw ConversionError.overflow(file: input, target: dtype, tensors: overflowing) }
+    }
+
+    metadata["rouwei.tool"] = "rouwei-ckpt"
+    metadata["rouwei.version"] = ToolInfo.version
+    metadata["rouwei.convert"] = describe(request)
+    var clamped: [String: Int] = [:]
+    var nans: [String: Int] = [:]
+    var converted = 0, keptWide = 0
+    let entries: [TensorEntry] = plans.map { plan in
+      TensorEntry(spec: TensorSpec(name: plan.name, dtype: plan.target, shape: plan.shape)) { sink in
+        guard let file = plan.file, let tensor = plan.tensor else { return }
+        if tensor.dtype == plan.target {
+          try sink.write(file.data(tensor))
+        } else {
+          let stats = try Streaming.convert(file: file, tensor: tensor, to: plan.target, policy: request.overflowPolicy, sink: sink)
+          if stats.overflowed > 0 { clamped[plan.name] = stats.overflowed }
+          if stats.nan > 0 { nans[plan.name] = stats.nan }
+        }
+        file.mapping.advise(offset: file.dataOffset + tensor.dataOffsets.begin, count: tensor.byteCount, willNeed: false)
+      }
+    }
+    for plan in plans {
+      guard let tensor = plan.tensor else { continue }
+      if tensor.dtype != plan.target { converted += 1 } else if request.dtype != nil && request.dtype != tensor.dtype { keptWide += 1 }
+    }
+    var inputs = [input]
+    if let path = request.replacementVAE { inputs.append(path) }
+    try SafeTensorsWriter.write(to: output, entries: entries, metadata: metadata, inputs: inputs) { _, _, done, total in
+      progress?(done, total)
+    }
+    let outSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+    return ConversionReport(
+      input: input, output: output, tensorsWritten: plans.count, tensorsConverted: converted,
+      tensorsKeptWide: keptWide, tensorsDropped: dropped, bytesIn: source.fileSize, bytesOut: outSize ?? 0,
+      clamped: clamped, nanTensors: nans, warnings: warnings, seconds: Date().timeIntervalSince(start))
+  }
+
+  /// The dtype a tensor is written in: integers, markers, `--keep` matches and (for 8-bit targets)
+  /// 1-D tensors and embedding tables stay as they are, because consumers expect them wide.
+  static func target(for tensor: TensorInfo, request: ConversionRequest) -> DType {
+    guard let dtype = request.dtype else { return tensor.dtype }
+    if !tensor.dtype.isFloatingPoint || !FloatCodec.supported.contains(tensor.dtype) { return tensor.dtype }
+    if tensor.elementCount == 0 || request.kept(tensor.name) { return tensor.dtype }
+    if dtype.bitWidth == 8 {
+      let embedding = tensor.name.hasSuffix("token_embedding.weight") || tensor.name.hasSuffix("positional_embedding")
+        || tensor.name.hasSuffix("position_embedding.weight")
+      if tensor.shape.count <= 1 || embedding { return tensor.dtype }
+    }
+    return dtype
+  }
+
+  static func describe(_ request: ConversionRequest) -> String {
+    var parts: [String: Any] = [:]
+    if let dtype = request.dtype { parts["dtype"] = dtype.rawValue }
+    if let components = request.components { parts["components"] = components.map(\.rawValue).sorted() }
+    if !request.keepPatterns.isEmpty { parts["keep"] = request.keepPatterns }
+    if request.overflowPolicy == .clamp { parts["clamp"] = true }
+    if request.dropEMA { parts["drop_ema"] = true }
+    if let vae = request.replacementVAE { parts["replace_vae"] = (vae as NSString).lastPathComponent }
+    if let prediction = request.prediction { parts["set_prediction"] = prediction.rawValue }
+    if request.zeroTerminalSNR { parts["ztsnr"] = true }
+    let data = (try? JSONSerialization.data(withJSONObject: parts, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+  }
+
+  /// One output tensor: where it comes from and the dtype it is written in (markers have no source).
+  struct Plan {
+    let name: String
+    let file: SafeTensorsFile?
+    let tensor: TensorInfo?
+    /// The output shape (a diffusers VAE's linear attention weights become 1×1 convs).
+    let shape: [Int]
+    let target: DType
+
+    static func marker(_ name: String) -> Plan { Plan(name: name, file: nil, tensor: nil, shape: [0], target: .f32) }
+  }
+}
+
+/// The tool's version, recorded in the files it writes.
+public enum ToolInfo {
+  public static let version = "0.1.0"
+}
+
+/// Chunked decode → encode of one mapped tensor.
+public enum Streaming {
+  /// Converts a tensor chunk by chunk into `sink`.
+  public static func convert(
+    file: SafeTensorsFile, tensor: TensorInfo, to target: DType, policy: OverflowPolicy, sink: TensorSink
+  ) throws -> EncodeStatistics {
+    try pass(file: file, tensor: tensor, to: target, policy: policy) { try sink.write($0) }
+  }
+
+  /// Counts what converting a tensor would overflow, writing nothing.
+  public static func count(file: SafeTensorsFile, tensor: TensorInfo, to target: DType) throws -> EncodeStatistics {
+    try pass(file: file, tensor: tensor, to: target, policy: .refuse) { _ in }
+  }
+
+  static func pass(
+    file: SafeTensorsFile, tensor: TensorInfo, to target: DType, policy: OverflowPolicy,
+    emit: (UnsafeRawBufferPointer) throws -> Void
+  ) throws -> EncodeStatistics {
+    guard FloatCodec.supported.contains(tensor.dtype) else {
+      throw ConversionError.unsupportedDType(file: file.path, tensor: tensor.name, dtype: tensor.dtype)
+    }
+    let bytes = file.data(tensor)
+    let inWidth = FloatCodec.width(tensor.dtype)
+    let outWidth = FloatCodec.width(target)
+    let total = tensor.elementCount
+    let chunk = min(Converter.chunkElements, max(total, 1))
+    var floats = [Float](repeating: 0, count: chunk)
+    var encoded = [UInt8](repeating: 0, count: chunk * outWidth)
+    var stats = EncodeStatistics()
+    var offset = 0
+    while offset < total {
+      let count = min(chunk, total - offset)
+      let chunkStart = offset
+      let lock = NSLock()
+      floats.withUnsafeMutableBufferPointer { values in
+        encoded.withUnsafeMutableBytes { output in
+          parallelRanges(count) { range in
+            let slice = UnsafeRawBufferPointer(
+              rebasing: bytes[((chunkStart + range.lowerBound) * inWidth)..<((chunkStart + range.upperBound) * inWidth)])
+            let part = UnsafeMutableBufferPointer(rebasing: values[range])
+            FloatCodec.decode(slice, dtype: tensor.dtype, into: part)
+            let partStats = FloatCodec.encode(
+              UnsafeBufferPointer(part), to: target,
+              into: UnsafeMutableRawBufferPointer(rebasing: output[(range.lowerBound * outWidth)..<(range.upperBound * outWidth)]),
+              policy: policy)
+            lock.lock()
+            stats += partStats
+            lock.unlock()
+          }
+        }
+      }
+      try encoded.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<(count * outWidth)])) }
+      offset += count
+    }
+    return stats
+  }
+}
+
+/// Shell-style globs with `*` (any run of characters) and `?` (one character).
+public enum Glob {
+  public static func matches(_ text: String, pattern: String) -> Bool {
+    let t = Array(text.utf8), p = Array(pattern.utf8)
+    var ti = 0, pi = 0, star = -1, mark = 0
+    while ti < t.count {
+      if pi < p.count && (p[pi] == UInt8(ascii: "?") || p[pi] == t[ti]) {
+        ti += 1; pi += 1
+      } else if pi < p.count && p[pi] == UInt8(ascii: "*") {
+        star = pi; mark = ti; pi += 1
+      } else if star >= 0 {
+        pi = star + 1; mark += 1; ti = mark
+      } else {
+        return false
+      }
+    }
+    while pi < p.count && p[pi] == UInt8(ascii: "*") { pi += 1 }
+    return pi == p.count
+  }
+}

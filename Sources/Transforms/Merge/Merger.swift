@@ -1,0 +1,356 @@
+import Checkpoint
+import Foundation
+import SafeTensors
+
+/// What a merge did.
+public struct MergeReport: Codable, Sendable {
+  public var output: String
+  public var tensorsMerged: Int
+  /// Tensors copied from one input (integer buffers, scalars, `--vae-from`, α of 0 or 1 blocks).
+  public var tensorsCopied: Int
+  public var prediction: String
+  public var inputHashes: [String: String]
+  public var clamped: [String: Int]
+  public var seconds: Double
+}
+
+/// Streams a merge: every input is mapped, each output tensor is computed in Float32 chunk by chunk
+/// and written before the next, so memory does not grow with model size.
+public enum Merger {
+  static let chunkElements = 1 << 18
+
+  public static func merge(
+    _ request: MergeRequest, output: String, progress: ((UInt64, UInt64) -> Void)? = nil
+  ) throws -> MergeReport {
+    let start = Date()
+    try request.validate()
+    let files = try request.inputs.map { try SafeTensorsFile(path: $0) }
+    let names = request.inputs.map { ($0 as NSString).lastPathComponent }
+    let a = files[0]
+    let layout = Layout.detect(keys: Set(a.tensors.map(\.name)))
+
+    // Keys: A's order; anything not in every input is reported or taken from A.
+    var missing: [String] = []
+    for file in files.dropFirst() {
+      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) { missing.append(tensor.name) }
+      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) { missing.append(tensor.name) }
+    }
+    missing = Array(Set(missing)).sorted()
+    if !missing.isEmpty && request.missing == .error {
+      throw MergeError.missingKeys(keys: missing, files: names)
+    }
+
+    let (markers, predictionText) = try decideMarkers(files: files, names: names, request: request)
+
+    var plans: [TensorEntry] = []
+    var merged = 0, copied = 0
+    var clamped: [String: Int] = [:]
+    for tensor in a.tensors where !isMarker(tensor.name) {
+      let sources = files.map { $0.info(tensor.name) }
+      let component = layout.component(of: tensor.name)
+      let outDType = tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype) ? (request.dtype ?? tensor.dtype) : tensor.dtype
+      let spec = TensorSpec(name: tensor.name, dtype: outDType, shape: tensor.shape)
+      // Copied, never blended: integer buffers (position_ids), scalars (logit_scale), keys not in
+      // every input, and components taken whole from one input.
+      var copyFrom: Int?
+      if !tensor.dtype.isFloatingPoint || tensor.shape.isEmpty || sources.contains(where: { $0 == nil }) { copyFrom = 0 }
+      if component == .vae, let index = request.vaeFrom { copyFrom = index }
+      if component == .clipL || component == .clipG, let index = request.textEncodersFrom { copyFrom = index }
+      if component == .ema || component == .trainingBuffers || component == .other && copyFrom == nil { copyFrom = 0 }
+      if let index = copyFrom {
+        guard let source = files[index].info(tensor.name) else {
+          throw MergeError.missingKeys(keys: [tensor.name], files: [names[index]])
+        }
+        guard source.shape == tensor.shape || index == 0 else {
+          throw MergeError.shapeMismatch(key: tensor.name, shapes: [(names[0], tensor.shape), (names[index], source.shape)])
+        }
+        plans.append(copyEntry(spec: TensorSpec(name: tensor.name, dtype: source.dtype.isFloatingPoint && FloatCodec.supported.contains(source.dtype) ? (request.dtype ?? source.dtype) : source.dtype, shape: source.shape), file: files[index], tensor: source, clamp: request.clamp))
+        copied += 1
+        continue
+      }
+      let infos = sources.compactMap { $0 }
+      for (index, info) in infos.enumerated() where !FloatCodec.supported.contains(info.dtype) {
+        throw MergeError.notFloat(key: tensor.name, file: names[index], dtype: info.dtype)
+      }
+      let inpainting = try shapeCheck(tensor.name, infos: infos, names: names)
+      let coefficients = self.coefficients(for: tensor.name, component: component, request: request)
+      merged += 1
+      plans.append(
+        TensorEntry(spec: spec) { sink in
+          let count = try compute(
+            files: files, infos: infos, coefficients: coefficients, method: request.method,
+            inpaintingChannels: inpainting, target: outDType, clamp: request.clamp, sink: sink)
+          if count > 0 {
+            guard request.clamp else { throw MergeError.overflow(key: tensor.name, target: outDType, count: count) }
+            clamped[tensor.name] = count
+          }
+          for (file, info) in zip(files, infos) {
+            file.mapping.advise(offset: file.dataOffset + info.dataOffsets.begin, count: info.byteCount, willNeed: false)
+          }
+        })
+    }
+    for marker in markers {
+      plans.append(TensorEntry(spec: TensorSpec(name: marker, dtype: .f32, shape: [0])) { _ in })
+    }
+
+    // Provenance: every input's hashes, the recipe, and A1111's keys so its UI shows the lineage.
+    var hashes: [String: String] = [:]
+    var hashList: [[String: String]] = []
+    var models: [String: Any] = [:]
+    for (index, file) in files.enumerated() {
+      let h = ModelHasher.hashes(of: file.mapping, dataOffset: file.dataOffset)
+      hashes[names[index]] = h.sha256
+      hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
+      var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
+      if let parent = file.metadata["sd_merge_recipe"] { model["sd_merge_recipe"] = parent }
+      models[h.sha256] = model
+      if let parentModels = file.metadata["sd_merge_models"], let data = parentModels.data(using: .utf8),
+        let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+      {
+        models.merge(object) { current, _ in current }
+      }
+    }
+    var metadata = a.metadata
+    metadata.removeValue(forKey: "modelspec.predict_key")
+    if markers.contains(MarkerKey.vPrediction) { metadata["modelspec.prediction_type"] = "v" } else { metadata["modelspec.prediction_type"] = "epsilon" }
+    let recipeData = try JSONEncoder.sorted.encode(request)
+    metadata["rouwei.tool"] = "rouwei-ckpt"
+    metadata["rouwei.version"] = ToolInfo.version
+    metadata["rouwei.merge.recipe"] = String(decoding: recipeData, as: UTF8.self)
+    metadata["rouwei.merge.inputs"] = jsonString(hashList)
+    var a1111: [String: Any] = [
+      "type": "rouwei-ckpt", "interp_method": request.method.rawValue, "multiplier": request.alpha,
+      "primary_model_hash": hashList[0]["sha256"] ?? "",
+    ]
+    if hashList.count > 1 { a1111["secondary_model_hash"] = hashList[1]["sha256"] ?? "" }
+    if hashList.count > 2 { a1111["tertiary_model_hash"] = hashList[2]["sha256"] ?? "" }
+    if let blocks = request.blocks { a1111["blocks"] = blocks }
+    metadata["sd_merge_recipe"] = jsonString(a1111)
+    metadata["sd_merge_models"] = jsonString(models)
+    metadata["format"] = "pt"
+
+    try SafeTensorsWriter.write(to: output, entries: plans, metadata: metadata, inputs: request.inputs) { _, _, done, total in
+      progress?(done, total)
+    }
+    return MergeReport(
+      output: output, tensorsMerged: merged, tensorsCopied: copied, prediction: predictionText, inputHashes: hashes,
+      clamped: clamped, seconds: Date().timeIntervalSince(start))
+  }
+
+  static func isMarker(_ key: String) -> Bool { key == MarkerKey.vPrediction || key == MarkerKey.zeroTerminalSNR }
+
+  /// Markers are decided, not copied: agreeing inputs keep theirs; disagreeing inputs need `--prediction`.
+  static func decideMarkers(files: [SafeTensorsFile], names: [String], request: MergeRequest) throws -> ([String], String) {
+    if let prediction = request.prediction {
+      switch prediction {
+      case .v, .edmV:
+        return (request.zeroTerminalSNR ? [MarkerKey.vPrediction, MarkerKey.zeroTerminalSNR] : [MarkerKey.vPrediction],
+                request.zeroTerminalSNR ? "v + ztsnr (--prediction)" : "v (--prediction)")
+      case .epsilon:
+        return ([], "epsilon (--prediction)")
+      }
+    }
+    let states = files.map { file -> String in
+      let v = file.contains(MarkerKey.vPrediction)
+      let z = file.contains(MarkerKey.zeroTerminalSNR)
+      return v ? (z ? "v + ztsnr" : "v") : (z ? "epsilon + ztsnr" : "epsilon")
+    }
+    guard Set(states).count == 1, let state = states.first else {
+      throw MergeError.predictionDisagreement(details: zip(names, states).map { ($0, $1) })
+    }
+    var markers: [String] = []
+    if files[0].contains(MarkerKey.vPrediction) { markers.append(MarkerKey.vPrediction) }
+    if files[0].contains(MarkerKey.zeroTerminalSNR) { markers.append(MarkerKey.zeroTerminalSNR) }
+    return (markers, state)
+  }
+
+  /// Shapes must agree, except A1111's inpainting case: A has 9 (or 8) input channels where B has 4;
+  /// then only A's first channels are merged. Returns B's channel count in that case.
+  static func shapeCheck(_ key: String, infos: [TensorInfo], names: [String]) throws -> Int? {
+    let first = infos[0].shape
+    var inpainting: Int?
+    for (index, info) in infos.enumerated().dropFirst() where info.shape != first {
+      let onlyDim1 = info.shape.count == first.count && first.count >= 2
+        && zip(info.shape, first).enumerated().allSatisfy { $0.offset == 1 || $0.element.0 == $0.element.1 }
+      if onlyDim1, key.hasSuffix("input_blocks.0.0.weight"), first[1] > info.shape[1], inpainting == nil || inpainting == info.shape[1] {
+        inpainting = info.shape[1]
+        continue
+      }
+      throw MergeError.shapeMismatch(key: key, shapes: [(names[0], first), (names[index], info.shape)])
+    }
+    return inpainting
+  }
+
+  /// The α (or weights) for a key: blocks, per-component overrides, then the global value.
+  static func coefficients(for key: String, component: Component, request: MergeRequest) -> [Double] {
+    if request.method == .sum {
+      let weights = request.weights ?? []
+      let total = weights.reduce(0, +)
+      return request.normalize ? weights.map { $0 / total } : weights
+    }
+    var alpha = request.alpha
+    if let blocks = request.blocks, let block = SDXLBlocks.block(of: key, convention: request.blockConvention),
+      let index = SDXLBlocks.names.firstIndex(of: block)
+    {
+      alpha = blocks[index]
+    }
+    if component == .clipL || component == .clipG, let value = request.textEncoderAlpha { alpha = value }
+    if component == .vae, let value = request.vaeAlpha { alpha = value }
+    return [alpha]
+  }
+
+  static func copyEntry(spec: TensorSpec, file: SafeTensorsFile, tensor: TensorInfo, clamp: Bool) -> TensorEntry {
+    TensorEntry(spec: spec) { sink in
+      if spec.dtype == tensor.dtype {
+        try sink.write(file.data(tensor))
+      } else {
+        let stats = try Streaming.convert(file: file, tensor: tensor, to: spec.dtype, policy: clamp ? .clamp : .refuse, sink: sink)
+        if stats.overflowed > 0 && !clamp { throw MergeError.overflow(key: tensor.name, target: spec.dtype, count: stats.overflowed) }
+      }
+    }
+  }
+
+  /// Merges one tensor into `sink`; returns how many output values overflowed the target dtype.
+  static func compute(
+    files: [SafeTensorsFile], infos: [TensorInfo], coefficients: [Double], method: MergeMethod,
+    inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
+  ) throws -> Int {
+    let count = infos[0].elementCount
+    let alpha = coefficients.first ?? 0
+    // SLERP needs the whole-tensor angle first: one pass for the dot product and norms.
+    var slerp: (Float, Float)?
+    if method == .slerp {
+      var dot = 0.0, normA = 0.0, normB = 0.0
+      try forEachChunk(files: files, infos: infos, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
+        for i in 0..<n {
+          let x = Double(inputs[0][i]), y = Double(inputs[1][i])
+          dot += x * y
+          normA += x * x
+          normB += y * y
+        }
+      }
+      let cosine = normA > 0 && normB > 0 ? max(-1, min(1, dot / (normA.squareRoot() * normB.squareRoot()))) : 1
+      if abs(cosine) > 0.9995 {
+        slerp = (Float(1 - alpha), Float(alpha))
+      } else {
+        let omega = acos(cosine)
+        slerp = (Float(sin((1 - alpha) * omega) / sin(omega)), Float(sin(alpha * omega) / sin(omega)))
+      }
+    }
+    var overflowed = 0
+    var out = [Float](repeating: 0, count: chunkElements)
+    var encoded = [UInt8](repeating: 0, count: chunkElements * FloatCodec.width(target))
+    let wa = Float(1 - alpha), wb = Float(alpha)
+    let weights = coefficients.map { Float($0) }
+    let width = FloatCodec.width(target)
+    let policy: OverflowPolicy = clamp ? .clamp : .refuse
+    let lock = NSLock()
+    try forEachChunk(files: files, infos: infos, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
+      out.withUnsafeMutableBufferPointer { out in
+        encoded.withUnsafeMutableBytes { encoded in
+          parallelRanges(n) { range in
+            switch method {
+            case .weightedSum:
+              // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
+              for i in range { out[i] = wa * inputs[0][i] + wb * inputs[1][i] }
+            case .sum:
+              for i in range {
+                var total = weights[0] * inputs[0][i]
+                for k in 1..<inputs.count { total = total + weights[k] * inputs[k][i] }
+                out[i] = total
+              }
+            case .addDifference:
+              // torch's `A + alpha * (B - C)`.
+              for i in range { out[i] = inputs[0][i] + wb * (inputs[1][i] - inputs[2][i]) }
+            case .slerp:
+              let (sa, sb) = slerp ?? (wa, wb)
+              for i in range { out[i] = sa * inputs[0][i] + sb * inputs[1][i] }
+            }
+            if let narrow = inpaintingChannels {
+              // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
+              let shape = infos[0].shape
+              let inner = shape.dropFirst(2).reduce(1, *)
+              for i in range where ((offset + i) / inner) % shape[1] >= narrow { out[i] = inputs[0][i] }
+            }
+            let stats = FloatCodec.encode(
+              UnsafeBufferPointer(rebasing: out[range]), to: target,
+              into: UnsafeMutableRawBufferPointer(rebasing: encoded[(range.lowerBound * width)..<(range.upperBound * width)]),
+              policy: policy)
+            lock.lock()
+            overflowed += stats.overflowed
+            lock.unlock()
+          }
+        }
+      }
+      try encoded.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * FloatCodec.width(target))])) }
+    }
+    return overflowed
+  }
+
+  /// Decodes aligned chunks of every input. For an inpainting `conv_in`, inputs with fewer input
+  /// channels are fed A's own values outside their channels, so every formula returns A there.
+  static func forEachChunk(
+    files: [SafeTensorsFile], infos: [TensorInfo], count: Int, inpainting: Int?,
+    _ body: ([UnsafeMutableBufferPointer<Float>], Int, Int) throws -> Void
+  ) throws {
+    let buffers = infos.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: chunkElements) }
+    defer { buffers.forEach { $0.deallocate() } }
+    if let narrow = inpainting {
+      // conv_in is small (≤ 320×9×3×3): decode whole tensors and remap B's channels onto A's layout.
+      let shape = infos[0].shape
+      let inner = shape.dropFirst(2).reduce(1, *)
+      let wide = shape[1]
+      var full = infos.map { [Float](repeating: 0, count: $0.elementCount) }
+      for index in infos.indices {
+        full[index].withUnsafeMutableBufferPointer { FloatCodec.decode(files[index].data(infos[index]), dtype: infos[index].dtype, into: $0) }
+      }
+      var offset = 0
+      while offset < count {
+        let n = min(chunkElements, count - offset)
+        for i in 0..<n {
+          let position = offset + i
+          let channel = (position / inner) % wide
+          let outer = position / (inner * wide)
+          buffers[0][i] = full[0][position]
+          for k in 1..<infos.count {
+            let narrowPosition = (outer * narrow + channel) * inner + position % inner
+            buffers[k][i] = infos[k].shape[1] == wide ? full[k][position] : (channel < narrow ? full[k][narrowPosition] : full[0][position])
+          }
+        }
+        try body(buffers, n, offset)
+        offset += n
+      }
+      return
+    }
+    var offset = 0
+    while offset < count {
+      let n = min(chunkElements, count - offset)
+      let chunkStart = offset
+      let data = zip(files, infos).map { $0.data($1) }
+      parallelRanges(n) { range in
+        for (index, info) in infos.enumerated() {
+          let width = FloatCodec.width(info.dtype)
+          let bytes = UnsafeRawBufferPointer(
+            rebasing: data[index][((chunkStart + range.lowerBound) * width)..<((chunkStart + range.upperBound) * width)])
+          FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: buffers[index][range]))
+        }
+      }
+      try body(buffers, n, offset)
+      offset += n
+    }
+  }
+
+  static func jsonString(_ object: Any) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+  }
+}
+
+extension JSONEncoder {
+  /// An encoder with sorted keys, for reproducible metadata.
+  static var sorted: JSONEncoder {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return encoder
+  }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+import TestSupport
+
+@Suite struct ConvertCommandTests {
+  let fixture = TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors")
+
+  @Test func convertsAndReports() throws {
+    let output = TestPaths.temporaryDirectory("cli-convert") + "/out.safetensors"
+    let run = try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "bf16", "--json"])
+    #expect(run.status == 0, "\(run.stderr)")
+    let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+    #expect(report["tensorsConverted"] as? Int == 928)
+    let info = try BinaryRun.run(["info", "--json", output])
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any])
+    #expect((object["dtypes"] as? [String: Int])?["BF16"] == 928)
+    #expect((object["prediction"] as? [String: Any])?["prediction"] as? String == "v", "markers survive conversion")
+  }
+
+  @Test func overflowExitsTwoAndWritesNothing() throws {
+    let directory = TestPaths.temporaryDirectory("cli-overflow")
+    let wide = directory + "/wide.safetensors"
+    // fp8 e4m3fn holds ±448; a 2-D weight with 1000 in it cannot be converted without --clamp.
+    let header = #"{"w":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]}}"#
+    var bytes = Data()
+    var length = UInt64(header.utf8.count).littleEndian
+    bytes.append(Data(bytes: &length, count: 8))
+    bytes.append(Data(header.utf8))
+    var values: [Float] = [1, 1000]
+    bytes.append(Data(bytes: &values, count: 8))
+    _ = FileManager.default.createFile(atPath: wide, contents: bytes)
+    let output = directory + "/out.safetensors"
+    let run = try BinaryRun.run(["convert", wide, "-o", output, "--dtype", "fp8"])
+    #expect(run.status == 2)
+    #expect(run.stderr.contains("w (1 values)") && run.stderr.contains("--clamp"), "\(run.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: output))
+    #expect(try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".partial") }.isEmpty)
+    let clamped = try BinaryRun.run(["convert", wide, "-o", output, "--dtype", "fp8", "--clamp"])
+    #expect(clamped.status == 0, "\(clamped.stderr)")
+  }
+
+  @Test func badRequestsExitTwoOrThree() throws {
+    let output = TestPaths.temporaryDirectory("cli-bad") + "/x.safetensors"
+    #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "int4"]).status == 2)
+    #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--components", "wings"]).status == 2)
+    #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--ztsnr"]).status == 2)
+    #expect(try BinaryRun.run(["convert", fixture, "-o", fixture, "--dtype", "fp32"]).status == 2)
+    #expect(try BinaryRun.run(["convert", "/nonexistent.safetensors", "-o", output]).status == 3)
+    #expect(!FileManager.default.fileExists(atPath: output))
+  }
+}
