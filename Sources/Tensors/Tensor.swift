@@ -120,7 +120,7 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
   /// Sets every element to `value`.
   public func fill(_ value: Float) { pointer.update(repeating: value, count: count) }
 
-  /// Copies `source` (same element count) into this tensor.
+  /// Copies `source` (same element count, not overlapping) into this tensor.
   public func copy(from source: Tensor) {
     precondition(source.count == count, "copy of \(source.shape) into \(shape)")
     pointer.update(from: source.pointer, count: count)

@@ -5,12 +5,13 @@ import Foundation
 /// `forEachChunk` splits a range into one contiguous chunk per thread and runs them at once; the
 /// calling thread does the first chunk, so a pool of `threadCount` threads starts
 /// `threadCount − 1` workers. Workers sleep on a condition variable between jobs, so they never
-/// compete with OpenBLAS's own gemm threads. Jobs must not be submitted from two threads at once
-/// (a pool serves one compute loop).
+/// compete with OpenBLAS's own gemm threads. Jobs submitted from several threads at once run one
+/// after another; a job must not submit another job to the same pool (it would wait forever).
 public final class ThreadPool: @unchecked Sendable {
   /// The number of threads that share each job, the caller included.
   public let threadCount: Int
   private let state: PoolState
+  private let submission = NSLock()
 
   /// A pool sharing work among `threadCount` threads (at least 1).
   public init(threadCount: Int) {
@@ -36,6 +37,8 @@ public final class ThreadPool: @unchecked Sendable {
       body(0..<count)
       return
     }
+    submission.lock()
+    defer { submission.unlock() }
     withoutActuallyEscaping(body) { escapable in
       state.run(count: count, chunks: chunks, body: escapable)
     }

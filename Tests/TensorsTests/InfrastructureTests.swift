@@ -76,6 +76,20 @@ import TestSupport
     }
   }
 
+  @Test func threadPoolSerialisesConcurrentSubmitters() {
+    let pool = ThreadPool(threadCount: 2)
+    let submitters = 4, count = 5000
+    let hits = UnsafeMutablePointer<Int>.allocate(capacity: submitters * count)
+    hits.initialize(repeating: 0, count: submitters * count)
+    defer { hits.deallocate() }
+    DispatchQueue.concurrentPerform(iterations: submitters) { submitter in
+      for _ in 0..<50 {
+        pool.forEachChunk(count) { range in for index in range { hits[submitter * count + index] += 1 } }
+      }
+    }
+    #expect((0..<(submitters * count)).allSatisfy { hits[$0] == 50 })
+  }
+
   @Test func vectorExpThroughSoftmax() {
     // softmax([x, 0]) = [σ(x), σ(−x)]: checks exp over its whole float range, both signs.
     var worst = 0.0

@@ -22,9 +22,15 @@ func randomTensor(_ shape: Shape, seed: UInt64, scale: Float = 1) -> Tensor {
   return Tensor(shape: shape, values: values)
 }
 
-/// The optimised kernels and the reference loops, side by side.
-let fast = ComputeContext(pool: ThreadPool(threadCount: 2))
-let reference = ComputeContext(pool: ThreadPool(threadCount: 1), referenceKernels: true)
+/// One pool for every test (tests run concurrently; the pool runs their jobs one at a time).
+let testPool = ThreadPool(threadCount: 2)
+
+/// A fresh context with the optimised kernels (each has its own workspace, which tests running
+/// concurrently must not share).
+var fast: ComputeContext { ComputeContext(pool: testPool) }
+
+/// A fresh context running the reference loops.
+var reference: ComputeContext { ComputeContext(pool: testPool, referenceKernels: true) }
 
 /// NMSE of `actual` against `expected`, with the description for failure messages.
 func closeness(_ actual: Tensor, _ expected: Tensor) -> Closeness {
