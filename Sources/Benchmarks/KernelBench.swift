@@ -51,6 +51,7 @@ enum KernelBench {
     let gemmShapes: [(String, Int, Int, Int, Bool)] = [
       ("square 2048³", 2048, 2048, 2048, false),
       ("level-0 conv 3×3 320→320 (im2col)", 320, 16384, 2880, false),
+      ("level-0 conv @64² latent (one sample)", 320, 4096, 2880, false),
       ("level-1 GEGLU proj 640→5120, 4096 tok", 4096, 5120, 640, true),
       ("level-1 ff out 2560→640, 4096 tok", 4096, 640, 2560, true),
       ("level-2 GEGLU proj 1280→10240, 1024 tok", 1024, 10240, 1280, true),

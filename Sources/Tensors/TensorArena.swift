@@ -24,7 +24,6 @@ public final class TensorArena {
   /// The largest number of floats ever handed out at once (for sizing reports).
   public private(set) var peakCount = 0
   private var liveCount = 0
-  private var liveCountAtMark: [Int] = []
 
   /// A position in the arena, returned by `mark()`.
   public struct Mark: Sendable {
