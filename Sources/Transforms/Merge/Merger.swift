@@ -56,7 +56,7 @@ public enum Merger {
       if !tensor.dtype.isFloatingPoint || tensor.shape.isEmpty || sources.contains(where: { $0 == nil }) { copyFrom = 0 }
       if component == .vae, let index = request.vaeFrom { copyFrom = index }
       if component == .clipL || component == .clipG, let index = request.textEncodersFrom { copyFrom = index }
-      if component == .ema || component == .trainingBuffers || component == .other && copyFrom == nil { copyFrom = 0 }
+      if copyFrom == nil, [.ema, .trainingBuffers, .markers, .other].contains(component) { copyFrom = 0 }
       if let index = copyFrom {
         guard let source = files[index].info(tensor.name) else {
           throw MergeError.missingKeys(keys: [tensor.name], files: [names[index]])
