@@ -9,6 +9,7 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
   case fp32, fp16, bf16
   case fp8 = "fp8-e4m3fn"
   case fp8e5m2 = "fp8-e5m2"
+  case int8
 
   init?(argument: String) {
     switch argument.lowercased() {
@@ -17,6 +18,7 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case "bf16", "bfloat16": self = .bf16
     case "fp8", "fp8-e4m3fn", "fp8_e4m3fn", "e4m3fn", "fp8-e4m3": self = .fp8
     case "fp8-e5m2", "fp8_e5m2", "e5m2": self = .fp8e5m2
+    case "int8", "i8", "int8-rows": self = .int8
     default: return nil
     }
   }
@@ -28,6 +30,7 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case .bf16: return .bf16
     case .fp8: return .f8e4m3
     case .fp8e5m2: return .f8e5m2
+    case .int8: return .i8
     }
   }
 }
@@ -62,7 +65,7 @@ struct Convert: ParsableCommand {
   @Option(name: .shortAndLong, help: "The output file (never one of the inputs).")
   var output: String
 
-  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2 (default: keep each tensor's).")
+  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linear layers) (default: keep each tensor's).")
   var dtype: TargetDType?
 
   @Option(help: "Components to keep, comma-separated: unet, clip_l, clip_g, vae (also text-encoders).")

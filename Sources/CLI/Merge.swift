@@ -124,7 +124,10 @@ struct Merge: ParsableCommand {
     if let vaeAlpha { request.vaeAlpha = vaeAlpha }
     if let vaeFrom { request.vaeFrom = try Merge.inputIndex(vaeFrom) }
     if let textEncodersFrom { request.textEncodersFrom = try Merge.inputIndex(textEncodersFrom) }
-    if let dtype { request.dtype = dtype.dtype }
+    if let dtype {
+      guard dtype != .int8 else { throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`") }
+      request.dtype = dtype.dtype
+    }
     if let prediction { request.prediction = prediction == .v ? .v : .epsilon }
     if ztsnr { request.zeroTerminalSNR = true }
     if let missing { request.missing = missing }

@@ -94,9 +94,19 @@ public enum Converter {
     let source = try SafeTensorsFile(path: input)
     let layout = Layout.detect(keys: Set(source.tensors.map(\.name)))
     var warnings: [String] = []
-    if let dtype = request.dtype, !FloatCodec.supported.contains(dtype) {
+    if let dtype = request.dtype, !FloatCodec.supported.contains(dtype) && dtype != .i8 {
       throw ConversionError.invalidRequest("conversion to \(dtype.rawValue) is not supported")
     }
+    // int8 layers of the input: weight → its row scales, to dequantize for float targets.
+    let int8Scales = Dictionary(
+      source.tensors.compactMap { tensor -> (String, TensorInfo)? in
+        guard tensor.dtype == .i8, tensor.name.hasSuffix(".weight"), tensor.shape.count == 2,
+          let scale = source.info(Int8Rows.layer(of: tensor.name) + ".weight_scale")
+        else { return nil }
+        return (tensor.name, scale)
+      }, uniquingKeysWith: { first, _ in first })
+    let dequantizing = !int8Scales.isEmpty && request.dtype != nil && request.dtype != .i8
+    var quantizedLayers: [String] = []
 
     // Select and plan every output tensor from the mapped inputs.
     var plans: [Plan] = []
@@ -126,6 +136,42 @@ public enum Converter {
       }
       if component == .vae, vaeSource != nil {
         dropped += 1  // replaced below
+        continue
+      }
+      if dequantizing {
+        if let scale = int8Scales[tensor.name], let target = request.dtype {
+          plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
+            try Int8Rows.dequantize(file: source, weight: tensor, scale: scale, to: target, sink: sink)
+          })
+          continue
+        }
+        if tensor.name.hasSuffix(".comfy_quant") || int8Scales.values.contains(where: { $0.name == tensor.name }) {
+          dropped += 1
+          continue
+        }
+      }
+      if request.dtype == .i8, !request.kept(tensor.name), Int8Rows.quantizable(tensor) {
+        let layer = Int8Rows.layer(of: tensor.name)
+        let rows = tensor.shape[0]
+        final class ScaleBox: @unchecked Sendable { var scales: [Float]? }
+        let box = ScaleBox()
+        func scales() -> [Float] {
+          if let cached = box.scales { return cached }
+          let computed = Int8Rows.scales(file: source, tensor: tensor)
+          box.scales = computed
+          return computed
+        }
+        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .i8) { sink in
+          try Int8Rows.quantize(file: source, tensor: tensor, scales: scales(), sink: sink)
+        })
+        plans.append(Plan(name: layer + ".weight_scale", file: nil, tensor: nil, shape: [rows], target: .f32) { sink in
+          try sink.write(contentsOf: scales())
+        })
+        let json = Array(Int8Rows.layerFormat.utf8)
+        plans.append(Plan(name: layer + ".comfy_quant", file: nil, tensor: nil, shape: [json.count], target: .u8) { sink in
+          try sink.write(contentsOf: json)
+        })
+        quantizedLayers.append(String(layer.dropFirst(SingleFilePrefix.unet.count)))
         continue
       }
       plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target(for: tensor, request: request)))
@@ -174,9 +220,9 @@ public enum Converter {
     }
 
     // Overflow is decided before anything is written: a refused conversion leaves no file.
-    if request.overflowPolicy == .refuse, let dtype = request.dtype {
+    if request.overflowPolicy == .refuse, let dtype = request.dtype, dtype != .i8 {
       var overflowing: [(String, Int)] = []
-      for plan in plans where plan.target == dtype && plan.tensor?.dtype != dtype {
+      for plan in plans where plan.target == dtype && plan.tensor?.dtype != dtype && plan.produce == nil {
         if let file = plan.file, let tensor = plan.tensor {
           let count = try Streaming.count(file: file, tensor: tensor, to: dtype).overflowed
           if count > 0 { overflowing.append((plan.name, count)) }
@@ -188,11 +234,24 @@ public enum Converter {
     metadata["rouwei.tool"] = "rouwei-ckpt"
     metadata["rouwei.version"] = ToolInfo.version
     metadata["rouwei.convert"] = describe(request)
+    if dequantizing { metadata.removeValue(forKey: "_quantization_metadata") }
+    if !quantizedLayers.isEmpty {
+      // ComfyUI's mixed-precision index, keyed by layer name without the UNet prefix.
+      var layers: [String: Any] = [:]
+      for layer in quantizedLayers { layers[layer] = ["format": "int8_tensorwise"] }
+      let object: [String: Any] = ["format_version": "1.0", "layers": layers]
+      let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+      metadata["_quantization_metadata"] = String(decoding: data, as: UTF8.self)
+    }
     var clamped: [String: Int] = [:]
     var nans: [String: Int] = [:]
     var converted = 0, keptWide = 0
     let entries: [TensorEntry] = plans.map { plan in
       TensorEntry(spec: TensorSpec(name: plan.name, dtype: plan.target, shape: plan.shape)) { sink in
+        if let produce = plan.produce {
+          try produce(sink)
+          return
+        }
         guard let file = plan.file, let tensor = plan.tensor else { return }
         if tensor.dtype == plan.target {
           try sink.write(file.data(tensor))
@@ -223,7 +282,7 @@ public enum Converter {
   /// The dtype a tensor is written in: integers, markers, `--keep` matches and (for 8-bit targets)
   /// 1-D tensors and embedding tables stay as they are, because consumers expect them wide.
   static func target(for tensor: TensorInfo, request: ConversionRequest) -> DType {
-    guard let dtype = request.dtype else { return tensor.dtype }
+    guard let dtype = request.dtype, dtype != .i8 else { return tensor.dtype }
     if !tensor.dtype.isFloatingPoint || !FloatCodec.supported.contains(tensor.dtype) { return tensor.dtype }
     if tensor.elementCount == 0 || request.kept(tensor.name) { return tensor.dtype }
     if dtype.bitWidth == 8 {
@@ -256,6 +315,8 @@ public enum Converter {
     /// The output shape (a diffusers VAE's linear attention weights become 1×1 convs).
     let shape: [Int]
     let target: DType
+    /// A custom producer (int8 codes, scales, dequantization); nil streams a cast of `tensor`.
+    var produce: ((TensorSink) throws -> Void)? = nil
 
     static func marker(_ name: String) -> Plan { Plan(name: name, file: nil, tensor: nil, shape: [0], target: .f32) }
   }
