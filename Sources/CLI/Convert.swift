@@ -10,6 +10,7 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
   case fp8 = "fp8-e4m3fn"
   case fp8e5m2 = "fp8-e5m2"
   case int8
+  case fp8Scaled = "fp8-scaled"
 
   init?(argument: String) {
     switch argument.lowercased() {
@@ -19,6 +20,7 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case "fp8", "fp8-e4m3fn", "fp8_e4m3fn", "e4m3fn", "fp8-e4m3": self = .fp8
     case "fp8-e5m2", "fp8_e5m2", "e5m2": self = .fp8e5m2
     case "int8", "i8", "int8-rows": self = .int8
+    case "fp8-scaled", "scaled-fp8", "fp8_scaled": self = .fp8Scaled
     default: return nil
     }
   }
@@ -31,6 +33,7 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case .fp8: return .f8e4m3
     case .fp8e5m2: return .f8e5m2
     case .int8: return .i8
+    case .fp8Scaled: return .f8e4m3
     }
   }
 }
@@ -65,7 +68,7 @@ struct Convert: ParsableCommand {
   @Option(name: .shortAndLong, help: "The output file (never one of the inputs).")
   var output: String
 
-  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linear layers) (default: keep each tensor's).")
+  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears) (default: keep each tensor's).")
   var dtype: TargetDType?
 
   @Option(help: "Components to keep, comma-separated: unet, clip_l, clip_g, vae (also text-encoders).")
@@ -104,6 +107,7 @@ struct Convert: ParsableCommand {
   func run() throws {
     var request = ConversionRequest()
     request.dtype = dtype?.dtype
+    request.scaledFP8 = dtype == .fp8Scaled
     request.components = try components.map(Convert.parseComponents)
     request.keepPatterns = keep
     request.overflowPolicy = clamp ? .clamp : .refuse

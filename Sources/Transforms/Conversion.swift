@@ -51,6 +51,8 @@ public struct ConversionRequest: Sendable {
   public var prediction: PredictionType?
   /// With `.v`: also add `ztsnr`.
   public var zeroTerminalSNR = false
+  /// With an fp8 e4m3fn target: ComfyUI's scaled fp8 (per-Linear `scale_weight`) for UNet Linears.
+  public var scaledFP8 = false
 
   public init() {}
 
@@ -106,6 +108,20 @@ public enum Converter {
         return (tensor.name, scale)
       }, uniquingKeysWith: { first, _ in first })
     let dequantizing = !int8Scales.isEmpty && request.dtype != nil && request.dtype != .i8
+    if request.scaledFP8 && request.dtype != .f8e4m3 {
+      throw ConversionError.invalidRequest("scaled fp8 needs the fp8-e4m3fn target")
+    }
+    // Scaled-fp8 input: fp8 weight → its scale, to dequantize for any other target.
+    let fp8Scales: [String: TensorInfo] =
+      source.contains(ScaledFP8.marker)
+      ? Dictionary(
+        source.tensors.compactMap { tensor -> (String, TensorInfo)? in
+          guard tensor.dtype == .f8e4m3 || tensor.dtype == .f8e5m2, tensor.name.hasSuffix(".weight"),
+            let scale = source.info(String(tensor.name.dropLast(".weight".count)) + ".scale_weight")
+          else { return nil }
+          return (tensor.name, scale)
+        }, uniquingKeysWith: { first, _ in first }) : [:]
+    let unscaling = source.contains(ScaledFP8.marker) && request.dtype != nil && !request.scaledFP8
     var quantizedLayers: [String] = []
 
     // Select and plan every output tensor from the mapped inputs.
@@ -149,6 +165,41 @@ public enum Converter {
           dropped += 1
           continue
         }
+      }
+      if unscaling {
+        if let scale = fp8Scales[tensor.name], let target = request.dtype {
+          plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
+            try ScaledFP8.dequantize(file: source, weight: tensor, scale: scale, to: target, sink: sink)
+          })
+          continue
+        }
+        if tensor.name == ScaledFP8.marker || tensor.name.hasSuffix(".scale_weight") || tensor.name.hasSuffix(".scale_input") {
+          dropped += 1
+          continue
+        }
+      }
+      if request.scaledFP8, !request.kept(tensor.name), Int8Rows.quantizable(tensor) {
+        let layer = Int8Rows.layer(of: tensor.name)
+        final class ScaleBox: @unchecked Sendable { var scale: Float? }
+        let box = ScaleBox()
+        func scale() -> Float {
+          if let cached = box.scale { return cached }
+          let computed = ScaledFP8.scale(file: source, tensor: tensor)
+          box.scale = computed
+          return computed
+        }
+        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .f8e4m3) { sink in
+          try ScaledFP8.quantize(file: source, tensor: tensor, scale: scale(), sink: sink)
+        })
+        plans.append(Plan(name: layer + ".scale_weight", file: nil, tensor: nil, shape: [], target: .f32) { sink in
+          try sink.write(contentsOf: [scale()])
+        })
+        continue
+      }
+      if request.scaledFP8 {
+        // Everything but the scaled Linears keeps its dtype (ComfyUI's scaled ops cover Linears only).
+        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: tensor.dtype))
+        continue
       }
       if request.dtype == .i8, !request.kept(tensor.name), Int8Rows.quantizable(tensor) {
         let layer = Int8Rows.layer(of: tensor.name)
@@ -196,6 +247,10 @@ public enum Converter {
         plans.append(Plan(name: name, file: vaeSource, tensor: source.tensor, shape: source.shape, target: target(for: source.tensor, request: request)))
       }
     }
+    if request.scaledFP8 && !source.contains(ScaledFP8.marker) {
+      // The marker's dtype tells ComfyUI which fp8 type the weights are.
+      plans.append(Plan(name: ScaledFP8.marker, file: nil, tensor: nil, shape: [0], target: .f8e4m3) { _ in })
+    }
     var metadata = source.metadata
     if let prediction = request.prediction {
       let declared = source.metadata["modelspec.prediction_type"] ?? source.metadata["modelspec.predict_key"]
@@ -220,7 +275,7 @@ public enum Converter {
     }
 
     // Overflow is decided before anything is written: a refused conversion leaves no file.
-    if request.overflowPolicy == .refuse, let dtype = request.dtype, dtype != .i8 {
+    if request.overflowPolicy == .refuse, let dtype = request.dtype, dtype != .i8, !request.scaledFP8 {
       var overflowing: [(String, Int)] = []
       for plan in plans where plan.target == dtype && plan.tensor?.dtype != dtype && plan.produce == nil {
         if let file = plan.file, let tensor = plan.tensor {
@@ -303,6 +358,7 @@ public enum Converter {
     if let vae = request.replacementVAE { parts["replace_vae"] = (vae as NSString).lastPathComponent }
     if let prediction = request.prediction { parts["set_prediction"] = prediction.rawValue }
     if request.zeroTerminalSNR { parts["ztsnr"] = true }
+    if request.scaledFP8 { parts["scaled_fp8"] = true }
     let data = (try? JSONSerialization.data(withJSONObject: parts, options: [.sortedKeys])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
   }
