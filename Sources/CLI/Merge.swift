@@ -125,7 +125,7 @@ struct Merge: ParsableCommand {
     if let vaeFrom { request.vaeFrom = try Merge.inputIndex(vaeFrom) }
     if let textEncodersFrom { request.textEncodersFrom = try Merge.inputIndex(textEncodersFrom) }
     if let dtype {
-      guard dtype != .int8 && dtype != .fp8Scaled else { throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`") }
+      guard dtype != .int8 && dtype != .fp8Scaled && dtype.ggmlType?.isQuantized != true else { throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`") }
       request.dtype = dtype.dtype
     }
     if let prediction { request.prediction = prediction == .v ? .v : .epsilon }
