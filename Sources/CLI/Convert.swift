@@ -118,7 +118,7 @@ struct Convert: ParsableCommand {
   var json = false
 
   func validate() throws {
-    if output.hasSuffix(".gguf") {
+    if output.hasSuffix(".gguf") && !input.hasSuffix(".gguf") {
       guard let dtype, dtype.ggmlType != nil else {
         throw ValidationError("GGUF output needs --dtype f16, f32, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0")
       }
@@ -134,6 +134,11 @@ struct Convert: ParsableCommand {
   }
 
   func run() throws {
+    if input.hasSuffix(".gguf") {
+      guard !output.hasSuffix(".gguf") else { throw ValidationError("GGUF → GGUF is not supported; write .safetensors") }
+      try show(try GGUFImport.convert(input: input, output: output, dtype: dtype?.ggmlType.flatMap { $0.isQuantized ? nil : dtype?.dtype }))
+      return
+    }
     if output.hasSuffix(".gguf"), let type = dtype?.ggmlType {
       let bar = ProgressBar("writing GGUF", total: 1, quiet: json)
       let report = try GGUFExport.export(
@@ -195,5 +200,9 @@ struct Convert: ParsableCommand {
 }
 
 extension ConversionError: ExitStatusProviding {
+  public var exitStatus: ExitStatus { .badInput }
+}
+
+extension GGUFError: ExitStatusProviding {
   public var exitStatus: ExitStatus { .badInput }
 }

@@ -163,6 +163,9 @@ public enum GGUFExport {
     metadata.append(("rouwei.tool", .string("rouwei-ckpt")))
     metadata.append(("rouwei.version", .string(ToolInfo.version)))
     metadata.append(("rouwei.source", .string((input as NSString).lastPathComponent)))
+    // GGUF has no rank-0 tensors (ggml stores them as [1]); remember which were scalars.
+    let scalars = tensors.filter { $0.shape.isEmpty }.map(\.name)
+    if !scalars.isEmpty { metadata.append((GGUFImport.scalarsKey, .string(scalars.joined(separator: "\n")))) }
     try GGUFWriter.write(to: output, metadata: metadata, tensors: tensors, inputs: [input], progress: progress)
     let outSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
     return ConversionReport(
