@@ -54,10 +54,23 @@ import TestSupport
     #expect(again["tensorCount"] as? Int == 931, "scales and comfy_quant tensors are gone again")
   }
 
+  @Test func ggufRoundTripThroughTheCLI() throws {
+    let directory = TestPaths.temporaryDirectory("cli-gguf")
+    let run = try BinaryRun.run(["convert", fixture, "-o", directory + "/m.gguf", "--dtype", "q4_0"])
+    #expect(run.status == 0, "\(run.stderr)")
+    let back = try BinaryRun.run(["convert", directory + "/m.gguf", "-o", directory + "/m.safetensors"])
+    #expect(back.status == 0, "\(back.stderr)")
+    let info = try BinaryRun.run(["info", "--json", directory + "/m.safetensors"])
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any])
+    #expect(object["tensorCount"] as? Int == 931)
+    #expect((object["prediction"] as? [String: Any])?["prediction"] as? String == "v")
+  }
+
   @Test func badRequestsExitTwoOrThree() throws {
     let output = TestPaths.temporaryDirectory("cli-bad") + "/x.safetensors"
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "int4"]).status == 2)
-    #expect(try BinaryRun.run(["convert", fixture, "-o", output.replacingOccurrences(of: ".safetensors", with: ".gguf"), "--dtype", "fp16"]).status == 2)
+    #expect(try BinaryRun.run(["convert", fixture, "-o", output.replacingOccurrences(of: ".safetensors", with: ".gguf"), "--dtype", "fp8"]).status == 2)
+    #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "q8_0"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--components", "wings"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--ztsnr"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", fixture, "--dtype", "fp32"]).status == 2)
