@@ -96,6 +96,24 @@ public final class AtomicFile {
     try bytes.withUnsafeBytes { try write($0) }
   }
 
+  /// Replaces already-written bytes at `offset` (e.g. a header whose values were known only at the
+  /// end). The range must lie inside what was written.
+  public func overwrite(at offset: UInt64, with bytes: [UInt8]) throws {
+    guard offset + UInt64(bytes.count) <= bytesWritten else {
+      throw SafeTensorsError.invalidEntry(file: destination, tensor: "__header__", reason: "patch outside the written bytes")
+    }
+    try flushBuffer()
+    var done = 0
+    while done < bytes.count {
+      let result = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
+      if result < 0 {
+        if errno == EINTR { continue }
+        throw ioError("write")
+      }
+      done += result
+    }
+  }
+
   /// Flushes, fsyncs, renames into place and fsyncs the directory.
   public func commit() throws {
     do {

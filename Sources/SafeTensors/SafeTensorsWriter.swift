@@ -102,9 +102,13 @@ public enum SafeTensorsWriter {
   ///   - progress: called after each tensor with (tensors done, total tensors, bytes done, total bytes).
   /// - Throws: `SafeTensorsError` for invalid entries, producers that write the wrong amount,
   ///   and I/O failures. On any error nothing is left at `path` that was not there before.
+  ///   - finalMetadata: called after the last tensor; its metadata replaces `metadata` in the header.
+  ///     It must not serialise longer (use placeholders of the final length, e.g. for hashes computed
+  ///     while the tensors were written); a shorter header is padded with spaces, which the format allows.
   public static func write(
     to path: String, entries: [TensorEntry], metadata: [String: String]?, inputs: [String] = [],
-    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil
+    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil,
+    finalMetadata: (() throws -> [String: String])? = nil
   ) throws {
     var seen = Set<String>()
     for entry in entries {
@@ -145,6 +149,14 @@ public enum SafeTensorsWriter {
         }
         done += sink.count
         progress?(index + 1, ordered.count, done, totalBytes)
+      }
+      if let finalMetadata {
+        var patched = headerBytes(ordered: ordered, metadata: try finalMetadata())
+        guard patched.count <= header.count else {
+          throw SafeTensorsError.invalidEntry(file: path, tensor: "__metadata__", reason: "final metadata is longer than its placeholder")
+        }
+        patched += [UInt8](repeating: UInt8(ascii: " "), count: header.count - patched.count)
+        try file.overwrite(at: 8, with: patched)
       }
       try file.commit()
     } catch {

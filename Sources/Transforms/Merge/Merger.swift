@@ -94,45 +94,66 @@ public enum Merger {
     }
 
     // Provenance: every input's hashes, the recipe, and A1111's keys so its UI shows the lineage.
-    var hashes: [String: String] = [:]
-    var hashList: [[String: String]] = []
-    var models: [String: Any] = [:]
-    for (index, file) in files.enumerated() {
-      // Whole-file digests only (A1111 and Civitai identify inputs by them); one SHA-256 pass per input.
-      let h = ModelHasher.hashes(of: file.mapping, dataOffset: nil)
-      hashes[names[index]] = h.sha256
-      hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
-      var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
-      if let parent = file.metadata["sd_merge_recipe"] { model["sd_merge_recipe"] = parent }
-      models[h.sha256] = model
-      if let parentModels = file.metadata["sd_merge_models"], let data = parentModels.data(using: .utf8),
-        let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-      {
-        models.merge(object) { current, _ in current }
-      }
+    // The hashes are computed on another thread while the tensors are written, and patched into the
+    // header at the end (placeholders of the same length keep the header's size).
+    final class HashBox: @unchecked Sendable { var value: [ModelHashes] = [] }
+    let box = HashBox()
+    let hashing = DispatchGroup()
+    DispatchQueue.global().async(group: hashing) {
+      box.value = files.map { ModelHasher.hashes(of: $0.mapping, dataOffset: nil) }
     }
-    var metadata = a.metadata
-    metadata.removeValue(forKey: "modelspec.predict_key")
-    if markers.contains(MarkerKey.vPrediction) { metadata["modelspec.prediction_type"] = "v" } else { metadata["modelspec.prediction_type"] = "epsilon" }
+    // Distinct per input (they key `sd_merge_models`), and exactly as long as the real digests.
+    let placeholders = files.indices.map { index in
+      ModelHashes(
+        sha256: String(repeating: "0", count: 63) + String(index % 10), autoV2: String(repeating: "0", count: 10),
+        autoV1: String(repeating: "0", count: 8), autoV3: nil, dataSHA256: nil)
+    }
     let recipeData = try JSONEncoder.sorted.encode(request)
-    metadata["rouwei.tool"] = "rouwei-ckpt"
-    metadata["rouwei.version"] = ToolInfo.version
-    metadata["rouwei.merge.recipe"] = String(decoding: recipeData, as: UTF8.self)
-    metadata["rouwei.merge.inputs"] = jsonString(hashList)
-    var a1111: [String: Any] = [
-      "type": "rouwei-ckpt", "interp_method": request.method.rawValue, "multiplier": request.alpha,
-      "primary_model_hash": hashList[0]["sha256"] ?? "",
-    ]
-    if hashList.count > 1 { a1111["secondary_model_hash"] = hashList[1]["sha256"] ?? "" }
-    if hashList.count > 2 { a1111["tertiary_model_hash"] = hashList[2]["sha256"] ?? "" }
-    if let blocks = request.blocks { a1111["blocks"] = blocks }
-    metadata["sd_merge_recipe"] = jsonString(a1111)
-    metadata["sd_merge_models"] = jsonString(models)
-    metadata["format"] = "pt"
-
-    try SafeTensorsWriter.write(to: output, entries: plans, metadata: metadata, inputs: request.inputs) { _, _, done, total in
-      progress?(done, total)
+    func metadata(_ inputHashes: [ModelHashes]) -> [String: String] {
+      var hashList: [[String: String]] = []
+      var models: [String: Any] = [:]
+      for (index, file) in files.enumerated() {
+        let h = inputHashes[index]
+        hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
+        var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
+        if let parent = file.metadata["sd_merge_recipe"] { model["sd_merge_recipe"] = parent }
+        models[h.sha256] = model
+        if let parentModels = file.metadata["sd_merge_models"], let data = parentModels.data(using: .utf8),
+          let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        {
+          models.merge(object) { current, _ in current }
+        }
+      }
+      var metadata = a.metadata
+      metadata.removeValue(forKey: "modelspec.predict_key")
+      metadata["modelspec.prediction_type"] = markers.contains(MarkerKey.vPrediction) ? "v" : "epsilon"
+      metadata["rouwei.tool"] = "rouwei-ckpt"
+      metadata["rouwei.version"] = ToolInfo.version
+      metadata["rouwei.merge.recipe"] = String(decoding: recipeData, as: UTF8.self)
+      metadata["rouwei.merge.inputs"] = jsonString(hashList)
+      var a1111: [String: Any] = [
+        "type": "rouwei-ckpt", "interp_method": request.method.rawValue, "multiplier": request.alpha,
+        "primary_model_hash": hashList[0]["sha256"] ?? "",
+      ]
+      if hashList.count > 1 { a1111["secondary_model_hash"] = hashList[1]["sha256"] ?? "" }
+      if hashList.count > 2 { a1111["tertiary_model_hash"] = hashList[2]["sha256"] ?? "" }
+      if let blocks = request.blocks { a1111["blocks"] = blocks }
+      metadata["sd_merge_recipe"] = jsonString(a1111)
+      metadata["sd_merge_models"] = jsonString(models)
+      metadata["format"] = "pt"
+      return metadata
     }
+
+    try SafeTensorsWriter.write(
+      to: output, entries: plans, metadata: metadata(placeholders), inputs: request.inputs,
+      progress: { _, _, done, total in progress?(done, total) },
+      finalMetadata: {
+        hashing.wait()
+        return metadata(box.value)
+      })
+    hashing.wait()
+    var hashes: [String: String] = [:]
+    for (index, h) in box.value.enumerated() { hashes[names[index]] = h.sha256 }
     return MergeReport(
       output: output, tensorsMerged: merged, tensorsCopied: copied, prediction: predictionText, inputHashes: hashes,
       clamped: clamped, seconds: Date().timeIntervalSince(start))
