@@ -9,7 +9,7 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,17 +23,20 @@ let package = Package(
     .target(name: "SafeTensors"),
     .target(name: "Checkpoint", dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")]),
     .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint"]),
+    .target(name: "CTensorKernels"),
+    .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels"]),
     .target(name: "CLI", dependencies: [
       "SafeTensors", "Checkpoint", "Transforms",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
-    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms"]),
+    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms", "Tensors"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+    .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],

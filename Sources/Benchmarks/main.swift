@@ -6,6 +6,7 @@ let sections: [String: ([String]) throws -> Void] = [
   "hash": HashBench.run,
   "convert": ConvertBench.run,
   "merge": MergeBench.run,
+  "kernels": KernelBench.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -20,7 +20,8 @@ public final class TensorSink {
   /// Bytes received so far for the current tensor.
   public private(set) var count: UInt64 = 0
 
-  init(file: AtomicFile) { self.file = file }
+  /// A sink appending to `file` (used by the safetensors and GGUF writers).
+  public init(file: AtomicFile) { self.file = file }
 
   /// Appends bytes to the tensor.
   public func write(_ bytes: UnsafeRawBufferPointer) throws {
@@ -33,7 +34,8 @@ public final class TensorSink {
     try values.withUnsafeBytes { try write($0) }
   }
 
-  func reset() { count = 0 }
+  /// Starts counting a new tensor.
+  public func reset() { count = 0 }
 }
 
 /// A tensor to write: what it is, and a producer that streams its bytes into a sink when its turn

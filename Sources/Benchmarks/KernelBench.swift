@@ -1,0 +1,177 @@
+import Foundation
+import Tensors
+
+/// Kernel throughput on SDXL shapes: sgemm peak, 3×3 convolution as a fraction of it, attention
+/// and the element-wise kernels. `Benchmarks kernels [--threads N] [--quick]`.
+enum KernelBench {
+  /// One measured kernel: best and median wall time of several runs.
+  struct Timing {
+    let best: Double
+    let median: Double
+  }
+
+  static func time(repeats: Int, _ body: () -> Void) -> Timing {
+    body()  // warm-up: first-touch of buffers, OpenBLAS thread start, workspace growth
+    var times: [Double] = []
+    for _ in 0..<repeats { times.append(measure(body)) }
+    times.sort()
+    return Timing(best: times[0], median: times[times.count / 2])
+  }
+
+  static func random(_ shape: Shape, seed: UInt32) -> Tensor {
+    let tensor = Tensor(zeros: shape)
+    var state = seed | 1
+    for index in 0..<tensor.count {
+      state ^= state << 13
+      state ^= state >> 17
+      state ^= state << 5
+      tensor.pointer[index] = Float(state % 2001) / 1000 - 1
+    }
+    return tensor
+  }
+
+  static func run(_ arguments: [String]) throws {
+    var threads = 2
+    var repeats = 5
+    if let index = arguments.firstIndex(of: "--threads"), index + 1 < arguments.count,
+      let value = Int(arguments[index + 1])
+    {
+      threads = value
+    }
+    if arguments.contains("--quick") { repeats = 2 }
+    // Parts to run: any of gemm, conv, attention, elementwise (default all).
+    let parts = Set(arguments.filter { ["gemm", "conv", "attention", "elementwise"].contains($0) })
+    func wanted(_ part: String) -> Bool { parts.isEmpty || parts.contains(part) }
+    ComputeContext.setBLASThreadCount(threads)
+    let context = ComputeContext(pool: ThreadPool(threadCount: threads))
+    print("OpenBLAS: \(ComputeContext.blasConfiguration); gemm threads \(ComputeContext.blasThreadCount), pool threads \(context.pool.threadCount), AVX2 element-wise kernels \(ComputeContext.usesVectorKernels)")
+
+    // sgemm on the shapes that dominate an SDXL UNet forward at 1024² (128² latent), batch 1.
+    print("\n-- sgemm (C[m×n] = A[m×k]·B, B transposed as for a linear layer where noted)")
+    let gemmShapes: [(String, Int, Int, Int, Bool)] = [
+      ("square 2048³", 2048, 2048, 2048, false),
+      ("level-0 conv 3×3 320→320 (im2col)", 320, 16384, 2880, false),
+      ("level-0 conv @64² latent (one sample)", 320, 4096, 2880, false),
+      ("level-1 GEGLU proj 640→5120, 4096 tok", 4096, 5120, 640, true),
+      ("level-1 ff out 2560→640, 4096 tok", 4096, 640, 2560, true),
+      ("level-2 GEGLU proj 1280→10240, 1024 tok", 1024, 10240, 1280, true),
+      ("level-2 attn proj 1280→1280, 1024 tok", 1024, 1280, 1280, true),
+    ]
+    var peak = 0.0
+    // The peak is always measured (the other parts report against it); all shapes on request.
+    for (name, m, n, k, transposeB) in wanted("gemm") ? gemmShapes : Array(gemmShapes.prefix(2)) {
+      let a = random([m, k], seed: 1), b = random(transposeB ? [n, k] : [k, n], seed: 2)
+      let c = Tensor(zeros: [m, n])
+      let timing = time(repeats: repeats) {
+        context.matmul(a, b, transposeB: transposeB, into: c)
+      }
+      let flops = 2.0 * Double(m) * Double(n) * Double(k)
+      let rate = flops / timing.best / 1e9
+      peak = max(peak, rate)
+      print(String(format: "%-42@ %5d×%5d×%5d  %7.1f GFLOP/s best, %7.1f median", name as NSString, m, n, k, rate, flops / timing.median / 1e9))
+    }
+    print(String(format: "sgemm peak: %.1f GFLOP/s on %d threads", peak, threads))
+
+    if wanted("conv") { convolutions(context, peak: peak, repeats: repeats) }
+    if wanted("attention") { attention(context, peak: peak, repeats: repeats) }
+    if wanted("elementwise") { elementwise(context, repeats: repeats) }
+  }
+
+  static func convolutions(_ context: ComputeContext, peak: Double, repeats: Int) {
+    print("\n-- conv2d (im2col bands + gemm), batch 2 as under CFG")
+    let convShapes: [(String, Int, Int, Int, Int, Int)] = [
+      // name, in, out, size, kernel, stride
+      ("level-0 3×3 320→320 @128²", 320, 320, 128, 3, 1),
+      ("level-1 3×3 640→640 @64²", 640, 640, 64, 3, 1),
+      ("level-2 3×3 1280→1280 @32²", 1280, 1280, 32, 3, 1),
+      ("down 3×3/2 320→320 @128²", 320, 320, 128, 3, 2),
+      ("skip 1×1 1920→1280 @32²", 1920, 1280, 32, 1, 1),
+      ("@64² latent: level-0 3×3 320→320 @64²", 320, 320, 64, 3, 1),
+    ]
+    for (name, inChannels, outChannels, size, kernel, stride) in convShapes {
+      let x = random([2, inChannels, size, size], seed: 3)
+      let weight = random([outChannels, inChannels, kernel, kernel], seed: 4)
+      let bias = random([outChannels], seed: 5)
+      let padding = kernel / 2
+      let shape = ComputeContext.conv2dOutputShape(input: x.shape, weight: weight.shape, stride: stride, padding: padding)
+      let y = Tensor(zeros: shape)
+      let timing = time(repeats: repeats) {
+        context.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, into: y)
+      }
+      let flops = 2.0 * Double(shape.count) * Double(inChannels * kernel * kernel)
+      let rate = flops / timing.best / 1e9
+      print(String(format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak, timing.best * 1000))
+    }
+
+  }
+
+  static func attention(_ context: ComputeContext, peak: Double, repeats: Int) {
+    defer { attentionBreakdown(context, repeats: repeats) }
+    print("\n-- attention (scores and weighted sum through gemm), batch 2, head dim 64")
+    let attentionShapes: [(String, Int, Int, Int)] = [
+      ("level-1 self 4096 tok, 640 ch, 10 heads", 4096, 4096, 640),
+      ("level-1 cross 4096 tok × 77, 640 ch", 4096, 77, 640),
+      ("level-2 self 1024 tok, 1280 ch, 20 heads", 1024, 1024, 1280),
+      ("level-2 cross 1024 tok × 77, 1280 ch", 1024, 77, 1280),
+    ]
+    for (name, queryTokens, keyTokens, channels) in attentionShapes {
+      let q = random([2, queryTokens, channels], seed: 6)
+      let k = random([2, keyTokens, channels], seed: 7), v = random([2, keyTokens, channels], seed: 8)
+      let o = Tensor(zeros: [2, queryTokens, channels])
+      let timing = time(repeats: repeats) {
+        context.attention(query: q, key: k, value: v, headCount: channels / 64, into: o)
+      }
+      let flops = 2 * 4.0 * Double(queryTokens) * Double(keyTokens) * Double(channels)
+      let rate = flops / timing.best / 1e9
+      print(String(format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak, timing.best * 1000))
+    }
+
+  }
+
+  /// Where level-1 self-attention time goes: the two gemms and the exponentials, for one
+  /// 512-row score block of one head, as `attention` runs them.
+  static func attentionBreakdown(_ context: ComputeContext, repeats: Int) {
+    let tokens = 4096, channels = 640, rows = 512
+    let q = random([tokens, channels], seed: 6), k = random([tokens, channels], seed: 7)
+    let scores = Tensor(zeros: [rows, tokens]), out = Tensor(zeros: [rows, channels])
+    let scoresGemm = time(repeats: repeats) {
+      context.gemm(transposeA: false, transposeB: true, m: rows, n: tokens, k: 64, alpha: 0.125,
+        a: q.pointer, lda: channels, b: k.pointer, ldb: channels, c: scores.pointer, ldc: tokens)
+    }
+    let exponentials = time(repeats: repeats) { context.softmax(scores, into: scores) }
+    let valueGemm = time(repeats: repeats) {
+      context.gemm(transposeA: false, transposeB: false, m: rows, n: 64, k: tokens,
+        a: scores.pointer, lda: tokens, b: k.pointer, ldb: channels, c: out.pointer, ldc: channels)
+    }
+    let flops = 2.0 * Double(rows * tokens * 64)
+    print(String(format: "  one block: Q·Kᵀ %.2f ms (%.0f GFLOP/s), softmax %.2f ms, P·V %.2f ms (%.0f GFLOP/s)",
+      scoresGemm.best * 1000, flops / scoresGemm.best / 1e9, exponentials.best * 1000,
+      valueGemm.best * 1000, flops / valueGemm.best / 1e9))
+  }
+
+  static func elementwise(_ context: ComputeContext, repeats: Int) {
+    print("\n-- element-wise (memory-bound), batch 2")
+    let features = random([2, 320, 128, 128], seed: 9)
+    let featuresOut = Tensor(zeros: features.shape)
+    let gamma = random([320], seed: 10), beta = random([320], seed: 11)
+    let tokens = random([2, 4096, 5120], seed: 12), gated = Tensor(zeros: [2, 4096, 2560])
+    let elementwise: [(String, Int, () -> Void)] = [
+      ("GroupNorm+SiLU [2,320,128,128]", features.count, {
+        context.groupNorm(features, epsilon: 1e-5, weight: gamma, bias: beta, activation: .silu, into: featuresOut)
+      }),
+      ("SiLU [2,320,128,128]", features.count, { context.silu(features, into: featuresOut) }),
+      ("add [2,320,128,128]", features.count, { context.add(features, featuresOut, into: featuresOut) }),
+      ("GEGLU [2,4096,5120]", tokens.count, { context.geglu(tokens, into: gated) }),
+      ("LayerNorm [2·4096, 640]", features.count, {
+        context.layerNorm(features.reshaped([2 * 8192, 640]), epsilon: 1e-5, weight: nil, bias: nil, into: featuresOut.reshaped([2 * 8192, 640]))
+      }),
+      ("softmax [2·4096, 1280]", features.count, {
+        context.softmax(features.reshaped([2 * 4096, 1280]), into: featuresOut.reshaped([2 * 4096, 1280]))
+      }),
+    ]
+    for (name, count, body) in elementwise {
+      let timing = time(repeats: repeats, body)
+      print(String(format: "%-42@ %6.1f ms, %5.2f G elements/s", name as NSString, timing.best * 1000, Double(count) / timing.best / 1e9))
+    }
+  }
+}

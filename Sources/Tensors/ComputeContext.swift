@@ -1,0 +1,49 @@
+import CBLAS
+import CTensorKernels
+
+/// Where kernels run: a thread pool for element-wise work, scratch memory for temporary buffers,
+/// and the choice between optimised kernels and the simple reference loops.
+///
+/// Every kernel is a method on the context and writes into a caller-owned `into:` tensor, which
+/// may be the input itself where a kernel says so (in place). One context serves one compute
+/// loop at a time (its workspace is not shared between threads).
+public final class ComputeContext {
+  /// The threads for element-wise work.
+  public let pool: ThreadPool
+  /// Scratch memory for im2col bands and attention score blocks.
+  public let workspace = Workspace()
+  /// When true every kernel runs its naive reference loop (`ReferenceKernels`) instead: slow,
+  /// single-threaded, easy to audit; the optimised kernels are tested against it.
+  public let usesReferenceKernels: Bool
+  /// The most floats an im2col band may use (default 16 Mi floats, 64 MB); bands are whole
+  /// output rows, so a row larger than this still gets one row.
+  public var im2colBudget: Int = 16 << 20
+  /// The most floats an attention score block (query rows × key tokens, one head) may use
+  /// (default 2 Mi floats, 8 MB, small enough to stay in cache between the two gemms).
+  public var attentionBlockBudget: Int = 2 << 20
+
+  /// A context running on `pool`, with optimised kernels unless `referenceKernels` is true.
+  public init(pool: ThreadPool = .shared, referenceKernels: Bool = false) {
+    self.pool = pool
+    usesReferenceKernels = referenceKernels
+  }
+
+  /// Sets how many threads OpenBLAS uses for gemm (process-wide). Gemm and the pool's work never
+  /// overlap, so giving both the machine's core count does not oversubscribe it.
+  public static func setBLASThreadCount(_ count: Int) {
+    openblas_set_num_threads(Int32(Swift.max(1, count)))
+  }
+
+  /// The number of threads OpenBLAS uses for gemm.
+  public static var blasThreadCount: Int { Int(openblas_get_num_threads()) }
+
+  /// Whether the element-wise kernels run their AVX2+FMA forms (x86-64 CPUs that have them) rather
+  /// than the portable C loops.
+  public static var usesVectorKernels: Bool { tk_uses_avx2() != 0 }
+
+  /// OpenBLAS's build description (version, target core, threading), for benchmark reports.
+  public static var blasConfiguration: String {
+    guard let text = openblas_get_config() else { return "unknown" }
+    return String(cString: text)
+  }
+}

@@ -1,0 +1,130 @@
+extension ComputeContext {
+  /// The NCHW output shape of `conv2d` for an NCHW input and a `[out, in, kh, kw]` weight.
+  public static func conv2dOutputShape(
+    input: Shape, weight: Shape, stride: Int = 1, padding: Int = 0
+  ) -> Shape {
+    precondition(input.rank == 4 && weight.rank == 4, "conv2d needs NCHW input and 4-D weight")
+    let height = (input[2] + 2 * padding - weight[2]) / stride + 1
+    let width = (input[3] + 2 * padding - weight[3]) / stride + 1
+    return Shape(input[0], weight[0], height, width)
+  }
+
+  /// A 2-D convolution (cross-correlation, as PyTorch's `nn.Conv2d`) with square stride and
+  /// zero padding, and an optional bias.
+  ///
+  /// Each sample is one gemm `W[out, in·kh·kw] · columns[in·kh·kw, Ho·Wo]`, the columns (im2col)
+  /// built in bands of output rows of at most `im2colBudget` floats so that memory stays bounded
+  /// at any image size; 1×1 convolutions with stride 1 and no padding skip im2col entirely.
+  ///
+  /// - Parameters:
+  ///   - x: `[N, in, H, W]`.
+  ///   - weight: `[out, in, kh, kw]`.
+  ///   - bias: `[out]`, or nil.
+  ///   - output: `[N, out, Ho, Wo]` (see `conv2dOutputShape`); must not overlap `x`.
+  ///   - accumulate: when true, adds the convolution to `output` (a fused residual).
+  public func conv2d(
+    _ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
+    into output: Tensor, accumulate: Bool = false
+  ) {
+    precondition(stride >= 1 && padding >= 0, "conv2d stride \(stride) padding \(padding)")
+    precondition(x.shape.rank == 4 && weight.shape.rank == 4, "conv2d shapes \(x.shape), \(weight.shape)")
+    precondition(weight.shape[1] == x.shape[1], "conv2d weight \(weight.shape) for input \(x.shape)")
+    let expected = ComputeContext.conv2dOutputShape(
+      input: x.shape, weight: weight.shape, stride: stride, padding: padding)
+    precondition(expected[2] > 0 && expected[3] > 0, "conv2d output would be empty for \(x.shape)")
+    precondition(output.shape == expected, "conv2d output \(output.shape), need \(expected)")
+    if let bias { precondition(bias.count == weight.shape[0], "conv2d bias \(bias.shape)") }
+    if usesReferenceKernels {
+      ReferenceKernels.conv2d(
+        x, weight: weight, bias: bias, stride: stride, padding: padding, into: output,
+        accumulate: accumulate)
+      return
+    }
+    let batch = x.shape[0], inChannels = x.shape[1], height = x.shape[2], width = x.shape[3]
+    let outChannels = weight.shape[0], kernelHeight = weight.shape[2], kernelWidth = weight.shape[3]
+    let outHeight = expected[2], outWidth = expected[3]
+    let reduction = inChannels * kernelHeight * kernelWidth
+    let outPlane = outHeight * outWidth
+
+    var beta: Float = accumulate ? 1 : 0
+    if let bias {
+      addChannelBias(output, bias: bias, accumulate: accumulate)
+      beta = 1
+    }
+    let pointwise = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padding == 0
+    for sample in 0..<batch {
+      let input = x.pointer + sample * inChannels * height * width
+      let result = output.pointer + sample * outChannels * outPlane
+      if pointwise {
+        gemm(
+          transposeA: false, transposeB: false, m: outChannels, n: outPlane, k: reduction,
+          a: weight.pointer, lda: reduction, b: input, ldb: outPlane, beta: beta, c: result,
+          ldc: outPlane)
+        continue
+      }
+      let bandRows = Swift.max(1, Swift.min(outHeight, im2colBudget / Swift.max(1, reduction * outWidth)))
+      let columns = workspace.buffer(reduction * bandRows * outWidth)
+      var firstRow = 0
+      while firstRow < outHeight {
+        let rows = Swift.min(bandRows, outHeight - firstRow)
+        let bandWidth = rows * outWidth
+        im2col(
+          input, channels: inChannels, height: height, width: width, kernelHeight: kernelHeight,
+          kernelWidth: kernelWidth, stride: stride, padding: padding, outWidth: outWidth,
+          firstRow: firstRow, rows: rows, into: columns)
+        gemm(
+          transposeA: false, transposeB: false, m: outChannels, n: bandWidth, k: reduction,
+          a: weight.pointer, lda: reduction, b: columns, ldb: bandWidth, beta: beta,
+          c: result + firstRow * outWidth, ldc: outPlane)
+        firstRow += rows
+      }
+    }
+  }
+
+  /// Lays out the receptive fields of output rows `firstRow..<firstRow+rows` as the columns of a
+  /// `[channels·kh·kw, rows·outWidth]` matrix (row index (c·kh + ky)·kw + kx, matching the
+  /// weight's `[out, in, kh, kw]` layout), zero where the field leaves the image.
+  private func im2col(
+    _ input: UnsafeMutablePointer<Float>, channels: Int, height: Int, width: Int,
+    kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int, outWidth: Int,
+    firstRow: Int, rows: Int, into columns: UnsafeMutablePointer<Float>
+  ) {
+    let bandWidth = rows * outWidth
+    let fieldsPerChannel = kernelHeight * kernelWidth
+    pool.forEachChunk(channels * fieldsPerChannel, minimumChunk: 4) { range in
+      for fieldRow in range {
+        let channel = fieldRow / fieldsPerChannel
+        let ky = (fieldRow / kernelWidth) % kernelHeight
+        let kx = fieldRow % kernelWidth
+        let plane = input + channel * height * width
+        // Output columns whose input column is inside the image: ox·stride − padding + kx ∈ [0, W).
+        let firstInside = Swift.max(0, (padding - kx + stride - 1) / stride)
+        let span = width - 1 + padding - kx
+        let endInside = span < 0 ? 0 : Swift.min(outWidth, span / stride + 1)
+        for row in 0..<rows {
+          let destination = columns + fieldRow * bandWidth + row * outWidth
+          let inputRow = (firstRow + row) * stride - padding + ky
+          if inputRow < 0 || inputRow >= height || firstInside >= endInside {
+            destination.update(repeating: 0, count: outWidth)
+            continue
+          }
+          let source = plane + inputRow * width
+          if firstInside > 0 { destination.update(repeating: 0, count: firstInside) }
+          if stride == 1 {
+            let start = firstInside - padding + kx
+            (destination + firstInside).update(from: source + start, count: endInside - firstInside)
+          } else {
+            var inputColumn = firstInside * stride - padding + kx
+            for column in firstInside..<endInside {
+              destination[column] = source[inputColumn]
+              inputColumn += stride
+            }
+          }
+          if endInside < outWidth {
+            (destination + endInside).update(repeating: 0, count: outWidth - endInside)
+          }
+        }
+      }
+    }
+  }
+}

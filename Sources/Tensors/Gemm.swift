@@ -1,0 +1,108 @@
+import CBLAS
+
+extension ComputeContext {
+  /// C = α·op(A)·op(B) + β·C on row-major matrices through OpenBLAS `cblas_sgemm`.
+  ///
+  /// op(A) is m×k, op(B) is k×n and C is m×n; `lda`, `ldb`, `ldc` are the row strides of A, B, C
+  /// as stored (so A is m×k stored with `lda ≥ k`, or k×m with `lda ≥ m` when transposed). Strides
+  /// let callers address one head's columns of a `[tokens, channels]` matrix without copying.
+  public func gemm(
+    transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    precondition(m >= 0 && n >= 0 && k >= 0, "negative gemm size \(m)×\(n)×\(k)")
+    precondition(lda >= Swift.max(1, transposeA ? m : k), "lda \(lda) too small")
+    precondition(ldb >= Swift.max(1, transposeB ? k : n), "ldb \(ldb) too small")
+    precondition(ldc >= Swift.max(1, n), "ldc \(ldc) too small")
+    if m == 0 || n == 0 { return }
+    if usesReferenceKernels {
+      ReferenceKernels.gemm(
+        transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
+        lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      return
+    }
+    cblas_sgemm(
+      CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+      Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+  }
+
+  /// C = α·op(A)·op(B) + β·C for tensors read as matrices `[rows, last]` (see `Shape.rows`).
+  ///
+  /// - Parameters:
+  ///   - a: m×k, or k×m when `transposeA`.
+  ///   - b: k×n, or n×k when `transposeB`.
+  ///   - c: the m×n result; with β ≠ 0 its contents are accumulated into.
+  public func matmul(
+    _ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false,
+    alpha: Float = 1, beta: Float = 0, into c: Tensor
+  ) {
+    let (aRows, aColumns) = (a.shape.rows, a.shape.last)
+    let (bRows, bColumns) = (b.shape.rows, b.shape.last)
+    let m = transposeA ? aColumns : aRows
+    let k = transposeA ? aRows : aColumns
+    let n = transposeB ? bRows : bColumns
+    precondition((transposeB ? bColumns : bRows) == k, "matmul inner sizes: \(a.shape) · \(b.shape)")
+    precondition(c.shape.rows == m && c.shape.last == n, "matmul result \(c.shape), need \(m)×\(n)")
+    gemm(
+      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+      a: a.pointer, lda: aColumns, b: b.pointer, ldb: bColumns, beta: beta, c: c.pointer, ldc: n)
+  }
+
+  /// A linear layer y = x·Wᵀ + b for a weight stored `[out, in]` (PyTorch's `nn.Linear`).
+  ///
+  /// - Parameters:
+  ///   - x: `[…, in]`, read as rows of `in` features.
+  ///   - weight: `[out, in]`.
+  ///   - bias: `[out]`, or nil.
+  ///   - output: `[…, out]` with as many rows as `x`; must not overlap `x`.
+  ///   - accumulate: when true, adds the result to `output` (y += x·Wᵀ + b), which fuses a
+  ///     residual connection into the layer.
+  public func linear(
+    _ x: Tensor, weight: Tensor, bias: Tensor? = nil, into output: Tensor, accumulate: Bool = false
+  ) {
+    precondition(weight.shape.rank == 2, "linear weight must be [out, in], got \(weight.shape)")
+    let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+    precondition(x.shape.last == inFeatures, "linear input \(x.shape) for weight \(weight.shape)")
+    let rows = x.shape.rows
+    precondition(output.shape.last == outFeatures && output.shape.rows == rows,
+      "linear output \(output.shape) for input \(x.shape) and weight \(weight.shape)")
+    var beta: Float = accumulate ? 1 : 0
+    if let bias {
+      precondition(bias.count == outFeatures, "linear bias \(bias.shape) for \(outFeatures) outputs")
+      // Put the bias in first and let gemm accumulate onto it: one pass either way.
+      addRowBias(output, bias: bias, accumulate: accumulate)
+      beta = 1
+    }
+    gemm(
+      transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures,
+      a: x.pointer, lda: inFeatures, b: weight.pointer, ldb: inFeatures, beta: beta,
+      c: output.pointer, ldc: outFeatures)
+  }
+
+  /// output[r, :] = (accumulate ? output[r, :] : 0) + bias for every row r.
+  func addRowBias(_ output: Tensor, bias: Tensor, accumulate: Bool) {
+    let columns = output.shape.last
+    let rows = output.shape.rows
+    let destination = output.pointer, source = bias.pointer
+    if usesReferenceKernels {
+      for row in 0..<rows {
+        for column in 0..<columns {
+          let base = accumulate ? destination[row * columns + column] : 0
+          destination[row * columns + column] = base + source[column]
+        }
+      }
+      return
+    }
+    pool.forEachChunk(rows, minimumChunk: Swift.max(1, 16384 / Swift.max(columns, 1))) { range in
+      for row in range {
+        let line = destination + row * columns
+        if accumulate {
+          for column in 0..<columns { line[column] += source[column] }
+        } else {
+          line.update(from: source, count: columns)
+        }
+      }
+    }
+  }
+}

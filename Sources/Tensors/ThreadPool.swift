@@ -1,0 +1,116 @@
+import Foundation
+
+/// A fixed set of threads for element-wise work (norms, activations, im2col, softmax).
+///
+/// `forEachChunk` splits a range into one contiguous chunk per thread and runs them at once; the
+/// calling thread does the first chunk, so a pool of `threadCount` threads starts
+/// `threadCount − 1` workers. Workers sleep on a condition variable between jobs, so they never
+/// compete with OpenBLAS's own gemm threads. Jobs submitted from several threads at once run one
+/// after another; a job must not submit another job to the same pool (it would wait forever).
+public final class ThreadPool: @unchecked Sendable {
+  /// The number of threads that share each job, the caller included.
+  public let threadCount: Int
+  private let state: PoolState
+  private let submission = NSLock()
+
+  /// A pool sharing work among `threadCount` threads (at least 1).
+  public init(threadCount: Int) {
+    self.threadCount = Swift.max(1, threadCount)
+    state = PoolState(workerCount: self.threadCount - 1)
+    for worker in 0..<(self.threadCount - 1) {
+      let state = self.state
+      let thread = Thread { state.workerLoop(worker: worker) }
+      thread.name = "Tensors.ThreadPool.\(worker + 1)"
+      thread.stackSize = 1 << 20
+      thread.start()
+    }
+  }
+
+  deinit { state.stop() }
+
+  /// Runs `body` over `0..<count` split into at most `threadCount` contiguous chunks, each at least
+  /// `minimumChunk` long (small jobs run on the calling thread alone). Returns when all are done.
+  public func forEachChunk(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+    guard count > 0 else { return }
+    let chunks = Swift.min(threadCount, Swift.max(1, count / Swift.max(1, minimumChunk)))
+    if chunks == 1 {
+      body(0..<count)
+      return
+    }
+    submission.lock()
+    defer { submission.unlock() }
+    withoutActuallyEscaping(body) { escapable in
+      state.run(count: count, chunks: chunks, body: escapable)
+    }
+  }
+
+  /// The default pool: one thread per available core, at most 2 (this project's machines have 2;
+  /// more threads than cores would only fight OpenBLAS for them).
+  public static let shared = ThreadPool(
+    threadCount: Swift.min(2, ProcessInfo.processInfo.activeProcessorCount))
+}
+
+/// The shared state of a pool's workers (separate so that workers do not keep the pool alive).
+private final class PoolState: @unchecked Sendable {
+  private let condition = NSCondition()
+  private let workerCount: Int
+  private var generation = 0
+  private var stopping = false
+  private var pending = 0
+  private var count = 0
+  private var chunks = 0
+  private var body: ((Range<Int>) -> Void)?
+
+  init(workerCount: Int) { self.workerCount = workerCount }
+
+  static func chunk(_ index: Int, of chunks: Int, count: Int) -> Range<Int> {
+    (index * count / chunks)..<((index + 1) * count / chunks)
+  }
+
+  func run(count: Int, chunks: Int, body: @escaping (Range<Int>) -> Void) {
+    condition.lock()
+    self.count = count
+    self.chunks = chunks
+    self.body = body
+    pending = workerCount
+    generation &+= 1
+    condition.broadcast()
+    condition.unlock()
+
+    body(PoolState.chunk(0, of: chunks, count: count))
+
+    condition.lock()
+    while pending > 0 { condition.wait() }
+    self.body = nil
+    condition.unlock()
+  }
+
+  func workerLoop(worker: Int) {
+    var seen = 0
+    condition.lock()
+    while true {
+      while generation == seen && !stopping { condition.wait() }
+      if stopping { break }
+      seen = generation
+      var job = body
+      let chunkIndex = worker + 1
+      let range = chunkIndex < chunks ? PoolState.chunk(chunkIndex, of: chunks, count: count) : 0..<0
+      condition.unlock()
+      if let work = job, !range.isEmpty { work(range) }
+      // Drop the reference before reporting done: the caller's `withoutActuallyEscaping` checks
+      // that nothing still holds its closure.
+      job = nil
+      condition.lock()
+      pending -= 1
+      if pending == 0 { condition.broadcast() }
+    }
+    condition.unlock()
+  }
+
+  func stop() {
+    condition.lock()
+    stopping = true
+    condition.broadcast()
+    condition.unlock()
+  }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+import Tensors
+import TestSupport
+
+/// Shapes, views, the arena, the workspace, the thread pool and the vector math.
+@Suite struct InfrastructureTests {
+  @Test func shapes() {
+    let shape: Shape = [2, 4, 8, 16]
+    #expect(shape.rank == 4 && shape.count == 1024 && shape.rows == 64 && shape.last == 16)
+    #expect(shape.droppingFirst() == Shape(4, 8, 16))
+    #expect(shape.description == "[2, 4, 8, 16]")
+    #expect(Shape([]).count == 1 && Shape(3, 0).count == 0)
+    #expect(Shape(2, 3) != Shape(3, 2) && Shape(2, 3) != Shape(2, 3, 1))
+  }
+
+  @Test func viewsShareStorage() {
+    let tensor = Tensor(shape: [2, 3, 2], values: (0..<12).map(Float.init))
+    let second = tensor.batch(1)
+    #expect(second.shape == [3, 2] && second.scalars == [6, 7, 8, 9, 10, 11])
+    second[0, 1] = 70
+    #expect(tensor[1, 0, 1] == 70)
+    #expect(tensor.slice(1..<2).shape == [1, 3, 2] && tensor.slice(1..<2).pointer == second.pointer)
+    #expect(tensor.reshaped([6, 2])[3, 1] == 70)
+    #expect(tensor.view(offset: 4, shape: [2]).scalars == [4, 5])
+  }
+
+  @Test func arenaReusesMemoryInASteadyLoop() {
+    let arena = TensorArena(minimumBlockCapacity: 1000)
+    var firstPointers: [UnsafeMutablePointer<Float>] = []
+    var capacityAfterFirst = 0
+    for iteration in 0..<3 {
+      arena.reset()
+      var pointers: [UnsafeMutablePointer<Float>] = []
+      let a = arena.tensor([10, 10])
+      pointers.append(a.pointer)
+      let mark = arena.mark()
+      let big = arena.tensor([40, 40])  // larger than a block: gets a block of its own
+      pointers.append(big.pointer)
+      let c = arena.tensor([7])
+      pointers.append(c.pointer)
+      arena.release(to: mark)
+      let d = arena.tensor([10, 10])  // the first block's free space again
+      pointers.append(d.pointer)
+      #expect(d.pointer == a.pointer + 112)
+      #expect(Int(bitPattern: a.pointer) % 64 == 0 && Int(bitPattern: c.pointer) % 64 == 0)
+      if iteration == 0 {
+        firstPointers = pointers
+        capacityAfterFirst = arena.capacity
+      } else {
+        #expect(pointers == firstPointers)
+        #expect(arena.capacity == capacityAfterFirst)
+      }
+    }
+    #expect(arena.peakCount >= 100 + 1600 + 16)
+  }
+
+  @Test func workspaceGrowsOnlyWhenAskedForMore() {
+    let workspace = Workspace()
+    let first = workspace.buffer(100)
+    #expect(workspace.buffer(50) == first && workspace.capacity == 100)
+    _ = workspace.buffer(200)
+    #expect(workspace.capacity == 200)
+  }
+
+  @Test func threadPoolCoversEveryIndexOnce() {
+    let pool = ThreadPool(threadCount: 3)
+    for count in [0, 1, 2, 3, 10, 1001] {
+      let hits = UnsafeMutablePointer<Int>.allocate(capacity: Swift.max(count, 1))
+      hits.initialize(repeating: 0, count: Swift.max(count, 1))
+      defer { hits.deallocate() }
+      for _ in 0..<20 {
+        pool.forEachChunk(count) { range in for index in range { hits[index] += 1 } }
+      }
+      #expect((0..<count).allSatisfy { hits[$0] == 20 }, "count \(count)")
+    }
+  }
+
+  @Test func threadPoolSerialisesConcurrentSubmitters() {
+    let pool = ThreadPool(threadCount: 2)
+    let submitters = 4, count = 5000
+    let hits = UnsafeMutablePointer<Int>.allocate(capacity: submitters * count)
+    hits.initialize(repeating: 0, count: submitters * count)
+    defer { hits.deallocate() }
+    DispatchQueue.concurrentPerform(iterations: submitters) { submitter in
+      for _ in 0..<50 {
+        pool.forEachChunk(count) { range in for index in range { hits[submitter * count + index] += 1 } }
+      }
+    }
+    #expect((0..<(submitters * count)).allSatisfy { hits[$0] == 50 })
+  }
+
+  @Test func vectorExpThroughSoftmax() {
+    // softmax([x, 0]) = [σ(x), σ(−x)]: checks exp over its whole float range, both signs.
+    var worst = 0.0
+    var x: Float = -87
+    let pair = Tensor(zeros: [1, 2])
+    while x < 87 {
+      pair[0, 0] = x
+      pair[0, 1] = 0
+      fast.softmax(pair, into: pair)
+      let expected = 1 / (1 + Foundation.exp(-Double(x)))
+      worst = max(worst, abs(Double(pair[0, 0]) - expected) / expected)
+      x += 0.173
+    }
+    #expect(worst < 1e-6, "exp relative error \(worst) (AVX2 path: \(ComputeContext.usesVectorKernels))")
+    let extremes = Tensor(shape: [1, 3], values: [-1e30, 0, -200])
+    fast.softmax(extremes, into: extremes)
+    #expect(extremes.scalars == [0, 1, 0])
+  }
+}

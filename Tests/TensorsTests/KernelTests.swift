@@ -1,0 +1,239 @@
+import Foundation
+import Testing
+import Tensors
+import TestSupport
+
+/// Each optimised kernel against its reference loop (NMSE ≤ 1e-10 for exact element-wise work,
+/// ≤ 1e-8 where gemm or vector transcendental functions are involved).
+@Suite struct KernelTests {
+  struct GemmCase: CustomStringConvertible, Sendable {
+    let transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int
+    var description: String { "\(transposeA ? "T" : "N")\(transposeB ? "T" : "N") \(m)×\(n)×\(k)" }
+  }
+
+  @Test(arguments: [
+    GemmCase(transposeA: false, transposeB: false, m: 17, n: 33, k: 65),
+    GemmCase(transposeA: true, transposeB: false, m: 31, n: 9, k: 40),
+    GemmCase(transposeA: false, transposeB: true, m: 64, n: 48, k: 77),
+    GemmCase(transposeA: true, transposeB: true, m: 5, n: 70, k: 19),
+  ])
+  func gemm(_ shape: GemmCase) {
+    let a = randomTensor(shape.transposeA ? [shape.k, shape.m] : [shape.m, shape.k], seed: 1)
+    let b = randomTensor(shape.transposeB ? [shape.n, shape.k] : [shape.k, shape.n], seed: 2)
+    let initial = randomTensor([shape.m, shape.n], seed: 3)
+    let (c1, c2) = (clone(initial), clone(initial))
+    fast.matmul(a, b, transposeA: shape.transposeA, transposeB: shape.transposeB, alpha: 0.7, beta: 0.3, into: c1)
+    reference.matmul(a, b, transposeA: shape.transposeA, transposeB: shape.transposeB, alpha: 0.7, beta: 0.3, into: c2)
+    let result = closeness(c1, c2)
+    #expect(result.nmse <= 1e-10, "\(result)")
+  }
+
+  @Test func stridedGemmAddressesOneHead() {
+    // Columns 8..<16 of a [10, 24] matrix times the same columns of a [12, 24] one, transposed.
+    let q = randomTensor([10, 24], seed: 4), k = randomTensor([12, 24], seed: 5)
+    let c1 = Tensor(zeros: [10, 12]), c2 = Tensor(zeros: [10, 12])
+    for (context, c) in [(fast, c1), (reference, c2)] {
+      context.gemm(transposeA: false, transposeB: true, m: 10, n: 12, k: 8, a: q.pointer + 8, lda: 24,
+        b: k.pointer + 8, ldb: 24, c: c.pointer, ldc: 12)
+    }
+    var naive = [Float](repeating: 0, count: 120)
+    for i in 0..<10 { for j in 0..<12 { for d in 8..<16 { naive[i * 12 + j] += q[i, d] * k[j, d] } } }
+    #expect(closeness(c1, c2).nmse <= 1e-10)
+    #expect(Closeness(c2.scalars, naive).nmse <= 1e-10)
+  }
+
+  @Test(arguments: [false, true])
+  func linear(accumulate: Bool) {
+    let x = randomTensor([2, 7, 96], seed: 6), weight = randomTensor([40, 96], seed: 7, scale: 0.1)
+    let bias = randomTensor([40], seed: 8)
+    let initial = randomTensor([2, 7, 40], seed: 9)
+    let (y1, y2) = (clone(initial), clone(initial))
+    fast.linear(x, weight: weight, bias: bias, into: y1, accumulate: accumulate)
+    reference.linear(x, weight: weight, bias: bias, into: y2, accumulate: accumulate)
+    #expect(closeness(y1, y2).nmse <= 1e-10, "\(closeness(y1, y2))")
+    let (z1, z2) = (clone(initial), clone(initial))
+    fast.linear(x, weight: weight, into: z1, accumulate: accumulate)
+    reference.linear(x, weight: weight, into: z2, accumulate: accumulate)
+    #expect(closeness(z1, z2).nmse <= 1e-10, "\(closeness(z1, z2))")
+  }
+
+  struct ConvCase: CustomStringConvertible, Sendable {
+    let batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int
+    let kernel: Int, stride: Int, padding: Int, bias: Bool, accumulate: Bool, budget: Int
+    var description: String {
+      "\(batch)×\(inChannels)×\(height)×\(width) → \(outChannels), k\(kernel) s\(stride) p\(padding)"
+        + "\(bias ? " bias" : "")\(accumulate ? " accumulate" : "") budget \(budget)"
+    }
+  }
+
+  @Test(arguments: [
+    ConvCase(batch: 2, inChannels: 5, outChannels: 7, height: 9, width: 11, kernel: 3, stride: 1, padding: 1, bias: true, accumulate: false, budget: 1 << 20),
+    ConvCase(batch: 1, inChannels: 6, outChannels: 4, height: 10, width: 9, kernel: 3, stride: 2, padding: 1, bias: true, accumulate: false, budget: 1 << 20),
+    ConvCase(batch: 2, inChannels: 3, outChannels: 8, height: 12, width: 7, kernel: 3, stride: 1, padding: 1, bias: false, accumulate: true, budget: 100),
+    ConvCase(batch: 1, inChannels: 4, outChannels: 6, height: 8, width: 8, kernel: 3, stride: 2, padding: 1, bias: true, accumulate: true, budget: 50),
+    ConvCase(batch: 2, inChannels: 8, outChannels: 5, height: 6, width: 5, kernel: 1, stride: 1, padding: 0, bias: true, accumulate: false, budget: 1 << 20),
+    ConvCase(batch: 1, inChannels: 8, outChannels: 5, height: 6, width: 5, kernel: 1, stride: 1, padding: 0, bias: true, accumulate: true, budget: 1 << 20),
+    ConvCase(batch: 1, inChannels: 3, outChannels: 2, height: 7, width: 6, kernel: 3, stride: 1, padding: 0, bias: true, accumulate: false, budget: 1 << 20),
+    ConvCase(batch: 1, inChannels: 2, outChannels: 3, height: 5, width: 6, kernel: 5, stride: 1, padding: 3, bias: true, accumulate: false, budget: 1 << 20),
+    ConvCase(batch: 1, inChannels: 2, outChannels: 3, height: 4, width: 4, kernel: 1, stride: 2, padding: 0, bias: false, accumulate: false, budget: 1 << 20),
+  ])
+  func conv2d(_ c: ConvCase) {
+    let x = randomTensor([c.batch, c.inChannels, c.height, c.width], seed: 10)
+    let weight = randomTensor([c.outChannels, c.inChannels, c.kernel, c.kernel], seed: 11, scale: 0.3)
+    let bias = c.bias ? randomTensor([c.outChannels], seed: 12) : nil
+    let shape = ComputeContext.conv2dOutputShape(input: x.shape, weight: weight.shape, stride: c.stride, padding: c.padding)
+    let initial = randomTensor(shape, seed: 13)
+    let (y1, y2) = (clone(initial), clone(initial))
+    let context = ComputeContext(pool: fast.pool)
+    context.im2colBudget = c.budget
+    context.conv2d(x, weight: weight, bias: bias, stride: c.stride, padding: c.padding, into: y1, accumulate: c.accumulate)
+    reference.conv2d(x, weight: weight, bias: bias, stride: c.stride, padding: c.padding, into: y2, accumulate: c.accumulate)
+    #expect(closeness(y1, y2).nmse <= 1e-10, "\(closeness(y1, y2))")
+  }
+
+  @Test(arguments: [FusedActivation.none, .silu])
+  func groupNorm(activation: FusedActivation) {
+    // Offset data (mean 3) checks that the variance is not taken as E[x²] − E[x]².
+    let x = randomTensor([2, 64, 5, 7], seed: 14)
+    fast.scale(x, by: 1, into: x)
+    for index in 0..<x.count { x.pointer[index] += 3 }
+    let weight = randomTensor([64], seed: 15), bias = randomTensor([64], seed: 16)
+    let (y1, y2) = (Tensor(zeros: x.shape), Tensor(zeros: x.shape))
+    fast.groupNorm(x, groups: 32, epsilon: 1e-5, weight: weight, bias: bias, activation: activation, into: y1)
+    reference.groupNorm(x, groups: 32, epsilon: 1e-5, weight: weight, bias: bias, activation: activation, into: y2)
+    #expect(closeness(y1, y2).nmse <= 1e-10, "\(closeness(y1, y2))")
+    // In place, 1e-6, no affine.
+    let inPlace = clone(x)
+    fast.groupNorm(inPlace, groups: 32, epsilon: 1e-6, weight: nil, bias: nil, activation: activation, into: inPlace)
+    reference.groupNorm(x, groups: 32, epsilon: 1e-6, weight: nil, bias: nil, activation: activation, into: y2)
+    #expect(closeness(inPlace, y2).nmse <= 1e-10, "\(closeness(inPlace, y2))")
+  }
+
+  @Test func layerNorm() {
+    let x = randomTensor([3, 11, 77], seed: 17, scale: 4)
+    let weight = randomTensor([77], seed: 18), bias = randomTensor([77], seed: 19)
+    let (y1, y2) = (Tensor(zeros: x.shape), Tensor(zeros: x.shape))
+    fast.layerNorm(x, epsilon: 1e-5, weight: weight, bias: bias, into: y1)
+    reference.layerNorm(x, epsilon: 1e-5, weight: weight, bias: bias, into: y2)
+    #expect(closeness(y1, y2).nmse <= 1e-10, "\(closeness(y1, y2))")
+  }
+
+  @Test(arguments: ["silu", "gelu", "quickGELU"])
+  func activation(_ name: String) {
+    // Wide range, odd count (vector tail), values far into both saturated ends.
+    let x = randomTensor([40_003], seed: 20, scale: 6)
+    x.pointer[0] = -100
+    x.pointer[1] = 100
+    x.pointer[2] = 0
+    let (y1, y2) = (Tensor(zeros: x.shape), Tensor(zeros: x.shape))
+    for (context, y) in [(fast, y1), (reference, y2)] {
+      switch name {
+      case "silu": context.silu(x, into: y)
+      case "gelu": context.gelu(x, into: y)
+      default: context.quickGELU(x, into: y)
+      }
+    }
+    let result = closeness(y1, y2)
+    #expect(result.nmse <= 1e-10 && result.maxAbs <= 1e-5, "\(result)")
+    #expect(y1[1] == 100 && y1[0] == 0, "saturated ends \(y1[0]), \(y1[1])")
+  }
+
+  @Test func geglu() {
+    let x = randomTensor([3, 5, 2 * 37], seed: 21, scale: 3)
+    let (y1, y2) = (Tensor(zeros: [3, 5, 37]), Tensor(zeros: [3, 5, 37]))
+    fast.geglu(x, into: y1)
+    reference.geglu(x, into: y2)
+    #expect(closeness(y1, y2).nmse <= 1e-10, "\(closeness(y1, y2))")
+  }
+
+  @Test func softmax() {
+    let x = randomTensor([13, 301], seed: 22, scale: 20)
+    x.pointer[5] = 1e4  // one dominant score: everything else underflows to 0
+    let (y1, y2) = (Tensor(zeros: x.shape), Tensor(zeros: x.shape))
+    fast.softmax(x, into: y1)
+    reference.softmax(x, into: y2)
+    #expect(closeness(y1, y2).nmse <= 1e-10, "\(closeness(y1, y2))")
+    #expect(y1[0, 5] == 1)
+    fast.softmax(x, into: x)
+    #expect(closeness(x, y2).nmse <= 1e-10)
+  }
+
+  struct AttentionCase: CustomStringConvertible, Sendable {
+    let batch: Int, queryTokens: Int, keyTokens: Int, channels: Int, valueChannels: Int
+    let heads: Int, sharedKeys: Bool, causal: Bool, budget: Int
+    var description: String {
+      "\(batch)×\(queryTokens)×\(channels) over \(keyTokens) keys, \(heads) heads"
+        + "\(sharedKeys ? " shared K/V" : "")\(causal ? " causal" : "") budget \(budget)"
+    }
+  }
+
+  @Test(arguments: [
+    AttentionCase(batch: 2, queryTokens: 37, keyTokens: 37, channels: 64, valueChannels: 64, heads: 4, sharedKeys: false, causal: false, budget: 1 << 20),
+    AttentionCase(batch: 2, queryTokens: 50, keyTokens: 11, channels: 48, valueChannels: 48, heads: 3, sharedKeys: false, causal: false, budget: 100),
+    AttentionCase(batch: 3, queryTokens: 20, keyTokens: 9, channels: 32, valueChannels: 16, heads: 2, sharedKeys: true, causal: false, budget: 1 << 20),
+    AttentionCase(batch: 1, queryTokens: 77, keyTokens: 77, channels: 40, valueChannels: 40, heads: 5, sharedKeys: false, causal: true, budget: 300),
+    AttentionCase(batch: 1, queryTokens: 33, keyTokens: 33, channels: 24, valueChannels: 24, heads: 1, sharedKeys: false, causal: false, budget: 1),
+  ])
+  func attention(_ c: AttentionCase) {
+    let kvBatch = c.sharedKeys ? 1 : c.batch
+    let q = randomTensor([c.batch, c.queryTokens, c.channels], seed: 23)
+    let k = randomTensor([kvBatch, c.keyTokens, c.channels], seed: 24)
+    let v = randomTensor([kvBatch, c.keyTokens, c.valueChannels], seed: 25)
+    let (o1, o2) = (Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]), Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]))
+    let context = ComputeContext(pool: fast.pool)
+    context.attentionBlockBudget = c.budget
+    context.attention(query: q, key: k, value: v, headCount: c.heads, causal: c.causal, into: o1)
+    reference.attention(query: q, key: k, value: v, headCount: c.heads, causal: c.causal, into: o2)
+    #expect(closeness(o1, o2).nmse <= 1e-10, "\(closeness(o1, o2))")
+  }
+
+  @Test func layout() {
+    let x = randomTensor([2, 3, 5, 7], seed: 26)
+    let (u1, u2) = (Tensor(zeros: [2, 3, 10, 14]), Tensor(zeros: [2, 3, 10, 14]))
+    fast.upsampleNearest2x(x, into: u1)
+    reference.upsampleNearest2x(x, into: u2)
+    #expect(u1.scalars == u2.scalars)
+
+    let skip = randomTensor([2, 4, 5, 7], seed: 27)
+    let (c1, c2) = (Tensor(zeros: [2, 7, 5, 7]), Tensor(zeros: [2, 7, 5, 7]))
+    fast.concatenate(x, skip, axis: 1, into: c1)
+    reference.concatenate(x, skip, axis: 1, into: c2)
+    #expect(c1.scalars == c2.scalars)
+    #expect(c1[1, 2, 4, 6] == x[1, 2, 4, 6] && c1[1, 3, 4, 6] == skip[1, 0, 4, 6])
+
+    let left = randomTensor([2, 77, 12], seed: 28), right = randomTensor([2, 77, 20], seed: 29)
+    let context = Tensor(zeros: [2, 77, 32])
+    fast.concatenate(left, right, axis: 2, into: context)
+    #expect(context[1, 76, 11] == left[1, 76, 11] && context[1, 76, 12] == right[1, 76, 0])
+
+    let matrix = randomTensor([3, 45, 70], seed: 30)
+    let (t1, t2) = (Tensor(zeros: [3, 70, 45]), Tensor(zeros: [3, 70, 45]))
+    fast.transposeLastTwo(matrix, into: t1)
+    reference.transposeLastTwo(matrix, into: t2)
+    #expect(t1.scalars == t2.scalars && t1[2, 69, 44] == matrix[2, 44, 69])
+  }
+
+  @Test func elementwise() {
+    let a = randomTensor([2, 6, 33], seed: 31), b = randomTensor([2, 6, 33], seed: 32)
+    let out = Tensor(zeros: a.shape)
+    fast.add(a, b, into: out)
+    #expect(out[1, 5, 32] == a[1, 5, 32] + b[1, 5, 32])
+    fast.multiply(a, b, into: out)
+    #expect(out[0, 3, 7] == a[0, 3, 7] * b[0, 3, 7])
+    fast.addScaled(a, b, scale: -0.5, into: out)
+    #expect(out[1, 0, 0] == a[1, 0, 0] + -0.5 * b[1, 0, 0])
+    fast.scale(a, by: 3, into: out)
+    #expect(out[0, 0, 1] == 3 * a[0, 0, 1])
+
+    let perChannel = randomTensor([6], seed: 33), perSample = randomTensor([2, 6], seed: 34)
+    let (r1, r2) = (Tensor(zeros: a.shape), Tensor(zeros: a.shape))
+    for bias in [perChannel, perSample] {
+      fast.addChannelBias(a, bias: bias, into: r1)
+      reference.addChannelBias(a, bias: bias, into: r2)
+      #expect(r1.scalars == r2.scalars)
+    }
+    #expect(r1[1, 4, 9] == a[1, 4, 9] + perSample[1, 4])
+    fast.addChannelBias(a, bias: perChannel, into: a)
+    #expect(a[1, 4, 9] == r2[1, 4, 9] - perSample[1, 4] + perChannel[4])
+  }
+}
