@@ -145,6 +145,16 @@ public struct DiffusersKeyMap: Sendable {
 
   // MARK: - Single-file → diffusers
 
+  /// Every diffusers tensor of `template`'s pipeline with its source, in template order (three per
+  /// fused OpenCLIP `in_proj`; `logit_scale` has none). What a single-file → diffusers converter
+  /// writes, subfolder by subfolder.
+  public func correspondences(for template: SDXLTemplate) -> [KeyCorrespondence] {
+    template.tensors.flatMap { tensor -> [KeyCorrespondence] in
+      if case .mapped(let correspondences) = diffusers(forSingleFileKey: tensor.key) { return correspondences }
+      return []
+    }
+  }
+
   /// What becomes of `key` (a full single-file key) in a diffusers pipeline.
   public func diffusers(forSingleFileKey key: String) -> SingleFileKeyFate {
     if key.hasPrefix(SingleFilePrefix.unet) {

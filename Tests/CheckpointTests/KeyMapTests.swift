@@ -194,3 +194,16 @@ import TestSupport
     #expect(DiffusersKeyMap.unetTopology(diffusersKeys: ["encoder.conv_in.weight"]) == nil)
   }
 }
+
+@Suite struct NonFiniteScanTests {
+  @Test func fnuzFormatsHaveOneNaN() {
+    let bytes: [UInt8] = [0x80, 0x7F, 0xFF, 0x00, 0x80]
+    bytes.withUnsafeBytes { raw in
+      #expect(NonFiniteScan.count(raw, dtype: .f8e4m3fnuz).map { [$0.nan, $0.infinite] } == [2, 0])
+      #expect(NonFiniteScan.count(raw, dtype: .f8e5m2fnuz).map { [$0.nan, $0.infinite] } == [2, 0])
+      // e4m3fn: S.1111.111 is NaN (0x7F, 0xFF); e5m2: 0x7F/0xFF NaN, 0x7C/0xFC Inf.
+      #expect(NonFiniteScan.count(raw, dtype: .f8e4m3).map { [$0.nan, $0.infinite] } == [2, 0])
+      #expect(NonFiniteScan.count(raw, dtype: .f8e5m2).map { [$0.nan, $0.infinite] } == [2, 0])
+    }
+  }
+}
