@@ -39,7 +39,7 @@ struct HeaderParser {
     }
     skipWhitespace()
     guard position == bytes.count else {
-      throw jsonError("unexpected bytes after the header object (only spaces may pad it)")
+      throw jsonError("unexpected bytes after the header object (only whitespace may pad it)")
     }
     return (entries, metadata)
   }
@@ -74,7 +74,7 @@ struct HeaderParser {
       case "data_offsets":
         offsets = try parser.parseIntegerArray(tensor: name, field: field)
       default:
-        throw SafeTensorsError.invalidHeader(file: parser.file, tensor: name, reason: "unexpected field '\(field)'")
+        throw SafeTensorsError.invalidHeader(file: parser.file, tensor: name, reason: "unexpected field '\(SafeTensorsError.printable(field))'")
       }
     }
     guard let dtype else { throw missing("dtype", name) }
@@ -103,7 +103,7 @@ struct HeaderParser {
       }
       guard parser.peek() == UInt8(ascii: "\"") else {
         throw SafeTensorsError.invalidHeader(
-          file: parser.file, tensor: nil, reason: "__metadata__ value for '\(key)' is not a string")
+          file: parser.file, tensor: nil, reason: "__metadata__ value for '\(SafeTensorsError.printable(key))' is not a string")
       }
       result[key] = try parser.parseString()
     }
@@ -134,7 +134,7 @@ struct HeaderParser {
       case UInt8(ascii: "]"):
         position += 1
         return values
-      default: throw jsonError("expected ',' or ']' in \(field) of '\(tensor)'")
+      default: throw jsonError("expected ',' or ']' in \(field) of '\(SafeTensorsError.printable(tensor))'")
       }
     }
   }
