@@ -82,7 +82,7 @@ struct HeaderParser {
     guard let offsets else { throw missing("data_offsets", name) }
     guard offsets.count == 2 else {
       throw SafeTensorsError.invalidHeader(
-        file: file, tensor: name, reason: "data_offsets has \(offsets.count) numbers, not 2")
+        file: file, tensor: name, reason: "data_offsets must hold 2 numbers, not \(offsets.count)")
     }
     return RawTensorEntry(name: name, dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1])
   }
@@ -150,7 +150,7 @@ struct HeaderParser {
       let (times10, o1) = value.multipliedReportingOverflow(by: 10)
       let (sum, o2) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
       guard !o1, !o2 else {
-        throw SafeTensorsError.invalidHeader(file: file, tensor: tensor, reason: "\(field) holds a number over 2^64")
+        throw SafeTensorsError.invalidHeader(file: file, tensor: tensor, reason: "\(field) holds a number of 2^64 or more")
       }
       value = sum
       position += 1

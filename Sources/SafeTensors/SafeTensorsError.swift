@@ -21,7 +21,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable, Sendabl
   case duplicateKey(file: String, key: String)
   /// A dtype string the format does not define.
   case unknownDType(file: String, tensor: String, dtype: String)
-  /// The element count or byte size of a shape overflows 64 bits.
+  /// A dimension, the element count or the size in bits of a shape reaches 2^63 (does not fit `Int`).
   case shapeOverflow(file: String, tensor: String, shape: [UInt64])
   /// The element count of a sub-byte dtype does not fill whole bytes.
   case misalignedElements(file: String, tensor: String, dtype: DType, elements: UInt64)
@@ -81,7 +81,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable, Sendabl
     case .unknownDType(let file, let tensor, let dtype):
       return "\(file): tensor '\(shown(tensor))' has unknown dtype '\(shown(dtype))'"
     case .shapeOverflow(let file, let tensor, let shape):
-      return "\(file): tensor '\(shown(tensor))' shape \(shape) overflows 64-bit sizes"
+      return "\(file): tensor '\(shown(tensor))' shape \(shape) is too large: its element or byte count reaches 2^63"
     case .misalignedElements(let file, let tensor, let dtype, let elements):
       return "\(file): tensor '\(shown(tensor))' has \(elements) \(dtype.rawValue) elements, which do not fill whole bytes"
     case .sizeMismatch(let file, let tensor, let shapeBytes, let rangeBytes):
