@@ -72,11 +72,14 @@ public final class AtomicFile {
     var random = SystemRandomNumberGenerator()
     let suffix = String(random.next() & 0xFFFF_FFFF, radix: 16)
     temporaryPath = prefix + stem + "\(getpid()).\(suffix).partial"
+    // Registered before it exists, so a signal at any moment after creation removes it.
+    InterruptCleanup.register(temporaryPath)
     fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
     guard fd >= 0 else {
-      throw SafeTensorsError.io(file: destination, operation: "create temporary file", errno: errno)
+      let code = errno
+      InterruptCleanup.unregister(temporaryPath)
+      throw SafeTensorsError.io(file: destination, operation: "create temporary file", errno: code)
     }
-    InterruptCleanup.register(temporaryPath)
     buffer = .allocate(byteCount: 8 << 20, alignment: 64)
   }
 
@@ -232,14 +235,27 @@ public enum InterruptCleanup {
     return mutex
   }()
 
-  /// Installs the signal handlers (once per process).
+  /// Installs the signal handlers (once per process; call it from the main thread).
+  ///
+  /// A signal the parent set to be ignored stays ignored (`nohup`, background jobs), and the three
+  /// signals are unblocked in the calling thread: a mask inherited from a parent that spawned us
+  /// from a worker thread would otherwise leave Ctrl-C pending forever.
   public static func install() {
     pthread_mutex_lock(lock)
     defer { pthread_mutex_unlock(lock) }
     guard !installed else { return }
     installed = true
     _ = slots
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
     for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
+      var current = sigaction()
+      sigaction(signalNumber, nil, &current)
+      if let handler = current.__sigaction_handler.sa_handler,
+        unsafeBitCast(handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+      {
+        continue
+      }
       signal(signalNumber) { received in
         for slot in 0..<64 {
           let path = InterruptCleanup.slots + slot * 4096
@@ -249,7 +265,9 @@ public enum InterruptCleanup {
         signal(received, SIG_DFL)
         raise(received)
       }
+      sigaddset(&unblock, signalNumber)
     }
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
   }
 
   /// Whether the handlers are installed in this process.

@@ -32,6 +32,8 @@ enum MapGuard {
   private static let pageSize = UInt(sysconf(Int32(_SC_PAGESIZE)))
   // Weak references for `liveMappings`; only touched under `lock`, never by the handler.
   nonisolated(unsafe) private static var owners: [Int: WeakMapping] = [:]
+  // Paths of released maps that had been hit, for `damagedPaths`.
+  nonisolated(unsafe) private static var released: [String] = []
   private static let lock: UnsafeMutablePointer<pthread_mutex_t> = {
     let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     pthread_mutex_init(mutex, nil)
@@ -40,6 +42,7 @@ enum MapGuard {
 
   private struct WeakMapping {
     weak var mapping: MappedFile?
+    let path: String
   }
 
   /// Registers a map; returns its slot, or nil when every slot is taken (the map then works
@@ -62,7 +65,7 @@ enum MapGuard {
   static func attach(_ slot: Int, to mapping: MappedFile) {
     pthread_mutex_lock(lock)
     defer { pthread_mutex_unlock(lock) }
-    owners[slot] = WeakMapping(mapping: mapping)
+    owners[slot] = WeakMapping(mapping: mapping, path: mapping.path)
   }
 
   /// Frees a slot; call before unmapping.
@@ -70,7 +73,16 @@ enum MapGuard {
     pthread_mutex_lock(lock)
     defer { pthread_mutex_unlock(lock) }
     table[slot * 3] = 0
+    if table[slot * 3 + 2] != 0, let path = owners[slot]?.path { released.append(path) }
     owners[slot] = nil
+  }
+
+  /// Paths of every map, live or released, that a SIGBUS hit in this process.
+  static func damagedPaths() -> [String] {
+    pthread_mutex_lock(lock)
+    defer { pthread_mutex_unlock(lock) }
+    let live = owners.keys.sorted().filter { table[$0 * 3 + 2] != 0 }.compactMap { owners[$0]?.path }
+    return released + live
   }
 
   /// Whether the handler served a fault inside the map of `slot`.

@@ -134,6 +134,11 @@ public final class MappedFile: @unchecked Sendable {
     }
   }
 
+  /// Paths of all maps of this process, open or closed, whose reads were served with zero pages
+  /// because their file shrank or failed (see `MapGuard`). A command that read from a map should
+  /// not report success while this is non-empty; the CLI checks it before exiting.
+  public static var damagedPaths: [String] { MapGuard.damagedPaths() }
+
   private static func kind(of mode: mode_t) -> String {
     switch mode & S_IFMT {
     case S_IFDIR: return "a directory"
