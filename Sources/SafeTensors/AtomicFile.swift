@@ -2,8 +2,10 @@ import Foundation
 
 #if canImport(Glibc)
   import Glibc
+  private let systemWrite = Glibc.write
 #elseif canImport(Darwin)
   import Darwin
+  private let systemWrite = Darwin.write
 #endif
 
 /// A file written under a temporary name beside its destination and renamed into place only when
@@ -22,14 +24,18 @@ public final class AtomicFile {
   private var buffer: UnsafeMutableRawBufferPointer
   private var buffered = 0
   private var finished = false
+  // Bytes in the file so far (not counting the staging buffer).
+  private var fileSize = 0
   /// Bytes written so far (buffered bytes included).
   public private(set) var bytesWritten: UInt64 = 0
 
   /// Hooks for fault-injection tests. `write`, `fsync` and `rename` may return an errno to make that
-  /// step fail; `shortWrite` may cap how many bytes one `write(2)` call accepts, as a full pipe, a
-  /// signal or a network file system can.
+  /// step fail (an injected EINTR is retried like a real one); `shortWrite` may cap how many bytes
+  /// one `write(2)` call accepts, as a signal or a network file system can.
   public struct Faults: Sendable {
-    public var write: (@Sendable (_ bytesSoFar: UInt64) -> Int32?)?
+    /// Called before each write(2) with the size the file would reach; e.g. return ENOSPC past a
+    /// capacity to emulate a full disk.
+    public var write: (@Sendable (_ fileSizeAfter: UInt64) -> Int32?)?
     public var shortWrite: (@Sendable (_ requested: Int) -> Int?)?
     public var fsync: (@Sendable () -> Int32?)?
     public var rename: (@Sendable () -> Int32?)?
@@ -164,19 +170,23 @@ public final class AtomicFile {
     guard let start = bytes.baseAddress else { return }
     var offset = 0
     while offset < bytes.count {
-      if let code = faults.write?(bytesWritten) {
-        errno = code
-        throw ioError("write")
-      }
       var request = min(bytes.count - offset, 1 << 30)
       if let limit = faults.shortWrite?(request) { request = max(1, min(request, limit)) }
-      let result = Glibc.write(fd, start + offset, request)
+      let result: Int
+      if let code = faults.write?(UInt64(fileSize + request)) {
+        // An injected failure takes the same path as a real one (EINTR is retried).
+        errno = code
+        result = -1
+      } else {
+        result = systemWrite(fd, start + offset, request)
+      }
       if result < 0 {
         if errno == EINTR { continue }
         throw ioError("write")
       }
       if result == 0 { errno = EIO; throw ioError("write") }
       offset += result
+      fileSize += result
     }
   }
 
@@ -193,8 +203,12 @@ public final class AtomicFile {
     var name = slash.map { Array(bytes[($0 + 1)...]) } ?? bytes
     if name.count > 200 {
       name = Array(name.prefix(200))
-      // Do not cut a UTF-8 sequence in half.
-      while let last = name.last, last & 0xC0 == 0x80 || last >= 0xC0 { name.removeLast() }
+      // Do not cut a UTF-8 sequence in half: drop a trailing incomplete one.
+      var start = name.count - 1
+      while start > 0, name[start] & 0xC0 == 0x80, name.count - start < 4 { start -= 1 }
+      let lead = name[start]
+      let length = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2
+      if start + length > name.count { name.removeSubrange(start...) }
     }
     return (prefix, "." + String(decoding: name, as: UTF8.self) + ".")
   }
