@@ -116,4 +116,33 @@ import TestSupport
     mapping.advise(offset: Int.max - 1, count: Int.max, willNeed: true)
     mapping.advise(offset: 1, count: Int.max, willNeed: false)
   }
+
+  /// The guard only serves its own maps: any other SIGBUS still kills the process as before (the
+  /// handler hands it to the previous disposition). Run in a child process: this test binary again,
+  /// with only this test selected.
+  @Test func faultsOutsideGuardedMapsStillKill() throws {
+    if ProcessInfo.processInfo.environment["ROUWEI_FOREIGN_SIGBUS"] == "child" {
+      let path = try makeFile("foreign", count: 256 * 1024)
+      let guarded = try MappedFile(path: path)  // installs the handler
+      let fd = open(path, O_RDONLY)
+      let raw = try #require(mmap(nil, guarded.size, PROT_READ, MAP_PRIVATE, fd, 0))
+      #expect(truncate(path, 0) == 0)
+      let byte = raw.load(fromByteOffset: 65536, as: UInt8.self)  // not ours: SIGBUS kills us
+      Issue.record("survived a SIGBUS outside the guarded maps (read \(byte))")
+      return
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try #require(Bundle.main.executablePath))
+    process.arguments = ["--testing-library", "swift-testing", "--filter", "TruncationTests/faultsOutsideGuardedMapsStillKill"]
+    var environment = ProcessInfo.processInfo.environment
+    environment["ROUWEI_FOREIGN_SIGBUS"] = "child"
+    environment["SWIFT_BACKTRACE"] = "enable=no"
+    process.environment = environment
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGBUS,
+      "child ended with \(process.terminationReason == .exit ? "exit" : "signal") \(process.terminationStatus)")
+  }
 }
