@@ -35,7 +35,7 @@ let package = Package(
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),

@@ -9,6 +9,9 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
   case fp32, fp16, bf16
   case fp8 = "fp8-e4m3fn"
   case fp8e5m2 = "fp8-e5m2"
+  case int8
+  case fp8Scaled = "fp8-scaled"
+  case q8_0, q5_1, q5_0, q4_1, q4_0
 
   init?(argument: String) {
     switch argument.lowercased() {
@@ -17,6 +20,13 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case "bf16", "bfloat16": self = .bf16
     case "fp8", "fp8-e4m3fn", "fp8_e4m3fn", "e4m3fn", "fp8-e4m3": self = .fp8
     case "fp8-e5m2", "fp8_e5m2", "e5m2": self = .fp8e5m2
+    case "int8", "i8", "int8-rows": self = .int8
+    case "fp8-scaled", "scaled-fp8", "fp8_scaled": self = .fp8Scaled
+    case "q8_0", "q8": self = .q8_0
+    case "q5_1": self = .q5_1
+    case "q5_0": self = .q5_0
+    case "q4_1": self = .q4_1
+    case "q4_0": self = .q4_0
     default: return nil
     }
   }
@@ -28,6 +38,24 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case .bf16: return .bf16
     case .fp8: return .f8e4m3
     case .fp8e5m2: return .f8e5m2
+    case .int8: return .i8
+    case .fp8Scaled: return .f8e4m3
+    case .q8_0, .q5_1, .q5_0, .q4_1, .q4_0: return .f16
+    }
+  }
+
+  /// The ggml type for GGUF output, or nil where GGUF has none.
+  var ggmlType: GGMLType? {
+    switch self {
+    case .fp32: return .f32
+    case .fp16: return .f16
+    case .bf16: return .bf16
+    case .q8_0: return .q8_0
+    case .q5_1: return .q5_1
+    case .q5_0: return .q5_0
+    case .q4_1: return .q4_1
+    case .q4_0: return .q4_0
+    case .fp8, .fp8e5m2, .int8, .fp8Scaled: return nil
     }
   }
 }
@@ -62,7 +90,7 @@ struct Convert: ParsableCommand {
   @Option(name: .shortAndLong, help: "The output file (never one of the inputs).")
   var output: String
 
-  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2 (default: keep each tensor's).")
+  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears); for .gguf output f16, f32, bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (default: keep each tensor's).")
   var dtype: TargetDType?
 
   @Option(help: "Components to keep, comma-separated: unet, clip_l, clip_g, vae (also text-encoders).")
@@ -90,8 +118,15 @@ struct Convert: ParsableCommand {
   var json = false
 
   func validate() throws {
-    if output.hasSuffix(".gguf") {
-      throw ValidationError("GGUF output is not available yet; write .safetensors")
+    if output.hasSuffix(".gguf") && !input.hasSuffix(".gguf") {
+      guard let dtype, dtype.ggmlType != nil else {
+        throw ValidationError("GGUF output needs --dtype f16, f32, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0")
+      }
+      if replaceVAE != nil || setPrediction != nil || !keep.isEmpty || clamp {
+        throw ValidationError("--replace-vae, --set-prediction, --keep and --clamp apply to safetensors output; convert first, then to GGUF")
+      }
+    } else if let dtype, dtype.ggmlType?.isQuantized == true {
+      throw ValidationError("\(dtype.rawValue) is a GGUF block type: write the output as .gguf")
     }
     if ztsnr && setPrediction != .v {
       throw ValidationError("--ztsnr needs --set-prediction v")
@@ -99,8 +134,23 @@ struct Convert: ParsableCommand {
   }
 
   func run() throws {
+    if input.hasSuffix(".gguf") {
+      guard !output.hasSuffix(".gguf") else { throw ValidationError("GGUF → GGUF is not supported; write .safetensors") }
+      try show(try GGUFImport.convert(input: input, output: output, dtype: dtype?.ggmlType.flatMap { $0.isQuantized ? nil : dtype?.dtype }))
+      return
+    }
+    if output.hasSuffix(".gguf"), let type = dtype?.ggmlType {
+      let bar = ProgressBar("writing GGUF", total: 1, quiet: json)
+      let report = try GGUFExport.export(
+        input: input, output: output, type: type, components: try components.map(Convert.parseComponents),
+        dropEMA: dropEMA) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+      bar.finish()
+      try show(report)
+      return
+    }
     var request = ConversionRequest()
     request.dtype = dtype?.dtype
+    request.scaledFP8 = dtype == .fp8Scaled
     request.components = try components.map(Convert.parseComponents)
     request.keepPatterns = keep
     request.overflowPolicy = clamp ? .clamp : .refuse
@@ -113,6 +163,10 @@ struct Convert: ParsableCommand {
       bar.update(Double(done) / Double(max(total, 1)))
     }
     bar.finish()
+    try show(report)
+  }
+
+  func show(_ report: ConversionReport) throws {
     for warning in report.warnings {
       FileHandle.standardError.write(Data("rouwei-ckpt: warning: \(warning)\n".utf8))
     }
@@ -146,5 +200,9 @@ struct Convert: ParsableCommand {
 }
 
 extension ConversionError: ExitStatusProviding {
+  public var exitStatus: ExitStatus { .badInput }
+}
+
+extension GGUFError: ExitStatusProviding {
   public var exitStatus: ExitStatus { .badInput }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import SafeTensors
+import Transforms
 
 /// `rouwei-ckpt info`: what a checkpoint is and what is wrong with it.
 struct Info: ParsableCommand {
@@ -14,7 +15,7 @@ struct Info: ParsableCommand {
       Exit codes: 0 all files read, 2 a file is malformed or unsupported, 3 an I/O error.
       """)
 
-  @Argument(help: "Checkpoint files (.safetensors) or diffusers folders.")
+  @Argument(help: "Checkpoint files (.safetensors or .gguf) or diffusers folders.")
   var paths: [String]
 
   @Flag(help: "Print one JSON document (an object for one path, an array for several).")
@@ -34,6 +35,12 @@ struct Info: ParsableCommand {
     var firstError: Error?
     for path in paths {
       do {
+        if GGUFInspection.isGGUF(path: path) {
+          let report = try GGUFInspection.inspect(path: path, hashes: hash)
+          reports.append(report)
+          if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
+          continue
+        }
         let progress = ProgressBar("reading", total: 1, quiet: json)
         let report = try Inspector.inspect(
           path: path, options: .init(hashes: hash, scan: scan, listKeys: keys)

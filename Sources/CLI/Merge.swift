@@ -7,7 +7,7 @@ import Transforms
 /// `rouwei-ckpt merge`: weighted sums, add difference, SLERP, per-block α — streamed and recorded.
 struct Merge: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Merge checkpoints: weighted sum, N-model sum, add difference, SLERP, per-block weights.",
+    abstract: "Merge checkpoints: weighted sum, sums, add/train difference, SLERP, DARE, TIES, per-block weights.",
     discussion: """
       Every input is mapped and each output tensor is computed in float32 and written before the
       next, so two 7 GB models merge in a few hundred MB of memory. position_ids and scalars are
@@ -30,7 +30,7 @@ struct Merge: ParsableCommand {
   @Option(name: .shortAndLong, help: "The output file.")
   var output: String
 
-  @Option(help: "Merge method: weighted-sum, sum, add-difference, slerp.")
+  @Option(help: "Merge method: weighted-sum, sum, add-difference, slerp, train-difference, dare, ties.")
   var method: MergeMethod?
 
   @Option(help: "α: 0 keeps A, 1 takes B (weighted-sum, slerp) or adds all of B − C (add-difference).")
@@ -38,6 +38,15 @@ struct Merge: ParsableCommand {
 
   @Option(help: "ComfyUI-style ratio (weight of A): α = 1 − ratio.")
   var comfyRatio: Double?
+
+  @Option(help: "TIES: fraction of each delta kept, by magnitude (default 0.2).")
+  var density: Double?
+
+  @Option(help: "DARE: probability of dropping each delta element (default 0.5).")
+  var dropRate: Double?
+
+  @Option(help: "DARE: seed of the drop mask (default 0).")
+  var seed: UInt64?
 
   @Option(help: "Weights of the sum method, one per input, comma-separated.")
   var weights: String?
@@ -118,13 +127,19 @@ struct Merge: ParsableCommand {
     if let comfyRatio { request.alpha = 1 - comfyRatio }
     if let weights { request.weights = try Merge.numbers(weights, "--weights") }
     if normalize { request.normalize = true }
+    if let density { request.density = density }
+    if let dropRate { request.dropRate = dropRate }
+    if let seed { request.seed = seed }
     if let blocks { request.blocks = try Merge.numbers(blocks, "--blocks") }
     if let blockConvention { request.blockConvention = blockConvention }
     if let textEncoderAlpha { request.textEncoderAlpha = textEncoderAlpha }
     if let vaeAlpha { request.vaeAlpha = vaeAlpha }
     if let vaeFrom { request.vaeFrom = try Merge.inputIndex(vaeFrom) }
     if let textEncodersFrom { request.textEncodersFrom = try Merge.inputIndex(textEncodersFrom) }
-    if let dtype { request.dtype = dtype.dtype }
+    if let dtype {
+      guard dtype != .int8 && dtype != .fp8Scaled && dtype.ggmlType?.isQuantized != true else { throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`") }
+      request.dtype = dtype.dtype
+    }
     if let prediction { request.prediction = prediction == .v ? .v : .epsilon }
     if ztsnr { request.zeroTerminalSNR = true }
     if let missing { request.missing = missing }

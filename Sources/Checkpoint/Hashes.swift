@@ -13,6 +13,14 @@ public struct ModelHashes: Codable, Sendable, Equatable {
   public var autoV3: String?
   /// The full SHA-256 behind AutoV3 (tensor data only: unchanged by metadata edits).
   public var dataSHA256: String?
+
+  public init(sha256: String, autoV2: String, autoV1: String, autoV3: String?, dataSHA256: String?) {
+    self.sha256 = sha256
+    self.autoV2 = autoV2
+    self.autoV1 = autoV1
+    self.autoV3 = autoV3
+    self.dataSHA256 = dataSHA256
+  }
 }
 
 /// Streams SHA-256 over mapped files.

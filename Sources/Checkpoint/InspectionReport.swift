@@ -9,6 +9,15 @@ public struct ComponentSummary: Codable, Sendable {
   public var bytes: Int
   /// dtype name → number of tensors.
   public var dtypes: [String: Int]
+
+  /// Memberwise initialiser (public, for other modules' reports).
+  public init(component: Component, tensors: Int, parameters: Int, bytes: Int, dtypes: [String: Int]) {
+    self.component = component
+    self.tensors = tensors
+    self.parameters = parameters
+    self.bytes = bytes
+    self.dtypes = dtypes
+  }
 }
 
 /// Something wrong or noteworthy about a file.
@@ -20,6 +29,14 @@ public struct Anomaly: Codable, Sendable, Equatable {
   public var message: String
   /// The tensors concerned (possibly truncated; see `message`).
   public var tensors: [String]
+
+  /// Memberwise initialiser (public, for other modules' reports).
+  public init(severity: String, code: String, message: String, tensors: [String]) {
+    self.severity = severity
+    self.code = code
+    self.message = message
+    self.tensors = tensors
+  }
 }
 
 /// Keys missing from or extra to the template the architecture implies.
@@ -52,7 +69,7 @@ public struct KeyEntry: Codable, Sendable {
 /// (documented in Manuals/info.md); add fields, never rename them.
 public struct InspectionReport: Codable, Sendable {
   public var path: String
-  /// `safetensors` or `diffusers-folder`.
+  /// `safetensors`, `gguf` or `diffusers-folder`.
   public var format: String
   /// `single-file`, `unet-only`, `diffusers-folder`, `diffusers-unet`, `diffusers-vae`,
   /// `diffusers-text-encoder`, `sd1-single-file`, or `unknown`.
@@ -73,4 +90,25 @@ public struct InspectionReport: Codable, Sendable {
   public var nonFinite: [ScanFinding]?
   /// Present with `--keys`.
   public var keys: [KeyEntry]?
+
+  /// Memberwise initialiser (public, for other modules' reports).
+  public init(path: String, format: String, layout: String, fileSize: Int, headerBytes: Int?, tensorCount: Int, parameterCount: Int, dtypes: [String: Int], architecture: ArchitectureReport, components: [ComponentSummary], prediction: PredictionReport, metadata: [String: String], hashes: ModelHashes?, keyCheck: KeyCheck?, anomalies: [Anomaly], nonFinite: [ScanFinding]?, keys: [KeyEntry]?) {
+    self.path = path
+    self.format = format
+    self.layout = layout
+    self.fileSize = fileSize
+    self.headerBytes = headerBytes
+    self.tensorCount = tensorCount
+    self.parameterCount = parameterCount
+    self.dtypes = dtypes
+    self.architecture = architecture
+    self.components = components
+    self.prediction = prediction
+    self.metadata = metadata
+    self.hashes = hashes
+    self.keyCheck = keyCheck
+    self.anomalies = anomalies
+    self.nonFinite = nonFinite
+    self.keys = keys
+  }
 }

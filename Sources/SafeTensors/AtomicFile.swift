@@ -120,6 +120,28 @@ public final class AtomicFile {
     try bytes.withUnsafeBytes { try write($0) }
   }
 
+  /// Replaces already-written bytes at `offset` (e.g. a header whose values were known only at the
+  /// end). The range must lie inside what was written.
+  public func overwrite(at offset: UInt64, with bytes: [UInt8]) throws {
+    let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
+    guard !finished, !overflow, end <= bytesWritten else {
+      throw SafeTensorsError.invalidEntry(file: destination, tensor: "__header__", reason: "patch outside the written bytes")
+    }
+    try flushBuffer()
+    var done = 0
+    while done < bytes.count {
+      let result = bytes.withUnsafeBytes { buffer in
+        buffer.baseAddress.map { pwrite(fd, $0 + done, bytes.count - done, off_t(offset) + off_t(done)) } ?? 0
+      }
+      if result < 0 {
+        if errno == EINTR { continue }
+        throw ioError("write")
+      }
+      if result == 0 { errno = EIO; throw ioError("write") }
+      done += result
+    }
+  }
+
   /// Flushes, fsyncs, renames into place and fsyncs the directory.
   public func commit() throws {
     guard !finished else {

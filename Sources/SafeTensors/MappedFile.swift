@@ -126,10 +126,13 @@ public final class MappedFile: @unchecked Sendable {
     }
   }
 
-  /// Checks every live map whose path is one of `paths` (all maps when `paths` is nil).
-  /// Used by the writer before it commits, and by the CLI before it reports success.
+  /// Checks every live map of one of the files `paths` names (by path or by device and inode),
+  /// or every live map when `paths` is nil. Writers call it before they commit an output made
+  /// from those files.
   public static func checkIntact(paths: [String]? = nil) throws {
-    for mapping in MapGuard.liveMappings() where paths?.contains(mapping.path) ?? true {
+    let identities = Set((paths ?? []).compactMap { FileIdentity.of(path: $0) })
+    for mapping in MapGuard.liveMappings() {
+      if let paths, !paths.contains(mapping.path), !identities.contains(mapping.identity) { continue }
       try mapping.checkIntact()
     }
   }

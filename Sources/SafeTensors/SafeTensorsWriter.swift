@@ -52,10 +52,11 @@ public final class TensorSink {
   private let file: AtomicFile
   /// Bytes received so far for the current tensor.
   public private(set) var count: UInt64 = 0
-  private var expected: UInt64 = 0
+  private var expected: UInt64 = .max
   private var tensor = ""
 
-  init(file: AtomicFile) { self.file = file }
+  /// A sink appending to `file` (used by the safetensors and GGUF writers).
+  public init(file: AtomicFile) { self.file = file }
 
   /// Appends bytes to the tensor. Throws `producerSizeMismatch` as soon as the producer offers
   /// more bytes than the tensor holds (nothing of the excess is written).
@@ -73,10 +74,18 @@ public final class TensorSink {
     try values.withUnsafeBytes { try write($0) }
   }
 
-  func start(_ spec: TensorSpec, byteCount: Int) {
+  /// Starts a new tensor of `byteCount` bytes: writes beyond that many are refused.
+  public func start(tensor name: String, byteCount: Int) {
     count = 0
-    expected = UInt64(byteCount)
-    tensor = spec.name
+    expected = UInt64(max(byteCount, 0))
+    tensor = name
+  }
+
+  /// Starts counting a new tensor without a size limit (the caller checks `count` afterwards).
+  public func reset() {
+    count = 0
+    expected = .max
+    tensor = ""
   }
 }
 
@@ -150,9 +159,13 @@ public enum SafeTensorsWriter {
   ///   - progress: called after each tensor with (tensors done, total tensors, bytes done, total bytes).
   /// - Throws: `SafeTensorsError` for invalid entries, producers that write the wrong amount,
   ///   and I/O failures. On any error nothing is left at `path` that was not there before.
+  ///   - finalMetadata: called after the last tensor; its metadata replaces `metadata` in the header.
+  ///     It must not serialise longer (use placeholders of the final length, e.g. for hashes computed
+  ///     while the tensors were written); a shorter header is padded with spaces, which the format allows.
   public static func write(
     to path: String, entries: [TensorEntry], metadata: [String: String]?, inputs: [String] = [],
-    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil
+    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil,
+    finalMetadata: (() throws -> [String: String])? = nil
   ) throws {
     var seen = Set<String>()
     var sizes: [String: Int] = [:]
@@ -198,7 +211,7 @@ public enum SafeTensorsWriter {
       var done: UInt64 = 0
       for (index, spec) in ordered.enumerated() {
         guard let entry = byName[spec.name], let size = sizes[spec.name] else { continue }
-        sink.start(spec, byteCount: size)
+        sink.start(tensor: spec.name, byteCount: size)
         try entry.produce(sink)
         guard sink.count == UInt64(size) else {
           throw SafeTensorsError.producerSizeMismatch(
@@ -207,27 +220,25 @@ public enum SafeTensorsWriter {
         done += sink.count
         progress?(index + 1, ordered.count, done, UInt64(totalBytes))
       }
+      if let finalMetadata {
+        var patched = headerBytes(ordered: ordered, metadata: try finalMetadata())
+        guard patched.count <= header.count else {
+          throw SafeTensorsError.invalidEntry(file: path, tensor: "__metadata__", reason: "final metadata is longer than its placeholder")
+        }
+        patched += [UInt8](repeating: UInt8(ascii: " "), count: header.count - patched.count)
+        try file.overwrite(at: 8, with: patched)
+      }
       // An input truncated under its map reads as zeros (see MapGuard): never commit such output.
-      try checkInputs(inputs)
+      try MappedFile.checkIntact(paths: inputs)
       try file.commit()
     } catch let error as SafeTensorsError {
       file.abandon()
       // Copying straight from a map whose file shrank makes write(2) fail with EFAULT.
-      if case .io(_, _, EFAULT) = error { try checkInputs(inputs) }
+      if case .io(_, _, EFAULT) = error { try MappedFile.checkIntact(paths: inputs) }
       throw error
     } catch {
       file.abandon()
       throw error
-    }
-  }
-
-  /// Throws `fileChanged` for the first input whose live map was damaged or whose file shrank.
-  static func checkInputs(_ inputs: [String]) throws {
-    guard !inputs.isEmpty else { return }
-    let identities = Set(inputs.compactMap { FileIdentity.of(path: $0) })
-    for mapping in MapGuard.liveMappings()
-    where inputs.contains(mapping.path) || identities.contains(mapping.identity) {
-      try mapping.checkIntact()
     }
   }
 

@@ -51,6 +51,8 @@ public struct ConversionRequest: Sendable {
   public var prediction: PredictionType?
   /// With `.v`: also add `ztsnr`.
   public var zeroTerminalSNR = false
+  /// With an fp8 e4m3fn target: ComfyUI's scaled fp8 (per-Linear `scale_weight`) for UNet Linears.
+  public var scaledFP8 = false
 
   public init() {}
 
@@ -94,9 +96,33 @@ public enum Converter {
     let source = try SafeTensorsFile(path: input)
     let layout = Layout.detect(keys: Set(source.tensors.map(\.name)))
     var warnings: [String] = []
-    if let dtype = request.dtype, !FloatCodec.supported.contains(dtype) {
+    if let dtype = request.dtype, !FloatCodec.supported.contains(dtype) && dtype != .i8 {
       throw ConversionError.invalidRequest("conversion to \(dtype.rawValue) is not supported")
     }
+    // int8 layers of the input: weight → its row scales, to dequantize for float targets.
+    let int8Scales = Dictionary(
+      source.tensors.compactMap { tensor -> (String, TensorInfo)? in
+        guard tensor.dtype == .i8, tensor.name.hasSuffix(".weight"), tensor.shape.count == 2,
+          let scale = source.info(Int8Rows.layer(of: tensor.name) + ".weight_scale")
+        else { return nil }
+        return (tensor.name, scale)
+      }, uniquingKeysWith: { first, _ in first })
+    let dequantizing = !int8Scales.isEmpty && request.dtype != nil && request.dtype != .i8
+    if request.scaledFP8 && request.dtype != .f8e4m3 {
+      throw ConversionError.invalidRequest("scaled fp8 needs the fp8-e4m3fn target")
+    }
+    // Scaled-fp8 input: fp8 weight → its scale, to dequantize for any other target.
+    let fp8Scales: [String: TensorInfo] =
+      source.contains(ScaledFP8.marker)
+      ? Dictionary(
+        source.tensors.compactMap { tensor -> (String, TensorInfo)? in
+          guard tensor.dtype == .f8e4m3 || tensor.dtype == .f8e5m2, tensor.name.hasSuffix(".weight"),
+            let scale = source.info(String(tensor.name.dropLast(".weight".count)) + ".scale_weight")
+          else { return nil }
+          return (tensor.name, scale)
+        }, uniquingKeysWith: { first, _ in first }) : [:]
+    let unscaling = source.contains(ScaledFP8.marker) && request.dtype != nil && !request.scaledFP8
+    var quantizedLayers: [String] = []
 
     // Select and plan every output tensor from the mapped inputs.
     var plans: [Plan] = []
@@ -128,6 +154,77 @@ public enum Converter {
         dropped += 1  // replaced below
         continue
       }
+      if dequantizing {
+        if let scale = int8Scales[tensor.name], let target = request.dtype {
+          plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
+            try Int8Rows.dequantize(file: source, weight: tensor, scale: scale, to: target, sink: sink)
+          })
+          continue
+        }
+        if tensor.name.hasSuffix(".comfy_quant") || int8Scales.values.contains(where: { $0.name == tensor.name }) {
+          dropped += 1
+          continue
+        }
+      }
+      if unscaling {
+        if let scale = fp8Scales[tensor.name], let target = request.dtype {
+          plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
+            try ScaledFP8.dequantize(file: source, weight: tensor, scale: scale, to: target, sink: sink)
+          })
+          continue
+        }
+        if tensor.name == ScaledFP8.marker || tensor.name.hasSuffix(".scale_weight") || tensor.name.hasSuffix(".scale_input") {
+          dropped += 1
+          continue
+        }
+      }
+      if request.scaledFP8, !request.kept(tensor.name), Int8Rows.quantizable(tensor) {
+        let layer = Int8Rows.layer(of: tensor.name)
+        final class ScaleBox: @unchecked Sendable { var scale: Float? }
+        let box = ScaleBox()
+        func scale() -> Float {
+          if let cached = box.scale { return cached }
+          let computed = ScaledFP8.scale(file: source, tensor: tensor)
+          box.scale = computed
+          return computed
+        }
+        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .f8e4m3) { sink in
+          try ScaledFP8.quantize(file: source, tensor: tensor, scale: scale(), sink: sink)
+        })
+        plans.append(Plan(name: layer + ".scale_weight", file: nil, tensor: nil, shape: [], target: .f32) { sink in
+          try sink.write(contentsOf: [scale()])
+        })
+        continue
+      }
+      if request.scaledFP8 {
+        // Everything but the scaled Linears keeps its dtype (ComfyUI's scaled ops cover Linears only).
+        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: tensor.dtype))
+        continue
+      }
+      if request.dtype == .i8, !request.kept(tensor.name), Int8Rows.quantizable(tensor) {
+        let layer = Int8Rows.layer(of: tensor.name)
+        let rows = tensor.shape[0]
+        final class ScaleBox: @unchecked Sendable { var scales: [Float]? }
+        let box = ScaleBox()
+        func scales() -> [Float] {
+          if let cached = box.scales { return cached }
+          let computed = Int8Rows.scales(file: source, tensor: tensor)
+          box.scales = computed
+          return computed
+        }
+        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .i8) { sink in
+          try Int8Rows.quantize(file: source, tensor: tensor, scales: scales(), sink: sink)
+        })
+        plans.append(Plan(name: layer + ".weight_scale", file: nil, tensor: nil, shape: [rows], target: .f32) { sink in
+          try sink.write(contentsOf: scales())
+        })
+        let json = Array(Int8Rows.layerFormat.utf8)
+        plans.append(Plan(name: layer + ".comfy_quant", file: nil, tensor: nil, shape: [json.count], target: .u8) { sink in
+          try sink.write(contentsOf: json)
+        })
+        quantizedLayers.append(String(layer.dropFirst(SingleFilePrefix.unet.count)))
+        continue
+      }
       plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target(for: tensor, request: request)))
     }
     if let vaeSource {
@@ -149,6 +246,10 @@ public enum Converter {
       for (name, source) in vaeTensors.sorted(by: { $0.key < $1.key }) {
         plans.append(Plan(name: name, file: vaeSource, tensor: source.tensor, shape: source.shape, target: target(for: source.tensor, request: request)))
       }
+    }
+    if request.scaledFP8 && !source.contains(ScaledFP8.marker) {
+      // The marker's dtype tells ComfyUI which fp8 type the weights are.
+      plans.append(Plan(name: ScaledFP8.marker, file: nil, tensor: nil, shape: [0], target: .f8e4m3) { _ in })
     }
     var metadata = source.metadata
     if let prediction = request.prediction {
@@ -174,9 +275,9 @@ public enum Converter {
     }
 
     // Overflow is decided before anything is written: a refused conversion leaves no file.
-    if request.overflowPolicy == .refuse, let dtype = request.dtype {
+    if request.overflowPolicy == .refuse, let dtype = request.dtype, dtype != .i8, !request.scaledFP8 {
       var overflowing: [(String, Int)] = []
-      for plan in plans where plan.target == dtype && plan.tensor?.dtype != dtype {
+      for plan in plans where plan.target == dtype && plan.tensor?.dtype != dtype && plan.produce == nil {
         if let file = plan.file, let tensor = plan.tensor {
           let count = try Streaming.count(file: file, tensor: tensor, to: dtype).overflowed
           if count > 0 { overflowing.append((plan.name, count)) }
@@ -188,11 +289,24 @@ public enum Converter {
     metadata["rouwei.tool"] = "rouwei-ckpt"
     metadata["rouwei.version"] = ToolInfo.version
     metadata["rouwei.convert"] = describe(request)
+    if dequantizing { metadata.removeValue(forKey: "_quantization_metadata") }
+    if !quantizedLayers.isEmpty {
+      // ComfyUI's mixed-precision index, keyed by layer name without the UNet prefix.
+      var layers: [String: Any] = [:]
+      for layer in quantizedLayers { layers[layer] = ["format": "int8_tensorwise"] }
+      let object: [String: Any] = ["format_version": "1.0", "layers": layers]
+      let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+      metadata["_quantization_metadata"] = String(decoding: data, as: UTF8.self)
+    }
     var clamped: [String: Int] = [:]
     var nans: [String: Int] = [:]
     var converted = 0, keptWide = 0
     let entries: [TensorEntry] = plans.map { plan in
       TensorEntry(spec: TensorSpec(name: plan.name, dtype: plan.target, shape: plan.shape)) { sink in
+        if let produce = plan.produce {
+          try produce(sink)
+          return
+        }
         guard let file = plan.file, let tensor = plan.tensor else { return }
         if tensor.dtype == plan.target {
           try sink.write(file.data(tensor))
@@ -223,7 +337,7 @@ public enum Converter {
   /// The dtype a tensor is written in: integers, markers, `--keep` matches and (for 8-bit targets)
   /// 1-D tensors and embedding tables stay as they are, because consumers expect them wide.
   static func target(for tensor: TensorInfo, request: ConversionRequest) -> DType {
-    guard let dtype = request.dtype else { return tensor.dtype }
+    guard let dtype = request.dtype, dtype != .i8 else { return tensor.dtype }
     if !tensor.dtype.isFloatingPoint || !FloatCodec.supported.contains(tensor.dtype) { return tensor.dtype }
     if tensor.elementCount == 0 || request.kept(tensor.name) { return tensor.dtype }
     if dtype.bitWidth == 8 {
@@ -244,6 +358,7 @@ public enum Converter {
     if let vae = request.replacementVAE { parts["replace_vae"] = (vae as NSString).lastPathComponent }
     if let prediction = request.prediction { parts["set_prediction"] = prediction.rawValue }
     if request.zeroTerminalSNR { parts["ztsnr"] = true }
+    if request.scaledFP8 { parts["scaled_fp8"] = true }
     let data = (try? JSONSerialization.data(withJSONObject: parts, options: [.sortedKeys])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
   }
@@ -256,6 +371,8 @@ public enum Converter {
     /// The output shape (a diffusers VAE's linear attention weights become 1×1 convs).
     let shape: [Int]
     let target: DType
+    /// A custom producer (int8 codes, scales, dequantization); nil streams a cast of `tensor`.
+    var produce: ((TensorSink) throws -> Void)? = nil
 
     static func marker(_ name: String) -> Plan { Plan(name: name, file: nil, tensor: nil, shape: [0], target: .f32) }
   }

@@ -39,9 +39,44 @@ import TestSupport
     #expect(clamped.status == 0, "\(clamped.stderr)")
   }
 
+  @Test func int8RoundTrip() throws {
+    let directory = TestPaths.temporaryDirectory("cli-int8")
+    let run = try BinaryRun.run(["convert", fixture, "-o", directory + "/q.safetensors", "--dtype", "int8", "--json"])
+    #expect(run.status == 0, "\(run.stderr)")
+    let info = try BinaryRun.run(["info", "--json", directory + "/q.safetensors"])
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any])
+    let dtypes = try #require(object["dtypes"] as? [String: Int])
+    #expect((dtypes["I8"] ?? 0) > 0 && (dtypes["U8"] ?? 0) == dtypes["I8"])
+    let back = try BinaryRun.run(["convert", directory + "/q.safetensors", "-o", directory + "/back.safetensors", "--dtype", "fp16"])
+    #expect(back.status == 0, "\(back.stderr)")
+    let restored = try BinaryRun.run(["info", "--json", directory + "/back.safetensors"])
+    let again = try #require(try JSONSerialization.jsonObject(with: Data(restored.stdout.utf8)) as? [String: Any])
+    #expect(again["tensorCount"] as? Int == 931, "scales and comfy_quant tensors are gone again")
+  }
+
+  @Test func ggufRoundTripThroughTheCLI() throws {
+    let directory = TestPaths.temporaryDirectory("cli-gguf")
+    let run = try BinaryRun.run(["convert", fixture, "-o", directory + "/m.gguf", "--dtype", "q4_0"])
+    #expect(run.status == 0, "\(run.stderr)")
+    let described = try BinaryRun.run(["info", "--json", directory + "/m.gguf"])
+    #expect(described.status == 0, "\(described.stderr)")
+    let gguf = try #require(try JSONSerialization.jsonObject(with: Data(described.stdout.utf8)) as? [String: Any])
+    #expect(gguf["format"] as? String == "gguf")
+    #expect(((gguf["dtypes"] as? [String: Int])?["Q4_0"] ?? 0) > 0)
+    #expect((gguf["architecture"] as? [String: Any])?["kind"] as? String == "sdxl-topology-reduced")
+    let back = try BinaryRun.run(["convert", directory + "/m.gguf", "-o", directory + "/m.safetensors"])
+    #expect(back.status == 0, "\(back.stderr)")
+    let info = try BinaryRun.run(["info", "--json", directory + "/m.safetensors"])
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any])
+    #expect(object["tensorCount"] as? Int == 931)
+    #expect((object["prediction"] as? [String: Any])?["prediction"] as? String == "v")
+  }
+
   @Test func badRequestsExitTwoOrThree() throws {
     let output = TestPaths.temporaryDirectory("cli-bad") + "/x.safetensors"
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "int4"]).status == 2)
+    #expect(try BinaryRun.run(["convert", fixture, "-o", output.replacingOccurrences(of: ".safetensors", with: ".gguf"), "--dtype", "fp8"]).status == 2)
+    #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "q8_0"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--components", "wings"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--ztsnr"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", fixture, "--dtype", "fp32"]).status == 2)

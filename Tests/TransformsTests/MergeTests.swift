@@ -216,3 +216,38 @@ import TestSupport
     }
   }
 }
+
+@Suite struct MergeMethodGoldenTests {
+  let a = TestPaths.fixture("merge/a.safetensors")
+  let b = TestPaths.fixture("merge/b.safetensors")
+  let c = TestPaths.fixture("merge/c.safetensors")
+
+  func run(_ inputs: [String], _ method: MergeMethod, alpha: Double, golden: String, _ configure: (inout MergeRequest) -> Void = { _ in }) throws {
+    var request = MergeRequest(inputs: inputs, method: method, alpha: alpha)
+    request.prediction = .epsilon
+    configure(&request)
+    let out = TestPaths.temporaryDirectory("merge-method") + "/out.safetensors"
+    _ = try Merger.merge(request, output: out)
+    let result = try SafeTensorsFile(path: out)
+    let expected = try SafeTensorsFile(path: TestPaths.fixture("merge/expected-\(golden).safetensors"))
+    for tensor in expected.tensors {
+      let got = try #require(result.info(tensor.name))
+      let ours = Array(result.data(got).bindMemory(to: UInt32.self))
+      let theirs = Array(expected.data(tensor).bindMemory(to: UInt32.self))
+      let differing = zip(ours, theirs).filter { $0 != $1 }.count
+      #expect(differing == 0, "\(golden): \(tensor.name): \(differing) of \(ours.count) values differ from torch")
+    }
+  }
+
+  @Test func trainDifferenceIsBitIdenticalToTorch() throws {
+    try run([a, b, c], .trainDifference, alpha: 0.8, golden: "train-difference")
+  }
+
+  @Test func dareIsBitIdenticalToTorch() throws {
+    try run([a, b], .dare, alpha: 0.9, golden: "dare") { $0.dropRate = 0.4; $0.seed = 7 }
+  }
+
+  @Test func tiesIsBitIdenticalToTorch() throws {
+    try run([a, b, c], .ties, alpha: 0.7, golden: "ties") { $0.density = 0.3 }
+  }
+}

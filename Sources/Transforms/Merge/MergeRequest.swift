@@ -8,18 +8,26 @@ import SafeTensors
 /// - `add-difference`: A + α·(B − C)
 /// - `slerp`: spherical interpolation of each tensor as one vector, from A (α = 0) to B (α = 1);
 ///   falls back to the weighted sum when the vectors are nearly parallel (|cos Ω| > 0.9995)
+/// - `train-difference`: A + 1.8·α·s·(B − C) with s = |B − A| / (|B − A| + |B − C|) (0 where both
+///   are 0), supermerger's trainDifference
+/// - `dare`: A + α·m⊙(B − A)/(1 − p), m a seeded Bernoulli(1 − p) keep-mask per element (DARE)
+/// - `ties`: A + α·TIES(Mᵢ − A): each delta trimmed to its top `density` fraction by magnitude,
+///   a sign elected per element by the sum of trimmed deltas, agreeing deltas averaged
 public enum MergeMethod: String, Codable, Sendable, CaseIterable {
   case weightedSum = "weighted-sum"
   case sum
   case addDifference = "add-difference"
   case slerp
+  case trainDifference = "train-difference"
+  case dare
+  case ties
 
   /// How many inputs the method takes (nil: two or more).
   public var inputCount: Int? {
     switch self {
-    case .weightedSum, .slerp: return 2
-    case .addDifference: return 3
-    case .sum: return nil
+    case .weightedSum, .slerp, .dare: return 2
+    case .addDifference, .trainDifference: return 3
+    case .sum, .ties: return nil
     }
   }
 }
@@ -63,6 +71,12 @@ public struct MergeRequest: Codable, Sendable, Equatable {
   public var missing: MissingKeyPolicy = .error
   /// Saturate values outside the output dtype instead of failing.
   public var clamp: Bool = false
+  /// TIES: the fraction of each delta kept (by magnitude).
+  public var density: Double = 0.2
+  /// DARE: the probability of dropping each delta element.
+  public var dropRate: Double = 0.5
+  /// DARE: the seed of the drop mask (with the key name, it fixes every element's draw).
+  public var seed: UInt64 = 0
 
   public init(inputs: [String], method: MergeMethod = .weightedSum, alpha: Double = 0.5) {
     self.inputs = inputs
@@ -79,7 +93,9 @@ public struct MergeRequest: Codable, Sendable, Equatable {
     case vaeFrom = "vae_from"
     case dtype, prediction
     case zeroTerminalSNR = "ztsnr"
-    case missing, clamp
+    case missing, clamp, density
+    case dropRate = "drop_rate"
+    case seed
   }
 
   public init(from decoder: Decoder) throws {
@@ -100,6 +116,9 @@ public struct MergeRequest: Codable, Sendable, Equatable {
     zeroTerminalSNR = try c.decodeIfPresent(Bool.self, forKey: .zeroTerminalSNR) ?? false
     missing = try c.decodeIfPresent(MissingKeyPolicy.self, forKey: .missing) ?? .error
     clamp = try c.decodeIfPresent(Bool.self, forKey: .clamp) ?? false
+    density = try c.decodeIfPresent(Double.self, forKey: .density) ?? 0.2
+    dropRate = try c.decodeIfPresent(Double.self, forKey: .dropRate) ?? 0.5
+    seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 0
   }
 
   /// Checks counts and ranges; throws `MergeError.invalidRequest` with the reason.
@@ -114,6 +133,9 @@ public struct MergeRequest: Codable, Sendable, Equatable {
       }
       if normalize && abs(weights.reduce(0, +)) < 1e-12 { throw MergeError.invalidRequest("weights sum to zero: cannot normalise") }
     }
+    if method == .ties && inputs.count < 2 { throw MergeError.invalidRequest("ties takes a base and one or more models") }
+    if !(density > 0 && density <= 1) { throw MergeError.invalidRequest("--density must be in (0, 1]") }
+    if !(dropRate >= 0 && dropRate < 1) { throw MergeError.invalidRequest("--drop-rate must be in [0, 1)") }
     if let blocks, blocks.count != 20 {
       throw MergeError.invalidRequest("--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
     }

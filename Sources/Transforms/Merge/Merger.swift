@@ -78,7 +78,7 @@ public enum Merger {
       plans.append(
         TensorEntry(spec: spec) { sink in
           let count = try compute(
-            files: files, infos: infos, coefficients: coefficients, method: request.method,
+            files: files, infos: infos, coefficients: coefficients, method: request.method, request: request, key: tensor.name,
             inpaintingChannels: inpainting, target: outDType, clamp: request.clamp, sink: sink)
           if count > 0 {
             guard request.clamp else { throw MergeError.overflow(key: tensor.name, target: outDType, count: count) }
@@ -94,45 +94,66 @@ public enum Merger {
     }
 
     // Provenance: every input's hashes, the recipe, and A1111's keys so its UI shows the lineage.
-    var hashes: [String: String] = [:]
-    var hashList: [[String: String]] = []
-    var models: [String: Any] = [:]
-    for (index, file) in files.enumerated() {
-      // Whole-file digests only (A1111 and Civitai identify inputs by them); one SHA-256 pass per input.
-      let h = ModelHasher.hashes(of: file.mapping, dataOffset: nil)
-      hashes[names[index]] = h.sha256
-      hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
-      var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
-      if let parent = file.metadata["sd_merge_recipe"] { model["sd_merge_recipe"] = parent }
-      models[h.sha256] = model
-      if let parentModels = file.metadata["sd_merge_models"], let data = parentModels.data(using: .utf8),
-        let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-      {
-        models.merge(object) { current, _ in current }
-      }
+    // The hashes are computed on another thread while the tensors are written, and patched into the
+    // header at the end (placeholders of the same length keep the header's size).
+    final class HashBox: @unchecked Sendable { var value: [ModelHashes] = [] }
+    let box = HashBox()
+    let hashing = DispatchGroup()
+    DispatchQueue.global().async(group: hashing) {
+      box.value = files.map { ModelHasher.hashes(of: $0.mapping, dataOffset: nil) }
     }
-    var metadata = a.metadata
-    metadata.removeValue(forKey: "modelspec.predict_key")
-    if markers.contains(MarkerKey.vPrediction) { metadata["modelspec.prediction_type"] = "v" } else { metadata["modelspec.prediction_type"] = "epsilon" }
+    // Distinct per input (they key `sd_merge_models`), and exactly as long as the real digests.
+    let placeholders = files.indices.map { index in
+      ModelHashes(
+        sha256: String(repeating: "0", count: 63) + String(index % 10), autoV2: String(repeating: "0", count: 10),
+        autoV1: String(repeating: "0", count: 8), autoV3: nil, dataSHA256: nil)
+    }
     let recipeData = try JSONEncoder.sorted.encode(request)
-    metadata["rouwei.tool"] = "rouwei-ckpt"
-    metadata["rouwei.version"] = ToolInfo.version
-    metadata["rouwei.merge.recipe"] = String(decoding: recipeData, as: UTF8.self)
-    metadata["rouwei.merge.inputs"] = jsonString(hashList)
-    var a1111: [String: Any] = [
-      "type": "rouwei-ckpt", "interp_method": request.method.rawValue, "multiplier": request.alpha,
-      "primary_model_hash": hashList[0]["sha256"] ?? "",
-    ]
-    if hashList.count > 1 { a1111["secondary_model_hash"] = hashList[1]["sha256"] ?? "" }
-    if hashList.count > 2 { a1111["tertiary_model_hash"] = hashList[2]["sha256"] ?? "" }
-    if let blocks = request.blocks { a1111["blocks"] = blocks }
-    metadata["sd_merge_recipe"] = jsonString(a1111)
-    metadata["sd_merge_models"] = jsonString(models)
-    metadata["format"] = "pt"
-
-    try SafeTensorsWriter.write(to: output, entries: plans, metadata: metadata, inputs: request.inputs) { _, _, done, total in
-      progress?(done, total)
+    func metadata(_ inputHashes: [ModelHashes]) -> [String: String] {
+      var hashList: [[String: String]] = []
+      var models: [String: Any] = [:]
+      for (index, file) in files.enumerated() {
+        let h = inputHashes[index]
+        hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
+        var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
+        if let parent = file.metadata["sd_merge_recipe"] { model["sd_merge_recipe"] = parent }
+        models[h.sha256] = model
+        if let parentModels = file.metadata["sd_merge_models"], let data = parentModels.data(using: .utf8),
+          let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        {
+          models.merge(object) { current, _ in current }
+        }
+      }
+      var metadata = a.metadata
+      metadata.removeValue(forKey: "modelspec.predict_key")
+      metadata["modelspec.prediction_type"] = markers.contains(MarkerKey.vPrediction) ? "v" : "epsilon"
+      metadata["rouwei.tool"] = "rouwei-ckpt"
+      metadata["rouwei.version"] = ToolInfo.version
+      metadata["rouwei.merge.recipe"] = String(decoding: recipeData, as: UTF8.self)
+      metadata["rouwei.merge.inputs"] = jsonString(hashList)
+      var a1111: [String: Any] = [
+        "type": "rouwei-ckpt", "interp_method": request.method.rawValue, "multiplier": request.alpha,
+        "primary_model_hash": hashList[0]["sha256"] ?? "",
+      ]
+      if hashList.count > 1 { a1111["secondary_model_hash"] = hashList[1]["sha256"] ?? "" }
+      if hashList.count > 2 { a1111["tertiary_model_hash"] = hashList[2]["sha256"] ?? "" }
+      if let blocks = request.blocks { a1111["blocks"] = blocks }
+      metadata["sd_merge_recipe"] = jsonString(a1111)
+      metadata["sd_merge_models"] = jsonString(models)
+      metadata["format"] = "pt"
+      return metadata
     }
+
+    try SafeTensorsWriter.write(
+      to: output, entries: plans, metadata: metadata(placeholders), inputs: request.inputs,
+      progress: { _, _, done, total in progress?(done, total) },
+      finalMetadata: {
+        hashing.wait()
+        return metadata(box.value)
+      })
+    hashing.wait()
+    var hashes: [String: String] = [:]
+    for (index, h) in box.value.enumerated() { hashes[names[index]] = h.sha256 }
     return MergeReport(
       output: output, tensorsMerged: merged, tensorsCopied: copied, prediction: predictionText, inputHashes: hashes,
       clamped: clamped, seconds: Date().timeIntervalSince(start))
@@ -213,8 +234,8 @@ public enum Merger {
 
   /// Merges one tensor into `sink`; returns how many output values overflowed the target dtype.
   static func compute(
-    files: [SafeTensorsFile], infos: [TensorInfo], coefficients: [Double], method: MergeMethod,
-    inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
+    files: [SafeTensorsFile], infos: [TensorInfo], coefficients: [Double], method: MergeMethod, request: MergeRequest,
+    key: String, inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
   ) throws -> Int {
     let count = infos[0].elementCount
     let alpha = coefficients.first ?? 0
@@ -238,6 +259,17 @@ public enum Merger {
         slerp = (Float(sin((1 - alpha) * omega) / sin(omega)), Float(sin(alpha * omega) / sin(omega)))
       }
     }
+    // TIES trims each delta to its largest `density` fraction: find each model's threshold first.
+    var thresholds: [UInt32] = []
+    if method == .ties {
+      for model in 1..<infos.count {
+        thresholds.append(try tiesThreshold(files: files, infos: infos, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
+      }
+    }
+    let trainScale = Float(1.8 * alpha)
+    let keepScale = Float(1 - request.dropRate)
+    let dareBase = request.seed ^ fnv1a(key)
+    let dropRate = request.dropRate
     var overflowed = 0
     var out = [Float](repeating: 0, count: chunkElements)
     var encoded = [UInt8](repeating: 0, count: chunkElements * FloatCodec.width(target))
@@ -272,6 +304,41 @@ public enum Merger {
               let (sa, sb) = slerp ?? (wa, wb)
               let a = x[0], b = x[1]
               for i in range { y[i] = sa * a[i] + sb * b[i] }
+            case .trainDifference:
+              // supermerger: A + 1.8α · s·(B − C), s = |B − A| / (|B − A| + |B − C|).
+              let a = x[0], b = x[1], c = x[2]
+              for i in range {
+                let d = b[i] - c[i]
+                let fromA = abs(b[i] - a[i])
+                let denominator = fromA + abs(d)
+                let s: Float = denominator != 0 ? fromA / denominator : 0
+                y[i] = a[i] + trainScale * (s * d)
+              }
+            case .dare:
+              let a = x[0], b = x[1]
+              for i in range {
+                let keep = uniform(dareBase, UInt64(offset + i)) >= dropRate
+                y[i] = keep ? a[i] + wb * ((b[i] - a[i]) / keepScale) : a[i]
+              }
+            case .ties:
+              let a = x[0]
+              for i in range {
+                var total: Float = 0
+                for m in 1..<x.count {
+                  let d = x[m][i] - a[i]
+                  if abs(d).bitPattern >= thresholds[m - 1] { total = total + d }
+                }
+                var agreeing: Float = 0
+                var votes: Float = 0
+                for m in 1..<x.count {
+                  let d = x[m][i] - a[i]
+                  if abs(d).bitPattern >= thresholds[m - 1], d != 0, (d > 0) == (total > 0), total != 0 {
+                    agreeing = agreeing + d
+                    votes += 1
+                  }
+                }
+                y[i] = votes > 0 ? a[i] + wb * (agreeing / votes) : a[i]
+              }
             }
             if let narrow = inpaintingChannels {
               // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
@@ -345,6 +412,58 @@ public enum Merger {
       try body(buffers, n, offset)
       offset += n
     }
+  }
+
+  /// TIES: the bit pattern of the k-th largest |Mᵢ − A| (k = round(density·n), at least 1), found
+  /// exactly by a two-pass radix select over the float bits, so memory stays constant.
+  static func tiesThreshold(
+    files: [SafeTensorsFile], infos: [TensorInfo], model: Int, count: Int, density: Double, inpainting: Int?
+  ) throws -> UInt32 {
+    let wanted = max(1, Int((density * Double(count)).rounded()))
+    var high = [Int](repeating: 0, count: 1 << 16)
+    try forEachChunk(files: files, infos: infos, count: count, inpainting: inpainting) { inputs, n, _ in
+      for i in 0..<n {
+        let d = abs(inputs[model][i] - inputs[0][i])
+        high[Int((d.isNaN ? 0 : d.bitPattern) >> 16)] += 1
+      }
+    }
+    var remaining = wanted
+    var bucket = (1 << 16) - 1
+    while bucket > 0 && high[bucket] < remaining {
+      remaining -= high[bucket]
+      bucket -= 1
+    }
+    var low = [Int](repeating: 0, count: 1 << 16)
+    try forEachChunk(files: files, infos: infos, count: count, inpainting: inpainting) { inputs, n, _ in
+      for i in 0..<n {
+        let d = abs(inputs[model][i] - inputs[0][i])
+        let bits = d.isNaN ? 0 : d.bitPattern
+        if Int(bits >> 16) == bucket { low[Int(bits & 0xFFFF)] += 1 }
+      }
+    }
+    var value = (1 << 16) - 1
+    while value > 0 && low[value] < remaining {
+      remaining -= low[value]
+      value -= 1
+    }
+    return UInt32(bucket) << 16 | UInt32(value)
+  }
+
+  /// DARE's per-element uniform draw in [0, 1): SplitMix64 of (seed ⊕ FNV-1a(key)) + index·φ, so any
+  /// chunking or thread split gives the same mask (Scripts/fixtures/make_merge_goldens.py mirrors it).
+  @inline(__always)
+  static func uniform(_ base: UInt64, _ index: UInt64) -> Double {
+    var z = base &+ index &* 0x9E37_79B9_7F4A_7C15 &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    z ^= z >> 31
+    return Double(z >> 11) * 0x1.0p-53
+  }
+
+  static func fnv1a(_ text: String) -> UInt64 {
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+    for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+    return hash
   }
 
   static func jsonString(_ object: Any) -> String {
