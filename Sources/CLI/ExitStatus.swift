@@ -35,7 +35,8 @@ public enum ExitStatus: Int32, Sendable {
   /// The one-line message for an error (argument-parser formats its own usage errors).
   static func message(for error: Error) -> String {
     if error is SafeTensorsError || error is ExitStatusProviding {
-      return String(describing: error)
+      // Messages may quote names from a hostile file: never let them reach the terminal raw.
+      return SafeTensorsError.printable(String(describing: error), limit: 4096)
     }
     return RootCommand.fullMessage(for: error)
   }

@@ -154,7 +154,9 @@ enum InfoView {
       out.append("Tensors")
       for k in keys { out.append("  \(k.name)  \(k.dtype) \(k.shape)") }
     }
-    return out.joined(separator: "\n") + "\n"
+    // Names and metadata come from the file: escape control characters so a hostile header cannot
+    // drive the terminal (SafeTensorsError.printable; JSON output is escaped by the encoder).
+    return out.map { SafeTensorsError.printable($0, limit: .max) }.joined(separator: "\n") + "\n"
   }
 
   static func predictionLine(_ p: PredictionReport) -> String {

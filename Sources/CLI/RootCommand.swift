@@ -23,6 +23,11 @@ public struct RootCommand: ParsableCommand {
     do {
       var command = try parseAsRoot(arguments)
       try command.run()
+      // A mapped input truncated under us was read as zeros (MapGuard): do not report success.
+      if let damaged = MappedFile.damagedPaths.first {
+        throw SafeTensorsError.fileChanged(
+          file: damaged, reason: "it was truncated or could not be read while mapped; the results are not valid")
+      }
       Foundation.exit(0)
     } catch {
       let status = ExitStatus(for: error)

@@ -2,13 +2,19 @@ import Foundation
 
 #if canImport(Glibc)
   import Glibc
+  private let systemWrite = Glibc.write
 #elseif canImport(Darwin)
   import Darwin
+  private let systemWrite = Darwin.write
 #endif
 
 /// A file written under a temporary name beside its destination and renamed into place only when
 /// complete and flushed to disk. If anything fails, the temporary file is removed and the
 /// destination keeps whatever it held before: a reader never sees half a file.
+///
+/// The temporary file is `.NAME.PID.RANDOM.partial` in the destination's directory. SIGINT, SIGTERM
+/// and SIGHUP remove it (`InterruptCleanup`); SIGKILL cannot be caught, so the next `AtomicFile` for
+/// the same destination removes partial files whose writing process no longer exists.
 public final class AtomicFile {
   /// The final path.
   public let destination: String
@@ -18,12 +24,19 @@ public final class AtomicFile {
   private var buffer: UnsafeMutableRawBufferPointer
   private var buffered = 0
   private var finished = false
+  // Bytes in the file so far (not counting the staging buffer).
+  private var fileSize = 0
   /// Bytes written so far (buffered bytes included).
   public private(set) var bytesWritten: UInt64 = 0
 
-  /// Hooks for fault-injection tests: each may return an errno to make that step fail.
+  /// Hooks for fault-injection tests. `write`, `fsync` and `rename` may return an errno to make that
+  /// step fail (an injected EINTR is retried like a real one); `shortWrite` may cap how many bytes
+  /// one `write(2)` call accepts, as a signal or a network file system can.
   public struct Faults: Sendable {
-    public var write: (@Sendable (_ bytesSoFar: UInt64) -> Int32?)?
+    /// Called before each write(2) with the size the file would reach; e.g. return ENOSPC past a
+    /// capacity to emulate a full disk.
+    public var write: (@Sendable (_ fileSizeAfter: UInt64) -> Int32?)?
+    public var shortWrite: (@Sendable (_ requested: Int) -> Int?)?
     public var fsync: (@Sendable () -> Int32?)?
     public var rename: (@Sendable () -> Int32?)?
     public init() {}
@@ -46,26 +59,34 @@ public final class AtomicFile {
   }()
 
   /// Creates the temporary file beside `destination`. Refuses when `destination` is the same file
-  /// as any of `inputs` (by device and inode, so links and other spellings are caught too).
+  /// as any of `inputs` (by device and inode, so links and other spellings are caught too), and
+  /// when it is a directory.
   public init(destination: String, inputs: [String] = []) throws {
     self.destination = destination
-    if let target = FileIdentity.of(path: destination) {
+    var status = stat()
+    if stat(destination, &status) == 0 {
+      let target = FileIdentity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
       for input in inputs where FileIdentity.of(path: input) == target {
         throw SafeTensorsError.outputIsInput(output: destination, input: input)
       }
+      if (status.st_mode & S_IFMT) == S_IFDIR {
+        throw SafeTensorsError.io(file: destination, operation: "write over a directory", errno: EISDIR)
+      }
     }
-    let slash = destination.lastIndex(of: "/")
-    let directory = slash.map { String(destination[..<$0]) } ?? "."
-    let name = slash.map { String(destination[destination.index(after: $0)...]) } ?? destination
+    let (prefix, stem) = AtomicFile.temporaryNameParts(destination)
+    AtomicFile.removeStalePartials(prefix: prefix, stem: stem)
     var random = SystemRandomNumberGenerator()
     let suffix = String(random.next() & 0xFFFF_FFFF, radix: 16)
-    temporaryPath = (directory.isEmpty ? "" : directory + "/") + ".\(name).\(getpid()).\(suffix).partial"
+    temporaryPath = prefix + stem + "\(getpid()).\(suffix).partial"
+    // Registered before it exists, so a signal at any moment after creation removes it.
+    InterruptCleanup.register(temporaryPath)
     fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
     guard fd >= 0 else {
-      throw SafeTensorsError.io(file: destination, operation: "create temporary file", errno: errno)
+      let code = errno
+      InterruptCleanup.unregister(temporaryPath)
+      throw SafeTensorsError.io(file: destination, operation: "create temporary file", errno: code)
     }
     buffer = .allocate(byteCount: 8 << 20, alignment: 64)
-    InterruptCleanup.register(temporaryPath)
   }
 
   deinit {
@@ -76,15 +97,18 @@ public final class AtomicFile {
   /// Appends bytes.
   public func write(_ bytes: UnsafeRawBufferPointer) throws {
     guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+    guard !finished, let staging = buffer.baseAddress else {
+      throw SafeTensorsError.io(file: destination, operation: "write after commit or abandon", errno: EBADF)
+    }
     if buffered + bytes.count <= buffer.count {
-      (buffer.baseAddress! + buffered).copyMemory(from: source, byteCount: bytes.count)
+      (staging + buffered).copyMemory(from: source, byteCount: bytes.count)
       buffered += bytes.count
     } else {
       try flushBuffer()
       if bytes.count >= buffer.count {
         try writeAll(bytes)
       } else {
-        buffer.baseAddress!.copyMemory(from: source, byteCount: bytes.count)
+        staging.copyMemory(from: source, byteCount: bytes.count)
         buffered = bytes.count
       }
     }
@@ -99,29 +123,37 @@ public final class AtomicFile {
   /// Replaces already-written bytes at `offset` (e.g. a header whose values were known only at the
   /// end). The range must lie inside what was written.
   public func overwrite(at offset: UInt64, with bytes: [UInt8]) throws {
-    guard offset + UInt64(bytes.count) <= bytesWritten else {
+    let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
+    guard !finished, !overflow, end <= bytesWritten else {
       throw SafeTensorsError.invalidEntry(file: destination, tensor: "__header__", reason: "patch outside the written bytes")
     }
     try flushBuffer()
     var done = 0
     while done < bytes.count {
-      let result = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
+      let result = bytes.withUnsafeBytes { buffer in
+        buffer.baseAddress.map { pwrite(fd, $0 + done, bytes.count - done, off_t(offset) + off_t(done)) } ?? 0
+      }
       if result < 0 {
         if errno == EINTR { continue }
         throw ioError("write")
       }
+      if result == 0 { errno = EIO; throw ioError("write") }
       done += result
     }
   }
 
   /// Flushes, fsyncs, renames into place and fsyncs the directory.
   public func commit() throws {
+    guard !finished else {
+      throw SafeTensorsError.io(file: destination, operation: "commit after commit or abandon", errno: EBADF)
+    }
     do {
       try flushBuffer()
       if let code = faults.fsync?() { errno = code; throw ioError("fsync") }
       guard fsync(fd) == 0 else { throw ioError("fsync") }
-      guard close(fd) == 0 else { fd = -1; throw ioError("close") }
+      let closed = close(fd)
       fd = -1
+      guard closed == 0 else { throw ioError("close") }
       if let code = faults.rename?() { errno = code; throw ioError("rename") }
       guard rename(temporaryPath, destination) == 0 else { throw ioError("rename") }
     } catch {
@@ -130,9 +162,9 @@ public final class AtomicFile {
     }
     finished = true
     InterruptCleanup.unregister(temporaryPath)
-    let slash = destination.lastIndex(of: "/")
-    let directory = slash.map { String(destination[..<$0]) } ?? "."
-    let dirfd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_CLOEXEC)
+    // Make the rename itself durable; a failure here cannot undo it, so it is not reported.
+    let (prefix, _) = AtomicFile.temporaryNameParts(destination)
+    let dirfd = open(prefix.isEmpty ? "." : prefix, O_RDONLY | O_CLOEXEC)
     if dirfd >= 0 {
       _ = fsync(dirfd)
       close(dirfd)
@@ -145,7 +177,7 @@ public final class AtomicFile {
       close(fd)
       fd = -1
     }
-    unlink(temporaryPath)
+    if !finished { unlink(temporaryPath) }
     InterruptCleanup.unregister(temporaryPath)
     finished = true
   }
@@ -157,32 +189,75 @@ public final class AtomicFile {
   }
 
   private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+    guard let start = bytes.baseAddress else { return }
     var offset = 0
     while offset < bytes.count {
-      if let code = faults.write?(bytesWritten) {
+      var request = min(bytes.count - offset, 1 << 30)
+      if let limit = faults.shortWrite?(request) { request = max(1, min(request, limit)) }
+      let result: Int
+      if let code = faults.write?(UInt64(fileSize + request)) {
+        // An injected failure takes the same path as a real one (EINTR is retried).
         errno = code
-        throw ioError("write")
+        result = -1
+      } else {
+        result = systemWrite(fd, start + offset, request)
       }
-      let result = Glibc.write(fd, bytes.baseAddress! + offset, min(bytes.count - offset, 1 << 30))
       if result < 0 {
         if errno == EINTR { continue }
         throw ioError("write")
       }
       if result == 0 { errno = EIO; throw ioError("write") }
       offset += result
+      fileSize += result
     }
   }
 
   private func ioError(_ operation: String) -> SafeTensorsError {
     .io(file: destination, operation: operation, errno: errno)
   }
+
+  /// The directory prefix (with its slash, or empty) and the `.NAME.` stem of temporary names.
+  /// Long names are shortened so the temporary name stays within NAME_MAX.
+  static func temporaryNameParts(_ destination: String) -> (prefix: String, stem: String) {
+    let bytes = Array(destination.utf8)
+    let slash = bytes.lastIndex(of: UInt8(ascii: "/"))
+    let prefix = slash.map { String(decoding: bytes[...$0], as: UTF8.self) } ?? ""
+    var name = slash.map { Array(bytes[($0 + 1)...]) } ?? bytes
+    if name.count > 200 {
+      name = Array(name.prefix(200))
+      // Do not cut a UTF-8 sequence in half: drop a trailing incomplete one.
+      var start = name.count - 1
+      while start > 0, name[start] & 0xC0 == 0x80, name.count - start < 4 { start -= 1 }
+      let lead = name[start]
+      let length = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2
+      if start + length > name.count { name.removeSubrange(start...) }
+    }
+    return (prefix, "." + String(decoding: name, as: UTF8.self) + ".")
+  }
+
+  /// Removes `.NAME.PID.RANDOM.partial` files left by processes that no longer exist (a SIGKILL or
+  /// power loss in the middle of a write). Files of live processes are left alone.
+  static func removeStalePartials(prefix: String, stem: String) {
+    let directory = prefix.isEmpty ? "." : prefix
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+    for name in names where name.hasPrefix(stem) && name.hasSuffix(".partial") {
+      let middle = name.dropFirst(stem.count).dropLast(".partial".count).split(separator: ".")
+      guard middle.count == 2, let pid = Int32(middle[0]), pid > 0, pid != getpid(),
+        UInt32(middle[1], radix: 16) != nil
+      else { continue }
+      if kill(pid, 0) != 0 && errno == ESRCH {
+        unlink(prefix + name)
+      }
+    }
+  }
 }
 
 /// Removes in-progress temporary files when the process is interrupted (SIGINT, SIGTERM, SIGHUP),
-/// so Ctrl-C never leaves a `.partial` file behind.
+/// so Ctrl-C never leaves a `.partial` file behind; the process then dies of the signal as it
+/// would have without us (the shell sees 128 + signal).
 public enum InterruptCleanup {
   // Fixed storage the signal handler can read without allocating or locking.
-  private static let slotCount = 16
+  private static let slotCount = 64
   private static let slotSize = 4096
   nonisolated(unsafe) private static let slots: UnsafeMutablePointer<CChar> = {
     let memory = UnsafeMutablePointer<CChar>.allocate(capacity: slotCount * slotSize)
@@ -196,36 +271,60 @@ public enum InterruptCleanup {
     return mutex
   }()
 
-  /// Installs the signal handlers (once per process).
+  /// Installs the signal handlers (once per process; call it from the main thread).
+  ///
+  /// A signal the parent set to be ignored stays ignored (`nohup`, background jobs), and the three
+  /// signals are unblocked in the calling thread: a mask inherited from a parent that spawned us
+  /// from a worker thread would otherwise leave Ctrl-C pending forever.
   public static func install() {
     pthread_mutex_lock(lock)
     defer { pthread_mutex_unlock(lock) }
     guard !installed else { return }
     installed = true
     _ = slots
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
     for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
+      var current = sigaction()
+      sigaction(signalNumber, nil, &current)
+      if let handler = current.__sigaction_handler.sa_handler,
+        unsafeBitCast(handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+      {
+        continue
+      }
       signal(signalNumber) { received in
-        for slot in 0..<InterruptCleanup.slotCount {
-          let path = InterruptCleanup.slots + slot * InterruptCleanup.slotSize
+        for slot in 0..<64 {
+          let path = InterruptCleanup.slots + slot * 4096
           if path.pointee != 0 { unlink(path) }
         }
-        _exit(128 + received)
+        // Die of the signal itself (it is blocked until this handler returns).
+        signal(received, SIG_DFL)
+        raise(received)
       }
+      sigaddset(&unblock, signalNumber)
     }
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+  }
+
+  /// Whether the handlers are installed in this process.
+  public static var isInstalled: Bool {
+    pthread_mutex_lock(lock)
+    defer { pthread_mutex_unlock(lock) }
+    return installed
   }
 
   static func register(_ path: String) {
     pthread_mutex_lock(lock)
     defer { pthread_mutex_unlock(lock) }
     let utf8 = Array(path.utf8)
-    guard utf8.count < slotSize else { return }
+    guard !utf8.isEmpty, utf8.count < slotSize, !utf8.contains(0) else { return }
     for slot in 0..<slotCount {
       let target = slots + slot * slotSize
       if target.pointee == 0 {
-        utf8.withUnsafeBufferPointer { source in
-          for (index, byte) in source.enumerated() { target[index] = CChar(bitPattern: byte) }
-          target[utf8.count] = 0
-        }
+        // The first byte goes last: the handler never sees a half-written path as live.
+        for index in 1..<utf8.count { target[index] = CChar(bitPattern: utf8[index]) }
+        target[utf8.count] = 0
+        target[0] = CChar(bitPattern: utf8[0])
         return
       }
     }

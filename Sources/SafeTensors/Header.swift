@@ -58,42 +58,56 @@ public struct SafeTensorsHeader: Sendable {
   static func validate(
     entries: [RawTensorEntry], metadata: [String: String]?, dataSectionLength: UInt64, file: String
   ) throws -> SafeTensorsHeader {
+    guard dataSectionLength <= UInt64(Int.max) else {
+      throw SafeTensorsError.invalidHeader(
+        file: file, tensor: nil, reason: "data section of \(dataSectionLength) bytes is too large")
+    }
     var tensors: [TensorInfo] = []
     tensors.reserveCapacity(entries.count)
     for entry in entries {
-      var elements: UInt64 = 1
+      // Every dimension, every partial product and the byte size must fit in Int, so that
+      // `shape`, `elementCount` and `byteCount` can never trap later. (safetensors-rs checks the
+      // final product in usize; a shape like [2^62, 3, 0] that it accepts is refused here.)
+      var elements = 1
+      var shape: [Int] = []
+      shape.reserveCapacity(entry.shape.count)
       for dim in entry.shape {
-        let (product, overflow) = elements.multipliedReportingOverflow(by: dim)
+        guard dim <= UInt64(Int.max) else {
+          throw SafeTensorsError.shapeOverflow(file: file, tensor: entry.name, shape: entry.shape)
+        }
+        let (product, overflow) = elements.multipliedReportingOverflow(by: Int(dim))
         guard !overflow else {
           throw SafeTensorsError.shapeOverflow(file: file, tensor: entry.name, shape: entry.shape)
         }
         elements = product
+        shape.append(Int(dim))
       }
-      let (bits, bitsOverflow) = elements.multipliedReportingOverflow(by: UInt64(entry.dtype.bitWidth))
-      // Int.max bounds keep every later Int conversion exact.
-      guard !bitsOverflow, bits / 8 <= UInt64(Int.max), elements <= UInt64(Int.max) else {
+      let (bits, bitsOverflow) = elements.multipliedReportingOverflow(by: entry.dtype.bitWidth)
+      guard !bitsOverflow else {
         throw SafeTensorsError.shapeOverflow(file: file, tensor: entry.name, shape: entry.shape)
       }
       guard bits % 8 == 0 else {
         throw SafeTensorsError.misalignedElements(
-          file: file, tensor: entry.name, dtype: entry.dtype, elements: elements)
+          file: file, tensor: entry.name, dtype: entry.dtype, elements: UInt64(elements))
       }
       guard entry.end >= entry.begin else {
         throw SafeTensorsError.invalidOffsets(
           file: file, tensor: entry.name, reason: "end \(entry.end) is before begin \(entry.begin)")
       }
+      // The data section fits in the file, so this bounds both offsets by Int.max too.
       guard entry.end <= dataSectionLength else {
         throw SafeTensorsError.invalidOffsets(
           file: file, tensor: entry.name,
           reason: "end \(entry.end) is past the \(dataSectionLength)-byte data section")
       }
-      guard bits / 8 == entry.end - entry.begin else {
+      guard UInt64(bits / 8) == entry.end - entry.begin else {
         throw SafeTensorsError.sizeMismatch(
-          file: file, tensor: entry.name, shapeBytes: bits / 8, rangeBytes: entry.end - entry.begin)
+          file: file, tensor: entry.name, shapeBytes: UInt64(bits / 8),
+          rangeBytes: entry.end - entry.begin)
       }
       tensors.append(
         TensorInfo(
-          name: entry.name, dtype: entry.dtype, shape: entry.shape.map { Int($0) },
+          name: entry.name, dtype: entry.dtype, shape: shape,
           dataOffsets: (Int(entry.begin), Int(entry.end))))
     }
     // Contiguity: sorted by begin (then end, so empty tensors come first), each range starts where

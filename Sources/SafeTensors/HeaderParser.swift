@@ -39,7 +39,7 @@ struct HeaderParser {
     }
     skipWhitespace()
     guard position == bytes.count else {
-      throw jsonError("unexpected bytes after the header object (only spaces may pad it)")
+      throw jsonError("unexpected bytes after the header object (only whitespace may pad it)")
     }
     return (entries, metadata)
   }
@@ -74,7 +74,7 @@ struct HeaderParser {
       case "data_offsets":
         offsets = try parser.parseIntegerArray(tensor: name, field: field)
       default:
-        throw SafeTensorsError.invalidHeader(file: parser.file, tensor: name, reason: "unexpected field '\(field)'")
+        throw SafeTensorsError.invalidHeader(file: parser.file, tensor: name, reason: "unexpected field '\(SafeTensorsError.printable(field))'")
       }
     }
     guard let dtype else { throw missing("dtype", name) }
@@ -82,7 +82,7 @@ struct HeaderParser {
     guard let offsets else { throw missing("data_offsets", name) }
     guard offsets.count == 2 else {
       throw SafeTensorsError.invalidHeader(
-        file: file, tensor: name, reason: "data_offsets has \(offsets.count) numbers, not 2")
+        file: file, tensor: name, reason: "data_offsets must hold 2 numbers, not \(offsets.count)")
     }
     return RawTensorEntry(name: name, dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1])
   }
@@ -103,7 +103,7 @@ struct HeaderParser {
       }
       guard parser.peek() == UInt8(ascii: "\"") else {
         throw SafeTensorsError.invalidHeader(
-          file: parser.file, tensor: nil, reason: "__metadata__ value for '\(key)' is not a string")
+          file: parser.file, tensor: nil, reason: "__metadata__ value for '\(SafeTensorsError.printable(key))' is not a string")
       }
       result[key] = try parser.parseString()
     }
@@ -134,7 +134,7 @@ struct HeaderParser {
       case UInt8(ascii: "]"):
         position += 1
         return values
-      default: throw jsonError("expected ',' or ']' in \(field) of '\(tensor)'")
+      default: throw jsonError("expected ',' or ']' in \(field) of '\(SafeTensorsError.printable(tensor))'")
       }
     }
   }
@@ -150,7 +150,7 @@ struct HeaderParser {
       let (times10, o1) = value.multipliedReportingOverflow(by: 10)
       let (sum, o2) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
       guard !o1, !o2 else {
-        throw SafeTensorsError.invalidHeader(file: file, tensor: tensor, reason: "\(field) holds a number over 2^64")
+        throw SafeTensorsError.invalidHeader(file: file, tensor: tensor, reason: "\(field) holds a number of 2^64 or more")
       }
       value = sum
       position += 1

@@ -27,9 +27,16 @@ public final class SafeTensorsFile: @unchecked Sendable {
       throw SafeTensorsError.headerOutOfBounds(file: path, declared: declared, fileSize: size)
     }
     headerLength = Int(declared)
-    header = try SafeTensorsHeader.parse(
-      mapping.bytes(offset: 8, count: headerLength),
-      dataSectionLength: size - 8 - declared, file: path)
+    do {
+      header = try SafeTensorsHeader.parse(
+        mapping.bytes(offset: 8, count: headerLength),
+        dataSectionLength: size - 8 - declared, file: path)
+    } catch {
+      // A header read as zeros because the file shrank under the map is not a format error.
+      try mapping.checkIntact()
+      throw error
+    }
+    try mapping.checkIntact()
     var index: [String: Int] = [:]
     index.reserveCapacity(header.tensors.count)
     for (position, tensor) in header.tensors.enumerated() { index[tensor.name] = position }
@@ -54,9 +61,25 @@ public final class SafeTensorsFile: @unchecked Sendable {
   public func contains(_ name: String) -> Bool { indexByName[name] != nil }
 
   /// The raw little-endian bytes of a tensor, as a view into the map.
+  ///
+  /// `tensor` must be one of this file's own entries (from `tensors` or `info(_:)`): those ranges
+  /// were validated against the file when it was opened. Passing an entry of another file is a
+  /// programming error and stops the process with a message naming both.
+  ///
+  /// If another program truncates the file while the view is read, the missing pages read as
+  /// zeros instead of crashing the process (see `MappedFile`); call `checkIntact()` before using
+  /// anything derived from the bytes where that matters.
   public func data(_ tensor: TensorInfo) -> UnsafeRawBufferPointer {
-    mapping.bytes(offset: dataOffset + tensor.dataOffsets.begin, count: tensor.byteCount)
+    let (begin, end) = tensor.dataOffsets
+    precondition(
+      begin >= 0 && begin <= end && end <= header.dataByteCount,
+      "tensor '\(tensor.name)' [\(begin), \(end)) is not an entry of \(path)")
+    return mapping.bytes(offset: dataOffset + begin, count: end - begin)
   }
+
+  /// Throws `SafeTensorsError.fileChanged` if the file was truncated (or became unreadable) since
+  /// it was opened, so that bytes read from the map may not be the file's.
+  public func checkIntact() throws { try mapping.checkIntact() }
 
   /// The raw bytes of the tensor named `name`.
   public func data(named name: String) throws -> UnsafeRawBufferPointer {

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// The name, dtype and shape of a tensor to be written.
 public struct TensorSpec: Sendable, Equatable {
   public let name: String
@@ -11,7 +17,34 @@ public struct TensorSpec: Sendable, Equatable {
   }
 
   /// Bytes the tensor occupies (sub-byte types rounded down, as the format requires whole bytes).
-  public var byteCount: Int { shape.reduce(1, *) * dtype.bitWidth / 8 }
+  /// Precondition: the size fits in `Int` (`checkedByteCount` is not nil); the writer checks this
+  /// for every entry before it uses the property.
+  public var byteCount: Int {
+    guard let count = checkedByteCount else {
+      preconditionFailure("tensor '\(name)' shape \(shape) has no representable byte size")
+    }
+    return count
+  }
+
+  /// Bytes the tensor occupies, or nil when a dimension is negative or the size overflows `Int`.
+  public var checkedByteCount: Int? {
+    var elements = 1
+    for dim in shape {
+      guard dim >= 0 else { return nil }
+      let (product, overflow) = elements.multipliedReportingOverflow(by: dim)
+      guard !overflow else { return nil }
+      elements = product
+    }
+    let (bits, overflow) = elements.multipliedReportingOverflow(by: dtype.bitWidth)
+    return overflow ? nil : bits / 8
+  }
+
+  /// Whether the element count fills whole bytes (always, except for 4- and 6-bit types).
+  /// Meaningful once `checkedByteCount` is not nil.
+  var fillsWholeBytes: Bool {
+    let elements = shape.reduce(into: 1) { $0 = $0.multipliedReportingOverflow(by: $1).partialValue }
+    return (elements % 8 * dtype.bitWidth) % 8 == 0
+  }
 }
 
 /// Receives a tensor's bytes from its producer, in order, in as many pieces as the producer likes.
@@ -19,12 +52,19 @@ public final class TensorSink {
   private let file: AtomicFile
   /// Bytes received so far for the current tensor.
   public private(set) var count: UInt64 = 0
+  private var expected: UInt64 = .max
+  private var tensor = ""
 
   /// A sink appending to `file` (used by the safetensors and GGUF writers).
   public init(file: AtomicFile) { self.file = file }
 
-  /// Appends bytes to the tensor.
+  /// Appends bytes to the tensor. Throws `producerSizeMismatch` as soon as the producer offers
+  /// more bytes than the tensor holds (nothing of the excess is written).
   public func write(_ bytes: UnsafeRawBufferPointer) throws {
+    guard UInt64(bytes.count) <= expected - count else {
+      throw SafeTensorsError.producerSizeMismatch(
+        file: file.destination, tensor: tensor, expected: expected, written: count + UInt64(bytes.count))
+    }
     try file.write(bytes)
     count += UInt64(bytes.count)
   }
@@ -34,8 +74,19 @@ public final class TensorSink {
     try values.withUnsafeBytes { try write($0) }
   }
 
-  /// Starts counting a new tensor.
-  public func reset() { count = 0 }
+  /// Starts a new tensor of `byteCount` bytes: writes beyond that many are refused.
+  public func start(tensor name: String, byteCount: Int) {
+    count = 0
+    expected = UInt64(max(byteCount, 0))
+    tensor = name
+  }
+
+  /// Starts counting a new tensor without a size limit (the caller checks `count` afterwards).
+  public func reset() {
+    count = 0
+    expected = .max
+    tensor = ""
+  }
 }
 
 /// A tensor to write: what it is, and a producer that streams its bytes into a sink when its turn
@@ -67,11 +118,14 @@ public enum SafeTensorsWriter {
   }
 
   /// The header JSON (padded with spaces to a multiple of 8), for tensors already in file order.
-  /// Matches serde_json's compact output: `__metadata__` first, keys sorted for reproducibility.
+  /// Matches serde_json's compact output as safetensors writes it: `__metadata__` first when
+  /// `metadata` is not nil (an empty map gives `"__metadata__":{}`, as safetensors-py's
+  /// `metadata={}` does), its keys sorted bytewise for reproducibility, then the tensors with
+  /// contiguous offsets. Precondition: every spec has a `checkedByteCount` (`write` checks this).
   public static func headerBytes(ordered specs: [TensorSpec], metadata: [String: String]?) -> [UInt8] {
     var json = "{"
     var first = true
-    if let metadata, !metadata.isEmpty {
+    if let metadata {
       json += "\"__metadata__\":{"
       let keys = metadata.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
       json += keys.map { "\(quoted($0)):\(quoted(metadata[$0] ?? ""))" }.joined(separator: ",")
@@ -98,7 +152,10 @@ public enum SafeTensorsWriter {
   /// Writes `entries` to `path` atomically, tensor by tensor.
   ///
   /// - Parameters:
-  ///   - inputs: paths the output must not be (the write is refused if `path` is one of them).
+  ///   - metadata: the `__metadata__` map; nil writes none.
+  ///   - inputs: the files the entries are read from. The write is refused if `path` is one of
+  ///     them, and not committed if one of them changed under its memory map while it was read
+  ///     (`SafeTensorsError.fileChanged`).
   ///   - progress: called after each tensor with (tensors done, total tensors, bytes done, total bytes).
   /// - Throws: `SafeTensorsError` for invalid entries, producers that write the wrong amount,
   ///   and I/O failures. On any error nothing is left at `path` that was not there before.
@@ -111,19 +168,33 @@ public enum SafeTensorsWriter {
     finalMetadata: (() throws -> [String: String])? = nil
   ) throws {
     var seen = Set<String>()
+    var sizes: [String: Int] = [:]
+    var totalBytes = 0
     for entry in entries {
-      guard seen.insert(entry.spec.name).inserted else {
-        throw SafeTensorsError.invalidEntry(file: path, tensor: entry.spec.name, reason: "the name appears twice")
+      let spec = entry.spec
+      guard seen.insert(spec.name).inserted else {
+        throw SafeTensorsError.invalidEntry(file: path, tensor: spec.name, reason: "the name appears twice")
       }
-      guard !entry.spec.name.isEmpty, entry.spec.name != "__metadata__" else {
-        throw SafeTensorsError.invalidEntry(file: path, tensor: entry.spec.name, reason: "reserved or empty name")
+      guard !spec.name.isEmpty, spec.name != "__metadata__" else {
+        throw SafeTensorsError.invalidEntry(file: path, tensor: spec.name, reason: "reserved or empty name")
       }
-      guard entry.spec.shape.allSatisfy({ $0 >= 0 }),
-        (entry.spec.shape.reduce(1, *) * entry.spec.dtype.bitWidth) % 8 == 0
-      else {
+      guard let size = spec.checkedByteCount else {
         throw SafeTensorsError.invalidEntry(
-          file: path, tensor: entry.spec.name, reason: "shape \(entry.spec.shape) is not writable as \(entry.spec.dtype.rawValue)")
+          file: path, tensor: spec.name,
+          reason: "shape \(spec.shape) has a negative dimension or a size beyond 2^63 bytes")
       }
+      guard spec.fillsWholeBytes else {
+        throw SafeTensorsError.invalidEntry(
+          file: path, tensor: spec.name,
+          reason: "shape \(spec.shape) does not fill whole bytes as \(spec.dtype.rawValue)")
+      }
+      let (sum, overflow) = totalBytes.addingReportingOverflow(size)
+      guard !overflow else {
+        throw SafeTensorsError.invalidEntry(
+          file: path, tensor: spec.name, reason: "the tensors add up to more than 2^63 bytes")
+      }
+      totalBytes = sum
+      sizes[spec.name] = size
     }
     let byName = Dictionary(uniqueKeysWithValues: entries.map { ($0.spec.name, $0) })
     let ordered = fileOrder(entries.map(\.spec))
@@ -131,7 +202,6 @@ public enum SafeTensorsWriter {
     guard UInt64(header.count) <= SafeTensorsHeader.maximumHeaderLength else {
       throw SafeTensorsError.invalidEntry(file: path, tensor: "__metadata__", reason: "header would exceed 100 MB")
     }
-    let totalBytes = ordered.reduce(UInt64(0)) { $0 + UInt64($1.byteCount) }
     let file = try AtomicFile(destination: path, inputs: inputs)
     do {
       var length = UInt64(header.count).littleEndian
@@ -140,15 +210,15 @@ public enum SafeTensorsWriter {
       let sink = TensorSink(file: file)
       var done: UInt64 = 0
       for (index, spec) in ordered.enumerated() {
-        sink.reset()
-        guard let entry = byName[spec.name] else { continue }
+        guard let entry = byName[spec.name], let size = sizes[spec.name] else { continue }
+        sink.start(tensor: spec.name, byteCount: size)
         try entry.produce(sink)
-        guard sink.count == UInt64(spec.byteCount) else {
+        guard sink.count == UInt64(size) else {
           throw SafeTensorsError.producerSizeMismatch(
-            file: path, tensor: spec.name, expected: UInt64(spec.byteCount), written: sink.count)
+            file: path, tensor: spec.name, expected: UInt64(size), written: sink.count)
         }
         done += sink.count
-        progress?(index + 1, ordered.count, done, totalBytes)
+        progress?(index + 1, ordered.count, done, UInt64(totalBytes))
       }
       if let finalMetadata {
         var patched = headerBytes(ordered: ordered, metadata: try finalMetadata())
@@ -158,7 +228,14 @@ public enum SafeTensorsWriter {
         patched += [UInt8](repeating: UInt8(ascii: " "), count: header.count - patched.count)
         try file.overwrite(at: 8, with: patched)
       }
+      // An input truncated under its map reads as zeros (see MapGuard): never commit such output.
+      try MappedFile.checkIntact(paths: inputs)
       try file.commit()
+    } catch let error as SafeTensorsError {
+      file.abandon()
+      // Copying straight from a map whose file shrank makes write(2) fail with EFAULT.
+      if case .io(_, _, EFAULT) = error { try MappedFile.checkIntact(paths: inputs) }
+      throw error
     } catch {
       file.abandon()
       throw error
