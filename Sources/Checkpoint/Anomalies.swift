@@ -44,6 +44,20 @@ enum Anomalies {
           message: "ComfyUI scaled-fp8 weights (W = fp8 × scale_weight): loaders without scaled-fp8 support produce garbage",
           tensors: [MarkerKey.scaledFP8]))
     }
+    // open_clip stores `text_projection` (applied as x @ P); the Hugging Face name `.weight` (a
+    // Linear, x @ Wᵀ) inside a single file means some converter renamed it, possibly without
+    // transposing (kohya's sdxl_model_util renames both ways without a transpose).
+    for prefix in [SingleFilePrefix.clipG, SingleFilePrefix.refinerClipG] {
+      let renamed = tensors.map(\.name).filter {
+        $0 == prefix + "text_projection.weight" || $0 == prefix + "text_projection.weight.weight"
+      }
+      guard !renamed.isEmpty else { continue }
+      found.append(
+        Anomaly(
+          severity: "warning", code: "text-projection-renamed",
+          message: "OpenCLIP-G projection stored as `\(renamed[0].dropFirst(prefix.count))` instead of open_clip's `text_projection`: ComfyUI reads `.weight` as a Hugging Face Linear (the transpose of open_clip's matrix), sgm/A1111 look for `text_projection` and will not find it; whether the values were transposed to match cannot be told from the square shape",
+          tensors: renamed))
+    }
     if architecture.inpainting {
       found.append(Anomaly(severity: "info", code: "inpainting", message: "9-channel conv_in: an inpainting model", tensors: []))
     }
@@ -98,24 +112,27 @@ enum Anomalies {
 
 /// Compares a file's keys and shapes with the template its architecture implies.
 enum TemplateComparison {
-  static func compare(shapes: [String: [Int]], layout: Layout, architecture: ArchitectureReport) -> KeyCheck? {
-    guard layout.name == "single-file" || layout.name == "unet-only",
-      layout.unetPrefix == SingleFilePrefix.unet,
-      architecture.kind == .sdxlBase || architecture.kind == .sdxlReduced
-    else { return nil }
-    let template: SDXLTemplate
-    let name: String
-    if architecture.kind == .sdxlBase {
-      template = .sdxlBase
-      name = "sdxl-base"
-    } else {
+  /// The template an architecture implies (widths read from `shapes` for reduced models), and its
+  /// name in reports; nil for architectures without a template.
+  static func template(for architecture: ArchitectureReport, shapes: [String: [Int]]) -> (SDXLTemplate, String)? {
+    switch architecture.kind {
+    case .sdxlBase: return (.sdxlBase, "sdxl-base")
+    case .sdxlRefiner: return (.sdxlRefiner, "sdxl-refiner")
+    case .sdxlReduced:
       guard let unet = architecture.unet else { return nil }
       let clipL = ArchitectureDetector.textEncoder(shapes: shapes, prefix: SingleFilePrefix.clipL, openCLIP: false) ?? .clipL
       let clipG = ArchitectureDetector.textEncoder(shapes: shapes, prefix: SingleFilePrefix.clipG, openCLIP: true) ?? .clipG
       let vae = ArchitectureDetector.vae(shapes: shapes, prefix: SingleFilePrefix.vae) ?? .sdxl
-      template = SDXLTemplate(unet: unet, clipL: clipL, clipG: clipG, vae: vae)
-      name = "SDXL-topology (widths read from shapes)"
+      return (SDXLTemplate(unet: unet, clipL: clipL, clipG: clipG, vae: vae), "SDXL-topology (widths read from shapes)")
+    case .sd1, .sd2, .unknown: return nil
     }
+  }
+
+  static func compare(shapes: [String: [Int]], layout: Layout, architecture: ArchitectureReport) -> KeyCheck? {
+    guard layout.name == "single-file" || layout.name == "unet-only",
+      layout.unetPrefix == SingleFilePrefix.unet,
+      let (template, name) = template(for: architecture, shapes: shapes)
+    else { return nil }
     var expected = template.tensors
     if layout.name == "unet-only" { expected = expected.filter { $0.component == .unet } }
     var missing: [String] = []

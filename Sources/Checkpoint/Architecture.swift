@@ -77,6 +77,25 @@ public enum ArchitectureDetector {
       depth.append(depthByBlock[firstBlock] ?? 0)
     }
     evidence.append("\(levels) levels, channel multipliers \(multipliers), transformer depth per level \(depth)")
+    // ComfyUI also reads the middle block's depth and the decoder's (transformer_depth_output).
+    var middleDepth = 0
+    var outputDepth: [Int: Int] = [:]
+    var outputBlockCount = 0
+    let middleHead = prefix + "middle_block.1.transformer_blocks."
+    for key in shapes.keys {
+      if key.hasPrefix(middleHead), let index = Int(key.dropFirst(middleHead.count).prefix { $0 != "." }) {
+        middleDepth = max(middleDepth, index + 1)
+      } else if key.hasPrefix(prefix + "output_blocks.") {
+        let parts = key.dropFirst(prefix.count + "output_blocks.".count).split(separator: ".")
+        guard let block = Int(parts.first ?? "") else { continue }
+        outputBlockCount = max(outputBlockCount, block + 1)
+        if parts.count > 3, parts[1] == "1", parts[2] == "transformer_blocks", let index = Int(parts[3]) {
+          outputDepth[block] = max(outputDepth[block] ?? 0, index + 1)
+        }
+      }
+    }
+    let outputDepths = (0..<outputBlockCount).map { outputDepth[$0] ?? 0 }
+    evidence.append("middle block transformer depth \(middleDepth), output blocks \(outputDepths)")
     if contextDimension > 0 {
       evidence.append("cross-attention context width \(contextDimension) (attn2.to_k)")
       evidence.append(linearProjection ? "linear proj_in (SDXL/SD2 style)" : "1×1 conv proj_in (SD1 style)")
@@ -87,7 +106,9 @@ public enum ArchitectureDetector {
     let config = UNetConfig(
       modelChannels: modelChannels, channelMultipliers: multipliers, residualBlocksPerLevel: residualBlocks,
       transformerDepth: depth, contextDimension: contextDimension, admChannels: adm, inChannels: inChannels,
-      outChannels: outChannels, headDimension: 64)
+      outChannels: outChannels, headDimension: 64,
+      middleTransformerDepth: middleDepth == (depth.last ?? 0) ? nil : middleDepth,
+      linearProjection: contextDimension == 0 || linearProjection)
 
     let kind: ArchitectureKind
     if modelChannels == 320, contextDimension == 2048, adm == 2816, depth == [0, 2, 10], linearProjection {

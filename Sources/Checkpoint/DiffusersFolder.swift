@@ -46,13 +46,18 @@ public enum DiffusersFolder {
     var total = 0, parameters = 0, size = 0
     var findings: [ScanFinding] = []
     var anomalies: [Anomaly] = []
+    var missingFolders: [String] = []
+    var shapesByFolder: [DiffusersSubfolder: [String: [Int]]] = [:]
     for (folder, component) in componentFolders {
       guard let weights = weightsFile(in: path + "/" + folder) else {
-        anomalies.append(Anomaly(severity: "warning", code: "missing-component", message: "no weights in \(folder)/", tensors: []))
+        missingFolders.append(folder)
         continue
       }
       let file = try SafeTensorsFile(path: weights)
       var summary = ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
+      if let subfolder = DiffusersSubfolder(rawValue: folder) {
+        shapesByFolder[subfolder] = Dictionary(file.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
+      }
       for tensor in file.tensors {
         summary.tensors += 1
         summary.bytes += tensor.byteCount
@@ -96,6 +101,37 @@ public enum DiffusersFolder {
           headDimension: 64)
       }
     }
+    // The weights decide; config.json is only a claim about them.
+    var keyCheck: KeyCheck?
+    if let unetShapes = shapesByFolder[.unet], let translation = DiffusersUNetTranslation(diffusersShapes: unetShapes) {
+      let fromShapes = ArchitectureDetector.detect(shapes: translation.singleFileShapes, unetPrefix: SingleFilePrefix.unet)
+      evidence.append("unet weights read through the key map (\(translation.singleFileShapes.count) of \(unetShapes.count) keys translate):")
+      evidence += fromShapes.evidence.map { "  " + $0 }
+      if kind != .unknown && kind != fromShapes.kind {
+        anomalies.append(
+          Anomaly(
+            severity: "warning", code: "config-contradicts-weights",
+            message: "unet/config.json describes \(kind.title) but the unet weights are \(fromShapes.kind.title)", tensors: []))
+      }
+      kind = fromShapes.kind
+      unet = fromShapes.unet ?? unet
+      if let (template, name) = TemplateComparison.template(for: fromShapes, shapes: translation.singleFileShapes) {
+        // Reduced-width models: only the UNet's widths are known, so only the UNet is compared.
+        let actual = kind == .sdxlReduced ? shapesByFolder.filter { $0.key == .unet } : shapesByFolder
+        keyCheck = DiffusersTemplateComparison.compare(actual: actual, template: template, name: name + ", diffusers names")
+      }
+    }
+    for folder in missingFolders where !(kind == .sdxlRefiner && folder == "text_encoder") {
+      anomalies.append(Anomaly(severity: "warning", code: "missing-component", message: "no weights in \(folder)/", tensors: []))
+    }
+    if let keyCheck, !keyCheck.missing.isEmpty || !keyCheck.extra.isEmpty || !keyCheck.wrongShape.isEmpty {
+      anomalies.append(
+        Anomaly(
+          severity: keyCheck.missing.isEmpty && keyCheck.wrongShape.isEmpty ? "info" : "warning",
+          code: "template-mismatch",
+          message: "against the \(keyCheck.template) template: \(keyCheck.missing.count) missing, \(keyCheck.extra.count) extra, \(keyCheck.wrongShape.count) with another shape",
+          tensors: Array((keyCheck.missing + keyCheck.wrongShape).prefix(20))))
+    }
     evidence.append("⇒ \(kind.title)")
     let scheduler = try? readJSON(path + "/scheduler/scheduler_config.json")
     if scheduler == nil {
@@ -109,7 +145,7 @@ public enum DiffusersFolder {
       path: path, format: "diffusers-folder", layout: "diffusers-folder", fileSize: size, headerBytes: nil,
       tensorCount: total, parameterCount: parameters, dtypes: dtypes,
       architecture: ArchitectureReport(kind: kind, unet: unet, inpainting: unet?.inChannels == 9, evidence: evidence),
-      components: summaries, prediction: prediction, metadata: [:], hashes: nil, keyCheck: nil, anomalies: anomalies,
+      components: summaries, prediction: prediction, metadata: [:], hashes: nil, keyCheck: keyCheck, anomalies: anomalies,
       nonFinite: options.scan ? findings : nil, keys: nil)
   }
 }

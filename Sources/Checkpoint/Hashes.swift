@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 import SafeTensors
 
 /// The hashes A1111 and Civitai show for a model file.
@@ -30,32 +31,38 @@ public enum ModelHasher {
   public static func hashes(
     of mapping: MappedFile, dataOffset: Int?, progress: ((Int, Int) -> Void)? = nil
   ) -> ModelHashes {
-    var whole = SHA256()
-    var data = SHA256()
+    // Two digests over overlapping ranges cannot share SHA-256 state (the data section does not
+    // start on a 64-byte block boundary), so each chunk is hashed by both on two cores at once.
+    final class Digest: @unchecked Sendable { var state = SHA256() }
+    let whole = Digest()
+    let data = Digest()
     let chunk = 8 << 20
     var offset = 0
     while offset < mapping.size {
       let count = min(chunk, mapping.size - offset)
       mapping.advise(offset: offset + count, count: min(chunk * 2, max(mapping.size - offset - count, 0)), willNeed: true)
       let bytes = mapping.bytes(offset: offset, count: count)
-      whole.update(bufferPointer: bytes)
-      if let dataOffset {
-        if offset >= dataOffset {
-          data.update(bufferPointer: bytes)
-        } else if offset + count > dataOffset {
-          data.update(bufferPointer: UnsafeRawBufferPointer(rebasing: bytes[(dataOffset - offset)...]))
+      var dataPart: UnsafeRawBufferPointer?
+      if let dataOffset, offset + count > dataOffset {
+        dataPart = offset >= dataOffset ? bytes : UnsafeRawBufferPointer(rebasing: bytes[(dataOffset - offset)...])
+      }
+      if let dataPart {
+        DispatchQueue.concurrentPerform(iterations: 2) { index in
+          if index == 0 { whole.state.update(bufferPointer: bytes) } else { data.state.update(bufferPointer: dataPart) }
         }
+      } else {
+        whole.state.update(bufferPointer: bytes)
       }
       // Hashing reads each page once: let the kernel drop it so resident memory stays flat.
       mapping.advise(offset: offset, count: count, willNeed: false)
       offset += count
       progress?(offset, mapping.size)
     }
-    let full = hex(whole.finalize())
+    let full = hex(whole.state.finalize())
     let legacyStart = min(0x100000, mapping.size)
     let legacyCount = min(0x10000, mapping.size - legacyStart)
     let legacy = hex(SHA256.hash(data: mapping.bytes(offset: legacyStart, count: legacyCount)))
-    let dataDigest = dataOffset.map { _ in hex(data.finalize()) }
+    let dataDigest = dataOffset.map { _ in hex(data.state.finalize()) }
     return ModelHashes(
       sha256: full, autoV2: String(full.prefix(10)), autoV1: String(legacy.prefix(8)),
       autoV3: dataDigest.map { String($0.prefix(12)) }, dataSHA256: dataDigest)

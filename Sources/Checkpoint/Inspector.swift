@@ -52,7 +52,24 @@ public enum Inspector {
     for tensor in tensors { shapes[tensor.name] = tensor.shape }
     let keys = Set(shapes.keys)
     let layout = Layout.detect(keys: keys)
-    let architecture = ArchitectureDetector.detect(shapes: shapes, unetPrefix: layout.unetPrefix ?? SingleFilePrefix.unet)
+    var architecture: ArchitectureReport
+    var diffusersCheck: KeyCheck?
+    if layout.name == "diffusers-unet", let translation = DiffusersUNetTranslation(diffusersShapes: shapes) {
+      // Same detector, same template: diffusers names are read through the key map.
+      architecture = ArchitectureDetector.detect(shapes: translation.singleFileShapes, unetPrefix: SingleFilePrefix.unet)
+      architecture.evidence.insert(
+        "diffusers UNet names read through the key map (\(translation.singleFileShapes.count) of \(shapes.count) keys translate)",
+        at: 0)
+      if let (template, name) = TemplateComparison.template(for: architecture, shapes: translation.singleFileShapes) {
+        diffusersCheck = DiffusersTemplateComparison.compare(actual: [.unet: shapes], template: template, name: name + " UNet, diffusers names")
+      }
+    } else {
+      architecture = ArchitectureDetector.detect(shapes: shapes, unetPrefix: layout.unetPrefix ?? SingleFilePrefix.unet)
+      if let subfolder = DiffusersTemplateComparison.componentFile(layout: layout, shapes: shapes) {
+        diffusersCheck = DiffusersTemplateComparison.compare(
+          actual: [subfolder: shapes], template: .sdxlBase, name: "sdxl-base \(subfolder.rawValue), diffusers names")
+      }
+    }
 
     var summaries: [Component: ComponentSummary] = [:]
     var dtypes: [String: Int] = [:]
@@ -74,7 +91,7 @@ public enum Inspector {
     let sidecar = sidecarYAML(for: file.path)
     let prediction = PredictionDetector.detect(keys: keys, metadata: file.metadata, sidecarYAML: sidecar)
     var anomalies = Anomalies.find(file: file, layout: layout, architecture: architecture, prediction: prediction)
-    let keyCheck = TemplateComparison.compare(shapes: shapes, layout: layout, architecture: architecture)
+    let keyCheck = diffusersCheck ?? TemplateComparison.compare(shapes: shapes, layout: layout, architecture: architecture)
     if let keyCheck, !keyCheck.missing.isEmpty || !keyCheck.extra.isEmpty || !keyCheck.wrongShape.isEmpty {
       anomalies.append(
         Anomaly(
@@ -161,7 +178,8 @@ public struct Layout: Sendable {
     if any("encoder.down_blocks.") || any("decoder.up_blocks.") {
       return Layout(name: "diffusers-vae", unetPrefix: nil, fixedComponent: .vae)
     }
-    if any("text_model.") {
+    // transformers >= 5 saves CLIPTextModel without the `text_model.` level.
+    if any("text_model.") || keys.contains("embeddings.token_embedding.weight") {
       let big = keys.contains("text_projection.weight")
       return Layout(name: "diffusers-text-encoder", unetPrefix: nil, fixedComponent: big ? .clipG : .clipL)
     }

@@ -20,6 +20,11 @@ public enum NonFiniteScan {
       var nan = 0
       for byte in bytes where byte & 0x7F == 0x7F { nan += 1 }
       return (nan, 0)
+    case .f8e4m3fnuz, .f8e5m2fnuz:
+      // The "fnuz" formats have no infinities and no negative zero: 0x80 is their only NaN.
+      var nan = 0
+      for byte in bytes where byte == 0x80 { nan += 1 }
+      return (nan, 0)
     default:
       return nil
     }

@@ -95,7 +95,11 @@ public enum PredictionDetector {
           "\(source) says v-prediction but the file has no `v_pred` tensor: ComfyUI, A1111 and Forge will load it as epsilon and render noise or washed-out images (add the marker with `convert --set-prediction v`)")
         prediction = .v
       } else {
-        conflicts.append("\(source) says \(type.rawValue) but the markers say \(markerType.rawValue)")
+        let consequence =
+          isFolder
+          ? "diffusers follows scheduler_config.json"
+          : "ComfyUI, A1111 and Forge follow the markers and will load it as \(markerType.rawValue)"
+        conflicts.append("\(source) says \(type.rawValue) but the markers say \(markerType.rawValue): \(consequence)")
       }
     }
     var zero = hasZ || declaredZ

@@ -6,7 +6,16 @@ public struct TemplateTensor: Sendable, Equatable {
   /// Whether the tensor is an integer buffer (CLIP `position_ids`) rather than a weight.
   public let isInteger: Bool
 
+  /// Elements in the tensor (1 for the scalar `logit_scale`).
   public var parameterCount: Int { shape.reduce(1, *) }
+
+  /// Creates an entry (templates normally come from `SDXLTemplate`).
+  public init(key: String, shape: [Int], component: Component, isInteger: Bool = false) {
+    self.key = key
+    self.shape = shape
+    self.component = component
+    self.isInteger = isInteger
+  }
 }
 
 /// The SDXL UNet's hyper-parameters (sgm `openaimodel.UNetModel`).
@@ -22,6 +31,11 @@ public struct UNetConfig: Sendable, Equatable, Codable {
   public var inChannels: Int
   public var outChannels: Int
   public var headDimension: Int
+  /// Transformer blocks in `middle_block.1`; nil means the last level's depth (the SDXL base
+  /// convention). The refiner (4 with a last level of 0) and SD1/SD2 (1 with 0) set it.
+  public var middleTransformerDepth: Int?
+  /// Whether `proj_in`/`proj_out` are Linear (SDXL, SD2) rather than 1×1 convolutions (SD1).
+  public var linearProjection: Bool
 
   /// SDXL base 1.0.
   public static let sdxl = UNetConfig(
@@ -29,9 +43,28 @@ public struct UNetConfig: Sendable, Equatable, Codable {
     transformerDepth: [0, 2, 10], contextDimension: 2048, admChannels: 2816, inChannels: 4,
     outChannels: 4, headDimension: 64)
 
+  /// SDXL refiner 1.0 (sgm `sd_xl_refiner.yaml`): 4 levels, depth 4, context 1280, ADM 2560.
+  public static let sdxlRefiner = UNetConfig(
+    modelChannels: 384, channelMultipliers: [1, 2, 4, 4], residualBlocksPerLevel: 2,
+    transformerDepth: [0, 4, 4, 0], contextDimension: 1280, admChannels: 2560, inChannels: 4,
+    outChannels: 4, headDimension: 64, middleTransformerDepth: 4)
+
+  /// SD 1.x (`v1-inference.yaml`): 1×1-conv projections, CLIP-L context 768, no ADM.
+  public static let sd1 = UNetConfig(
+    modelChannels: 320, channelMultipliers: [1, 2, 4, 4], residualBlocksPerLevel: 2,
+    transformerDepth: [1, 1, 1, 0], contextDimension: 768, admChannels: nil, inChannels: 4,
+    outChannels: 4, headDimension: 40, middleTransformerDepth: 1, linearProjection: false)
+
+  /// SD 2.x (`v2-inference.yaml`): linear projections, OpenCLIP-H context 1024.
+  public static let sd2 = UNetConfig(
+    modelChannels: 320, channelMultipliers: [1, 2, 4, 4], residualBlocksPerLevel: 2,
+    transformerDepth: [1, 1, 1, 0], contextDimension: 1024, admChannels: nil, inChannels: 4,
+    outChannels: 4, headDimension: 64, middleTransformerDepth: 1)
+
   public init(
     modelChannels: Int, channelMultipliers: [Int], residualBlocksPerLevel: Int, transformerDepth: [Int],
-    contextDimension: Int, admChannels: Int?, inChannels: Int, outChannels: Int, headDimension: Int
+    contextDimension: Int, admChannels: Int?, inChannels: Int, outChannels: Int, headDimension: Int,
+    middleTransformerDepth: Int? = nil, linearProjection: Bool = true
   ) {
     self.modelChannels = modelChannels
     self.channelMultipliers = channelMultipliers
@@ -42,7 +75,12 @@ public struct UNetConfig: Sendable, Equatable, Codable {
     self.inChannels = inChannels
     self.outChannels = outChannels
     self.headDimension = headDimension
+    self.middleTransformerDepth = middleTransformerDepth
+    self.linearProjection = linearProjection
   }
+
+  /// Transformer blocks in the middle block, resolved.
+  public var middleDepth: Int { middleTransformerDepth ?? transformerDepth.last ?? 0 }
 
   /// Width of the timestep embedding (4 × model channels).
   public var timeEmbedDimension: Int { modelChannels * 4 }
@@ -100,30 +138,53 @@ public struct SDXLTemplate: Sendable {
   public var clipL: TextEncoderConfig
   public var clipG: TextEncoderConfig
   public var vae: VAEConfig
+  /// Whether the file carries CLIP-L. The refiner has none: its only text encoder is bigG, stored
+  /// as embedder 0 (`conditioner.embedders.0.model.`).
+  public var hasClipL: Bool
 
   /// SDXL base 1.0 (and every finetune of it: Pony, Illustrious, NoobAI, RouWei).
   public static let sdxlBase = SDXLTemplate(unet: .sdxl, clipL: .clipL, clipG: .clipG, vae: .sdxl)
 
-  public init(unet: UNetConfig, clipL: TextEncoderConfig, clipG: TextEncoderConfig, vae: VAEConfig) {
+  /// SDXL refiner 1.0: refiner UNet, bigG as embedder 0, the same VAE; no CLIP-L.
+  public static let sdxlRefiner = SDXLTemplate(
+    unet: .sdxlRefiner, clipL: .clipL, clipG: .clipG, vae: .sdxl, hasClipL: false)
+
+  public init(
+    unet: UNetConfig, clipL: TextEncoderConfig, clipG: TextEncoderConfig, vae: VAEConfig,
+    hasClipL: Bool = true
+  ) {
     self.unet = unet
     self.clipL = clipL
     self.clipG = clipG
     self.vae = vae
+    self.hasClipL = hasClipL
   }
 
   /// Every tensor, in a stable order: UNet, CLIP-L, OpenCLIP-G, VAE.
   public var tensors: [TemplateTensor] {
-    var out: [TemplateTensor] = []
-    out += SDXLTemplate.unetTensors(unet)
-    out += SDXLTemplate.clipLTensors(clipL)
-    out += SDXLTemplate.clipGTensors(clipG)
-    out += SDXLTemplate.vaeTensors(vae)
-    return out
+    Component.allCases.flatMap { tensors(of: $0) }
   }
+
+  /// The tensors of one component (empty for markers, EMA, buffers and "other").
+  public func tensors(of component: Component) -> [TemplateTensor] {
+    switch component {
+    case .unet: return SDXLTemplate.unetTensors(unet)
+    case .clipL: return hasClipL ? SDXLTemplate.clipLTensors(clipL) : []
+    case .clipG:
+      return SDXLTemplate.clipGTensors(
+        clipG, prefix: hasClipL ? SingleFilePrefix.clipG : SingleFilePrefix.refinerClipG)
+    case .vae: return SDXLTemplate.vaeTensors(vae)
+    case .markers, .ema, .trainingBuffers, .other: return []
+    }
+  }
+
+  /// The prefix of the OpenCLIP-G keys in this template's files.
+  public var clipGPrefix: String { hasClipL ? SingleFilePrefix.clipG : SingleFilePrefix.refinerClipG }
 
   // MARK: - UNet (sgm openaimodel.UNetModel)
 
-  static func unetTensors(_ c: UNetConfig) -> [TemplateTensor] {
+  /// The UNet's tensors for any `UNetConfig` (SDXL, refiner, SD1/SD2, reduced test widths).
+  public static func unetTensors(_ c: UNetConfig) -> [TemplateTensor] {
     var b = Builder(prefix: SingleFilePrefix.unet, component: .unet)
     let time = c.timeEmbedDimension
     b.linear("time_embed.0", c.modelChannels, time)
@@ -142,7 +203,9 @@ public struct SDXLTemplate: Sendable {
         b.resBlock("input_blocks.\(block).0", channels, out, time)
         channels = out
         if c.transformerDepth[level] > 0 {
-          b.spatialTransformer("input_blocks.\(block).1", channels, c.transformerDepth[level], c.contextDimension)
+          b.spatialTransformer(
+            "input_blocks.\(block).1", channels, c.transformerDepth[level], c.contextDimension,
+            linear: c.linearProjection)
         }
         skipChannels.append(channels)
         block += 1
@@ -154,7 +217,8 @@ public struct SDXLTemplate: Sendable {
       }
     }
     b.resBlock("middle_block.0", channels, channels, time)
-    b.spatialTransformer("middle_block.1", channels, c.transformerDepth.last ?? 0, c.contextDimension)
+    b.spatialTransformer(
+      "middle_block.1", channels, c.middleDepth, c.contextDimension, linear: c.linearProjection)
     b.resBlock("middle_block.2", channels, channels, time)
     block = 0
     for (level, multiplier) in c.channelMultipliers.enumerated().reversed() {
@@ -165,7 +229,9 @@ public struct SDXLTemplate: Sendable {
         channels = out
         var next = 1
         if c.transformerDepth[level] > 0 {
-          b.spatialTransformer("output_blocks.\(block).1", channels, c.transformerDepth[level], c.contextDimension)
+          b.spatialTransformer(
+            "output_blocks.\(block).1", channels, c.transformerDepth[level], c.contextDimension,
+            linear: c.linearProjection)
           next = 2
         }
         if level > 0 && index == c.residualBlocksPerLevel {
@@ -181,7 +247,8 @@ public struct SDXLTemplate: Sendable {
 
   // MARK: - Text encoders
 
-  static func clipLTensors(_ c: TextEncoderConfig) -> [TemplateTensor] {
+  /// CLIP-L in Hugging Face `CLIPTextModel` naming under the SDXL embedder-0 prefix.
+  public static func clipLTensors(_ c: TextEncoderConfig) -> [TemplateTensor] {
     var b = Builder(prefix: SingleFilePrefix.clipL + "text_model.", component: .clipL)
     b.add("embeddings.token_embedding.weight", [c.vocabularySize, c.width])
     b.add("embeddings.position_embedding.weight", [c.contextLength, c.width])
@@ -200,8 +267,11 @@ public struct SDXLTemplate: Sendable {
     return b.tensors
   }
 
-  static func clipGTensors(_ c: TextEncoderConfig) -> [TemplateTensor] {
-    var b = Builder(prefix: SingleFilePrefix.clipG, component: .clipG)
+  /// OpenCLIP-G in open_clip naming (fused `in_proj`, `text_projection`, `logit_scale`).
+  public static func clipGTensors(
+    _ c: TextEncoderConfig, prefix: String = SingleFilePrefix.clipG
+  ) -> [TemplateTensor] {
+    var b = Builder(prefix: prefix, component: .clipG)
     b.add("token_embedding.weight", [c.vocabularySize, c.width])
     b.add("positional_embedding", [c.contextLength, c.width])
     for layer in 0..<c.layers {
@@ -223,7 +293,8 @@ public struct SDXLTemplate: Sendable {
 
   // MARK: - VAE (sgm model.Encoder / Decoder)
 
-  static func vaeTensors(_ c: VAEConfig) -> [TemplateTensor] {
+  /// The autoencoder (encoder, decoder, quant convs) in LDM naming.
+  public static func vaeTensors(_ c: VAEConfig) -> [TemplateTensor] {
     var b = Builder(prefix: SingleFilePrefix.vae, component: .vae)
     let widths = c.channelMultipliers.map { $0 * c.baseChannels }
     let top = widths.last ?? c.baseChannels
@@ -296,9 +367,12 @@ private struct Builder {
     if input != output { conv(name + ".skip_connection", input, output, 1) }
   }
 
-  mutating func spatialTransformer(_ name: String, _ channels: Int, _ depth: Int, _ context: Int) {
+  mutating func spatialTransformer(
+    _ name: String, _ channels: Int, _ depth: Int, _ context: Int, linear isLinear: Bool
+  ) {
     norm(name + ".norm", channels)
-    linear(name + ".proj_in", channels, channels)
+    // SD1 projects with 1×1 convolutions, SDXL/SD2 with Linear (use_linear_in_transformer).
+    if isLinear { linear(name + ".proj_in", channels, channels) } else { conv(name + ".proj_in", channels, channels, 1) }
     for index in 0..<depth {
       let p = name + ".transformer_blocks.\(index)."
       for attention in ["attn1", "attn2"] {
@@ -314,7 +388,7 @@ private struct Builder {
       norm(p + "norm2", channels)
       norm(p + "norm3", channels)
     }
-    linear(name + ".proj_out", channels, channels)
+    if isLinear { linear(name + ".proj_out", channels, channels) } else { conv(name + ".proj_out", channels, channels, 1) }
   }
 
   mutating func vaeResBlock(_ name: String, _ input: Int, _ output: Int) {

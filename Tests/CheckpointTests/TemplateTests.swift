@@ -39,4 +39,37 @@ import Testing
     #expect(byKey["first_stage_model.encoder.conv_out.weight"] == [8, 512, 3, 3])
     #expect(byKey["conditioner.embedders.1.model.logit_scale"] == [])
   }
+
+  /// The generator is parametric: the same code yields the other UNets with their published counts
+  /// (toolkit `UNET-XL-Refiner.txt`, `UNET-v1-SD.txt`, `UNET-v2-SD.txt`; checkpoint-layouts.md).
+  @Test(arguments: [
+    ("refiner", UNetConfig.sdxlRefiner, 1220, 2_259_526_660),
+    ("sd1", UNetConfig.sd1, 686, 859_520_964),
+    ("sd2", UNetConfig.sd2, 686, 865_910_724),
+  ])
+  func otherUNets(name: String, config: UNetConfig, count: Int, parameters: Int) {
+    let unet = SDXLTemplate.unetTensors(config)
+    #expect(unet.count == count, "\(name)")
+    #expect(unet.reduce(0) { $0 + $1.parameterCount } == parameters, "\(name)")
+    #expect(Set(unet.map(\.key)).count == unet.count, "\(name)")
+  }
+
+  @Test func sd1ProjectionsAreConvolutions() {
+    let byKey = Dictionary(uniqueKeysWithValues: SDXLTemplate.unetTensors(.sd1).map { ($0.key, $0.shape) })
+    #expect(byKey["model.diffusion_model.input_blocks.1.1.proj_in.weight"] == [320, 320, 1, 1])
+    #expect(byKey["model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight"] == [1280, 768])
+    #expect(byKey["model.diffusion_model.output_blocks.2.1.conv.weight"] == [1280, 1280, 3, 3])
+    #expect(byKey["model.diffusion_model.input_blocks.10.1.norm.weight"] == nil)
+  }
+
+  @Test func refinerTemplate() {
+    let refiner = SDXLTemplate.sdxlRefiner
+    #expect(refiner.tensors.count == 1858)
+    #expect(refiner.tensors(of: .clipL).isEmpty)
+    #expect(refiner.tensors(of: .clipG).allSatisfy { $0.key.hasPrefix("conditioner.embedders.0.model.") })
+    let byKey = Dictionary(uniqueKeysWithValues: refiner.tensors.map { ($0.key, $0.shape) })
+    #expect(byKey["model.diffusion_model.middle_block.1.transformer_blocks.3.attn2.to_k.weight"] == [1536, 1280])
+    #expect(byKey["model.diffusion_model.output_blocks.8.2.conv.weight"] == [768, 768, 3, 3])
+    #expect(byKey["model.diffusion_model.output_blocks.2.1.conv.weight"] == [1536, 1536, 3, 3])
+  }
 }
