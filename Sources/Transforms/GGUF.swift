@@ -81,6 +81,8 @@ public enum GGUFWriter {
         done += UInt64(aligned(tensor.byteCount))
         progress?(done, total)
       }
+      // An input truncated under its map reads as zeros (SafeTensors.MapGuard): never commit that.
+      try MappedFile.checkIntact(paths: inputs)
       try file.commit()
     } catch {
       file.abandon()

@@ -236,7 +236,7 @@ final class FaultCounter: @unchecked Sendable {
     #expect(cut == ".x" + String(repeating: "é", count: 99) + ".")
   }
 
-  @Test func writesIntoTheCurrentDirectoryAndWithLongNames() throws {
+  @Test func writesWithLongNames() throws {
     let directory = TestPaths.temporaryDirectory("long-name")
     let path = directory + "/" + String(repeating: "n", count: 250) + ".st"  // 253-byte name
     try SafeTensorsWriter.write(to: path, entries: entries(), metadata: nil)
