@@ -155,7 +155,8 @@ public enum GGUFExport {
           throw ConversionError.invalidRequest("\(input): '\(tensor.name)' holds NaN or Inf values, which cannot be block-quantized")
         }
       }
-      if type != .f32 || tensor.dtype != .f32 { converted += 1 }
+      let unchanged: [GGMLType: DType] = [.f32: .f32, .f16: .f16, .bf16: .bf16, .f64: .f64, .i64: .i64, .i32: .i32, .i16: .i16, .i8: .i8]
+      if unchanged[type] != tensor.dtype { converted += 1 }
       tensors.append(GGUFWriter.Tensor(name: tensor.name, shape: tensor.shape, type: type) { sink in
         try produce(file: source, tensor: tensor, type: type, sink: sink)
       })
@@ -172,7 +173,7 @@ public enum GGUFExport {
     let outSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
     return ConversionReport(
       input: input, output: output, tensorsWritten: tensors.count, tensorsConverted: converted,
-      tensorsKeptWide: 0, tensorsDropped: dropped, bytesIn: source.fileSize, bytesOut: outSize ?? 0, clamped: [:],
+      tensorsKeptWide: tensors.count - converted, tensorsDropped: dropped, bytesIn: source.fileSize, bytesOut: outSize ?? 0, clamped: [:],
       nanTensors: [:], warnings: [], seconds: Date().timeIntervalSince(start))
   }
 
