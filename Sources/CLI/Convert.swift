@@ -114,8 +114,16 @@ struct Convert: ParsableCommand {
   @Flag(help: "With --set-prediction v: also mark zero-terminal SNR (ztsnr).")
   var ztsnr = false
 
+  @Option(help: "Output layout: single-file (default) or diffusers (OUT is a new pipeline folder). A diffusers folder as input is read automatically.")
+  var layout: OutputLayout = .singleFile
+
   @Flag(help: "Print the report as JSON.")
   var json = false
+
+  enum OutputLayout: String, ExpressibleByArgument {
+    case singleFile = "single-file"
+    case diffusers
+  }
 
   func validate() throws {
     if output.hasSuffix(".gguf") && !input.hasSuffix(".gguf") {
@@ -134,6 +142,19 @@ struct Convert: ParsableCommand {
   }
 
   func run() throws {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
+      guard layout == .singleFile else { throw ValidationError("the input is already a diffusers folder") }
+      try show(try DiffusersLayout.importFolder(folder: input, output: output, dtype: dtype?.ggmlType == nil ? nil : dtype?.dtype))
+      return
+    }
+    if layout == .diffusers {
+      guard components == nil, replaceVAE == nil, setPrediction == nil, keep.isEmpty, !clamp, !dropEMA else {
+        throw ValidationError("--layout diffusers converts a whole checkpoint; apply other changes first, in a separate convert")
+      }
+      try show(try DiffusersLayout.export(input: input, folder: output, dtype: dtype?.ggmlType?.isQuantized == false ? dtype?.dtype : nil))
+      return
+    }
     if input.hasSuffix(".gguf") {
       guard !output.hasSuffix(".gguf") else { throw ValidationError("GGUF → GGUF is not supported; write .safetensors") }
       try show(try GGUFImport.convert(input: input, output: output, dtype: dtype?.ggmlType.flatMap { $0.isQuantized ? nil : dtype?.dtype }))

@@ -72,6 +72,22 @@ import TestSupport
     #expect((object["prediction"] as? [String: Any])?["prediction"] as? String == "v")
   }
 
+  @Test func diffusersLayoutRoundTrip() throws {
+    let directory = TestPaths.temporaryDirectory("cli-diffusers")
+    let out = try BinaryRun.run(["convert", fixture, "-o", directory + "/pipe", "--layout", "diffusers"])
+    #expect(out.status == 0, "\(out.stderr)")
+    let back = try BinaryRun.run(["convert", directory + "/pipe", "-o", directory + "/back.safetensors"])
+    #expect(back.status == 0, "\(back.stderr)")
+    let a = try BinaryRun.run(["info", "--hash", "--json", fixture])
+    let b = try BinaryRun.run(["info", "--hash", "--json", directory + "/back.safetensors"])
+    func tensorCount(_ text: String) throws -> Int? {
+      (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["tensorCount"] as? Int
+    }
+    #expect(try tensorCount(a.stdout) == tensorCount(b.stdout))
+    let again = try BinaryRun.run(["convert", fixture, "-o", directory + "/pipe", "--layout", "diffusers"])
+    #expect(again.status == 2, "an existing folder is never overwritten")
+  }
+
   @Test func badRequestsExitTwoOrThree() throws {
     let output = TestPaths.temporaryDirectory("cli-bad") + "/x.safetensors"
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "int4"]).status == 2)
