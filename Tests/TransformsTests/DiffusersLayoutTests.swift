@@ -60,6 +60,8 @@ import TestSupport
     }
     #expect(check["unet_equal_to_diffusers_converter"] as? Bool == true)
     #expect((check["scheduler"] as? [String: Any])?["prediction_type"] as? String == "v_prediction")
+    #expect((check["pipeline"] as? [String: Any])?["class"] as? String == "StableDiffusionXLPipeline")
+    #expect((check["pipeline"] as? [String: Any])?["prediction_type"] as? String == "v_prediction")
     let folder = TestPaths.temporaryDirectory("diffusers-check") + "/pipeline"
     _ = try DiffusersLayout.export(input: TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors"), folder: folder, dtype: nil)
     for (file, key) in [("unet/diffusion_pytorch_model.safetensors", "unet_weights_sha256"), ("text_encoder_2/model.safetensors", "text_encoder_2_weights_sha256")] {
