@@ -124,14 +124,7 @@ public enum DiffusersFolder {
     for folder in missingFolders where !(kind == .sdxlRefiner && folder == "text_encoder") {
       anomalies.append(Anomaly(severity: "warning", code: "missing-component", message: "no weights in \(folder)/", tensors: []))
     }
-    if let keyCheck, !keyCheck.missing.isEmpty || !keyCheck.extra.isEmpty || !keyCheck.wrongShape.isEmpty {
-      anomalies.append(
-        Anomaly(
-          severity: keyCheck.missing.isEmpty && keyCheck.wrongShape.isEmpty ? "info" : "warning",
-          code: "template-mismatch",
-          message: "against the \(keyCheck.template) template: \(keyCheck.missing.count) missing, \(keyCheck.extra.count) extra, \(keyCheck.wrongShape.count) with another shape",
-          tensors: Array((keyCheck.missing + keyCheck.wrongShape).prefix(20))))
-    }
+    if let finding = keyCheck?.finding { anomalies.append(finding) }
     evidence.append("⇒ \(kind.title)")
     let scheduler = try? readJSON(path + "/scheduler/scheduler_config.json")
     if scheduler == nil {

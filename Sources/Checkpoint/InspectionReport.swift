@@ -50,6 +50,18 @@ public struct KeyCheck: Codable, Sendable {
   public var wrongShape: [String]
 }
 
+extension KeyCheck {
+  /// The `template-mismatch` finding, or nil when the keys match the template.
+  public var finding: Anomaly? {
+    guard !missing.isEmpty || !extra.isEmpty || !wrongShape.isEmpty else { return nil }
+    return Anomaly(
+      severity: missing.isEmpty && wrongShape.isEmpty ? "info" : "warning",
+      code: "template-mismatch",
+      message: "against the \(template) template: \(missing.count) missing, \(extra.count) extra, \(wrongShape.count) with another shape",
+      tensors: Array((missing + wrongShape).prefix(20)))
+  }
+}
+
 /// Per-tensor result of a full scan (`--scan`).
 public struct ScanFinding: Codable, Sendable {
   public var tensor: String

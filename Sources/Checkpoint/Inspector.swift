@@ -92,14 +92,7 @@ public enum Inspector {
     let prediction = PredictionDetector.detect(keys: keys, metadata: file.metadata, sidecarYAML: sidecar)
     var anomalies = Anomalies.find(file: file, layout: layout, architecture: architecture, prediction: prediction)
     let keyCheck = diffusersCheck ?? TemplateComparison.compare(shapes: shapes, layout: layout, architecture: architecture)
-    if let keyCheck, !keyCheck.missing.isEmpty || !keyCheck.extra.isEmpty || !keyCheck.wrongShape.isEmpty {
-      anomalies.append(
-        Anomaly(
-          severity: keyCheck.missing.isEmpty && keyCheck.wrongShape.isEmpty ? "info" : "warning",
-          code: "template-mismatch",
-          message: "against the \(keyCheck.template) template: \(keyCheck.missing.count) missing, \(keyCheck.extra.count) extra, \(keyCheck.wrongShape.count) with another shape",
-          tensors: Array((keyCheck.missing + keyCheck.wrongShape).prefix(20))))
-    }
+    if let finding = keyCheck?.finding { anomalies.append(finding) }
 
     var hashes: ModelHashes?
     var findings: [ScanFinding]?

@@ -12,16 +12,7 @@ func makeSparseSDXL(at path: String, markers: [String] = [], metadata: [String: 
     TensorSpec(name: $0.key, dtype: $0.isInteger ? .i64 : .f16, shape: $0.shape)
   }
   specs += markers.map { TensorSpec(name: $0, dtype: .f32, shape: [0]) }
-  let ordered = SafeTensorsWriter.fileOrder(specs)
-  let header = SafeTensorsWriter.headerBytes(ordered: ordered, metadata: metadata)
-  let dataBytes = ordered.reduce(0) { $0 + $1.byteCount }
-  var length = UInt64(header.count).littleEndian
-  var bytes = Data(bytes: &length, count: 8)
-  bytes.append(contentsOf: header)
-  FileManager.default.createFile(atPath: path, contents: bytes)
-  let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-  try handle.truncate(atOffset: UInt64(8 + header.count + dataBytes))
-  try handle.close()
+  try writeSparseFile(at: path, specs, metadata: metadata)
 }
 
 @Suite struct SparseFullSizeTests {
