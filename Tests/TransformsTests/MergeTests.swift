@@ -251,3 +251,37 @@ import TestSupport
     try run([a, b, c], .ties, alpha: 0.7, golden: "ties") { $0.density = 0.3 }
   }
 }
+
+/// Quantized inputs (per-row int8, ComfyUI scaled fp8) merge as their dequantized values.
+@Suite struct QuantizedMergeTests {
+  @Test(arguments: ["int8", "scaled-fp8"])
+  func quantizedInputMergesAsDequantized(kind: String) throws {
+    let directory = TestPaths.temporaryDirectory("qmerge")
+    let base = TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")
+    var quantize = ConversionRequest()
+    quantize.dtype = kind == "int8" ? .i8 : .f8e4m3
+    quantize.scaledFP8 = kind != "int8"
+    let quantized = directory + "/q.safetensors"
+    _ = try Converter.convert(input: base, output: quantized, request: quantize)
+    var widen = ConversionRequest()
+    widen.dtype = .f32
+    let dequantized = directory + "/dq.safetensors"
+    _ = try Converter.convert(input: quantized, output: dequantized, request: widen)
+
+    var direct = MergeRequest(inputs: [quantized, base], method: .weightedSum, alpha: 0.25)
+    direct.dtype = .f32
+    var reference = MergeRequest(inputs: [dequantized, base], method: .weightedSum, alpha: 0.25)
+    reference.dtype = .f32
+    _ = try Merger.merge(direct, output: directory + "/direct.safetensors")
+    _ = try Merger.merge(reference, output: directory + "/reference.safetensors")
+    let a = try SafeTensorsFile(path: directory + "/direct.safetensors")
+    let b = try SafeTensorsFile(path: directory + "/reference.safetensors")
+    #expect(Set(a.tensors.map(\.name)) == Set(b.tensors.map(\.name)), "no scales or comfy_quant tensors in the result")
+    #expect(!a.tensors.contains { $0.name.hasSuffix(".weight_scale") || $0.name.hasSuffix(".scale_weight") })
+    for tensor in b.tensors {
+      let other = try #require(a.info(tensor.name))
+      #expect(other.dtype == tensor.dtype, "\(tensor.name)")
+      #expect(Array(a.data(other)) == Array(b.data(tensor)), "\(tensor.name)")
+    }
+  }
+}

@@ -32,8 +32,12 @@ public enum Merger {
     // Keys: A's order; anything not in every input is reported or taken from A.
     var missing: [String] = []
     for file in files.dropFirst() {
-      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) { missing.append(tensor.name) }
-      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) { missing.append(tensor.name) }
+      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+        missing.append(tensor.name)
+      }
+      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+        missing.append(tensor.name)
+      }
     }
     missing = Array(Set(missing)).sorted()
     if !missing.isEmpty && request.missing == .error {
@@ -45,15 +49,27 @@ public enum Merger {
     var plans: [TensorEntry] = []
     var merged = 0, copied = 0
     var clamped: [String: Int] = [:]
-    for tensor in a.tensors where !isMarker(tensor.name) {
+    for tensor in a.tensors where !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
       let sources = files.map { $0.info(tensor.name) }
       let component = layout.component(of: tensor.name)
-      let outDType = tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype) ? (request.dtype ?? tensor.dtype) : tensor.dtype
+      var scales: [WeightScale] = []
+      for (file, info) in zip(files, sources) {
+        if let info, let scale = weightScale(file, info) { scales.append(scale) }
+      }
+      let quantizedA: Bool = {
+        guard let first = scales.first else { return false }
+        if case .none = first { return false }
+        return true
+      }()
+      // Dequantized weights are written as float: the requested dtype, else fp16.
+      let outDType =
+        quantizedA ? (request.dtype ?? .f16)
+        : tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype) ? (request.dtype ?? tensor.dtype) : tensor.dtype
       let spec = TensorSpec(name: tensor.name, dtype: outDType, shape: tensor.shape)
       // Copied, never blended: integer buffers (position_ids), scalars (logit_scale), keys not in
       // every input, and components taken whole from one input.
       var copyFrom: Int?
-      if !tensor.dtype.isFloatingPoint || tensor.shape.isEmpty || sources.contains(where: { $0 == nil }) { copyFrom = 0 }
+      if (!tensor.dtype.isFloatingPoint && !quantizedA) || tensor.shape.isEmpty || sources.contains(where: { $0 == nil }) { copyFrom = 0 }
       if component == .vae, let index = request.vaeFrom { copyFrom = index }
       if component == .clipL || component == .clipG, let index = request.textEncodersFrom { copyFrom = index }
       if copyFrom == nil, [.ema, .trainingBuffers, .markers, .other].contains(component) { copyFrom = 0 }
@@ -69,16 +85,21 @@ public enum Merger {
         continue
       }
       let infos = sources.compactMap { $0 }
-      for (index, info) in infos.enumerated() where !FloatCodec.supported.contains(info.dtype) {
-        throw MergeError.notFloat(key: tensor.name, file: names[index], dtype: info.dtype)
+      guard scales.count == infos.count else {
+        let index = Array(zip(files, infos)).firstIndex { weightScale($0.0, $0.1) == nil } ?? 0
+        throw MergeError.notFloat(key: tensor.name, file: names[index], dtype: infos[index].dtype)
       }
       let inpainting = try shapeCheck(tensor.name, infos: infos, names: names)
+      if inpainting != nil, scales.contains(where: { if case .none = $0 { return false } else { return true } }) {
+        throw MergeError.invalidRequest("'\(tensor.name)': an inpainting conv_in cannot be merged from quantized inputs")
+      }
       let coefficients = self.coefficients(for: tensor.name, component: component, request: request)
       merged += 1
       plans.append(
         TensorEntry(spec: spec) { sink in
           let count = try compute(
-            files: files, infos: infos, coefficients: coefficients, method: request.method, request: request, key: tensor.name,
+            files: files, infos: infos, scales: scales, coefficients: coefficients, method: request.method, request: request,
+            key: tensor.name,
             inpaintingChannels: inpainting, target: outDType, clamp: request.clamp, sink: sink)
           if count > 0 {
             guard request.clamp else { throw MergeError.overflow(key: tensor.name, target: outDType, count: count) }
@@ -161,6 +182,42 @@ public enum Merger {
 
   static func isMarker(_ key: String) -> Bool { key == MarkerKey.vPrediction || key == MarkerKey.zeroTerminalSNR }
 
+  /// How a stored weight becomes float32: as stored, or times per-row int8 scales
+  /// (`weight_scale`) or a scaled-fp8 `scale_weight`. Quantized inputs merge dequantized.
+  enum WeightScale {
+    case none
+    case rows([Float], columns: Int)
+    case scalar(Float)
+  }
+
+  static func weightScale(_ file: SafeTensorsFile, _ tensor: TensorInfo) -> WeightScale? {
+    guard tensor.name.hasSuffix(".weight") else { return FloatCodec.supported.contains(tensor.dtype) ? WeightScale.none : nil }
+    let layer = String(tensor.name.dropLast(".weight".count))
+    func floats(_ info: TensorInfo) -> [Float]? {
+      guard FloatCodec.supported.contains(info.dtype) else { return nil }
+      var values = [Float](repeating: 0, count: info.elementCount)
+      values.withUnsafeMutableBufferPointer { FloatCodec.decode(file.data(info), dtype: info.dtype, into: $0) }
+      return values
+    }
+    if tensor.dtype == .i8, tensor.shape.count == 2, let scale = file.info(layer + ".weight_scale"),
+      scale.elementCount == tensor.shape[0], let rows = floats(scale)
+    {
+      return .rows(rows, columns: tensor.shape[1])
+    }
+    if file.contains(MarkerKey.scaledFP8), tensor.dtype == .f8e4m3 || tensor.dtype == .f8e5m2,
+      let scale = file.info(layer + ".scale_weight"), scale.elementCount == 1, let value = floats(scale)?.first
+    {
+      return .scalar(value)
+    }
+    return FloatCodec.supported.contains(tensor.dtype) ? WeightScale.none : nil
+  }
+
+  /// Bookkeeping tensors of quantized layers: they vanish when the layer is dequantized.
+  static func isQuantizationBookkeeping(_ key: String) -> Bool {
+    key.hasSuffix(".weight_scale") || key.hasSuffix(".comfy_quant") || key.hasSuffix(".scale_weight")
+      || key.hasSuffix(".scale_input") || key == MarkerKey.scaledFP8
+  }
+
   /// Markers are decided, not copied: agreeing inputs keep theirs; disagreeing inputs need `--prediction`.
   static func decideMarkers(files: [SafeTensorsFile], names: [String], request: MergeRequest) throws -> ([String], String) {
     if let prediction = request.prediction {
@@ -234,8 +291,8 @@ public enum Merger {
 
   /// Merges one tensor into `sink`; returns how many output values overflowed the target dtype.
   static func compute(
-    files: [SafeTensorsFile], infos: [TensorInfo], coefficients: [Double], method: MergeMethod, request: MergeRequest,
-    key: String, inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
+    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], coefficients: [Double], method: MergeMethod,
+    request: MergeRequest, key: String, inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
   ) throws -> Int {
     let count = infos[0].elementCount
     let alpha = coefficients.first ?? 0
@@ -243,7 +300,7 @@ public enum Merger {
     var slerp: (Float, Float)?
     if method == .slerp {
       var dot = 0.0, normA = 0.0, normB = 0.0
-      try forEachChunk(files: files, infos: infos, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
+      try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
         for i in 0..<n {
           let x = Double(inputs[0][i]), y = Double(inputs[1][i])
           dot += x * y
@@ -263,7 +320,8 @@ public enum Merger {
     var thresholds: [UInt32] = []
     if method == .ties {
       for model in 1..<infos.count {
-        thresholds.append(try tiesThreshold(files: files, infos: infos, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
+        thresholds.append(
+          try tiesThreshold(files: files, infos: infos, scales: scales, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
       }
     }
     let trainScale = Float(1.8 * alpha)
@@ -278,7 +336,7 @@ public enum Merger {
     let width = FloatCodec.width(target)
     let policy: OverflowPolicy = clamp ? .clamp : .refuse
     let lock = NSLock()
-    try forEachChunk(files: files, infos: infos, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
+    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
       out.withUnsafeMutableBufferPointer { out in
         encoded.withUnsafeMutableBytes { encoded in
           parallelRanges(n) { range in
@@ -364,7 +422,7 @@ public enum Merger {
   /// Decodes aligned chunks of every input. For an inpainting `conv_in`, inputs with fewer input
   /// channels are fed A's own values outside their channels, so every formula returns A there.
   static func forEachChunk(
-    files: [SafeTensorsFile], infos: [TensorInfo], count: Int, inpainting: Int?,
+    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], count: Int, inpainting: Int?,
     _ body: ([UnsafeMutableBufferPointer<Float>], Int, Int) throws -> Void
   ) throws {
     let buffers = infos.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: chunkElements) }
@@ -403,10 +461,21 @@ public enum Merger {
       let data = zip(files, infos).map { $0.data($1) }
       parallelRanges(n) { range in
         for (index, info) in infos.enumerated() {
-          let width = FloatCodec.width(info.dtype)
+          let width = info.dtype.bitWidth / 8
           let bytes = UnsafeRawBufferPointer(
             rebasing: data[index][((chunkStart + range.lowerBound) * width)..<((chunkStart + range.upperBound) * width)])
-          FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: buffers[index][range]))
+          let out = buffers[index]
+          switch scales[index] {
+          case .none:
+            FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: out[range]))
+          case .rows(let rowScales, let columns):
+            for (k, i) in range.enumerated() {
+              out[i] = Float(Int8(bitPattern: bytes[k])) * rowScales[(chunkStart + i) / columns]
+            }
+          case .scalar(let factor):
+            FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: out[range]))
+            for i in range { out[i] *= factor }
+          }
         }
       }
       try body(buffers, n, offset)
@@ -417,11 +486,12 @@ public enum Merger {
   /// TIES: the bit pattern of the k-th largest |Mᵢ − A| (k = round(density·n), at least 1), found
   /// exactly by a two-pass radix select over the float bits, so memory stays constant.
   static func tiesThreshold(
-    files: [SafeTensorsFile], infos: [TensorInfo], model: Int, count: Int, density: Double, inpainting: Int?
+    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], model: Int, count: Int, density: Double,
+    inpainting: Int?
   ) throws -> UInt32 {
     let wanted = max(1, Int((density * Double(count)).rounded()))
     var high = [Int](repeating: 0, count: 1 << 16)
-    try forEachChunk(files: files, infos: infos, count: count, inpainting: inpainting) { inputs, n, _ in
+    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpainting) { inputs, n, _ in
       for i in 0..<n {
         let d = abs(inputs[model][i] - inputs[0][i])
         high[Int((d.isNaN ? 0 : d.bitPattern) >> 16)] += 1
@@ -434,7 +504,7 @@ public enum Merger {
       bucket -= 1
     }
     var low = [Int](repeating: 0, count: 1 << 16)
-    try forEachChunk(files: files, infos: infos, count: count, inpainting: inpainting) { inputs, n, _ in
+    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpainting) { inputs, n, _ in
       for i in 0..<n {
         let d = abs(inputs[model][i] - inputs[0][i])
         let bits = d.isNaN ? 0 : d.bitPattern
