@@ -1,4 +1,5 @@
 import Checkpoint
+import Crypto
 import Foundation
 import SafeTensors
 import Testing
@@ -368,5 +369,73 @@ struct SplitMix {
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
     z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
     return z ^ (z >> 31)
+  }
+}
+
+/// Our GGUF writer with every metadata value type, read back by our reader and (at golden time) by
+/// gguf-py: `Scripts/fixtures/make_gguf_reader_goldens.py --check FILE` records the SHA-256 of the
+/// file gguf-py accepted in Fixtures/codecs/gguf-values-check.json.
+@Suite struct GGUFWriterValuesTests {
+  static let metadata: [(String, GGUFValue)] = [
+    ("general.architecture", .string("sdxl")),
+    ("general.quantization_version", .uint32(2)),
+    ("test.u8", .uint8(200)), ("test.i8", .int8(-100)), ("test.u16", .uint16(60000)), ("test.i16", .int16(-30000)),
+    ("test.u32", .uint32(4_000_000_000)), ("test.i32", .int32(-2_000_000_000)), ("test.f32", .float32(1.5)),
+    ("test.bool", .bool(true)), ("test.u64", .uint64(1 << 63 + 5)), ("test.i64", .int64(-(1 << 62))),
+    ("test.f64", .float64(-0.125)),
+    ("test.strings", .array(elementType: .string, [.string("a"), .string("bb"), .string("ünï")])),
+    ("test.nested", .array(elementType: .array, [.int32Array([1, 2]), .int32Array([3])])),
+    ("comfy.gguf.orig_shape.conv.weight", .int32Array([4, 2, 2, 2])),
+  ]
+
+  static func write(to path: String) throws {
+    let values = (0..<64).map { Float($0 % 7) * 0.25 - 0.75 }
+    var q8 = [UInt8](repeating: 0, count: GGMLType.q8_0.byteCount(elements: 64))
+    values.withUnsafeBufferPointer { v in q8.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: .q8_0, into: $0) } }
+    try GGUFWriter.write(
+      to: path, metadata: metadata,
+      tensors: [
+        GGUFWriter.Tensor(name: "linear.weight", shape: [2, 32], type: .q8_0) { try $0.write(contentsOf: q8) },
+        GGUFWriter.Tensor(name: "conv.weight", shape: [1, 32], type: .f32) { try $0.write(contentsOf: Array(values[0..<32])) },
+        GGUFWriter.Tensor(name: "bias", shape: [3], type: .f32) { try $0.write(contentsOf: [Float(1), 2, 3]) },
+      ], inputs: [])
+  }
+
+  @Test func roundTripsAndMatchesTheFileGGUFPyRead() throws {
+    let path = TestPaths.temporaryDirectory("gguf-values") + "/values.gguf"
+    try Self.write(to: path)
+    let file = try GGUFFile(path: path)
+    for (key, value) in Self.metadata { #expect(file.values[key] == value, "\(key)") }
+    #expect(file.keys == Self.metadata.map(\.0))
+    #expect(file.tensors.map(\.name) == ["linear.weight", "conv.weight", "bias"])
+    let conv = try #require(file.tensor(named: "conv.weight"))
+    #expect(try file.originalShape(of: conv) == [4, 2, 2, 2])
+    #expect(try TensorDecoder.resolve(gguf: file, tensor: try #require(file.tensor(named: "bias"))).decodeAll() == [1, 2, 3])
+    let data = try #require(FileManager.default.contents(atPath: TestPaths.fixture("codecs/gguf-values-check.json")))
+    let check = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    let bytes = try #require(FileManager.default.contents(atPath: path))
+    // Regenerating: ROUWEI_GGUF_VALUES_OUT=/tmp/values.gguf swift test --filter GGUFWriterValuesTests,
+    // then make_gguf_reader_goldens.py --check /tmp/values.gguf.
+    if let out = ProcessInfo.processInfo.environment["ROUWEI_GGUF_VALUES_OUT"] {
+      _ = FileManager.default.createFile(atPath: out, contents: bytes)
+    }
+    let digest = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    #expect(digest == check["sha256"] as? String, "our GGUF bytes changed since gguf-py checked them; rerun the script")
+  }
+
+  @Test func refusesWhatGGMLWouldReject() {
+    let cases: [[GGUFWriter.Tensor]] = [
+      [GGUFWriter.Tensor(name: "w", shape: [2, 33], type: .q8_0) { _ in }],
+      [GGUFWriter.Tensor(name: "w", shape: [1, 1, 1, 1, 1], type: .f32) { _ in }],
+      [GGUFWriter.Tensor(name: "w", shape: [1], type: .f32) { _ in }, GGUFWriter.Tensor(name: "w", shape: [1], type: .f32) { _ in }],
+    ]
+    let directory = TestPaths.temporaryDirectory("gguf-refuse")
+    for tensors in cases {
+      #expect(throws: GGUFError.self) { try GGUFWriter.write(to: directory + "/x.gguf", metadata: [], tensors: tensors, inputs: []) }
+      #expect(!FileManager.default.fileExists(atPath: directory + "/x.gguf"))
+    }
+    #expect(throws: GGUFError.self) {
+      try GGUFWriter.write(to: directory + "/x.gguf", metadata: [("k", .uint8(1)), ("k", .uint8(2))], tensors: [], inputs: [])
+    }
   }
 }
