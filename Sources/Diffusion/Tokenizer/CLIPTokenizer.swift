@@ -21,8 +21,12 @@ public enum CLIPTextCleaning: String, Sendable, CaseIterable {
 /// `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
 /// matched on Unicode scalars (never on Swift grapheme clusters), each word's UTF-8 bytes mapped
 /// to byte symbols with `</w>` on the last one, and the lowest-ranked adjacent pair merged until
-/// none is in the merge table. The literal strings `<|startoftext|>` and `<|endoftext|>` in the
-/// text become the special tokens, as the Python tokenizers' added-token split does.
+/// none is in the merge table.
+///
+/// Special tokens typed into a prompt follow each tokenizer: HF's (`.ftfy`, `.normalizeOnly`)
+/// split out the exact strings `<|startoftext|>` and `<|endoftext|>` first; open_clip (2.x and
+/// later, `.openCLIP`) knows them as `<start_of_text>` and `<end_of_text>` instead, matched by the
+/// word pattern after lowercasing.
 public struct CLIPTokenizer: Sendable {
   /// The vocabulary and merges.
   public let vocabulary: CLIPVocabulary
@@ -43,7 +47,9 @@ public struct CLIPTokenizer: Sendable {
   /// The token ids of `text`, without start and end tokens and without truncation.
   public func encode(_ text: String) -> [Int32] {
     var ids = [Int32]()
-    for piece in Self.splitSpecialTokens(Array(text.unicodeScalars)) {
+    let scalars = Array(text.unicodeScalars)
+    let pieces = cleaning == .openCLIP ? [.text(scalars)] : Self.splitSpecialTokens(scalars)
+    for piece in pieces {
       switch piece {
       case .special(let id):
         ids.append(id)
@@ -90,6 +96,8 @@ public struct CLIPTokenizer: Sendable {
 
   static let startText = Array("<|startoftext|>".unicodeScalars)
   static let endText = Array("<|endoftext|>".unicodeScalars)
+  static let openCLIPStartText = Array("<start_of_text>".unicodeScalars)
+  static let openCLIPEndText = Array("<end_of_text>".unicodeScalars)
 
   /// Splits out exact occurrences of the two special-token strings (case-sensitive).
   static func splitSpecialTokens(_ text: [Unicode.Scalar]) -> [Piece] {
@@ -166,7 +174,7 @@ public struct CLIPTokenizer: Sendable {
     var index = 0
     while index < text.count {
       let scalar = text[index]
-      if scalar == "<", let (literal, id) = Self.specialLiteral(text, at: index) {
+      if scalar == "<", let (literal, id) = specialLiteral(text, at: index) {
         if cleaning == .normalizeOnly {
           // tokenizers' ByteLevel step splits this piece again with GPT-2's pattern.
           words.append(.text(Array(literal.prefix(2))))
@@ -211,12 +219,13 @@ public struct CLIPTokenizer: Sendable {
     return words
   }
 
-  /// The special-token string starting at `index`, if any.
-  static func specialLiteral(_ text: [Unicode.Scalar], at index: Int)
-    -> ([Unicode.Scalar], Int32)?
-  {
-    if hasPrefix(text, at: index, startText) { return (startText, CLIPVocabulary.startToken) }
-    if hasPrefix(text, at: index, endText) { return (endText, CLIPVocabulary.endToken) }
+  /// The special-token alternative of the word pattern starting at `index`, if any.
+  func specialLiteral(_ text: [Unicode.Scalar], at index: Int) -> ([Unicode.Scalar], Int32)? {
+    let (start, end) =
+      cleaning == .openCLIP ? (Self.openCLIPStartText, Self.openCLIPEndText)
+      : (Self.startText, Self.endText)
+    if Self.hasPrefix(text, at: index, start) { return (start, CLIPVocabulary.startToken) }
+    if Self.hasPrefix(text, at: index, end) { return (end, CLIPVocabulary.endToken) }
     return nil
   }
 
