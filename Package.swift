@@ -40,7 +40,7 @@ let package = Package(
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
-    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TestSupport"]),
+    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "SafeTensors", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],

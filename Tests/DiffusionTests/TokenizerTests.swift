@@ -34,7 +34,7 @@ import Testing
     let expected = Self.tokenizerGolden.object("ids").array(cleaning.rawValue)
     #expect(prompts.count >= 15 && expected.count == prompts.count)
     for (prompt, ids) in zip(prompts, expected) {
-      let golden = (ids as? [Any] ?? []).compactMap { ($0 as? NSNumber)?.int32Value }
+      let golden = (ids as? [Any] ?? []).compactMap { goldenInt($0).map(Int32.init) }
       let actual = tokenizer.encode(prompt)
       #expect(actual == golden, "\(cleaning) \(prompt.debugDescription)")
     }

@@ -130,23 +130,28 @@ public struct DiscreteNoiseSchedule: Sendable, Equatable {
   }
 }
 
-/// `torch.linspace(start, end, count)` in float64: the first half counts up from `start`, the
-/// second half down from `end`, as PyTorch's kernel does.
+/// `torch.linspace(start, end, count)` in float64, bit for bit: the first half counts up from
+/// `start`, the second half down from `end`, each value one fused multiply-add (PyTorch's kernel
+/// `start + step * idx` as GCC contracts it).
 func torchLinspace(_ start: Double, _ end: Double, _ count: Int) -> [Double] {
   guard count > 1 else { return count == 1 ? [start] : [] }
   let step = (end - start) / Double(count - 1)
   let halfway = count / 2
   return (0..<count).map { index in
-    index < halfway ? start + step * Double(index) : end - step * Double(count - index - 1)
+    index < halfway
+      ? start.addingProduct(step, Double(index))
+      : end.addingProduct(-step, Double(count - index - 1))
   }
 }
 
-/// `torch.linspace(start, end, count)` in float32 (the default dtype).
+/// `torch.linspace(start, end, count)` in float32 (the default dtype), as above.
 func torchLinspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
   guard count > 1 else { return count == 1 ? [start] : [] }
   let step = (end - start) / Float(count - 1)
   let halfway = count / 2
   return (0..<count).map { index in
-    index < halfway ? start + step * Float(index) : end - step * Float(count - index - 1)
+    index < halfway
+      ? start.addingProduct(step, Float(index))
+      : end.addingProduct(-step, Float(count - index - 1))
   }
 }

@@ -70,7 +70,7 @@ public struct TorchGenerator: Sendable {
   }
 
   /// `torch.manual_seed` for a signed seed (negative seeds wrap as in PyTorch).
-  public init(seed: Int64, normalPath: TorchNormalPath = .vectorized) {
+  public init(signedSeed seed: Int64, normalPath: TorchNormalPath = .vectorized) {
     self.init(seed: UInt64(bitPattern: seed), normalPath: normalPath)
   }
 
