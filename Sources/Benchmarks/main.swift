@@ -7,6 +7,7 @@ let sections: [String: ([String]) throws -> Void] = [
   "convert": ConvertBench.run,
   "merge": MergeBench.run,
   "kernels": KernelBench.run,
+  "codecs": CodecBench.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -2,21 +2,6 @@ import Checkpoint
 import Foundation
 import SafeTensors
 
-/// A GGUF metadata value (the subset writers need).
-public enum GGUFValue: Sendable, Equatable {
-  case uint32(UInt32)
-  case string(String)
-  case int32Array([Int32])
-
-  var typeCode: UInt32 {
-    switch self {
-    case .uint32: return 4
-    case .string: return 8
-    case .int32Array: return 9
-    }
-  }
-}
-
 /// Writes GGUF v3 files (ggml `docs/gguf.md`): header, key/values, tensor infos with ggml-order
 /// dimensions (innermost first), 32-byte aligned data written tensor by tensor, atomically.
 public enum GGUFWriter {
@@ -29,13 +14,38 @@ public enum GGUFWriter {
     public let type: GGMLType
     public let produce: (TensorSink) throws -> Void
 
+    /// Bytes of the tensor's data (without alignment padding).
     public var byteCount: Int { type.byteCount(elements: shape.reduce(1, *)) }
+
+    /// A tensor of torch-order `shape` stored as `type`; `produce` must write exactly `byteCount` bytes.
+    public init(name: String, shape: [Int], type: GGMLType, produce: @escaping (TensorSink) throws -> Void) {
+      self.name = name
+      self.shape = shape
+      self.type = type
+      self.produce = produce
+    }
   }
 
   public static func write(
     to path: String, metadata: [(String, GGUFValue)], tensors: [Tensor], inputs: [String],
     progress: ((UInt64, UInt64) -> Void)? = nil
   ) throws {
+    // Refuse what ggml's reader would reject, before creating anything.
+    var names = Set<String>(), keys = Set<String>()
+    for (key, _) in metadata where !keys.insert(key).inserted {
+      throw GGUFError.invalidEntry(file: path, tensor: key, reason: "metadata key given twice")
+    }
+    for tensor in tensors {
+      guard names.insert(tensor.name).inserted else {
+        throw GGUFError.invalidEntry(file: path, tensor: tensor.name, reason: "the name appears twice")
+      }
+      guard tensor.shape.count <= 4, tensor.shape.allSatisfy({ $0 >= 0 }),
+        (tensor.shape.last ?? 1) % tensor.type.blockSize == 0
+      else {
+        throw GGUFError.invalidEntry(
+          file: path, tensor: tensor.name, reason: "shape \(tensor.shape) is not storable as \(tensor.type.name) (at most 4 dims, rows of whole blocks)")
+      }
+    }
     var header = ByteWriter()
     header.append(Array("GGUF".utf8))
     header.append(UInt32(3))
@@ -43,15 +53,8 @@ public enum GGUFWriter {
     header.append(UInt64(metadata.count))
     for (key, value) in metadata {
       header.append(string: key)
-      header.append(value.typeCode)
-      switch value {
-      case .uint32(let number): header.append(number)
-      case .string(let text): header.append(string: text)
-      case .int32Array(let values):
-        header.append(UInt32(5))
-        header.append(UInt64(values.count))
-        for value in values { header.append(UInt32(bitPattern: value)) }
-      }
+      header.append(value.type.rawValue)
+      value.serialize(into: &header)
     }
     var offset = 0
     for tensor in tensors {

@@ -1,21 +1,35 @@
 import Foundation
 import SafeTensors
 
-/// What can be wrong with a GGUF file.
+/// What can be wrong with a GGUF file, or with a tensor asked of one.
 public enum GGUFError: Error, CustomStringConvertible, Sendable {
+  /// The file breaks the format (or one of ggml's rules for it).
   case invalid(file: String, reason: String)
+  /// A tensor whose ggml type this tool cannot turn into floats.
+  case unsupportedType(file: String, tensor: String, type: String)
+  /// A tensor the writer was given that GGUF cannot hold as described.
+  case invalidEntry(file: String, tensor: String, reason: String)
 
   public var description: String {
     switch self {
     case .invalid(let file, let reason): return "\(file): not a readable GGUF file: \(reason)"
+    case .unsupportedType(let file, let tensor, let type):
+      return "\(file): tensor '\(SafeTensorsError.printable(tensor))' is stored as ggml type \(type), which cannot be dequantized here"
+    case .invalidEntry(let file, let tensor, let reason):
+      return "\(file): cannot write tensor '\(SafeTensorsError.printable(tensor))': \(reason)"
     }
   }
 }
 
-/// A GGUF v2/v3 file opened for reading over a memory map. Every count, length and offset is
-/// checked against the file before use, so a hostile header gives a `GGUFError`, never a trap.
-public final class GGUFFile {
-  /// One tensor: name, torch-order shape, ggml type and its absolute byte range.
+/// A GGUF v2/v3 file opened for reading over a memory map (ggml `docs/gguf.md`, `src/gguf.cpp`).
+///
+/// Hostile-input safe: every count, length, dimension and offset is checked against the file with
+/// overflow-checked arithmetic before use, metadata arrays are materialised only up to a budget,
+/// and the rules ggml's own reader enforces (version, duplicate keys and names, at most 4
+/// dimensions, whole blocks along `ne[0]`, power-of-two alignment, tensors packed in order at
+/// aligned offsets) are enforced here too. A bad file gives a `GGUFError`, never a trap.
+public final class GGUFFile: @unchecked Sendable {
+  /// One tensor: name, torch-order shape (ggml's `ne` reversed), ggml type, absolute byte range.
   public struct Tensor: Sendable {
     public let name: String
     public let shape: [Int]
@@ -25,128 +39,234 @@ public final class GGUFFile {
     public var elementCount: Int { shape.reduce(1, *) }
   }
 
+  /// Longest tensor name or key accepted (ggml's default GGML_MAX_NAME is 64, sd.cpp builds 160).
+  public static let maximumNameBytes = 65535
+  /// Metadata array elements materialised per file; longer arrays are kept as `.unreadArray`.
+  public static let arrayElementBudget = 1 << 20
+
   public let path: String
   public let mapping: MappedFile
+  /// Format version (2 or 3).
+  public let version: UInt32
+  /// `general.alignment` (32 unless the file says otherwise).
+  public let alignment: Int
+  /// Absolute offset of the data section.
+  public let dataOffset: Int
   public private(set) var tensors: [Tensor] = []
-  /// String-valued metadata (other value types are skipped).
+  /// Every metadata value by key.
+  public private(set) var values: [String: GGUFValue] = [:]
+  /// Metadata keys in file order.
+  public private(set) var keys: [String] = []
+  /// String-valued metadata (other value types are in `values`).
   public private(set) var metadata: [String: String] = [:]
+  private var indexByName: [String: Int] = [:]
 
+  /// `general.architecture`, when the file names one (ComfyUI-GGUF writes `sdxl`; sd.cpp writes none).
+  public var architecture: String? { values["general.architecture"]?.stringValue }
+
+  /// Opens and validates `path`.
   public init(path: String) throws {
     self.path = path
     mapping = try MappedFile(path: path)
     var cursor = Cursor(bytes: mapping.bytes(offset: 0, count: mapping.size), file: path)
     guard try cursor.bytes(4) == Array("GGUF".utf8) else { throw cursor.error("bad magic (not GGUF)") }
-    let version = try cursor.u32()
+    version = try cursor.u32()
     guard version == 2 || version == 3 else { throw cursor.error("version \(version) (2 and 3 are supported)") }
     let tensorCount = try cursor.u64(), kvCount = try cursor.u64()
-    // Each entry takes at least 8 bytes, so counts beyond the file size are lies.
-    guard tensorCount <= UInt64(mapping.size / 8), kvCount <= UInt64(mapping.size / 8) else {
+    // A key/value takes at least 13 bytes and a tensor info 24, so larger counts are lies.
+    guard tensorCount <= UInt64(mapping.size / 24), kvCount <= UInt64(mapping.size / 13) else {
       throw cursor.error("declares \(tensorCount) tensors and \(kvCount) keys in a \(mapping.size)-byte file")
     }
-    var alignment = 32
-    var keys = Set<String>()
+    var budget = GGUFFile.arrayElementBudget
     for _ in 0..<kvCount {
-      let key = try cursor.string()
-      guard keys.insert(key).inserted else { throw cursor.error("duplicate key '\(key)'") }
-      let type = try cursor.u32()
-      if type == 8 {
-        metadata[key] = try cursor.string()
-      } else if key == "general.alignment", type == 4 {
-        alignment = Int(try cursor.u32())
-        guard alignment > 0, alignment % 8 == 0, alignment <= 1 << 20 else { throw cursor.error("alignment \(alignment)") }
-      } else {
-        try cursor.skipValue(type: type, depth: 0)
+      let key = try cursor.string(limit: GGUFFile.maximumNameBytes)
+      guard values[key] == nil else { throw cursor.error("duplicate key '\(SafeTensorsError.printable(key))'") }
+      let code = try cursor.u32()
+      guard let type = GGUFValueType(rawValue: code) else {
+        throw cursor.error("key '\(SafeTensorsError.printable(key))' has unknown value type \(code)")
       }
+      let value = try cursor.value(type: type, depth: 0, budget: &budget)
+      values[key] = value
+      keys.append(key)
+      if let text = value.stringValue { metadata[key] = text }
     }
-    var infos: [(String, [Int], GGMLType, UInt64)] = []
+    var alignment = 32
+    if let declared = values["general.alignment"] {
+      // ggml reads it with gguf_get_val_u32 and requires a power of two.
+      guard case .uint32(let value) = declared, value > 0, value & (value - 1) == 0, value <= 1 << 24 else {
+        throw cursor.error("general.alignment must be a power-of-two UINT32, got \(declared)")
+      }
+      alignment = Int(value)
+    }
+    self.alignment = alignment
+    var infos: [(name: String, shape: [Int], type: GGMLType, offset: UInt64)] = []
     var names = Set<String>()
     for _ in 0..<tensorCount {
-      let name = try cursor.string()
-      guard names.insert(name).inserted else { throw cursor.error("duplicate tensor '\(name)'") }
+      let name = try cursor.string(limit: GGUFFile.maximumNameBytes)
+      let shown = SafeTensorsError.printable(name)
+      guard names.insert(name).inserted else { throw cursor.error("duplicate tensor '\(shown)'") }
       let dims = try cursor.u32()
-      guard dims <= 4 else { throw cursor.error("tensor '\(name)' has \(dims) dimensions (at most 4)") }
-      var shape: [Int] = []
+      guard dims <= 4 else { throw cursor.error("tensor '\(shown)' has \(dims) dimensions (at most 4)") }
+      var ne: [Int] = []
       for _ in 0..<dims {
         let dim = try cursor.u64()
-        guard dim <= UInt64(Int32.max) else { throw cursor.error("tensor '\(name)' dimension \(dim)") }
-        shape.append(Int(dim))
+        guard let value = Int(exactly: dim) else { throw cursor.error("tensor '\(shown)' dimension \(dim)") }
+        ne.append(value)
       }
       let code = try cursor.u32()
-      guard let type = GGMLType(rawValue: code) else { throw cursor.error("tensor '\(name)' has unsupported ggml type \(code)") }
-      infos.append((name, shape.reversed(), type, try cursor.u64()))
+      guard let type = GGMLType(rawValue: code) else {
+        throw cursor.error("tensor '\(shown)' has unknown ggml type \(code)")
+      }
+      infos.append((name, ne.reversed(), type, try cursor.u64()))
     }
-    let dataStart = (cursor.position + alignment - 1) / alignment * alignment
-    for (name, shape, type, relative) in infos {
+    let (paddedStart, startOverflow) = cursor.position.addingReportingOverflow(alignment - 1)
+    guard !startOverflow else { throw cursor.error("header too long") }
+    dataOffset = paddedStart / alignment * alignment
+    guard dataOffset <= mapping.size else { throw cursor.error("the data section starts past the end of the file") }
+    var expected = 0
+    for info in infos {
+      let shown = SafeTensorsError.printable(info.name)
       var elements = 1
-      for dim in shape {
+      for dim in info.shape {
         let (product, overflow) = elements.multipliedReportingOverflow(by: dim)
-        guard !overflow else { throw cursor.error("tensor '\(name)' shape \(shape) overflows") }
+        guard !overflow else { throw cursor.error("tensor '\(shown)' shape \(info.shape) overflows") }
         elements = product
       }
-      guard elements % type.blockSize == 0 else { throw cursor.error("tensor '\(name)' does not fill whole \(type.name) blocks") }
-      let bytes = type.byteCount(elements: elements)
-      guard relative <= UInt64(mapping.size), Int(relative) % alignment == 0,
-        dataStart + Int(relative) + bytes <= mapping.size
-      else { throw cursor.error("tensor '\(name)' data lies outside the file") }
-      tensors.append(Tensor(name: name, shape: shape.isEmpty ? [] : shape, type: type, offset: dataStart + Int(relative), byteCount: bytes))
+      // ggml: ne[0] (the innermost, last torch dimension) must hold whole blocks.
+      guard (info.shape.last ?? 1) % info.type.blockSize == 0 else {
+        throw cursor.error("tensor '\(shown)' row of \(info.shape.last ?? 1) does not fill whole \(info.type.name) blocks")
+      }
+      guard let bytes = info.type.checkedByteCount(elements: elements) else {
+        throw cursor.error("tensor '\(shown)' byte size overflows")
+      }
+      // ggml: each tensor starts where the previous one ended, padded to the alignment.
+      guard info.offset == UInt64(expected) else {
+        throw cursor.error("tensor '\(shown)' has data offset \(info.offset), expected \(expected)")
+      }
+      let (end, endOverflow) = dataOffset.addingReportingOverflow(expected)
+      let (last, lastOverflow) = end.addingReportingOverflow(bytes)
+      guard !endOverflow, !lastOverflow, last <= mapping.size else {
+        throw cursor.error("tensor '\(shown)' data (\(bytes) bytes at \(expected)) lies outside the file")
+      }
+      tensors.append(Tensor(name: info.name, shape: info.shape, type: info.type, offset: end, byteCount: bytes))
+      indexByName[info.name] = tensors.count - 1
+      expected = (bytes % alignment == 0) ? expected + bytes : expected + bytes + alignment - bytes % alignment
     }
   }
 
-  /// The tensor's raw bytes.
+  /// The tensor named `name`, or nil.
+  public func tensor(named name: String) -> Tensor? { indexByName[name].map { tensors[$0] } }
+
+  /// The tensor's raw bytes (a view into the map).
   public func data(_ tensor: Tensor) -> UnsafeRawBufferPointer { mapping.bytes(offset: tensor.offset, count: tensor.byteCount) }
+
+  /// The torch shape ComfyUI-GGUF recorded for a tensor it stored reshaped
+  /// (`comfy.gguf.orig_shape.<name>`, an ARRAY of INT32), when present and consistent.
+  /// Throws when the key exists in another form or does not match the stored element count,
+  /// as ComfyUI-GGUF's loader refuses such files.
+  public func originalShape(of tensor: Tensor) throws -> [Int]? {
+    guard let value = values["comfy.gguf.orig_shape." + tensor.name] else { return nil }
+    guard let dims = value.int32Elements, dims.allSatisfy({ $0 >= 0 }) else {
+      throw GGUFError.invalid(file: path, reason: "comfy.gguf.orig_shape.\(SafeTensorsError.printable(tensor.name)) is not an ARRAY of non-negative INT32")
+    }
+    var elements = 1
+    for dim in dims {
+      let (product, overflow) = elements.multipliedReportingOverflow(by: Int(dim))
+      guard !overflow else { elements = -1; break }
+      elements = product
+    }
+    guard elements == tensor.elementCount else {
+      throw GGUFError.invalid(
+        file: path, reason: "comfy.gguf.orig_shape.\(SafeTensorsError.printable(tensor.name)) \(dims) does not match the stored shape \(tensor.shape)")
+    }
+    return dims.map { Int($0) }
+  }
 
   struct Cursor {
     let bytes: UnsafeRawBufferPointer
     let file: String
     var position = 0
 
+    var remaining: Int { bytes.count - position }
+
     func error(_ reason: String) -> GGUFError { .invalid(file: file, reason: reason + " (at byte \(position))") }
 
     mutating func bytes(_ count: Int) throws -> [UInt8] {
-      guard count >= 0, count <= bytes.count - position else { throw error("truncated") }
+      guard count >= 0, count <= remaining else { throw error("truncated") }
       defer { position += count }
       return Array(bytes[position..<(position + count)])
     }
+    mutating func skip(_ count: Int) throws {
+      guard count >= 0, count <= remaining else { throw error("truncated") }
+      position += count
+    }
     mutating func integer<T: FixedWidthInteger>(_: T.Type) throws -> T {
       let size = MemoryLayout<T>.size
-      guard size <= bytes.count - position else { throw error("truncated") }
+      guard size <= remaining else { throw error("truncated") }
       defer { position += size }
       return T(littleEndian: bytes.loadUnaligned(fromByteOffset: position, as: T.self))
     }
     mutating func u32() throws -> UInt32 { try integer(UInt32.self) }
     mutating func u64() throws -> UInt64 { try integer(UInt64.self) }
-    mutating func string() throws -> String {
+    mutating func string(limit: Int = Int.max) throws -> String {
       let length = try u64()
-      guard length <= UInt64(bytes.count - position) else { throw error("string of \(length) bytes runs past the end") }
+      guard length <= UInt64(remaining) else { throw error("string of \(length) bytes runs past the end") }
+      guard length <= UInt64(limit) else { throw error("name of \(length) bytes (at most \(limit))") }
       let raw = try self.bytes(Int(length))
       guard let text = String(validating: raw, as: UTF8.self) else { throw error("string is not UTF-8") }
       return text
     }
-    mutating func skipValue(type: UInt32, depth: Int) throws {
-      let sizes: [UInt32: Int] = [0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8]
-      if let size = sizes[type] {
-        _ = try bytes(size)
-      } else if type == 8 {
-        _ = try string()
-      } else if type == 9 {
+
+    /// Reads one value of `type`. Arrays consume the element budget; past it they are skipped
+    /// (bounds still checked) and returned as `.unreadArray`.
+    mutating func value(type: GGUFValueType, depth: Int, budget: inout Int) throws -> GGUFValue {
+      switch type {
+      case .uint8: return .uint8(try integer(UInt8.self))
+      case .int8: return .int8(try integer(Int8.self))
+      case .uint16: return .uint16(try integer(UInt16.self))
+      case .int16: return .int16(try integer(Int16.self))
+      case .uint32: return .uint32(try u32())
+      case .int32: return .int32(try integer(Int32.self))
+      case .float32: return .float32(Float(bitPattern: try u32()))
+      case .bool:
+        let byte = try integer(UInt8.self)
+        guard byte <= 1 else { throw error("bool value \(byte)") }
+        return .bool(byte == 1)
+      case .string: return .string(try string())
+      case .uint64: return .uint64(try u64())
+      case .int64: return .int64(try integer(Int64.self))
+      case .float64: return .float64(Double(bitPattern: try u64()))
+      case .array:
         guard depth < 4 else { throw error("arrays nested deeper than 4") }
-        let elementType = try u32()
+        let code = try u32()
+        guard let elementType = GGUFValueType(rawValue: code) else { throw error("array of unknown type \(code)") }
         let count = try u64()
-        guard count <= UInt64(bytes.count - position) else { throw error("array of \(count) elements runs past the end") }
-        if let size = sizes[elementType] {
-          _ = try bytes(Int(count) * size)
-        } else {
-          for _ in 0..<count { try skipValue(type: elementType, depth: depth + 1) }
+        // The smallest encoding of one element bounds the count before any loop runs.
+        let smallest = elementType.fixedSize ?? (elementType == .string ? 8 : 12)
+        guard count <= UInt64(remaining / smallest) else { throw error("array of \(count) elements runs past the end") }
+        let n = Int(count)
+        if n > budget {
+          if let size = elementType.fixedSize {
+            try skip(n * size)
+          } else {
+            var ignored = 0
+            for _ in 0..<n { _ = try value(type: elementType, depth: depth + 1, budget: &ignored) }
+          }
+          return .unreadArray(elementType: elementType, count: count)
         }
-      } else {
-        throw error("unknown value type \(type)")
+        budget -= n
+        var items: [GGUFValue] = []
+        items.reserveCapacity(n)
+        for _ in 0..<n { items.append(try value(type: elementType, depth: depth + 1, budget: &budget)) }
+        return .array(elementType: elementType, items)
       }
     }
   }
 }
 
-/// GGUF → safetensors: dequantizes every block type to `dtype` (default F16; F32/I64 tensors keep
-/// their type), restoring torch-order shapes and names.
+/// GGUF → safetensors: dequantizes every block type to `dtype` (default F16; F32 tensors keep F32
+/// when no dtype is asked for), copies integer tensors, and restores torch shapes: ComfyUI-GGUF's
+/// `comfy.gguf.orig_shape.*` for tensors it stored reshaped, and our own record of rank-0 tensors.
 public enum GGUFImport {
   /// Metadata key listing (newline-separated) the tensors that were rank 0 before export.
   public static let scalarsKey = "rouwei.scalar_tensors"
@@ -160,33 +280,21 @@ public enum GGUFImport {
     }
     var entries: [TensorEntry] = []
     let scalars = Set((source.metadata[scalarsKey] ?? "").split(separator: "\n").map(String.init))
-    for stored in source.tensors {
-      let bytes = source.data(stored)
-      let tensor = scalars.contains(stored.name) && stored.elementCount == 1
-        ? GGUFFile.Tensor(name: stored.name, shape: [], type: stored.type, offset: stored.offset, byteCount: stored.byteCount)
-        : stored
-      switch tensor.type {
-      case .i8, .i16, .i32, .i64:
-        let dtype: DType = [.i8: .i8, .i16: .i16, .i32: .i32, .i64: .i64][tensor.type] ?? .i64
-        entries.append(TensorEntry(spec: TensorSpec(name: tensor.name, dtype: dtype, shape: tensor.shape), bytes: bytes))
-      case .f32, .f16, .bf16, .f64:
-        let stored: DType = [.f32: .f32, .f16: .f16, .bf16: .bf16, .f64: .f64][tensor.type] ?? .f32
-        let out = dtype == nil && stored == .f32 ? .f32 : target
-        entries.append(TensorEntry(spec: TensorSpec(name: tensor.name, dtype: out, shape: tensor.shape)) { sink in
-          try emit(count: tensor.elementCount, to: out, sink: sink) { range, values in
-            let width = FloatCodec.width(stored)
-            FloatCodec.decode(UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * width)..<(range.upperBound * width)]), dtype: stored, into: values)
-          }
-        })
-      default:
-        entries.append(TensorEntry(spec: TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)) { sink in
-          try emit(count: tensor.elementCount, to: target, sink: sink) { range, values in
-            let blockBytes = tensor.type.blockBytes, blocks = range.lowerBound / 32
-            let slice = UnsafeRawBufferPointer(rebasing: bytes[(blocks * blockBytes)..<((blocks + range.count / 32) * blockBytes)])
-            GGMLQuantizer.dequantize(slice, type: tensor.type, into: values)
-          }
-        })
+    for tensor in source.tensors {
+      var shape = try source.originalShape(of: tensor) ?? tensor.shape
+      if scalars.contains(tensor.name) && tensor.elementCount == 1 { shape = [] }
+      if let integer = tensor.type.integerDType {
+        let bytes = source.data(tensor)
+        entries.append(TensorEntry(spec: TensorSpec(name: tensor.name, dtype: integer, shape: shape), bytes: bytes))
+        continue
       }
+      // Fails here, before anything is written, for types without a dequantizer.
+      let decoder = try TensorDecoder.resolve(gguf: source, tensor: tensor)
+      let out = dtype == nil && tensor.type == .f32 ? DType.f32 : target
+      entries.append(TensorEntry(spec: TensorSpec(name: tensor.name, dtype: out, shape: shape)) { sink in
+        // Dequantized values are finite unless the file holds inf/NaN; saturate rather than refuse.
+        try Transcoder.transcode(decoder, to: out, policy: .clamp, sink: sink, file: input, chunkElements: 1 << 16)
+      })
     }
     var metadata = source.metadata
     metadata.removeValue(forKey: scalarsKey)
@@ -199,24 +307,5 @@ public enum GGUFImport {
       input: input, output: output, tensorsWritten: entries.count, tensorsConverted: entries.count, tensorsKeptWide: 0,
       tensorsDropped: 0, bytesIn: source.mapping.size, bytesOut: outSize ?? 0, clamped: [:], nanTensors: [:], warnings: [],
       seconds: Date().timeIntervalSince(start))
-  }
-
-  /// Streams `count` values through `fill` in chunks of whole 32-value blocks, encoding to `dtype`.
-  static func emit(
-    count: Int, to dtype: DType, sink: TensorSink, fill: (Range<Int>, UnsafeMutableBufferPointer<Float>) -> Void
-  ) throws {
-    let chunk = 1 << 16
-    var values = [Float](repeating: 0, count: chunk)
-    var out = [UInt8](repeating: 0, count: chunk * FloatCodec.width(dtype))
-    var offset = 0
-    while offset < count {
-      let n = min(chunk, count - offset)
-      values.withUnsafeMutableBufferPointer { fill(offset..<(offset + n), UnsafeMutableBufferPointer(rebasing: $0[0..<n])) }
-      values.withUnsafeBufferPointer { input in
-        out.withUnsafeMutableBytes { _ = FloatCodec.encode(UnsafeBufferPointer(rebasing: input[0..<n]), to: dtype, into: $0, policy: .clamp) }
-      }
-      try out.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * FloatCodec.width(dtype))])) }
-      offset += n
-    }
   }
 }
