@@ -37,7 +37,8 @@ import Testing
         .text("an ", weight: 1.0), .text("important", weight: 1.1), .text(" word", weight: 1.0),
       ])
     #expect(PromptParser.parseA1111("(unbalanced") == [.text("unbalanced", weight: 1.1)])
-    #expect(PromptParser.parseA1111("(unnecessary)(parens)") == [.text("unnecessaryparens", weight: 1.1)])
+    #expect(
+      PromptParser.parseA1111("(unnecessary)(parens)") == [.text("unnecessaryparens", weight: 1.1)])
     let house = PromptParser.parseA1111("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).")
     let expected: [(String, Double)] = [
       ("a ", 1), ("house", 1.573), (" ", 1.1), ("on", 1), (" a ", 1.1), ("hill", 0.55),
@@ -91,7 +92,8 @@ import Testing
   /// must parse without trapping, and A1111's parse must keep every non-syntax character.
   @Test func randomPromptsNeverTrap() {
     var generator = TorchGenerator(seed: UInt64(99))
-    let alphabet: [Character] = Array("()[]:\\ BREAKbreak.0123456789+-_,x\n\u{0}\u{1}é👍🏽embedding:\u{3000}")
+    let alphabet: [Character] = Array(
+      "()[]:\\ BREAKbreak.0123456789+-_,x\n\u{0}\u{1}é👍🏽embedding:\u{3000}")
     for _ in 0..<800 {
       let length = Int(generator.rand(count: 1)[0] * 40)
       let picks = generator.rand(count: length)
@@ -167,7 +169,8 @@ import Testing
     PromptWeighting.applyA1111(&noNorm, multipliers: weights, width: width, restoreMean: false)
     #expect(worstRelativeError(noNorm, golden.floats("a1111NoNorm")) < 1e-6)
     var comfy = z
-    PromptWeighting.applyComfyUI(&comfy, empty: golden.floats("empty"), weights: weights, width: width)
+    PromptWeighting.applyComfyUI(
+      &comfy, empty: golden.floats("empty"), weights: weights, width: width)
     #expect(worstRelativeError(comfy, golden.floats("comfyUI")) < 1e-6)
   }
 

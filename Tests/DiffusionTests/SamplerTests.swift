@@ -48,7 +48,9 @@ import Testing
       let label = "\(item.string("denoiser")) \(item.string("sampler"))"
       let sigmas = item.floats("sigmas")
       let x0 = item.floats("x0")
-      let expectedInputs = item.array("inputs").compactMap { ($0 as? [Any])?.compactMap { goldenDouble($0).map(Float.init) } }
+      let expectedInputs = item.array("inputs").compactMap {
+        ($0 as? [Any])?.compactMap { goldenDouble($0).map(Float.init) }
+      }
       #expect(x0.count == 64 && expectedInputs.count == sigmas.count - 1, "\(label)")
       let inner = try Self.denoiser(for: item)
       var inputs = [[Float]]()
@@ -64,7 +66,8 @@ import Testing
       }
       let seed = try #require(item.int("noiseSeed"))
       let noise = TorchNoiseSource(seed: UInt64(seed))
-      let output = try sampler.sample(x0, sigmas: sigmas, denoiser: recording, noise: noise, onStep: nil)
+      let output = try sampler.sample(
+        x0, sigmas: sigmas, denoiser: recording, noise: noise, onStep: nil)
       #expect(inputs.count == expectedInputs.count, "\(label)")
       for (step, (actual, expected)) in zip(inputs, expectedInputs).enumerated() {
         let error = worstRelativeError(actual, expected)
@@ -89,16 +92,23 @@ import Testing
     let x: [Float] = (0..<16).map { Float($0) }
     for kind in SamplerKind.allCases {
       let noise = TorchNoiseSource(seed: 3)
-      let out = try kind.sampler.sample(x, sigmas: [2, 0], denoiser: denoiser, noise: noise, onStep: nil)
+      let out = try kind.sampler.sample(
+        x, sigmas: [2, 0], denoiser: denoiser, noise: noise, onStep: nil)
       #expect(worstRelativeError(out, mu) < 1e-6, "\(kind)")
     }
   }
 
   @Test func invalidInputsThrow() {
     let identity: Denoiser = { x, _ in x }
-    #expect(throws: DiffusionError.self) { try EulerSampler().sample([1], sigmas: [1], denoiser: identity) }
-    #expect(throws: DiffusionError.self) { try EulerSampler().sample([1], sigmas: [1, 0, 0], denoiser: identity) }
-    #expect(throws: DiffusionError.self) { try EulerSampler().sample([], sigmas: [1, 0], denoiser: identity) }
+    #expect(throws: DiffusionError.self) {
+      try EulerSampler().sample([1], sigmas: [1], denoiser: identity)
+    }
+    #expect(throws: DiffusionError.self) {
+      try EulerSampler().sample([1], sigmas: [1, 0, 0], denoiser: identity)
+    }
+    #expect(throws: DiffusionError.self) {
+      try EulerSampler().sample([], sigmas: [1, 0], denoiser: identity)
+    }
     #expect(throws: DiffusionError.self) {
       try EulerSampler().sample([1, 2], sigmas: [1, 0], denoiser: { _, _ in [1] })
     }
@@ -123,12 +133,16 @@ import Testing
     #expect(worstRelativeError(d, expected) < 1e-6)
     #expect(eps.scaledInput([5], sigma: 2) == [5 / root5])
     #expect(eps.timestep(sigma: schedule.sigmaMax) == 999)
-    #expect(eps.initialNoiseScale(firstSigma: schedule.sigmaMax) == (1 + schedule.sigmaMax * schedule.sigmaMax).squareRoot())
+    #expect(
+      eps.initialNoiseScale(firstSigma: schedule.sigmaMax)
+        == (1 + schedule.sigmaMax * schedule.sigmaMax).squareRoot())
     #expect(eps.initialNoiseScale(firstSigma: 3) == 3)
   }
 
   @Test func guidance() {
-    let c: [Float] = [1, 2, 3, 4], u: [Float] = [0, 1, 1, 1], x: [Float] = [2, 2, 2, 2]
+    let c: [Float] = [1, 2, 3, 4]
+    let u: [Float] = [0, 1, 1, 1]
+    let x: [Float] = [2, 2, 2, 2]
     let plain = ClassifierFreeGuidance(scale: 3)
     #expect(plain.combine(conditional: c, unconditional: u, x: x, sigma: 1) == [3, 4, 7, 10])
     #expect(!ClassifierFreeGuidance(scale: 1).needsUnconditional)
@@ -137,7 +151,8 @@ import Testing
     let d = rescaled.combine(conditional: c, unconditional: u, x: x, sigma: 1)
     let eps = zip(x, d).map { $0 - $1 }
     let conditionalEps = zip(x, c).map { $0 - $1 }
-    let ratio = ClassifierFreeGuidance.standardDeviation(eps)
+    let ratio =
+      ClassifierFreeGuidance.standardDeviation(eps)
       / ClassifierFreeGuidance.standardDeviation(conditionalEps)
     #expect(abs(ratio - 1) < 1e-6)
   }

@@ -39,9 +39,10 @@ import Testing
         let expected = lists.floats(scheduler.rawValue)
         let actual = try schedule.sigmas(steps: steps, scheduler: scheduler)
         #expect(actual.count == expected.count, "\(name) \(scheduler) \(steps)")
-        let error = zip(actual, expected).map {
-          abs(Double($0) - Double($1)) / max(Double(abs($1)), 1e-30)
-        }.max() ?? 0
+        let error =
+          zip(actual, expected).map {
+            abs(Double($0) - Double($1)) / max(Double(abs($1)), 1e-30)
+          }.max() ?? 0
         #expect(error < 1e-6, "\(name) \(scheduler) \(steps): \(actual) vs \(expected)")
       }
     }
@@ -52,10 +53,12 @@ import Testing
     }
     let timestepOf = golden.object("timestepOf")
     for ((sigma, nearest), interpolated) in zip(
-      zip(timestepOf.floats("sigma"), timestepOf.ints("nearest")), timestepOf.floats("interpolated"))
-    {
+      zip(timestepOf.floats("sigma"), timestepOf.ints("nearest")), timestepOf.floats("interpolated")
+    ) {
       #expect(schedule.nearestTimestep(sigma: sigma) == nearest, "\(name) t(\(sigma))")
-      #expect(abs(schedule.interpolatedTimestep(sigma: sigma) - interpolated) < 1e-3, "\(name) t(\(sigma))")
+      #expect(
+        abs(schedule.interpolatedTimestep(sigma: sigma) - interpolated) < 1e-3,
+        "\(name) t(\(sigma))")
     }
   }
 }

@@ -67,17 +67,22 @@ import Testing
       byID[merge.merged] = (Int32(truncatingIfNeeded: key >> 32), Int32(truncatingIfNeeded: key))
     }
     for id in 512..<(512 + CLIPVocabulary.mergeCount) {
-      guard let (left, right) = byID[Int32(id)] else { Issue.record("merge \(id)"); return }
+      guard let (left, right) = byID[Int32(id)] else {
+        Issue.record("merge \(id)")
+        return
+      }
       lines.append(bundled.tokens[Int(left)] + " " + bundled.tokens[Int(right)])
     }
     let plain = folder + "/merges.txt"
-    try (lines.joined(separator: "\n") + "\n").write(toFile: plain, atomically: true, encoding: .utf8)
+    try (lines.joined(separator: "\n") + "\n").write(
+      toFile: plain, atomically: true, encoding: .utf8)
     let reloaded = try CLIPVocabulary(contentsOf: plain)
     #expect(reloaded.tokens == bundled.tokens)
 
     #expect(throws: DiffusionError.self) { try CLIPVocabulary(contentsOf: folder + "/missing") }
     let short = folder + "/short.txt"
-    try lines.prefix(100).joined(separator: "\n").write(toFile: short, atomically: true, encoding: .utf8)
+    try lines.prefix(100).joined(separator: "\n").write(
+      toFile: short, atomically: true, encoding: .utf8)
     #expect {
       try CLIPVocabulary(contentsOf: short)
     } throws: { error in
@@ -85,7 +90,8 @@ import Testing
       return file == short
     }
     let corrupt = folder + "/corrupt.zst"
-    try Data(ZstdDecoder.magic + [0x00, 0x01, 0x02, 0x03, 0xFF]).write(to: URL(fileURLWithPath: corrupt))
+    try Data(ZstdDecoder.magic + [0x00, 0x01, 0x02, 0x03, 0xFF]).write(
+      to: URL(fileURLWithPath: corrupt))
     #expect {
       try CLIPVocabulary(contentsOf: corrupt)
     } throws: { error in
@@ -103,7 +109,11 @@ import Testing
 
   @Test func resourceSearchIncludesBundleAndSourceTree() {
     let paths = CLIPVocabulary.searchPaths()
-    #expect(paths.contains { $0.hasSuffix("rouwei-ckpt_Diffusion.resources/" + CLIPVocabulary.resourceName) })
-    #expect(paths.last?.hasSuffix("Sources/Diffusion/Resources/" + CLIPVocabulary.resourceName) == true)
+    #expect(
+      paths.contains {
+        $0.hasSuffix("rouwei-ckpt_Diffusion.resources/" + CLIPVocabulary.resourceName)
+      })
+    #expect(
+      paths.last?.hasSuffix("Sources/Diffusion/Resources/" + CLIPVocabulary.resourceName) == true)
   }
 }

@@ -76,7 +76,8 @@ public enum PromptChunker {
     switch style {
     case .a1111:
       let segments = PromptParser.parseA1111(prompt)
-      let g = openCLIPTokenizer
+      let g =
+        openCLIPTokenizer
         ?? CLIPTokenizer(vocabulary: tokenizer.vocabulary, cleaning: .openCLIP)
       return SDXLPromptTokens(
         clipL: a1111(segments, tokenizer: tokenizer, commaBacktrack: commaBacktrack).chunks,

@@ -274,7 +274,7 @@ public enum PromptParser {
     var current = [Unicode.Scalar]()
     var index = 0
     while index < text.count {
-      if (text[index] == " " || text[index] == "\n"), index + 1 + identifier.count <= text.count,
+      if text[index] == " " || text[index] == "\n", index + 1 + identifier.count <= text.count,
         Array(text[(index + 1)..<(index + 1 + identifier.count)]) == identifier
       {
         pieces.append(current)
@@ -292,9 +292,10 @@ public enum PromptParser {
   // MARK: - Python helpers
 
   /// Python `str.replace` on scalars (left to right, non-overlapping).
-  static func replace(_ text: [Unicode.Scalar], _ target: [Unicode.Scalar],
-                      with replacement: [Unicode.Scalar]) -> [Unicode.Scalar]
-  {
+  static func replace(
+    _ text: [Unicode.Scalar], _ target: [Unicode.Scalar],
+    with replacement: [Unicode.Scalar]
+  ) -> [Unicode.Scalar] {
     guard !target.isEmpty, text.count >= target.count else { return text }
     var result = [Unicode.Scalar]()
     result.reserveCapacity(text.count)
@@ -367,7 +368,8 @@ public enum PromptParser {
       exponent = sign + digits
     }
     guard index == scalars.count else { return nil }
-    let canonical = (negative ? "-" : "") + (integer ?? "0") + "." + (fraction ?? "0") + "e"
+    let canonical =
+      (negative ? "-" : "") + (integer ?? "0") + "." + (fraction ?? "0") + "e"
       + exponent
     return Double(canonical)
   }

@@ -85,7 +85,9 @@ public struct NetworkDenoiser: Sendable {
   /// σ is the schedule's σ_max (`noise_scaling` with `max_denoise`), by σ otherwise; k-diffusion
   /// and A1111 always by σ.
   public func initialNoiseScale(firstSigma: Float, comfyUI: Bool = true) -> Float {
-    if comfyUI && firstSigma == schedule.sigmaMax { return (1 + firstSigma * firstSigma).squareRoot() }
+    if comfyUI && firstSigma == schedule.sigmaMax {
+      return (1 + firstSigma * firstSigma).squareRoot()
+    }
     return firstSigma
   }
 }

@@ -56,8 +56,10 @@ public struct ClassifierFreeGuidance: Sendable, Equatable {
     let root = variance.squareRoot()
     let x = xOriginal.map { $0 / variance }
     // args["cond"] = x − D_c; cond = (x̃ − (x − (x − D_c)))·√(σ²+1)/σ.
-    let vc = (0..<x.count).map { i in (x[i] - (xOriginal[i] - (xOriginal[i] - c[i]))) * root / sigma }
-    let vu = (0..<x.count).map { i in (x[i] - (xOriginal[i] - (xOriginal[i] - u[i]))) * root / sigma }
+    let vc = (0..<x.count).map { i in (x[i] - (xOriginal[i] - (xOriginal[i] - c[i]))) * root / sigma
+    }
+    let vu = (0..<x.count).map { i in (x[i] - (xOriginal[i] - (xOriginal[i] - u[i]))) * root / sigma
+    }
     let final = rescaled(vc, vu)
     return (0..<x.count).map { i in
       let returned = xOriginal[i] - (x[i] - final[i] * sigma / root)

@@ -48,7 +48,8 @@ extension Sampler {
 
   func validate(_ x: [Float], _ sigmas: [Float]) throws {
     guard sigmas.count >= 2 else {
-      throw DiffusionError.invalidSamplerInput(reason: "need at least 2 sigmas, got \(sigmas.count)")
+      throw DiffusionError.invalidSamplerInput(
+        reason: "need at least 2 sigmas, got \(sigmas.count)")
     }
     guard sigmas.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
       throw DiffusionError.invalidSamplerInput(reason: "sigmas must be finite and non-negative")

@@ -76,8 +76,10 @@ public enum SigmaSchedules {
 
   /// `get_sigmas_exponential`: exp(linspace(ln σ_max, ln σ_min, steps)), then 0.
   public static func exponential(steps: Int, sigmaMin: Double, sigmaMax: Double) -> [Float] {
-    var result = torchLinspace(Float(Foundation.log(sigmaMax)), Float(Foundation.log(sigmaMin)), steps)
-      .map { Foundation.exp($0) }
+    var result = torchLinspace(
+      Float(Foundation.log(sigmaMax)), Float(Foundation.log(sigmaMin)), steps
+    )
+    .map { Foundation.exp($0) }
     result.append(0)
     return result
   }

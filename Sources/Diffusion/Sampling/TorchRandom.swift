@@ -227,8 +227,11 @@ enum CephesAVX {
     sinePart = sinePart.fusedMultiplyAdd(x, x)
     // The blend adds the other polynomial's masked-out +0 (and x − x), as the vector code does.
     let sine = sinePolynomial ? 0 + sinePart : cosinePart + 0
-    let cosine = sinePolynomial ? cosinePart + (sinePart - sinePart) : (cosinePart - cosinePart)
-      + sinePart
+    let cosine =
+      sinePolynomial
+      ? cosinePart + (sinePart - sinePart)
+      : (cosinePart - cosinePart)
+        + sinePart
     return (
       Float(bitPattern: sine.bitPattern ^ signSine),
       Float(bitPattern: cosine.bitPattern ^ signCosine)

@@ -222,7 +222,8 @@ public struct CLIPTokenizer: Sendable {
   /// The special-token alternative of the word pattern starting at `index`, if any.
   func specialLiteral(_ text: [Unicode.Scalar], at index: Int) -> ([Unicode.Scalar], Int32)? {
     let (start, end) =
-      cleaning == .openCLIP ? (Self.openCLIPStartText, Self.openCLIPEndText)
+      cleaning == .openCLIP
+      ? (Self.openCLIPStartText, Self.openCLIPEndText)
       : (Self.startText, Self.endText)
     if Self.hasPrefix(text, at: index, start) { return (start, CLIPVocabulary.startToken) }
     if Self.hasPrefix(text, at: index, end) { return (end, CLIPVocabulary.endToken) }

@@ -104,7 +104,8 @@ public struct CLIPVocabulary: Sendable {
     } catch {
       throw DiffusionError.vocabularyUnreadable(file: path, reason: error.localizedDescription)
     }
-    let text = ZstdDecoder.isCompressed(data)
+    let text =
+      ZstdDecoder.isCompressed(data)
       ? try ZstdDecoder.decompress(data, file: path) : data
     guard let string = String(data: text, encoding: .utf8) else {
       throw DiffusionError.invalidVocabulary(file: path, reason: "not UTF-8 text")
@@ -148,7 +149,8 @@ public struct CLIPVocabulary: Sendable {
     if let resources = Bundle.main.resourceURL { folders.append(resources) }
     for folder in folders {
       for bundle in ["rouwei-ckpt_Diffusion.resources", "rouwei-ckpt_Diffusion.bundle"] {
-        paths.append(folder.appendingPathComponent(bundle).appendingPathComponent(resourceName).path)
+        paths.append(
+          folder.appendingPathComponent(bundle).appendingPathComponent(resourceName).path)
         paths.append(
           folder.appendingPathComponent(bundle).appendingPathComponent("Contents/Resources")
             .appendingPathComponent(resourceName).path)
@@ -187,7 +189,8 @@ enum ByteLevel {
     var table = [String](repeating: "", count: 256)
     var next = 256
     for byte in 0...255 {
-      let printable = (33...126).contains(byte) || (161...172).contains(byte)
+      let printable =
+        (33...126).contains(byte) || (161...172).contains(byte)
         || (174...255).contains(byte)
       let code = printable ? byte : next
       if !printable { next += 1 }

@@ -313,7 +313,8 @@ enum TextFixer {
           let trimmed = digits.drop(while: { $0 == "0" })
           let code =
             trimmed.count > 7
-            ? 0x11_0000 : UInt32(trimmed.isEmpty ? "0" : String(trimmed), radix: hex ? 16 : 10)
+            ? 0x11_0000
+            : UInt32(trimmed.isEmpty ? "0" : String(trimmed), radix: hex ? 16 : 10)
               ?? 0x11_0000
           result += charReference(code)
           if cursor < text.count && text[cursor] == ";" { cursor += 1 }
@@ -390,7 +391,8 @@ enum TextFixer {
         result.append(isFinalSigma(text, at: index) ? "\u{3C2}" : "\u{3C3}")
       } else if scalar.isASCII {
         result.append(
-          (0x41...0x5A).contains(scalar.value) ? Unicode.Scalar(scalar.value + 32) ?? scalar
+          (0x41...0x5A).contains(scalar.value)
+            ? Unicode.Scalar(scalar.value + 32) ?? scalar
             : scalar)
       } else {
         result += scalar.properties.lowercaseMapping.unicodeScalars
@@ -406,7 +408,8 @@ enum TextFixer {
     for scalar in text {
       if scalar.isASCII {
         result.append(
-          (0x41...0x5A).contains(scalar.value) ? Unicode.Scalar(scalar.value + 32) ?? scalar
+          (0x41...0x5A).contains(scalar.value)
+            ? Unicode.Scalar(scalar.value + 32) ?? scalar
             : scalar)
       } else {
         result += scalar.properties.lowercaseMapping.unicodeScalars
