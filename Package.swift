@@ -9,7 +9,7 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -25,6 +25,9 @@ let package = Package(
     .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint"]),
     .target(name: "CTensorKernels"),
     .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels"]),
+    .target(name: "Diffusion", dependencies: ["CZstd"], resources: [
+      .copy("Resources/bpe_simple_vocab_16e6.txt.zst"), .copy("Resources/LICENSE-bpe_simple_vocab.txt"),
+    ]),
     .target(name: "CLI", dependencies: [
       "SafeTensors", "Checkpoint", "Transforms",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -37,6 +40,7 @@ let package = Package(
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "SafeTensors", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
