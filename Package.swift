@@ -25,7 +25,7 @@ let package = Package(
     .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint"]),
     .target(name: "CTensorKernels"),
     .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels"]),
-    .target(name: "Diffusion", dependencies: ["CZstd"], resources: [
+    .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Transforms"], resources: [
       .copy("Resources/bpe_simple_vocab_16e6.txt.zst"), .copy("Resources/LICENSE-bpe_simple_vocab.txt"),
     ]),
     .target(name: "CLI", dependencies: [
@@ -40,7 +40,7 @@ let package = Package(
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
-    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
