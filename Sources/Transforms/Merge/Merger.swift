@@ -52,13 +52,10 @@ public enum Merger {
     for tensor in a.tensors where !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
       let sources = files.map { $0.info(tensor.name) }
       let component = layout.component(of: tensor.name)
-      var scales: [WeightScale] = []
-      for (file, info) in zip(files, sources) {
-        if let info, let scale = weightScale(file, info) { scales.append(scale) }
-      }
+      // Quantized weights (int8 rows, scaled fp8) are read through their decoder, like any other.
       let quantizedA: Bool = {
-        guard let first = scales.first else { return false }
-        if case .none = first { return false }
+        guard let decoder = try? TensorDecoder.resolve(file: a, tensor: tensor) else { return false }
+        if case .float = decoder.encoding { return false }
         return true
       }()
       // Dequantized weights are written as float: the requested dtype, else fp16.
@@ -80,25 +77,21 @@ public enum Merger {
         guard source.shape == tensor.shape || index == 0 else {
           throw MergeError.shapeMismatch(key: tensor.name, shapes: [(names[0], tensor.shape), (names[index], source.shape)])
         }
-        plans.append(copyEntry(spec: TensorSpec(name: tensor.name, dtype: source.dtype.isFloatingPoint && FloatCodec.supported.contains(source.dtype) ? (request.dtype ?? source.dtype) : source.dtype, shape: source.shape), file: files[index], tensor: source, clamp: request.clamp))
+        plans.append(copyEntry(file: files[index], tensor: source, dtype: request.dtype, clamp: request.clamp))
         copied += 1
         continue
       }
       let infos = sources.compactMap { $0 }
-      guard scales.count == infos.count else {
-        let index = Array(zip(files, infos)).firstIndex { weightScale($0.0, $0.1) == nil } ?? 0
-        throw MergeError.notFloat(key: tensor.name, file: names[index], dtype: infos[index].dtype)
-      }
+      // One decode path for every stored layout: a tensor that is not a float weight (or whose
+      // quantization is not understood) is a CodecError naming the file and the tensor.
+      let decoders = try zip(files, infos).map { try TensorDecoder.resolve(file: $0, tensor: $1) }
       let inpainting = try shapeCheck(tensor.name, infos: infos, names: names)
-      if inpainting != nil, scales.contains(where: { if case .none = $0 { return false } else { return true } }) {
-        throw MergeError.invalidRequest("'\(tensor.name)': an inpainting conv_in cannot be merged from quantized inputs")
-      }
       let coefficients = self.coefficients(for: tensor.name, component: component, request: request)
       merged += 1
       plans.append(
         TensorEntry(spec: spec) { sink in
           let count = try compute(
-            files: files, infos: infos, scales: scales, coefficients: coefficients, method: request.method, request: request,
+            infos: infos, decoders: decoders, coefficients: coefficients, method: request.method, request: request,
             key: tensor.name,
             inpaintingChannels: inpainting, target: outDType, clamp: request.clamp, sink: sink)
           if count > 0 {
@@ -182,36 +175,6 @@ public enum Merger {
 
   static func isMarker(_ key: String) -> Bool { key == MarkerKey.vPrediction || key == MarkerKey.zeroTerminalSNR }
 
-  /// How a stored weight becomes float32: as stored, or times per-row int8 scales
-  /// (`weight_scale`) or a scaled-fp8 `scale_weight`. Quantized inputs merge dequantized.
-  enum WeightScale {
-    case none
-    case rows([Float], columns: Int)
-    case scalar(Float)
-  }
-
-  static func weightScale(_ file: SafeTensorsFile, _ tensor: TensorInfo) -> WeightScale? {
-    guard tensor.name.hasSuffix(".weight") else { return FloatCodec.supported.contains(tensor.dtype) ? WeightScale.none : nil }
-    let layer = String(tensor.name.dropLast(".weight".count))
-    func floats(_ info: TensorInfo) -> [Float]? {
-      guard FloatCodec.supported.contains(info.dtype) else { return nil }
-      var values = [Float](repeating: 0, count: info.elementCount)
-      values.withUnsafeMutableBufferPointer { FloatCodec.decode(file.data(info), dtype: info.dtype, into: $0) }
-      return values
-    }
-    if tensor.dtype == .i8, tensor.shape.count == 2, let scale = file.info(layer + ".weight_scale"),
-      scale.elementCount == tensor.shape[0], let rows = floats(scale)
-    {
-      return .rows(rows, columns: tensor.shape[1])
-    }
-    if file.contains(MarkerKey.scaledFP8), tensor.dtype == .f8e4m3 || tensor.dtype == .f8e5m2,
-      let scale = file.info(layer + ".scale_weight"), scale.elementCount == 1, let value = floats(scale)?.first
-    {
-      return .scalar(value)
-    }
-    return FloatCodec.supported.contains(tensor.dtype) ? WeightScale.none : nil
-  }
-
   /// Bookkeeping tensors of quantized layers: they vanish when the layer is dequantized.
   static func isQuantizationBookkeeping(_ key: String) -> Bool {
     key.hasSuffix(".weight_scale") || key.hasSuffix(".comfy_quant") || key.hasSuffix(".scale_weight")
@@ -278,20 +241,32 @@ public enum Merger {
     return [alpha]
   }
 
-  static func copyEntry(spec: TensorSpec, file: SafeTensorsFile, tensor: TensorInfo, clamp: Bool) -> TensorEntry {
-    TensorEntry(spec: spec) { sink in
-      if spec.dtype == tensor.dtype {
+  /// A tensor taken whole from one input: its bytes as stored, or cast to `dtype` (float tensors),
+  /// or dequantized (int8 rows, scaled fp8: their scale tensors are not copied) to `dtype` or fp16.
+  static func copyEntry(file: SafeTensorsFile, tensor: TensorInfo, dtype: DType?, clamp: Bool) -> TensorEntry {
+    let decoder = try? TensorDecoder.resolve(file: file, tensor: tensor)
+    let quantized: Bool = {
+      guard let decoder else { return false }
+      if case .float = decoder.encoding { return false }
+      return true
+    }()
+    let isFloat = tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype)
+    let target = quantized ? (dtype ?? .f16) : isFloat ? (dtype ?? tensor.dtype) : tensor.dtype
+    let spec = TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)
+    return TensorEntry(spec: spec) { sink in
+      if target == tensor.dtype && !quantized {
         try sink.write(file.data(tensor))
-      } else {
-        let stats = try Streaming.convert(file: file, tensor: tensor, to: spec.dtype, policy: clamp ? .clamp : .refuse, sink: sink)
-        if stats.overflowed > 0 && !clamp { throw MergeError.overflow(key: tensor.name, target: spec.dtype, count: stats.overflowed) }
+        return
       }
+      let source = try decoder ?? TensorDecoder.resolve(file: file, tensor: tensor)
+      let stats = try Streaming.convert(source, to: target, policy: clamp ? .clamp : .refuse, sink: sink)
+      if stats.overflowed > 0 && !clamp { throw MergeError.overflow(key: tensor.name, target: target, count: stats.overflowed) }
     }
   }
 
   /// Merges one tensor into `sink`; returns how many output values overflowed the target dtype.
   static func compute(
-    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], coefficients: [Double], method: MergeMethod,
+    infos: [TensorInfo], decoders: [TensorDecoder], coefficients: [Double], method: MergeMethod,
     request: MergeRequest, key: String, inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
   ) throws -> Int {
     let count = infos[0].elementCount
@@ -300,7 +275,7 @@ public enum Merger {
     var slerp: (Float, Float)?
     if method == .slerp {
       var dot = 0.0, normA = 0.0, normB = 0.0
-      try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
+      try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
         for i in 0..<n {
           let x = Double(inputs[0][i]), y = Double(inputs[1][i])
           dot += x * y
@@ -321,7 +296,7 @@ public enum Merger {
     if method == .ties {
       for model in 1..<infos.count {
         thresholds.append(
-          try tiesThreshold(files: files, infos: infos, scales: scales, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
+          try tiesThreshold(infos: infos, decoders: decoders, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
       }
     }
     let trainScale = Float(1.8 * alpha)
@@ -336,7 +311,7 @@ public enum Merger {
     let width = FloatCodec.width(target)
     let policy: OverflowPolicy = clamp ? .clamp : .refuse
     let lock = NSLock()
-    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
+    try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
       out.withUnsafeMutableBufferPointer { out in
         encoded.withUnsafeMutableBytes { encoded in
           parallelRanges(n) { range in
@@ -422,7 +397,7 @@ public enum Merger {
   /// Decodes aligned chunks of every input. For an inpainting `conv_in`, inputs with fewer input
   /// channels are fed A's own values outside their channels, so every formula returns A there.
   static func forEachChunk(
-    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], count: Int, inpainting: Int?,
+    infos: [TensorInfo], decoders: [TensorDecoder], count: Int, inpainting: Int?,
     _ body: ([UnsafeMutableBufferPointer<Float>], Int, Int) throws -> Void
   ) throws {
     let buffers = infos.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: chunkElements) }
@@ -432,10 +407,7 @@ public enum Merger {
       let shape = infos[0].shape
       let inner = shape.dropFirst(2).reduce(1, *)
       let wide = shape[1]
-      var full = infos.map { [Float](repeating: 0, count: $0.elementCount) }
-      for index in infos.indices {
-        full[index].withUnsafeMutableBufferPointer { FloatCodec.decode(files[index].data(infos[index]), dtype: infos[index].dtype, into: $0) }
-      }
+      let full = decoders.map { $0.decodeAll() }
       var offset = 0
       while offset < count {
         let n = min(chunkElements, count - offset)
@@ -458,24 +430,10 @@ public enum Merger {
     while offset < count {
       let n = min(chunkElements, count - offset)
       let chunkStart = offset
-      let data = zip(files, infos).map { $0.data($1) }
       parallelRanges(n) { range in
-        for (index, info) in infos.enumerated() {
-          let width = info.dtype.bitWidth / 8
-          let bytes = UnsafeRawBufferPointer(
-            rebasing: data[index][((chunkStart + range.lowerBound) * width)..<((chunkStart + range.upperBound) * width)])
-          let out = buffers[index]
-          switch scales[index] {
-          case .none:
-            FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: out[range]))
-          case .rows(let rowScales, let columns):
-            for (k, i) in range.enumerated() {
-              out[i] = Float(Int8(bitPattern: bytes[k])) * rowScales[(chunkStart + i) / columns]
-            }
-          case .scalar(let factor):
-            FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: out[range]))
-            for i in range { out[i] *= factor }
-          }
+        for (decoder, buffer) in zip(decoders, buffers) {
+          let values = (chunkStart + range.lowerBound)..<(chunkStart + range.upperBound)
+          decoder.decode(values, into: UnsafeMutableBufferPointer(rebasing: buffer[range]))
         }
       }
       try body(buffers, n, offset)
@@ -486,12 +444,12 @@ public enum Merger {
   /// TIES: the bit pattern of the k-th largest |Mᵢ − A| (k = round(density·n), at least 1), found
   /// exactly by a two-pass radix select over the float bits, so memory stays constant.
   static func tiesThreshold(
-    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], model: Int, count: Int, density: Double,
+    infos: [TensorInfo], decoders: [TensorDecoder], model: Int, count: Int, density: Double,
     inpainting: Int?
   ) throws -> UInt32 {
     let wanted = max(1, Int((density * Double(count)).rounded()))
     var high = [Int](repeating: 0, count: 1 << 16)
-    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpainting) { inputs, n, _ in
+    try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpainting) { inputs, n, _ in
       for i in 0..<n {
         let d = abs(inputs[model][i] - inputs[0][i])
         high[Int((d.isNaN ? 0 : d.bitPattern) >> 16)] += 1
@@ -504,7 +462,7 @@ public enum Merger {
       bucket -= 1
     }
     var low = [Int](repeating: 0, count: 1 << 16)
-    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpainting) { inputs, n, _ in
+    try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpainting) { inputs, n, _ in
       for i in 0..<n {
         let d = abs(inputs[model][i] - inputs[0][i])
         let bits = d.isNaN ? 0 : d.bitPattern
