@@ -17,7 +17,7 @@ public struct MergeReport: Codable, Sendable {
 /// Streams a merge: every input is mapped, each output tensor is computed in Float32 chunk by chunk
 /// and written before the next, so memory does not grow with model size.
 public enum Merger {
-  static let chunkElements = 1 << 18
+  static let chunkElements = 1 << 20
 
   public static func merge(
     _ request: MergeRequest, output: String, progress: ((UInt64, UInt64) -> Void)? = nil
@@ -25,6 +25,13 @@ public enum Merger {
     let start = Date()
     try request.validate()
     let files = try request.inputs.map { try SafeTensorsFile(path: $0) }
+    // Every input is read front to back (tensors in file order, and the hashes): ask for
+    // aggressive read-ahead.
+    for file in files where file.mapping.size > 0 {
+      let whole = file.mapping.bytes(offset: 0, count: file.mapping.size)
+      if let base = whole.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), whole.count, MADV_SEQUENTIAL) }
+    }
+    let profile = MergeProfile()
     let names = request.inputs.map { ($0 as NSString).lastPathComponent }
     let a = files[0]
     let layout = Layout.detect(keys: Set(a.tensors.map(\.name)))
@@ -90,6 +97,11 @@ public enum Merger {
       merged += 1
       plans.append(
         TensorEntry(spec: spec) { sink in
+          let started = DispatchTime.now().uptimeNanoseconds
+          defer { profile.producing += DispatchTime.now().uptimeNanoseconds - started }
+          for (file, info) in zip(files, infos) {
+            file.mapping.advise(offset: file.dataOffset + info.dataOffsets.begin, count: info.byteCount, willNeed: true)
+          }
           let count = try compute(
             infos: infos, decoders: decoders, coefficients: coefficients, method: request.method, request: request,
             key: tensor.name,
@@ -113,8 +125,16 @@ public enum Merger {
     final class HashBox: @unchecked Sendable { var value: [ModelHashes] = [] }
     let box = HashBox()
     let hashing = DispatchGroup()
+    // One thread per input: SHA-256 is sequential within a file, and hashing is the largest CPU
+    // cost of a merge (about 1 s per GB and core), so the inputs are hashed side by side.
     DispatchQueue.global().async(group: hashing) {
-      box.value = files.map { ModelHasher.hashes(of: $0.mapping, dataOffset: nil) }
+      let started = DispatchTime.now().uptimeNanoseconds
+      let results = PartialHashes(count: files.count)
+      DispatchQueue.concurrentPerform(iterations: files.count) { index in
+        results.set(index, ModelHasher.hashes(of: files[index].mapping, dataOffset: nil))
+      }
+      box.value = results.items.compactMap { $0 }
+      profile.hashing = DispatchTime.now().uptimeNanoseconds - started
     }
     // Distinct per input (they key `sd_merge_models`), and exactly as long as the real digests.
     let placeholders = files.indices.map { index in
@@ -162,15 +182,48 @@ public enum Merger {
       to: output, entries: plans, metadata: metadata(placeholders), inputs: request.inputs,
       progress: { _, _, done, total in progress?(done, total) },
       finalMetadata: {
+        let started = DispatchTime.now().uptimeNanoseconds
         hashing.wait()
+        profile.waitingForHashes = DispatchTime.now().uptimeNanoseconds - started
         return metadata(box.value)
       })
     hashing.wait()
+    if ProcessInfo.processInfo.environment["ROUWEI_PROFILE"] != nil {
+      profile.report(total: Date().timeIntervalSince(start))
+    }
     var hashes: [String: String] = [:]
     for (index, h) in box.value.enumerated() { hashes[names[index]] = h.sha256 }
     return MergeReport(
       output: output, tensorsMerged: merged, tensorsCopied: copied, prediction: predictionText, inputHashes: hashes,
       clamped: clamped, seconds: Date().timeIntervalSince(start))
+  }
+
+  /// Hashes filled in by concurrent workers.
+  final class PartialHashes: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var items: [ModelHashes?]
+    init(count: Int) { items = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ value: ModelHashes) {
+      lock.lock()
+      items[index] = value
+      lock.unlock()
+    }
+  }
+
+  /// Where a merge's time went (`ROUWEI_PROFILE=1` prints it to stderr; Scripts/bench uses it).
+  final class MergeProfile: @unchecked Sendable {
+    var producing: UInt64 = 0
+    var hashing: UInt64 = 0
+    var waitingForHashes: UInt64 = 0
+
+    func report(total: Double) {
+      func s(_ nanoseconds: UInt64) -> String { String(format: "%.2f s", Double(nanoseconds) / 1e9) }
+      let line =
+        "merge profile: total \(String(format: "%.2f s", total)), computing merged tensors (decode, blend, encode, "
+        + "hand to the writer) \(s(producing)), hashing inputs (in parallel) \(s(hashing)), waiting for hashes at the "
+        + "end \(s(waitingForHashes)); the rest is copies, the header, the final write and fsync\n"
+      FileHandle.standardError.write(Data(line.utf8))
+    }
   }
 
   static func isMarker(_ key: String) -> Bool { key == MarkerKey.vPrediction || key == MarkerKey.zeroTerminalSNR }
@@ -303,44 +356,67 @@ public enum Merger {
     let keepScale = Float(1 - request.dropRate)
     let dareBase = request.seed ^ fnv1a(key)
     let dropRate = request.dropRate
-    var overflowed = 0
-    var out = [Float](repeating: 0, count: chunkElements)
-    var encoded = [UInt8](repeating: 0, count: chunkElements * FloatCodec.width(target))
     let wa = Float(1 - alpha), wb = Float(alpha)
     let weights = coefficients.map { Float($0) }
     let width = FloatCodec.width(target)
     let policy: OverflowPolicy = clamp ? .clamp : .refuse
+    let inputs = decoders.count
+    // An inpainting conv_in is small (≤ 320×9×3×3): its inputs are remapped onto A's layout whole.
+    let remapped = inpaintingChannels.map { remap(infos: infos, decoders: decoders, narrow: $0) }
+    var overflowed = 0
     let lock = NSLock()
-    try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
-      out.withUnsafeMutableBufferPointer { out in
-        encoded.withUnsafeMutableBytes { encoded in
-          parallelRanges(n) { range in
-            // Raw pointers hoisted out of the loops: the compiler then vectorises them.
-            let x = inputs.map { UnsafePointer($0.baseAddress!) }
-            let y = out.baseAddress!
+    var encoded = [UInt8](repeating: 0, count: min(chunkElements, max(count, 1)) * width)
+    var offset = 0
+    // Each chunk is split between the cores; each core decodes, blends and encodes in blocks small
+    // enough to stay in its L1/L2 cache, straight from the maps into the output bytes. The bytes go
+    // to the sink (whose file writes them in the background while the next chunk is computed).
+    while offset < count {
+      let n = min(chunkElements, count - offset)
+      let chunkStart = offset
+      encoded.withUnsafeMutableBytes { encodedBytes in
+        parallelRanges(n) { range in
+          let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: (inputs + 1) * blockElements)
+          defer { scratch.deallocate() }
+          guard let base = scratch.baseAddress else { return }
+          let x = (0..<inputs).map { UnsafePointer(base + $0 * blockElements) }
+          let y = base + inputs * blockElements
+          var localOverflow = 0
+          var start = range.lowerBound
+          while start < range.upperBound {
+            let m = min(blockElements, range.upperBound - start)
+            let global = chunkStart + start
+            for k in 0..<inputs {
+              let into = UnsafeMutableBufferPointer(start: base + k * blockElements, count: m)
+              if let remapped {
+                remapped[k].withUnsafeBufferPointer { into.baseAddress!.update(from: $0.baseAddress! + global, count: m) }
+              } else {
+                decoders[k].decode(global..<(global + m), into: into)
+              }
+            }
             switch method {
             case .weightedSum:
               // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
               let a = x[0], b = x[1]
-              for i in range { y[i] = wa * a[i] + wb * b[i] }
+              for i in 0..<m { y[i] = wa * a[i] + wb * b[i] }
             case .sum:
-              for i in range { y[i] = weights[0] * x[0][i] }
-              for k in 1..<x.count {
+              let first = x[0], w0 = weights[0]
+              for i in 0..<m { y[i] = w0 * first[i] }
+              for k in 1..<inputs {
                 let w = weights[k], source = x[k]
-                for i in range { y[i] = y[i] + w * source[i] }
+                for i in 0..<m { y[i] = y[i] + w * source[i] }
               }
             case .addDifference:
               // torch's `A + alpha * (B - C)`.
               let a = x[0], b = x[1], c = x[2]
-              for i in range { y[i] = a[i] + wb * (b[i] - c[i]) }
+              for i in 0..<m { y[i] = a[i] + wb * (b[i] - c[i]) }
             case .slerp:
               let (sa, sb) = slerp ?? (wa, wb)
               let a = x[0], b = x[1]
-              for i in range { y[i] = sa * a[i] + sb * b[i] }
+              for i in 0..<m { y[i] = sa * a[i] + sb * b[i] }
             case .trainDifference:
               // supermerger: A + 1.8α · s·(B − C), s = |B − A| / (|B − A| + |B − C|).
               let a = x[0], b = x[1], c = x[2]
-              for i in range {
+              for i in 0..<m {
                 let d = b[i] - c[i]
                 let fromA = abs(b[i] - a[i])
                 let denominator = fromA + abs(d)
@@ -349,23 +425,23 @@ public enum Merger {
               }
             case .dare:
               let a = x[0], b = x[1]
-              for i in range {
-                let keep = uniform(dareBase, UInt64(offset + i)) >= dropRate
+              for i in 0..<m {
+                let keep = uniform(dareBase, UInt64(global + i)) >= dropRate
                 y[i] = keep ? a[i] + wb * ((b[i] - a[i]) / keepScale) : a[i]
               }
             case .ties:
               let a = x[0]
-              for i in range {
+              for i in 0..<m {
                 var total: Float = 0
-                for m in 1..<x.count {
-                  let d = x[m][i] - a[i]
-                  if abs(d).bitPattern >= thresholds[m - 1] { total = total + d }
+                for k in 1..<inputs {
+                  let d = x[k][i] - a[i]
+                  if abs(d).bitPattern >= thresholds[k - 1] { total = total + d }
                 }
                 var agreeing: Float = 0
                 var votes: Float = 0
-                for m in 1..<x.count {
-                  let d = x[m][i] - a[i]
-                  if abs(d).bitPattern >= thresholds[m - 1], d != 0, (d > 0) == (total > 0), total != 0 {
+                for k in 1..<inputs {
+                  let d = x[k][i] - a[i]
+                  if abs(d).bitPattern >= thresholds[k - 1], d != 0, (d > 0) == (total > 0), total != 0 {
                     agreeing = agreeing + d
                     votes += 1
                   }
@@ -377,21 +453,53 @@ public enum Merger {
               // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
               let shape = infos[0].shape
               let inner = shape.dropFirst(2).reduce(1, *)
-              for i in range where ((offset + i) / inner) % shape[1] >= narrow { out[i] = inputs[0][i] }
+              for i in 0..<m where ((global + i) / inner) % shape[1] >= narrow { y[i] = x[0][i] }
             }
             let stats = FloatCodec.encode(
-              UnsafeBufferPointer(rebasing: out[range]), to: target,
-              into: UnsafeMutableRawBufferPointer(rebasing: encoded[(range.lowerBound * width)..<(range.upperBound * width)]),
+              UnsafeBufferPointer(start: y, count: m), to: target,
+              into: UnsafeMutableRawBufferPointer(rebasing: encodedBytes[(start * width)..<((start + m) * width)]),
               policy: policy)
-            lock.lock()
-            overflowed += stats.overflowed
-            lock.unlock()
+            localOverflow += stats.overflowed
+            start += m
           }
+          lock.lock()
+          overflowed += localOverflow
+          lock.unlock()
         }
       }
-      try encoded.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * FloatCodec.width(target))])) }
+      try encoded.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * width)])) }
+      offset += n
     }
     return overflowed
+  }
+
+  /// Values per block of the fused decode → blend → encode loop (inputs + output: ≤ 160 KiB).
+  static let blockElements = 1 << 13
+
+  /// The inpainting case: every input as a whole tensor in A's layout. Inputs with fewer input
+  /// channels are given A's own values outside their channels, so every formula returns A there.
+  static func remap(infos: [TensorInfo], decoders: [TensorDecoder], narrow: Int) -> [[Float]] {
+    let shape = infos[0].shape
+    let inner = shape.dropFirst(2).reduce(1, *)
+    let wide = shape[1]
+    let count = infos[0].elementCount
+    let full = decoders.map { $0.decodeAll() }
+    var result = [full[0]]
+    for k in 1..<infos.count {
+      if infos[k].shape[1] == wide {
+        result.append(full[k])
+        continue
+      }
+      var values = [Float](repeating: 0, count: count)
+      for position in 0..<count {
+        let channel = (position / inner) % wide
+        let outer = position / (inner * wide)
+        let narrowPosition = (outer * narrow + channel) * inner + position % inner
+        values[position] = channel < narrow ? full[k][narrowPosition] : full[0][position]
+      }
+      result.append(values)
+    }
+    return result
   }
 
   /// Decodes aligned chunks of every input. For an inpainting `conv_in`, inputs with fewer input
@@ -403,23 +511,12 @@ public enum Merger {
     let buffers = infos.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: chunkElements) }
     defer { buffers.forEach { $0.deallocate() } }
     if let narrow = inpainting {
-      // conv_in is small (≤ 320×9×3×3): decode whole tensors and remap B's channels onto A's layout.
-      let shape = infos[0].shape
-      let inner = shape.dropFirst(2).reduce(1, *)
-      let wide = shape[1]
-      let full = decoders.map { $0.decodeAll() }
+      let full = remap(infos: infos, decoders: decoders, narrow: narrow)
       var offset = 0
       while offset < count {
         let n = min(chunkElements, count - offset)
-        for i in 0..<n {
-          let position = offset + i
-          let channel = (position / inner) % wide
-          let outer = position / (inner * wide)
-          buffers[0][i] = full[0][position]
-          for k in 1..<infos.count {
-            let narrowPosition = (outer * narrow + channel) * inner + position % inner
-            buffers[k][i] = infos[k].shape[1] == wide ? full[k][position] : (channel < narrow ? full[k][narrowPosition] : full[0][position])
-          }
+        for k in infos.indices {
+          full[k].withUnsafeBufferPointer { buffers[k].baseAddress!.update(from: $0.baseAddress! + offset, count: n) }
         }
         try body(buffers, n, offset)
         offset += n
