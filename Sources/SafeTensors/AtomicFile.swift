@@ -252,7 +252,10 @@ public final class AtomicFile {
     guard let start = bytes.baseAddress else { return }
     var offset = 0
     while offset < bytes.count {
-      var request = min(bytes.count - offset, 1 << 30)
+      // Pieces of 256 KiB: on Linux (ext4 with large folios, seen on 6.x kernels) write(2) calls
+      // of 2 MiB and more get several times slower than small ones (`dd bs=8M` 8 s vs `bs=256k`
+      // 0.9 s for 1.9 GB here), while 256 KiB costs nothing measurable in system calls.
+      var request = min(bytes.count - offset, AtomicFile.writePiece)
       if let limit = faults.shortWrite?(request) { request = max(1, min(request, limit)) }
       let result: Int
       if let code = faults.write?(UInt64(fileSize + request)) {
@@ -279,6 +282,8 @@ public final class AtomicFile {
     #endif
   }
 
+  /// Bytes per write(2) call (see `writeAll`).
+  static let writePiece = 256 << 10
   #if os(Linux)
     /// glibc's `sync_file_range` (declared only under _GNU_SOURCE, so looked up at run time).
     private static let syncFileRange: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32)? = {

@@ -72,4 +72,30 @@ import TestSupport
       #expect(Array(again[(code * width)..<((code + 1) * width)]) == Array(bytes[(code * width)..<((code + 1) * width)]), "code \(code)")
     }
   }
+
+  @Test func vectorisableHalfConversionsMatchTheReferenceOnes() {
+    // Decoding: all 65,536 halves, NaN payloads included, against the library conversion.
+    for bits in 0...UInt16.max {
+      let expected = Float(Float16(bitPattern: bits)).bitPattern
+      if FloatCodec.floatFromHalf(bits).bitPattern != expected {
+        Issue.record("half \(String(bits, radix: 16)): \(FloatCodec.floatFromHalf(bits)) vs \(Float(bitPattern: expected))")
+        return
+      }
+    }
+    // Encoding: every float of a 2^32 sweep with a prime stride, plus every boundary region
+    // (subnormal/normal, the overflow threshold, infinities and NaNs) exhaustively, both signs.
+    var patterns: [UInt32] = Array(stride(from: UInt32(0), to: UInt32.max - 65_521, by: 65_521))
+    for center: UInt32 in [0, 102 << 23, 113 << 23, 143 << 23, 0x477F_E000, 0x7F80_0000] {
+      let low = center > 40_000 ? center - 40_000 : 0
+      patterns += Array(low...(min(center, 0x7FFF_FFFF - 40_000) + 40_000))
+    }
+    patterns += patterns.map { $0 ^ 0x8000_0000 }
+    for bits in patterns {
+      let value = Float(bitPattern: bits)
+      if FloatCodec.halfSelecting(value) != FloatCodec.half(value) {
+        Issue.record("float \(String(bits, radix: 16)): \(FloatCodec.halfSelecting(value)) vs \(FloatCodec.half(value))")
+        return
+      }
+    }
+  }
 }
