@@ -1,3 +1,5 @@
+import CCodecKernels
+import Foundation
 import SafeTensors
 
 /// What to do with a finite value the target dtype cannot hold.
@@ -46,6 +48,8 @@ public enum FloatCodec {
     switch dtype {
     case .f32:
       for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+    case .f16 where useF16C:
+      ck_halves_to_floats(base, out, count)
     case .f16:
       // Branch-free arithmetic (`floatFromHalf`): the compiler vectorises it, which beats both
       // the library conversion and a 256 KiB table (there is no F16C in the x86-64 baseline).
@@ -65,6 +69,10 @@ public enum FloatCodec {
       preconditionFailure("decode: \(dtype) is not a supported float dtype")
     }
   }
+
+  /// Whether f16 goes through the F16C kernels (CCodecKernels; x86-64 CPUs with F16C and AVX2).
+  /// Same bits either way; `ROUWEI_NO_F16C=1` forces the Swift paths (tests compare both).
+  static let useF16C = ck_uses_f16c() != 0 && ProcessInfo.processInfo.environment["ROUWEI_NO_F16C"] == nil
 
   /// Every half-precision value as Float32, indexed by its bits.
   static let halfTable: [Float] = (0..<65536).map { Float(Float16(bitPattern: UInt16($0))) }
@@ -106,6 +114,11 @@ public enum FloatCodec {
         if src[i].isNaN { stats.nan += 1 }
         out.storeBytes(of: Double(src[i]).bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self)
       }
+    case .f16 where useF16C:
+      var overflowed = 0, nan = 0
+      ck_floats_to_halves(src, out, count, clamp ? 1 : 0, &overflowed, &nan)
+      stats.overflowed += overflowed
+      stats.nan += nan
     case .f16:
       // Blocks of 64 Ki values through a branch-free kernel the compiler vectorises.
       var start = 0
