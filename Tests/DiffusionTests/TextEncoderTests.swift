@@ -18,7 +18,9 @@ struct GoldenTensors {
     guard let info = file.info(name), info.dtype == .f32 else { throw Missing(name: name) }
     let bytes = file.data(info)
     return (0..<(bytes.count / 4)).map {
-      Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+      Float(
+        bitPattern: UInt32(
+          littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
     }
   }
 
@@ -44,7 +46,8 @@ struct GoldenTensors {
   /// The golden prompts by key, from golden/index.json (not retyped, so escapes stay exact).
   static let prompts: [String: String] = {
     guard
-      let data = try? Data(contentsOf: URL(fileURLWithPath: TestPaths.fixture("golden/index.json"))),
+      let data = try? Data(
+        contentsOf: URL(fileURLWithPath: TestPaths.fixture("golden/index.json"))),
       let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
       let files = index["files"] as? [String: Any],
       let text = files["golden/text_encoders.safetensors"] as? [String: Any],
@@ -67,7 +70,9 @@ struct GoldenTensors {
     sourceLocation: SourceLocation = #_sourceLocation
   ) {
     guard actual.count == expected.count else {
-      Issue.record("\(what): \(actual.count) values, expected \(expected.count)", sourceLocation: sourceLocation)
+      Issue.record(
+        "\(what): \(actual.count) values, expected \(expected.count)",
+        sourceLocation: sourceLocation)
       return
     }
     let closeness = Closeness(actual, expected)
@@ -77,12 +82,18 @@ struct GoldenTensors {
   @Test func infersTheTinyTowersFromShapes() throws {
     let text = try Self.conditioner()
     let l = text.clipL.configuration, g = text.clipG.configuration
-    #expect(l == CLIPTextConfiguration(
-      layers: 2, width: 16, headCount: 1, mlpWidth: 64, vocabularySize: 49408, maximumTokens: 77,
-      projectionWidth: nil, layerNormEpsilon: 1e-5))
-    #expect(g == CLIPTextConfiguration(
-      layers: 2, width: 16, headCount: 1, mlpWidth: 64, vocabularySize: 49408, maximumTokens: 77,
-      projectionWidth: 16, layerNormEpsilon: 1e-5))
+    #expect(
+      l
+        == CLIPTextConfiguration(
+          layers: 2, width: 16, headCount: 1, mlpWidth: 64, vocabularySize: 49408,
+          maximumTokens: 77,
+          projectionWidth: nil, layerNormEpsilon: 1e-5))
+    #expect(
+      g
+        == CLIPTextConfiguration(
+          layers: 2, width: 16, headCount: 1, mlpWidth: 64, vocabularySize: 49408,
+          maximumTokens: 77,
+          projectionWidth: 16, layerNormEpsilon: 1e-5))
     #expect(text.contextWidth == 32 && text.pooledWidth == 16 && text.admWidth == 1552)
   }
 
@@ -98,20 +109,24 @@ struct GoldenTensors {
     #expect(idsG.map(Int.init) == (try golden.ints("eps.\(key).g_ids")))
 
     let l = try text.clipL.encode([idsL], lastNormed: true)
-    Self.expectClose(l.hidden.scalars, try golden.floats("eps.\(key).l_penultimate"), "L penultimate")
+    Self.expectClose(
+      l.hidden.scalars, try golden.floats("eps.\(key).l_penultimate"), "L penultimate")
     let lastNormed = try #require(l.lastNormed).scalars
     Self.expectClose(lastNormed, try golden.floats("eps.\(key).l_last_normed"), "L last normed")
     // The trap: SDXL's context is not the final-normed output.
     #expect(Closeness(l.hidden.scalars, lastNormed).nmse > 1e-2)
 
     let g = try text.clipG.encode([idsG], pooled: true)
-    Self.expectClose(g.hidden.scalars, try golden.floats("eps.\(key).g_penultimate"), "G penultimate")
-    Self.expectClose(try #require(g.pooled).scalars, try golden.floats("eps.\(key).g_pooled"), "G pooled")
+    Self.expectClose(
+      g.hidden.scalars, try golden.floats("eps.\(key).g_penultimate"), "G penultimate")
+    Self.expectClose(
+      try #require(g.pooled).scalars, try golden.floats("eps.\(key).g_pooled"), "G pooled")
 
     let conditioning = try text.encode(tokens, weighting: .comfyUI)
     #expect(conditioning.context.shape == Shape(1, 77, 32))
     #expect(conditioning.pooled.shape == Shape(1, 16))
-    Self.expectClose(conditioning.context.scalars, try golden.floats("eps.\(key).context"), "context")
+    Self.expectClose(
+      conditioning.context.scalars, try golden.floats("eps.\(key).context"), "context")
     let adm = conditioning.admVector(
       originalSize: (64, 64), crop: (0, 0), targetSize: (64, 64))
     #expect(adm.shape == Shape(1, 1552))
@@ -130,14 +145,19 @@ struct GoldenTensors {
       let tokens = text.tokens(prompt, style: style)
       #expect(tokens.clipL.flatMap(\.tokens).map(Int.init) == (try golden.ints("\(prefix).l_ids")))
       #expect(tokens.clipG.flatMap(\.tokens).map(Int.init) == (try golden.ints("\(prefix).g_ids")))
-      #expect(tokens.clipL.flatMap(\.weights).map(Float.init) == (try golden.floats("\(prefix).l_weights")))
-      #expect(tokens.clipG.flatMap(\.weights).map(Float.init) == (try golden.floats("\(prefix).g_weights")))
+      #expect(
+        tokens.clipL.flatMap(\.weights).map(Float.init)
+          == (try golden.floats("\(prefix).l_weights")))
+      #expect(
+        tokens.clipG.flatMap(\.weights).map(Float.init)
+          == (try golden.floats("\(prefix).g_weights")))
 
       let conditioning = try text.encode(prompt, style: style)
       let expected = try golden.floats("\(prefix).context")
       #expect(conditioning.context.shape == Shape(1, expected.count / 32, 32))
       Self.expectClose(conditioning.context.scalars, expected, "\(prefix) context")
-      Self.expectClose(conditioning.pooled.scalars, try golden.floats("\(prefix).pooled"), "\(prefix) pooled")
+      Self.expectClose(
+        conditioning.pooled.scalars, try golden.floats("\(prefix).pooled"), "\(prefix) pooled")
     }
   }
 
@@ -177,7 +197,8 @@ struct GoldenTensors {
     let conditioning = try text.encode("red circle BREAK white", style: .a1111)
     let zero = conditioning.zeroed()
     #expect(zero.context.shape == Shape(1, 154, 32) && zero.pooled.shape == Shape(1, 16))
-    #expect(zero.context.scalars.allSatisfy { $0 == 0 } && zero.pooled.scalars.allSatisfy { $0 == 0 })
+    #expect(
+      zero.context.scalars.allSatisfy { $0 == 0 } && zero.pooled.scalars.allSatisfy { $0 == 0 })
     let adm = zero.admVector(originalSize: (64, 64), crop: (0, 0), targetSize: (64, 64)).scalars
     #expect(adm[0..<16].allSatisfy { $0 == 0 } && adm[16] == Foundation.cos(Float(64)))
   }
@@ -258,7 +279,9 @@ struct GoldenTensors {
           })
       } else {
         let bytes = source.file.data(info)
-        entries.append(TensorEntry(spec: TensorSpec(name: info.name, dtype: info.dtype, shape: shape), bytes: bytes))
+        entries.append(
+          TensorEntry(
+            spec: TensorSpec(name: info.name, dtype: info.dtype, shape: shape), bytes: bytes))
       }
     }
     try SafeTensorsWriter.write(to: path, entries: entries, metadata: nil)
@@ -311,17 +334,27 @@ struct GoldenTensors {
     let g = "conditioner.embedders.1.model."
     let l = "conditioner.embedders.0.transformer.text_model."
     let cases: [(name: String, drop: Set<String>, reshape: [String: [Int]], key: String)] = [
-      ("missing-fc", [g + "transformer.resblocks.1.mlp.c_fc.bias"], [:],
-       g + "transformer.resblocks.1.mlp.c_fc.bias"),
-      ("missing-v", [l + "encoder.layers.1.self_attn.v_proj.weight"], [:],
-       l + "encoder.layers.1.self_attn.v_proj.weight"),
-      ("fused-shape", [], [g + "transformer.resblocks.0.attn.in_proj_weight": [16, 48]],
-       g + "transformer.resblocks.0.attn.in_proj_weight"),
-      ("norm-shape", [], [l + "encoder.layers.0.layer_norm2.bias": [4, 4]],
-       l + "encoder.layers.0.layer_norm2.bias"),
+      (
+        "missing-fc", [g + "transformer.resblocks.1.mlp.c_fc.bias"], [:],
+        g + "transformer.resblocks.1.mlp.c_fc.bias"
+      ),
+      (
+        "missing-v", [l + "encoder.layers.1.self_attn.v_proj.weight"], [:],
+        l + "encoder.layers.1.self_attn.v_proj.weight"
+      ),
+      (
+        "fused-shape", [], [g + "transformer.resblocks.0.attn.in_proj_weight": [16, 48]],
+        g + "transformer.resblocks.0.attn.in_proj_weight"
+      ),
+      (
+        "norm-shape", [], [l + "encoder.layers.0.layer_norm2.bias": [4, 4]],
+        l + "encoder.layers.0.layer_norm2.bias"
+      ),
       ("projection-shape", [], [g + "text_projection": [8, 32]], g + "text_projection"),
-      ("embedding-missing", [l + "embeddings.token_embedding.weight"], [:],
-       l + "embeddings.token_embedding.weight"),
+      (
+        "embedding-missing", [l + "embeddings.token_embedding.weight"], [:],
+        l + "embeddings.token_embedding.weight"
+      ),
     ]
     for item in cases {
       let path = directory + "/\(item.name).safetensors"
@@ -348,7 +381,8 @@ struct GoldenTensors {
     let weights = try ModelWeights(path: TextEncoderTests.checkpoint)
     // Tower scoped wrongly (L's prefix read with G's names): no layers found.
     #expect(throws: ModelError.self) {
-      try CLIPTextEncoder(weights: weights.scoped("conditioner.embedders.0.transformer."), kind: .openCLIPG)
+      try CLIPTextEncoder(
+        weights: weights.scoped("conditioner.embedders.0.transformer."), kind: .openCLIPG)
     }
   }
 }

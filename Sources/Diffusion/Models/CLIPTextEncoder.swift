@@ -106,7 +106,8 @@ public final class CLIPTextEncoder {
 
   /// The tower of `kind` in an SDXL single-file checkpoint (`weights` unscoped: the whole file).
   public convenience init(
-    sdxl weights: ModelWeights, kind: CLIPTextEncoderKind, context: ComputeContext = ComputeContext(),
+    sdxl weights: ModelWeights, kind: CLIPTextEncoderKind,
+    context: ComputeContext = ComputeContext(),
     residency: WeightResidency = .resident, headCount: Int? = nil
   ) throws {
     try self.init(
@@ -245,7 +246,9 @@ public final class CLIPTextEncoder {
     let hiddenIndex = hiddenLayer < 0 ? config.layers + 1 + hiddenLayer : hiddenLayer
     guard hiddenIndex >= 0 && hiddenIndex <= config.layers else {
       throw ModelError.invalidInput(
-        reason: "hidden layer \(hiddenLayer) outside 0...\(config.layers) (or -\(config.layers + 1)...-1)")
+        reason:
+          "hidden layer \(hiddenLayer) outside 0...\(config.layers) (or -\(config.layers + 1)...-1)"
+      )
     }
     if (lastNormed || pooled) && finalNorm == nil {
       throw ModelError.missingWeight(
@@ -274,7 +277,8 @@ public final class CLIPTextEncoder {
     for index in 0..<layersToRun {
       let layer = residency == .resident ? residentLayers[index] : try loadLayer(layerSpecs(index))
       let eps = config.layerNormEpsilon
-      context.layerNorm(x, epsilon: eps, weight: layer.norm1.weight, bias: layer.norm1.bias, into: normed)
+      context.layerNorm(
+        x, epsilon: eps, weight: layer.norm1.weight, bias: layer.norm1.bias, into: normed)
       context.linear(normed, weight: layer.query.weight, bias: layer.query.bias, into: query)
       context.linear(normed, weight: layer.key.weight, bias: layer.key.bias, into: key)
       context.linear(normed, weight: layer.value.weight, bias: layer.value.bias, into: value)
@@ -283,7 +287,8 @@ public final class CLIPTextEncoder {
         into: attended)
       context.linear(
         attended, weight: layer.out.weight, bias: layer.out.bias, into: x, accumulate: true)
-      context.layerNorm(x, epsilon: eps, weight: layer.norm2.weight, bias: layer.norm2.bias, into: normed)
+      context.layerNorm(
+        x, epsilon: eps, weight: layer.norm2.weight, bias: layer.norm2.bias, into: normed)
       context.linear(normed, weight: layer.fc1.weight, bias: layer.fc1.bias, into: mlp)
       if kind.usesQuickGELU {
         context.quickGELU(mlp, into: mlp)
@@ -313,7 +318,9 @@ public final class CLIPTextEncoder {
           row, epsilon: config.layerNormEpsilon, weight: finalNorm.weight, bias: finalNorm.bias,
           into: row)
         // open_clip: x[argmax] @ text_projection, P stored [width, projection].
-        context.matmul(row, projection, into: result.view(offset: sample * projectionWidth, shape: Shape(1, projectionWidth)))
+        context.matmul(
+          row, projection,
+          into: result.view(offset: sample * projectionWidth, shape: Shape(1, projectionWidth)))
       }
       output.pooled = result
     }
@@ -338,7 +345,8 @@ public final class CLIPTextEncoder {
       for (position, id) in ids.enumerated() {
         let row = x.pointer + (sample * tokens + position) * width
         let first = Int(id) * width
-        tokenEmbedding.decode(first..<(first + width), into: UnsafeMutableBufferPointer(start: row, count: width))
+        tokenEmbedding.decode(
+          first..<(first + width), into: UnsafeMutableBufferPointer(start: row, count: width))
         let positionRow = positionEmbedding.pointer + position * width
         for column in 0..<width { row[column] += positionRow[column] }
       }
@@ -413,8 +421,10 @@ public final class CLIPTextEncoder {
     let c = configuration.width, m = configuration.mlpWidth
     let p = names.layer(index)
     func affine(_ name: String, _ weightShape: [Int]) -> [WeightSpec] {
-      [WeightSpec(key: p + name + ".weight", shape: weightShape),
-       WeightSpec(key: p + name + ".bias", shape: [weightShape[0]])]
+      [
+        WeightSpec(key: p + name + ".weight", shape: weightShape),
+        WeightSpec(key: p + name + ".bias", shape: [weightShape[0]]),
+      ]
     }
     var specs = affine(names.norm1, [c])
     if let qkv = names.separateQKV {
@@ -459,14 +469,17 @@ public final class CLIPTextEncoder {
       // open_clip's nn.MultiheadAttention packs [q; k; v] along the output rows.
       let (packed, bias) = take()
       func part(_ index: Int) -> Affine {
-        (packed.view(offset: index * c * c, shape: Shape(c, c)),
-         bias.view(offset: index * c, shape: Shape(c)))
+        (
+          packed.view(offset: index * c * c, shape: Shape(c, c)),
+          bias.view(offset: index * c, shape: Shape(c))
+        )
       }
       (query, key, value) = (part(0), part(1), part(2))
     }
     let out = take(), norm2 = take(), fc1 = take(), fc2 = take()
     return LayerWeights(
-      norm1: norm1, norm2: norm2, query: query, key: key, value: value, out: out, fc1: fc1, fc2: fc2)
+      norm1: norm1, norm2: norm2, query: query, key: key, value: value, out: out, fc1: fc1, fc2: fc2
+    )
   }
 
   /// The number of layers: one more than the largest index N of a key `<prefix>N.…`.
