@@ -9,6 +9,8 @@ public struct Shape: Hashable, Sendable, CustomStringConvertible, ExpressibleByA
 
   /// The number of dimensions.
   public let rank: Int
+  /// The dimensions as an array, outermost first.
+  public var dimensions: [Int] { (0..<rank).map { self[$0] } }
   private var d0 = 1, d1 = 1, d2 = 1, d3 = 1, d4 = 1, d5 = 1
 
   /// A shape from its dimensions. Each must be ≥ 0 and there must be at most `maximumRank`.
