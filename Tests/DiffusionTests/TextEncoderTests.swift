@@ -181,17 +181,6 @@ struct GoldenTensors {
     #expect(Closeness(a1111, noNorm).nmse > 1e-6)
   }
 
-  @Test func sinusoidalEmbeddingMatchesTheUNetTimeProjection() throws {
-    let golden = try GoldenTensors("golden/unet.safetensors")
-    for (name, t) in [("t999", Float(999)), ("t500", 500), ("t37_25", 37.25)] {
-      let expected = try golden.floats("eps.\(name).t_emb")
-      let actual = SinusoidalEmbedding.embedding([t], width: expected.count).scalars
-      Self.expectClose(actual, expected, "t_emb(\(t))")
-    }
-    let odd = SinusoidalEmbedding.embedding([3], width: 5).scalars
-    #expect(odd[0] == Foundation.cos(Float(3)) && odd[2] == Foundation.sin(Float(3)) && odd[4] == 0)
-  }
-
   @Test func zeroedConditioningKeepsShapes() throws {
     let text = try Self.conditioner()
     let conditioning = try text.encode("red circle BREAK white", style: .a1111)

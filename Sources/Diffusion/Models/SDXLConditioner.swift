@@ -1,4 +1,3 @@
-import Foundation
 import Tensors
 
 /// The text conditioning of one SDXL prompt: the cross-attention context and the pooled
@@ -39,10 +38,9 @@ public struct SDXLConditioning {
       originalSize.height, originalSize.width, crop.top, crop.left, targetSize.height,
       targetSize.width,
     ]
-    for (index, value) in values.enumerated() {
-      SinusoidalEmbedding.write(
-        Float(value), width: width, into: result.pointer + pooledWidth + index * width)
-    }
+    // sgm ConcatTimestepEmbedderND: one Timestep(256) per scalar, [cos ‖ sin] each.
+    let embeddings = sinusoidalEmbedding(values.map { Float($0) }, dimension: width)
+    (result.pointer + pooledWidth).update(from: embeddings.pointer, count: embeddings.count)
     return result
   }
 
@@ -50,38 +48,6 @@ public struct SDXLConditioning {
   /// negative prompt (ComfyUI encodes "" instead).
   public func zeroed() -> SDXLConditioning {
     SDXLConditioning(context: Tensor(zeros: context.shape), pooled: Tensor(zeros: pooled.shape))
-  }
-}
-
-/// The sinusoidal embedding of sgm `timestep_embedding` / ComfyUI `Timestep` / diffusers
-/// `get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0)`: for half = width/2,
-/// fᵢ = exp(−ln(maxPeriod)·i/half) and e(t) = [cos(t·f₀…) ‖ sin(t·f₀…)], computed in Float32 as
-/// torch does (a zero is appended when the width is odd). Used for SDXL's size conditioning
-/// (width 256) and the UNet's timestep embedding (width = model channels).
-public enum SinusoidalEmbedding {
-  /// Writes e(`value`) (`width` floats) at `output`.
-  public static func write(
-    _ value: Float, width: Int, maxPeriod: Float = 10_000, into output: UnsafeMutablePointer<Float>
-  ) {
-    let half = width / 2
-    // torch: -math.log(max_period) * arange(half, float32) / half, in float32.
-    let logPeriod = Float(-Foundation.log(Double(maxPeriod)))
-    for index in 0..<half {
-      let frequency = Foundation.exp(logPeriod * Float(index) / Float(half))
-      let argument = value * frequency
-      output[index] = Foundation.cos(argument)
-      output[half + index] = Foundation.sin(argument)
-    }
-    if width % 2 == 1 { output[width - 1] = 0 }
-  }
-
-  /// e(v) for each value, `[values.count, width]`.
-  public static func embedding(_ values: [Float], width: Int, maxPeriod: Float = 10_000) -> Tensor {
-    let result = Tensor(zeros: Shape(values.count, width))
-    for (index, value) in values.enumerated() {
-      write(value, width: width, maxPeriod: maxPeriod, into: result.pointer + index * width)
-    }
-    return result
   }
 }
 
