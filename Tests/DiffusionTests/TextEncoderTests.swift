@@ -79,6 +79,18 @@ struct GoldenTensors {
     #expect(closeness.nmse <= tolerance, "\(what): \(closeness)", sourceLocation: sourceLocation)
   }
 
+  /// Bit-for-bit equality, reported briefly (arrays of thousands of floats otherwise).
+  static func expectIdentical(
+    _ actual: [Float], _ expected: [Float], _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) {
+    let same = actual == expected
+    #expect(
+      same,
+      "\(what) differs: \(actual.count == expected.count ? "\(Closeness(actual, expected))" : "sizes \(actual.count) vs \(expected.count)")",
+      sourceLocation: sourceLocation)
+  }
+
   @Test func infersTheTinyTowersFromShapes() throws {
     let text = try Self.conditioner()
     let l = text.clipL.configuration, g = text.clipG.configuration
@@ -181,6 +193,44 @@ struct GoldenTensors {
     #expect(Closeness(a1111, noNorm).nmse > 1e-6)
   }
 
+  /// The conditionings of the 8-step Euler golden (ComfyUI: the empty negative is encoded).
+  @Test func promptAndNegativeMatchTheEulerGolden() throws {
+    let golden = try GoldenTensors("golden/euler.safetensors")
+    let text = try Self.conditioner()
+    let (positive, negative) = try text.encode(
+      prompt: "red circle, white background", negative: "", style: .comfyUI)
+    for (name, conditioning) in [("cond", positive), ("uncond", negative)] {
+      Self.expectClose(conditioning.context.scalars, try golden.floats("eps.\(name).context"), name)
+      let y = conditioning.admVector(originalSize: (64, 64), crop: (0, 0), targetSize: (64, 64))
+      Self.expectClose(y.scalars, try golden.floats("eps.\(name).y"), "\(name) y")
+    }
+    // A1111's default: zeros for an empty negative, shaped like the prompt.
+    let a1111 = try text.encode(prompt: "red BREAK circle", negative: "", style: .a1111)
+    #expect(a1111.negative.context.shape == Shape(1, 154, 32))
+    #expect(a1111.negative.context.scalars.allSatisfy { $0 == 0 })
+    let encoded = try text.encode(
+      prompt: "red BREAK circle", negative: "", style: .a1111, emptyNegative: .encode)
+    #expect(encoded.negative.context.shape == Shape(1, 77, 32))
+    #expect(encoded.negative.pooled.scalars.contains { $0 != 0 })
+  }
+
+  /// When the towers' tokenizers disagree on the chunk count, both are cut to the shorter.
+  @Test func mismatchedChunkCountsAreCutToTheShorter() throws {
+    let text = try Self.conditioner()
+    var tokens = text.tokens("red circle BREAK white background", style: .a1111)
+    #expect(tokens.clipL.count == 2 && tokens.clipG.count == 2)
+    let full = try text.encode(tokens, weighting: .a1111)
+    tokens.clipG.removeLast()
+    let cut = try text.encode(tokens, weighting: .a1111)
+    #expect(cut.context.shape == Shape(1, 77, 32))
+    // Batch sizes differ (gemm may round differently), so compare closely, not bit for bit.
+    let first = Closeness(cut.context.scalars, Array(full.context.scalars.prefix(77 * 32)))
+    #expect(first.nmse < 1e-12, "\(first)")
+    #expect(Closeness(cut.pooled.scalars, full.pooled.scalars).nmse < 1e-12)
+    tokens.clipG = []
+    #expect(throws: ModelError.self) { try text.encode(tokens, weighting: .a1111) }
+  }
+
   @Test func zeroedConditioningKeepsShapes() throws {
     let text = try Self.conditioner()
     let conditioning = try text.encode("red circle BREAK white", style: .a1111)
@@ -196,8 +246,8 @@ struct GoldenTensors {
     let prompt = try #require(Self.prompts["long"])
     let resident = try Self.conditioner().encode(prompt, style: .comfyUI)
     let streamed = try Self.conditioner(residency: .streamed).encode(prompt, style: .comfyUI)
-    #expect(resident.context.scalars == streamed.context.scalars)
-    #expect(resident.pooled.scalars == streamed.pooled.scalars)
+    Self.expectIdentical(resident.context.scalars, streamed.context.scalars, "context")
+    Self.expectIdentical(resident.pooled.scalars, streamed.pooled.scalars, "pooled")
   }
 
   @Test func rejectsUnusableTokens() throws {
@@ -232,7 +282,7 @@ struct GoldenTensors {
     ComputeContext().layerNorm(
       last.hidden, epsilon: 1e-5, weight: try layerNorm.tensor("final_layer_norm.weight"),
       bias: try layerNorm.tensor("final_layer_norm.bias"), into: normed)
-    #expect(normed.scalars == (try #require(last.lastNormed)).scalars)
+    Self.expectIdentical(normed.scalars, try #require(last.lastNormed).scalars, "last normed")
   }
 
   @Test func poolsAtTheFirstEndToken() {
@@ -291,8 +341,10 @@ struct GoldenTensors {
     let original = try TextEncoderTests.conditioner().encode(prompt, style: .comfyUI)
     let widened = try TextEncoderTests.conditioner(path: path).encode(prompt, style: .comfyUI)
     // fp16 widens to fp32 exactly, so the float32 copy computes the very same numbers.
-    #expect(original.context.scalars == widened.context.scalars)
-    #expect(original.pooled.scalars == widened.pooled.scalars)
+    TextEncoderTests.expectIdentical(
+      original.context.scalars, widened.context.scalars, "context")
+    TextEncoderTests.expectIdentical(
+      original.pooled.scalars, widened.pooled.scalars, "pooled")
   }
 
   @Test func bfloat16CopyStaysNearTheGoldens() throws {

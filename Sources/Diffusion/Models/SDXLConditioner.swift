@@ -66,6 +66,16 @@ extension SDXLPromptTokens {
   }
 }
 
+/// What an empty negative prompt conditions on. This visibly changes images, so front ends that
+/// reproduce another tool's output must pick the same.
+public enum EmptyNegative: String, Sendable, CaseIterable {
+  /// All-zero context and pooled embedding (the size embeddings of y stay): A1111
+  /// (`force_zero_embeddings`), sgm, and diffusers with `negative_prompt=None`.
+  case zeros
+  /// The empty prompt encoded like any other: ComfyUI.
+  case encode
+}
+
 /// Turns prompts into SDXL conditioning: tokenization and chunking in A1111's or ComfyUI's way
 /// (`PromptChunker`), both CLIP towers at their penultimate layer, token weights applied per
 /// encoder (`PromptWeighting`), and OpenCLIP-G's pooled embedding from the first chunk.
@@ -147,6 +157,21 @@ public final class SDXLTextConditioner {
     case .a1111: return .a1111
     case .comfyUI: return .comfyUI
     }
+  }
+
+  /// Encodes a prompt and its negative for classifier-free guidance.
+  ///
+  /// An empty negative follows `emptyNegative` (default: the style's front end, A1111's zeros
+  /// for `.a1111` and ComfyUI's encoded "" for `.comfyUI`); its token count then matches the
+  /// prompt's, as A1111 does (`zeroed()` of the positive).
+  public func encode(
+    prompt: String, negative: String, style: PromptStyle = .comfyUI,
+    weighting: TokenWeighting? = nil, emptyNegative: EmptyNegative? = nil
+  ) throws -> (positive: SDXLConditioning, negative: SDXLConditioning) {
+    let positive = try encode(prompt, style: style, weighting: weighting)
+    let policy = emptyNegative ?? (style == .a1111 ? .zeros : .encode)
+    if negative.isEmpty && policy == .zeros { return (positive, positive.zeroed()) }
+    return (positive, try encode(negative, style: style, weighting: weighting))
   }
 
   /// Encodes already chunked tokens. When the two encoders got different chunk counts (their
