@@ -9,7 +9,7 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,7 +30,7 @@ let package = Package(
     ]),
     .target(name: "Verification", dependencies: ["Diffusion", "Tensors", "SafeTensors", "CPNG"]),
     .target(name: "CLI", dependencies: [
-      "SafeTensors", "Checkpoint", "Transforms",
+      "SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
