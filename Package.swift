@@ -34,7 +34,7 @@ let package = Package(
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
-    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms", "Tensors"]),
+    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
