@@ -244,6 +244,18 @@ import Testing
       "linear q")
   }
 
+  /// Shapes the engine cannot run are refused with the key that shows it, not a crash later.
+  @Test func unsupportedShapesAreRefused() throws {
+    // conv_out [3, 32, 3, 3] stored as [4, 24, 3, 3]: a four-channel image.
+    let path = try Self.damagedVAE(reshape: ("decoder.conv_out.weight", [4, 24, 3, 3]))
+    #expect {
+      try AutoencoderKL(weights: try ModelWeights(path: path))
+    } throws: { error in
+      guard let error = error as? ModelError, case .unsupportedModel = error else { return false }
+      return error.description.contains("decoder.conv_out.weight")
+    }
+  }
+
   @Test func missingDecoderIsNamed() throws {
     let path = try Self.damagedVAE(drop: "decoder.conv_in.weight")
     #expect {

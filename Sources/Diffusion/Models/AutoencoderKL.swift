@@ -49,6 +49,12 @@ public struct AutoencoderConfiguration: Sendable, Equatable, CustomStringConvert
       throw ModelError.missingWeight(
         file: file, key: weights.prefix + "decoder.up.0.block.0.conv1.weight")
     }
+    // SDXL has 4 levels; more than 8 (a ×128 latent) is no VAE this engine knows.
+    guard levels.count <= 8 else {
+      throw ModelError.unsupportedModel(
+        file: file,
+        reason: "\(weights.prefix)decoder.up.*: \(levels.count) levels (at most 8 supported)")
+    }
     levelChannels = levels
     var decoderBlocks = 0
     while weights.contains("decoder.up.0.block.\(decoderBlocks).conv1.weight") {
@@ -58,6 +64,11 @@ public struct AutoencoderConfiguration: Sendable, Equatable, CustomStringConvert
     let outputKey = "decoder.conv_out.weight"
     let output = try weights.requireShape(outputKey)
     guard output.count == 4, output[0] > 0 else { throw bad(outputKey, output, "[3, C, 3, 3]") }
+    guard output[0] == 3 else {
+      throw ModelError.unsupportedModel(
+        file: file,
+        reason: "\(weights.prefix)\(outputKey): \(output[0]) image channels (RGB VAEs have 3)")
+    }
     imageChannels = output[0]
     if let encoderInput = weights.shape("encoder.conv_in.weight") {
       guard encoderInput.count == 4, encoderInput[0] > 0 else {
