@@ -8,6 +8,7 @@ let sections: [String: ([String]) throws -> Void] = [
   "merge": MergeBench.run,
   "kernels": KernelBench.run,
   "codecs": CodecBench.run,
+  "unet": UNetBench.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -21,6 +21,9 @@ public final class ComputeContext {
   /// The most floats an attention score block (query rows × key tokens, one head) may use
   /// (default 2 Mi floats, 8 MB, small enough to stay in cache between the two gemms).
   public var attentionBlockBudget: Int = 2 << 20
+  /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
+  /// dense-equivalent work benchmarks divide by time. Reset it freely.
+  public var gemmOperations: Double = 0
 
   /// A context running on `pool`, with optimised kernels unless `referenceKernels` is true.
   public init(pool: ThreadPool = .shared, referenceKernels: Bool = false) {

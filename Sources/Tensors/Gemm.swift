@@ -16,6 +16,7 @@ extension ComputeContext {
     precondition(ldb >= Swift.max(1, transposeB ? k : n), "ldb \(ldb) too small")
     precondition(ldc >= Swift.max(1, n), "ldc \(ldc) too small")
     if m == 0 || n == 0 { return }
+    gemmOperations += 2 * Double(m) * Double(n) * Double(k)
     if usesReferenceKernels {
       ReferenceKernels.gemm(
         transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,

@@ -85,7 +85,11 @@ public struct NetworkDenoiser: Sendable {
   /// σ is the schedule's σ_max (`noise_scaling` with `max_denoise`), by σ otherwise; k-diffusion
   /// and A1111 always by σ.
   public func initialNoiseScale(firstSigma: Float, comfyUI: Bool = true) -> Float {
-    if comfyUI && firstSigma == schedule.sigmaMax {
+    // ComfyUI `KSampler.max_denoise`: isclose(σ_max, σ₀, rel_tol=1e-5) or σ₀ > σ_max (the
+    // normal schedule's first σ comes back through σ → t → σ and is not bit-equal to σ_max).
+    let sigmaMax = Double(schedule.sigmaMax), first = Double(firstSigma)
+    let maxDenoise = abs(sigmaMax - first) <= 1e-5 * max(abs(sigmaMax), abs(first)) || first > sigmaMax
+    if comfyUI && maxDenoise {
       return (1 + firstSigma * firstSigma).squareRoot()
     }
     return firstSigma

@@ -1,0 +1,98 @@
+import Checkpoint
+import Diffusion
+import Foundation
+import SafeTensors
+import Tensors
+
+/// The full-size SDXL UNet forward at batch 2 (CFG), random weights, against the machine's sgemm
+/// peak: `Benchmarks unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH]`.
+/// The weights file (fp16, 5.1 GB, SDXL key names) is made once from the generated template.
+enum UNetBench {
+  static func run(_ arguments: [String]) throws {
+    func value(_ flag: String) -> String? {
+      guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
+      return arguments[index + 1]
+    }
+    let threads = value("--threads").flatMap(Int.init) ?? 2
+    let repeats = value("--repeats").flatMap(Int.init) ?? 1
+    let sizes = (value("--sizes") ?? "64,128").split(separator: ",").compactMap { Int($0) }
+    let path = value("--file") ?? NSTemporaryDirectory() + "/rouwei-bench-sdxl-unet-f16.safetensors"
+    ComputeContext.setBLASThreadCount(threads)
+    let compute = ComputeContext(pool: ThreadPool(threadCount: threads))
+
+    if !FileManager.default.fileExists(atPath: path) {
+      let started = Date()
+      try writeRandomUNet(to: path)
+      print(String(format: "wrote random SDXL UNet (fp16) to %@ in %.1f s", path, Date().timeIntervalSince(started)))
+    }
+    var started = Date()
+    let weights = try ModelWeights(path: path)
+    let unet = try UNet(weights: weights.scoped("model.diffusion_model."), compute: compute)
+    print(String(format: "UNet loaded and widened to fp32 in %.1f s (%d transformer blocks)", Date().timeIntervalSince(started), unet.transformerBlockCount))
+
+    let peak = sgemmPeak(compute)
+    print(String(format: "sgemm peak: %.1f GFLOP/s on %d threads (best of SDXL-shaped gemms)", peak, threads))
+    let context = KernelBench.random([1, 77, 2048], seed: 3)
+    let cache = try unet.crossAttention(for: [context, context])
+    let y = KernelBench.random([2, 2816], seed: 4)
+    for size in sizes {
+      let x = KernelBench.random([2, 4, size, size], seed: 5)
+      compute.gemmOperations = 0
+      started = Date()
+      _ = try unet(x, timesteps: [500, 500], crossAttention: cache, y: y)  // warm-up: arena growth
+      let first = Date().timeIntervalSince(started)
+      let operations = compute.gemmOperations
+      var best = first
+      for _ in 0..<repeats {
+        started = Date()
+        _ = try unet(x, timesteps: [500, 500], crossAttention: cache, y: y)
+        best = min(best, Date().timeIntervalSince(started))
+      }
+      let rate = operations / best / 1e9
+      print(String(format: "unet %d×%d latent, batch 2: %.2f s (first %.2f s), %.2f TFLOP dense, %.1f GFLOP/s = %.0f %% of sgemm peak",
+        size, size, best, first, operations / 1e12, rate, 100 * rate / peak))
+    }
+  }
+
+  static func sgemmPeak(_ compute: ComputeContext) -> Double {
+    var peak = 0.0
+    for (m, n, k, transposeB) in [(2048, 2048, 2048, false), (4096, 5120, 640, true), (320, 4096, 2880, false)] {
+      let a = KernelBench.random([m, k], seed: 1), b = KernelBench.random(transposeB ? [n, k] : [k, n], seed: 2)
+      let c = Tensor(zeros: [m, n])
+      let timing = KernelBench.time(repeats: 3) { compute.matmul(a, b, transposeB: transposeB, into: c) }
+      peak = max(peak, 2.0 * Double(m) * Double(n) * Double(k) / timing.best / 1e9)
+    }
+    return peak
+  }
+
+  /// SDXL's UNet keys and shapes with seeded values ~ U(−1, 1)/√fan_in (norm weights near 1), fp16.
+  static func writeRandomUNet(to path: String) throws {
+    let tensors = SDXLTemplate.unetTensors(.sdxl)
+    var entries: [TensorEntry] = []
+    for (index, tensor) in tensors.enumerated() {
+      let spec = TensorSpec(name: tensor.key, dtype: .f16, shape: tensor.shape)
+      entries.append(TensorEntry(spec: spec) { sink in
+        let count = tensor.shape.reduce(1, *)
+        let fanIn = tensor.shape.count > 1 ? tensor.shape.dropFirst().reduce(1, *) : 1
+        let isNormWeight = tensor.shape.count == 1 && tensor.key.hasSuffix(".weight")
+        let scale = Float(1 / Double(fanIn).squareRoot())
+        var state = UInt32(truncatingIfNeeded: index &* 2654435761) | 1
+        var chunk = [UInt16](repeating: 0, count: min(count, 1 << 20))
+        var done = 0
+        while done < count {
+          let n = min(chunk.count, count - done)
+          for i in 0..<n {
+            state ^= state << 13
+            state ^= state >> 17
+            state ^= state << 5
+            let u = Float(state % 2001) / 1000 - 1
+            chunk[i] = Float16(isNormWeight ? 1 + 0.1 * u : u * scale).bitPattern
+          }
+          try chunk[0..<n].withUnsafeBytes { try sink.write($0) }
+          done += n
+        }
+      })
+    }
+    try SafeTensorsWriter.write(to: path, entries: entries, metadata: ["rouwei.bench": "random SDXL UNet"])
+  }
+}
