@@ -9,7 +9,7 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -28,9 +28,9 @@ let package = Package(
     .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Transforms"], resources: [
       .copy("Resources/bpe_simple_vocab_16e6.txt.zst"), .copy("Resources/LICENSE-bpe_simple_vocab.txt"),
     ]),
-    .target(name: "Verification", dependencies: ["Diffusion", "CPNG", "Tensors"]),
+    .target(name: "Verification", dependencies: ["Diffusion", "Tensors", "SafeTensors", "CPNG"]),
     .target(name: "CLI", dependencies: [
-      "SafeTensors", "Checkpoint", "Transforms",
+      "SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
@@ -42,7 +42,7 @@ let package = Package(
     .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
     .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "VerificationTests", dependencies: ["Verification", "Diffusion", "Tensors", "TestSupport"]),
+    .testTarget(name: "VerificationTests", dependencies: ["Verification", "Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
