@@ -1,3 +1,4 @@
+import Diffusion
 import Foundation
 import Tensors
 
@@ -115,4 +116,21 @@ public struct FloatImage: Sendable, Equatable {
 
   @inline(__always)
   static func finite(_ value: Float) -> Float { value.isFinite ? value : 0 }
+}
+
+extension FloatImage {
+  /// An 8-bit `RGBImage` (e.g. read from a PNG) as values / 255.
+  public init(_ image: RGBImage) throws {
+    try self.init(width: image.width, height: image.height, interleavedRGB: image.pixels)
+  }
+
+  /// The image in 8 bits (⌊255·v⌋, as PNGs written by A1111 and ComfyUI hold it).
+  public func rgbImage() -> RGBImage {
+    RGBImage(width: width, height: height, pixels: interleavedRGB())
+  }
+
+  /// The image as a `[1, 3, H, W]` tensor in [-1, 1] (v·2 − 1), the VAE encoder's input.
+  public func encoderInput() -> Tensor {
+    Tensor(shape: [1, 3, height, width], values: values.map { FloatImage.finite($0) * 2 - 1 })
+  }
 }

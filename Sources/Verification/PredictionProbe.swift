@@ -97,6 +97,23 @@ public enum PredictionProbe {
     public var summary: String
   }
 
+  /// The probe's test image: colour gradients with a red disc, smooth and in the range real images
+  /// use, so its VAE latent is a plausible x₀ for any SDXL model (the same picture as
+  /// `probe_image` in `Scripts/fixtures/make_verify_calibration.py`).
+  public static func testImage(width: Int, height: Int) throws -> FloatImage {
+    let plane = width * height
+    var values = [Float](repeating: 0, count: 3 * max(plane, 0))
+    for row in 0..<max(height, 0) {
+      for column in 0..<max(width, 0) {
+        let u = (Double(column) + 0.5) / Double(width), v = (Double(row) + 0.5) / Double(height)
+        var rgb = [0.15 + 0.7 * u, 0.2 + 0.6 * v, 0.85 - 0.7 * u]
+        if (u - 0.55) * (u - 0.55) + (v - 0.45) * (v - 0.45) < 0.22 * 0.22 { rgb = [0.9, 0.15, 0.12] }
+        for channel in 0..<3 { values[channel * plane + row * width + column] = Float(rgb[channel]) }
+      }
+    }
+    return try FloatImage(width: width, height: height, values: values)
+  }
+
   /// Probes a network given as a closure: `network(scaledInput, timestep)` → F, both `[1, C, H, W]`.
   /// - Parameter cleanLatent: x₀ `[1, C, H, W]`, e.g. a VAE-encoded test image (scaled latents).
   /// - Throws: `VerificationError.invalidInput` for a bad latent or output shape, and whatever
