@@ -22,8 +22,9 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
   public var lumaPercentile1: Double
   /// See `lumaPercentile1`.
   public var lumaPercentile99: Double
-  /// Fraction of pixels with at least one channel clipped (8-bit value 0 or 255) that are not
-  /// neutral black or white (all three channels clipped at the same end): saturated, burned colour.
+  /// Fraction of pixels clipped at both ends: one channel at 8-bit 0 and another at 255 (pure,
+  /// fully saturated colours such as (255, 0, 0) or (255, 255, 0)), the mark of burned images.
+  /// Black and white backgrounds, which clip all channels at one end, do not count.
   public var clippedColourFraction: Double
   /// Median luma of the outer frame (`frameWidth` pixels wide on every side): the background level.
   public var borderMedianLuma: Double
@@ -67,8 +68,7 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
     var clipped = 0
     for position in 0..<plane {
       let bytes = (0..<3).map { FloatImage.byte(image.values[$0 * plane + position]) }
-      let low = bytes.filter { $0 == 0 }.count, high = bytes.filter { $0 == 255 }.count
-      if (low > 0 || high > 0) && low != 3 && high != 3 { clipped += 1 }
+      if bytes.contains(0) && bytes.contains(255) { clipped += 1 }
     }
     clippedColourFraction = Double(clipped) / Double(plane)
 
