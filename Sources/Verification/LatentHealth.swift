@@ -27,7 +27,8 @@ public enum LatentHealth {
   public static let checkNames = ["finite_latents", "latent_scale", "latent_growth"]
 
   /// Checks `steps`, the latent after each sampler step in order (the last is the final latent),
-  /// optionally preceded by the initial noise latent `initial`.
+  /// optionally preceded by the starting latent `initial` (the noise scaled as the sampler starts
+  /// from it, not the unit-variance seed noise).
   /// - Throws: `VerificationError.invalidInput` when there are no steps.
   public static func check(
     steps: [[Float]], initial: [Float]? = nil, thresholds: LatentHealthThresholds = .standard

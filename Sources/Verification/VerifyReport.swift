@@ -33,7 +33,8 @@ public struct VerifyReport: Codable, Sendable {
     ///   - image: the decoded image in [0, 1].
     ///   - stepLatents: the latent after each step (the last is the final one); empty to skip the
     ///     latent checks.
-    ///   - initialLatent: the starting latent, if known.
+    ///   - initialLatent: the starting latent as the sampler starts from it (the noise already
+    ///     scaled by σ₀ or √(1+σ₀²)), if known.
     ///   - expectation: what the prompt asks of the range; `nil` reads it from the prompt
     ///     (`RangeExpectation.implied(by:)`). Pass `.none` for models without zero-terminal SNR,
     ///     which cannot reach true black.
