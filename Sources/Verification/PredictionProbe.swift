@@ -14,45 +14,57 @@ public enum ProbeBehaviour: String, Codable, Sendable {
 }
 
 /// A behavioural test of the prediction type: the UNet is run on a known clean latent x₀ noised
-/// with seeded ε at a few noise levels, and its output F is regressed on ε and x₀.
+/// with two seeded noise draws ε₁, ε₂ at a few noise levels, and its outputs F₁, F₂ are read both
+/// ways.
 ///
 /// With x = x₀ + σ·ε fed as x/√(σ²+1) at the timestep of σ, an epsilon model answers F ≈ ε and a
 /// v model F ≈ α·ε − σ_vp·x̂₀, where α = 1/√(σ²+1), σ_vp = σ·α and x̂₀ is the model's guess of the
-/// clean latent. The least-squares fit F ≈ a·ε + b·x₀ therefore gives a ≈ 1 for epsilon and
-/// a ≈ α, b < 0 for v, and the fit explains most of F in both cases; for random weights it
-/// explains almost nothing. Each level votes; the behaviour needs a two-thirds majority.
+/// clean latent. So:
+/// - epsilon: F follows the noise: cos(F, ε) ≈ 1, and F₁ − F₂ follows ε₁ − ε₂;
+/// - v: F barely contains ε at high noise (cos(F, ε) ≈ α), it points along −x₀, and the clean
+///   latent it implies, D = x/(σ²+1) − σ_vp·F, is nearly the same for both draws (cos(D₁, D₂) high).
+/// A model with random or broken weights does neither. Each level votes; a behaviour needs a
+/// two-thirds majority, so random weights come out `undetermined` rather than as a wrong answer.
 public enum PredictionProbe {
-  /// The probe's settings; thresholds measured on the trained tiny fixtures and a random-weight
-  /// model (`Fixtures/verify/calibration.json`).
+  /// The probe's settings; limits measured on the trained tiny fixtures and a random-weight model
+  /// (`Fixtures/verify/calibration.json`, `probe`).
   public struct Configuration: Codable, Sendable, Equatable {
     /// Timesteps to probe (indices into the 1000-step SDXL schedule).
     public var timesteps: [Int]
     /// Whether σ(t) comes from the zero-terminal-SNR schedule. The levels are chosen where the two
     /// schedules are close, so the probe does not depend much on it.
     public var zeroTerminalSNR: Bool
-    /// Seed of ε (torch CPU `randn` of the latent's shape).
+    /// Seed of the two noise draws (torch CPU `randn` of shape `[2, C, H, W]`).
     public var seed: UInt64
-    /// A level votes only when the fit explains at least this fraction of F's variance.
-    public var minimumExplainedVariance: Double
-    /// Largest distance of the normalised noise coefficient u = (a − α)/(1 − α) from 1 (epsilon)
-    /// or from 0 (v) for the level to vote.
-    public var coefficientTolerance: Double
+    /// Epsilon vote: cos(F, ε) and cos(F₁ − F₂, ε₁ − ε₂) at least this (epsilon model ≥ 0.91,
+    /// v model ≤ 0.32, random ≤ 0.11).
+    public var minimumNoiseCosine: Double
+    /// v vote: cos(F, ε) at most this. An ideal v model has cos(F, ε) ≈ α·‖ε‖/‖F‖, 0.53 at
+    /// t = 500; the trained one 0.15–0.32.
+    public var maximumNoiseCosineForV: Double
+    /// v vote: cos(D₁, D₂) of the v reading at least this (v model ≥ 0.66, epsilon ≈ 0, random ≤ 0.04).
+    public var minimumAgreement: Double
+    /// v vote: cos(F, −x₀) at least this (random weights ≤ 0.15, epsilon < 0): the output must
+    /// point along −x₀, so an input-independent output is not taken for v.
+    public var minimumRecovery: Double
 
     /// Four levels from t = 500 to 950 on the ordinary schedule, seed 0.
     public static let standard = Configuration(
-      timesteps: [500, 650, 800, 950], zeroTerminalSNR: false, seed: 0,
-      minimumExplainedVariance: 0.5, coefficientTolerance: 0.3)
+      timesteps: [500, 650, 800, 950], zeroTerminalSNR: false, seed: 0, minimumNoiseCosine: 0.8,
+      maximumNoiseCosineForV: 0.7, minimumAgreement: 0.5, minimumRecovery: 0.2)
 
     /// Settings with every value given.
     public init(
-      timesteps: [Int], zeroTerminalSNR: Bool, seed: UInt64, minimumExplainedVariance: Double,
-      coefficientTolerance: Double
+      timesteps: [Int], zeroTerminalSNR: Bool, seed: UInt64, minimumNoiseCosine: Double,
+      maximumNoiseCosineForV: Double, minimumAgreement: Double, minimumRecovery: Double
     ) {
       self.timesteps = timesteps
       self.zeroTerminalSNR = zeroTerminalSNR
       self.seed = seed
-      self.minimumExplainedVariance = minimumExplainedVariance
-      self.coefficientTolerance = coefficientTolerance
+      self.minimumNoiseCosine = minimumNoiseCosine
+      self.maximumNoiseCosineForV = maximumNoiseCosineForV
+      self.minimumAgreement = minimumAgreement
+      self.minimumRecovery = minimumRecovery
     }
   }
 
@@ -64,19 +76,19 @@ public enum PredictionProbe {
     public var sigma: Double
     /// α = 1/√(σ²+1): the noise coefficient a v model's output has.
     public var alpha: Double
-    /// cos(F, ε): ≈ 1 for an epsilon model.
-    public var cosineWithNoise: Double
-    /// cos(F, −x₀): the clean-latent direction a v model's output mostly points in.
-    public var cosineWithNegativeClean: Double
-    /// a in F ≈ a·ε + b·x₀.
+    /// cos(F, ε), mean of the two draws: ≈ 1 for an epsilon model, ≈ α for a v model.
+    public var noiseCosine: Double
+    /// cos(F₁ − F₂, ε₁ − ε₂): whether the output follows the noise.
+    public var noiseTracking: Double
+    /// cos(D₁, D₂) with D = x/(σ²+1) − σ_vp·F (the v reading): ≈ 1 for a v model.
+    public var vAgreement: Double
+    /// cos(F, −x₀), mean of the two draws: a v model's output points along −x̂₀ ≈ −x₀.
+    public var vRecovery: Double
+    /// a in the least-squares fit F₁ ≈ a·ε₁ + b·x₀ (1 for epsilon, ≲ α for v).
     public var noiseCoefficient: Double
-    /// b in F ≈ a·ε + b·x₀.
+    /// b in that fit (≈ 0 for epsilon, negative for v).
     public var cleanCoefficient: Double
-    /// (a − α)/(1 − α): 1 for epsilon, 0 for v.
-    public var normalisedNoiseCoefficient: Double
-    /// R² of the fit (1 − residual / total variance of F).
-    public var explainedVariance: Double
-    /// ‖F‖/‖ε‖.
+    /// ‖F‖/‖ε‖, first draw.
     public var outputNorm: Double
     /// What this level says.
     public var vote: ProbeBehaviour
@@ -86,8 +98,8 @@ public enum PredictionProbe {
   public struct Result: Codable, Sendable, Equatable {
     /// The behaviour the levels agree on, or `undetermined`.
     public var behaviour: ProbeBehaviour
-    /// 0…1: the share of levels voting for `behaviour` times their mean explained variance
-    /// (0 when undetermined).
+    /// 0…1: the share of levels voting for `behaviour` times their mean deciding cosine
+    /// (cos(F, ε) for epsilon, cos(D₁, D₂) for v); 0 when undetermined.
     public var confidence: Double
     /// Each level's measurements.
     public var levels: [Level]
@@ -114,13 +126,14 @@ public enum PredictionProbe {
     return try FloatImage(width: width, height: height, values: values)
   }
 
-  /// Probes a network given as a closure: `network(scaledInput, timestep)` → F, both `[1, C, H, W]`.
-  /// - Parameter cleanLatent: x₀ `[1, C, H, W]`, e.g. a VAE-encoded test image (scaled latents).
+  /// Probes a network given as a closure: `network(scaledInputs, timestep)` → F for a batch of two
+  /// `[2, C, H, W]` (the two noise draws).
+  /// - Parameter cleanLatent: x₀ `[1, C, H, W]`, e.g. the VAE latent of `testImage` (scaled).
   /// - Throws: `VerificationError.invalidInput` for a bad latent or output shape, and whatever
   ///   `network` throws.
   public static func run(
     cleanLatent: Tensor, configuration: Configuration = .standard,
-    network: (_ scaledInput: Tensor, _ timestep: Float) throws -> Tensor
+    network: (_ scaledInputs: Tensor, _ timestep: Float) throws -> Tensor
   ) throws -> Result {
     let shape = cleanLatent.shape
     guard shape.rank == 4, shape[0] == 1, shape.count > 1 else {
@@ -135,103 +148,132 @@ public enum PredictionProbe {
     guard clean.allSatisfy(\.isFinite), clean.contains(where: { $0 != 0 }) else {
       throw VerificationError.invalidInput(reason: "probe latent must be finite and not all zero")
     }
+    let count = shape.count
     var generator = TorchGenerator(seed: configuration.seed)
-    let noise = generator.randn(count: shape.count).map(Double.init)
+    let draws = generator.randn(count: 2 * count).map(Double.init)
+    let noise = [Array(draws[0..<count]), Array(draws[count...])]
+    let batchShape = Shape(2, shape[1], shape[2], shape[3])
     let schedule = DiscreteNoiseSchedule.sdxl(zeroTerminalSNR: configuration.zeroTerminalSNR ? .comfyUI : nil)
     var levels: [Level] = []
     for timestep in configuration.timesteps {
       let sigma = Double(schedule.sigmas[timestep])
       let scale = (sigma * sigma + 1).squareRoot()
-      let input = Tensor(shape: shape, values: zip(clean, noise).map { Float(($0 + sigma * $1) / scale) })
+      let noisy = noise.map { draw in zip(clean, draw).map { $0 + sigma * $1 } }
+      let input = Tensor(shape: batchShape, values: noisy.flatMap { $0.map { Float($0 / scale) } })
       let output = try network(input, Float(timestep))
-      guard output.shape == shape else {
-        throw VerificationError.invalidInput(reason: "network returned \(output.shape) for input \(shape)")
+      guard output.shape == batchShape else {
+        throw VerificationError.invalidInput(reason: "network returned \(output.shape) for input \(batchShape)")
       }
+      let values = output.scalars.map(Double.init)
+      let outputs = [Array(values[0..<count]), Array(values[count...])]
       levels.append(
         measure(
-          output: output.scalars.map(Double.init), noise: noise, clean: clean, timestep: timestep,
-          sigma: sigma, configuration: configuration))
+          outputs: outputs, noise: noise, noisy: noisy, clean: clean, timestep: timestep, sigma: sigma,
+          configuration: configuration))
     }
     return decide(levels, configuration: configuration)
   }
 
   /// Probes `unet` with the conditioning `context` `[1, tokens, contextDimension]` and `y`
-  /// `[1, admChannels]` (an encoded empty prompt, or zeros of the right shapes).
+  /// `[1, admChannels]` (an encoded empty prompt, or zeros of the right shapes); both draws run
+  /// as one batch of two.
   /// - Throws: `VerificationError.invalidInput`, or the UNet's `ModelError` for mismatched shapes.
   public static func run(
     unet: UNet, context: Tensor, y: Tensor?, cleanLatent: Tensor,
     configuration: Configuration = .standard
   ) throws -> Result {
-    let cache = try unet.crossAttention(for: [context])
+    let cache = try unet.crossAttention(for: [context, context])
+    let pair = try y.map { y -> Tensor in
+      guard y.shape.rank == 2, y.shape[0] == 1 else {
+        throw VerificationError.invalidInput(reason: "adm vector \(y.shape) must be [1, width]")
+      }
+      let values = y.scalars
+      return Tensor(shape: [2, y.shape[1]], values: values + values)
+    }
     return try run(cleanLatent: cleanLatent, configuration: configuration) { input, timestep in
-      try unet(input, timesteps: [timestep], crossAttention: cache, y: y)
+      try unet(input, timesteps: [timestep, timestep], crossAttention: cache, y: pair)
     }
   }
 
-  /// The regression and the vote at one level.
+  static func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+
+  static func cosine(_ a: [Double], _ b: [Double]) -> Double {
+    let aa = dot(a, a), bb = dot(b, b)
+    guard aa > 0, bb > 0, aa.isFinite, bb.isFinite else { return 0 }
+    let value = dot(a, b) / (aa * bb).squareRoot()
+    return value.isFinite ? value : 0
+  }
+
+  /// The measurements and the vote at one level.
   static func measure(
-    output: [Double], noise: [Double], clean: [Double], timestep: Int, sigma: Double,
-    configuration: Configuration
+    outputs: [[Double]], noise: [[Double]], noisy: [[Double]], clean: [Double], timestep: Int,
+    sigma: Double, configuration c: Configuration
   ) -> Level {
     let alpha = 1 / (sigma * sigma + 1).squareRoot()
-    func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
-    let ff = dot(output, output), ee = dot(noise, noise), cc = dot(clean, clean)
-    let fe = dot(output, noise), fc = dot(output, clean), ec = dot(noise, clean)
-    func cosine(_ ab: Double, _ aa: Double, _ bb: Double) -> Double {
-      aa > 0 && bb > 0 ? ab / (aa * bb).squareRoot() : 0
+    let noiseCosine = (cosine(outputs[0], noise[0]) + cosine(outputs[1], noise[1])) / 2
+    let tracking = cosine(
+      zip(outputs[0], outputs[1]).map { $0 - $1 }, zip(noise[0], noise[1]).map { $0 - $1 })
+    // The v reading: D = x/(σ²+1) − σ/√(σ²+1)·F (k-diffusion / ComfyUI V_PREDICTION).
+    let readings = (0..<2).map { k in
+      zip(noisy[k], outputs[k]).map { $0 * alpha * alpha - sigma * alpha * $1 }
     }
-    // Normal equations of F ≈ a·ε + b·x₀ (no intercept, as the v and ε targets have none).
+    let agreement = cosine(readings[0], readings[1])
+    // −F against x₀ rather than D against x₀: D's α²·x part holds x₀ whatever the network does.
+    let negativeClean = clean.map { -$0 }
+    let recovery = (cosine(outputs[0], negativeClean) + cosine(outputs[1], negativeClean)) / 2
+    // Normal equations of F₁ ≈ a·ε₁ + b·x₀ (no intercept, as the ε and v targets have none).
+    let (f, e) = (outputs[0], noise[0])
+    let ee = dot(e, e), cc = dot(clean, clean), ec = dot(e, clean)
+    let fe = dot(f, e), fc = dot(f, clean)
     let determinant = ee * cc - ec * ec
     var a = 0.0, b = 0.0
-    if determinant > 1e-12 * ee * cc {
+    if determinant > 1e-12 * ee * cc, determinant.isFinite {
       a = (fe * cc - fc * ec) / determinant
       b = (fc * ee - fe * ec) / determinant
     }
-    let count = Double(output.count)
-    let mean = output.reduce(0, +) / count
-    let total = ff - count * mean * mean
-    let residual = ff - 2 * (a * fe + b * fc) + a * a * ee + 2 * a * b * ec + b * b * cc
-    let explained = total > 1e-12 * max(ff, 1e-30) && ff.isFinite ? max(0, 1 - residual / total) : 0
-    let normalised = (a - alpha) / (1 - alpha)
     var vote = ProbeBehaviour.undetermined
-    if explained >= configuration.minimumExplainedVariance && explained.isFinite {
-      if abs(normalised - 1) <= configuration.coefficientTolerance {
-        vote = .epsilon
-      } else if abs(normalised) <= configuration.coefficientTolerance && b < 0 {
-        vote = .v
-      }
+    if noiseCosine >= c.minimumNoiseCosine && tracking >= c.minimumNoiseCosine {
+      vote = .epsilon
+    } else if noiseCosine <= c.maximumNoiseCosineForV && agreement >= c.minimumAgreement
+      && recovery >= c.minimumRecovery
+    {
+      vote = .v
     }
+    let norm = ee > 0 ? (dot(f, f) / ee).squareRoot() : 0
     return Level(
-      timestep: timestep, sigma: sigma, alpha: alpha, cosineWithNoise: cosine(fe, ff, ee),
-      cosineWithNegativeClean: -cosine(fc, ff, cc), noiseCoefficient: a, cleanCoefficient: b,
-      normalisedNoiseCoefficient: normalised, explainedVariance: explained,
-      outputNorm: ee > 0 ? (ff / ee).squareRoot() : 0, vote: vote)
+      timestep: timestep, sigma: sigma, alpha: alpha, noiseCosine: noiseCosine, noiseTracking: tracking,
+      vAgreement: agreement, vRecovery: recovery, noiseCoefficient: a.isFinite ? a : 0,
+      cleanCoefficient: b.isFinite ? b : 0, outputNorm: norm.isFinite ? norm : 0, vote: vote)
   }
 
-  /// Two-thirds majority of the levels; confidence = share × mean explained variance.
+  /// Two-thirds majority of the levels; confidence = share × mean deciding cosine.
   static func decide(_ levels: [Level], configuration: Configuration) -> Result {
     let needed = (2 * levels.count + 2) / 3
     for behaviour in [ProbeBehaviour.epsilon, .v] {
       let voting = levels.filter { $0.vote == behaviour }
       guard voting.count >= needed, !voting.isEmpty else { continue }
       let share = Double(voting.count) / Double(levels.count)
-      let quality = voting.reduce(0) { $0 + $1.explainedVariance } / Double(voting.count)
-      let confidence = share * quality
-      let summary =
-        behaviour == .epsilon
-        ? "behaves like an epsilon model: its output is the noise (\(voting.count) of \(levels.count) "
-          + "levels, mean cos(F, ε) \(format(mean(voting.map(\.cosineWithNoise)))))"
-        : "behaves like a v-prediction model: its output is α·ε − σ·x̂₀ (\(voting.count) of "
-          + "\(levels.count) levels, mean cos(F, ε) \(format(mean(voting.map(\.cosineWithNoise)))))"
+      let summary: String
+      let confidence: Double
+      if behaviour == .epsilon {
+        confidence = share * mean(voting.map(\.noiseCosine))
+        summary = "behaves like an epsilon model: its output is the noise (\(voting.count) of \(levels.count) "
+          + "levels, mean cos(F, ε) \(format(mean(voting.map(\.noiseCosine)))))"
+      } else {
+        confidence = share * mean(voting.map(\.vAgreement))
+        summary = "behaves like a v-prediction model: its output is α·ε − σ·x̂₀, the same clean latent "
+          + "whatever the noise (\(voting.count) of \(levels.count) levels, mean cos(F, ε) "
+          + "\(format(mean(voting.map(\.noiseCosine)))), agreement \(format(mean(voting.map(\.vAgreement)))))"
+      }
       return Result(
-        behaviour: behaviour, confidence: confidence, levels: levels, configuration: configuration,
-        summary: summary)
+        behaviour: behaviour, confidence: min(max(confidence, 0), 1), levels: levels,
+        configuration: configuration, summary: summary)
     }
-    let explained = mean(levels.map(\.explainedVariance))
     return Result(
       behaviour: .undetermined, confidence: 0, levels: levels, configuration: configuration,
-      summary: "undetermined: the output is neither the noise nor v (mean explained variance "
-        + "\(format(explained))); random or damaged weights, or too little training")
+      summary: "undetermined: the output neither follows the noise (mean cos(F, ε) "
+        + "\(format(mean(levels.map(\.noiseCosine))))) nor gives a stable clean latent (mean agreement "
+        + "\(format(mean(levels.map(\.vAgreement))))); random or damaged weights, or too little training")
   }
 
   static func mean(_ values: [Double]) -> Double {

@@ -142,9 +142,10 @@ public struct VerifyReport: Codable, Sendable {
     if let probe {
       for level in probe.levels {
         lines.append(String(
-          format: "  t=%d σ=%.3g: F ≈ %.3f·ε %+.3f·x₀ (R² %.3f), cos(F, ε) %.3f → %@",
-          level.timestep, level.sigma, level.noiseCoefficient, level.cleanCoefficient,
-          level.explainedVariance, level.cosineWithNoise, level.vote.rawValue))
+          format: "  t=%d σ=%.3g: cos(F, ε) %.3f, noise tracking %.3f, v agreement %.3f, v recovery %.3f"
+            + ", F ≈ %.3f·ε %+.3f·x₀ → %@",
+          level.timestep, level.sigma, level.noiseCosine, level.noiseTracking, level.vAgreement,
+          level.vRecovery, level.noiseCoefficient, level.cleanCoefficient, level.vote.rawValue))
       }
     }
     for (index, image) in images.enumerated() {

@@ -66,3 +66,36 @@ import TestSupport
     #expect(!verdict.passed && verdict.explanation.contains("behaves like epsilon"))
   }
 }
+
+extension TrainedFixtureTests {
+  @Test func vModelRendersPassAndProbesAsV() throws {
+    let pipeline = try Self.pipeline(Self.vPath, .vPrediction, zsnr: true)
+    for (index, prompt) in ["blue triangle, black background", "yellow circle, white background"].enumerated() {
+      let image = try Self.verify(pipeline, prompt, seed: UInt64(1000 + index))
+      #expect(image.passed, "\(prompt): \(image.checks.filter { !$0.passed }.map(\.line))")
+    }
+    let result = try Self.probe(pipeline)
+    #expect(result.behaviour == .v && result.confidence > 0.8, "\(result.levels)")
+    let file = try ModelWeights(path: Self.vPath).file
+    let keys = Set(file.tensors.map(\.name))
+    let marked = PredictionDetector.detect(keys: keys, metadata: file.metadata)
+    #expect(PredictionVerdict(result: result, report: marked).passed)
+    // The merge that lost its markers: no `v_pred`/`ztsnr`, no metadata.
+    let stripped = PredictionDetector.detect(keys: keys.subtracting(["v_pred", "ztsnr"]), metadata: [:])
+    let verdict = PredictionVerdict(result: result, report: stripped)
+    #expect(!verdict.passed && verdict.declared == "epsilon")
+    #expect(verdict.explanation.contains("marked epsilon") && verdict.explanation.contains("behaves like v"))
+  }
+
+  @Test func vModelSampledWrongFailsTheRightChecks() throws {
+    // Lost markers: ComfyUI samples the v model as epsilon on the ordinary schedule.
+    let asEpsilon = try Self.pipeline(Self.vPath, .epsilon, zsnr: false)
+    let lost = try Self.verify(asEpsilon, "yellow circle, white background", seed: 1001)
+    #expect(!lost.passed)
+    print("v as eps:", lost.checks.map(\.line))
+    // Lost `ztsnr` only: v sampling on the ordinary schedule cannot reach black.
+    let noZSNR = try Self.pipeline(Self.vPath, .vPrediction, zsnr: false)
+    let grey = try Self.verify(noZSNR, "blue triangle, black background", seed: 1000)
+    print("v no zsnr:", grey.checks.map(\.line))
+  }
+}
