@@ -1,6 +1,7 @@
 import Checkpoint
 import Diffusion
 import Foundation
+import SafeTensors
 import Tensors
 import Testing
 import TestSupport
@@ -97,5 +98,143 @@ extension TrainedFixtureTests {
     let noZSNR = try Self.pipeline(Self.vPath, .vPrediction, zsnr: false)
     let grey = try Self.verify(noZSNR, "blue triangle, black background", seed: 1000)
     print("v no zsnr:", grey.checks.map(\.line))
+  }
+}
+
+/// Broken copies of the trained models, written to a temporary folder: each must fail verification
+/// with the reason that names its defect.
+extension TrainedFixtureTests {
+  /// Copies `source` to a temporary file, dropping `drop`, adding empty F32 `[0]` markers `add`,
+  /// and letting `edit` rewrite the bytes of any tensor.
+  static func brokenCopy(
+    of source: String, _ label: String, drop: Set<String> = [], add: [String] = [],
+    metadata: [String: String]? = nil, edit: (TensorInfo, inout [UInt8]) -> Void = { _, _ in }
+  ) throws -> String {
+    let file = try SafeTensorsFile(path: source)
+    var entries: [TensorEntry] = []
+    for info in file.tensors where !drop.contains(info.name) {
+      var bytes = [UInt8](file.data(info))
+      edit(info, &bytes)
+      let spec = TensorSpec(name: info.name, dtype: info.dtype, shape: info.shape)
+      entries.append(TensorEntry(spec: spec) { sink in try sink.write(contentsOf: bytes) })
+    }
+    for name in add {
+      entries.append(TensorEntry(spec: TensorSpec(name: name, dtype: .f32, shape: [0])) { _ in })
+    }
+    let path = TestPaths.temporaryDirectory("verify-\(label)") + "/\(label).safetensors"
+    try SafeTensorsWriter.write(to: path, entries: entries, metadata: metadata ?? file.metadata)
+    return path
+  }
+
+  /// Loads `path` the way `sample` and `verify` do: prediction type and zsnr from the markers.
+  static func pipelineAsMarked(_ path: String) throws -> (SDXLPipeline, PredictionReport) {
+    let weights = try ModelWeights(path: path)
+    let report = PredictionDetector.detect(
+      keys: Set(weights.file.tensors.map(\.name)), metadata: weights.file.metadata)
+    let behaviour = ModelBehaviour(
+      prediction: report.prediction == .epsilon ? .epsilon : .vPrediction, zeroTerminalSNR: report.zeroTerminalSNR)
+    return (try SDXLPipeline(weights: weights, behaviour: behaviour, headDimension: 16), report)
+  }
+
+  static let prompts = ["blue triangle, black background", "yellow circle, white background"]
+
+  @Test func nanWeightFailsFinite() throws {
+    let path = try Self.brokenCopy(of: Self.epsPath, "nan") { info, bytes in
+      // F16 NaN in the first element of a middle-block convolution.
+      if info.name == "model.diffusion_model.middle_block.0.in_layers.2.weight" { bytes[0] = 0x00; bytes[1] = 0x7E }
+    }
+    let (pipeline, _) = try Self.pipelineAsMarked(path)
+    let image = try Self.verify(pipeline, Self.prompts[0], seed: 1000)
+    #expect(Self.failed(image).isSuperset(of: ["finite", "finite_latents"]), "\(image.checks.map(\.line))")
+  }
+
+  @Test func zeroedOutputLayerFailsTheLatentScale() throws {
+    let path = try Self.brokenCopy(of: Self.epsPath, "zeroed") { info, bytes in
+      if info.name.hasPrefix("model.diffusion_model.out.2.") { bytes = [UInt8](repeating: 0, count: bytes.count) }
+    }
+    let (pipeline, _) = try Self.pipelineAsMarked(path)
+    for (index, prompt) in Self.prompts.enumerated() {
+      let image = try Self.verify(pipeline, prompt, seed: UInt64(1000 + index))
+      #expect(Self.failed(image).contains("latent_scale"), "\(image.checks.map(\.line))")
+    }
+  }
+
+  @Test func garbageVAEFails() throws {
+    var generator = TorchGenerator(seed: 7)
+    let path = try Self.brokenCopy(of: Self.epsPath, "garbage-vae") { info, bytes in
+      guard info.name.hasPrefix("first_stage_model.decoder.") || info.name.hasPrefix("first_stage_model.post_quant_conv."),
+        info.dtype == .f16
+      else { return }
+      // Random weights N(0, 1/fan_in) (biases N(0, 0.1²)) in place of the trained decoder.
+      let fanIn = info.shape.count > 1 ? info.shape.dropFirst().reduce(1, *) : 1
+      let scale = info.shape.count > 1 ? 1 / Float(fanIn).squareRoot() : 0.1
+      let values = generator.randn(count: bytes.count / 2).map { Float16($0 * scale).bitPattern }
+      bytes = values.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+    }
+    let (pipeline, _) = try Self.pipelineAsMarked(path)
+    let image = try Self.verify(pipeline, Self.prompts[1], seed: 1001)
+    #expect(!image.passed)
+    #expect(!Self.failed(image).isDisjoint(with: ["not_blank", "not_noise", "not_washed_out"]),
+      "\(image.checks.map(\.line))")
+  }
+
+  @Test func strippedVMarkersFailImageChecksAndTheProbe() throws {
+    // The merge that lost `v_pred` and `ztsnr` (and its metadata).
+    let path = try Self.brokenCopy(of: Self.vPath, "stripped", drop: ["v_pred", "ztsnr"], metadata: [:])
+    let (pipeline, report) = try Self.pipelineAsMarked(path)
+    #expect(pipeline.behaviour.prediction == .epsilon)
+    var failures = 0
+    for (index, prompt) in Self.prompts.enumerated() {
+      failures += try Self.verify(pipeline, prompt, seed: UInt64(1000 + index)).passed ? 0 : 1
+    }
+    #expect(failures == 2)
+    let verdict = PredictionVerdict(result: try Self.probe(pipeline), report: report)
+    #expect(!verdict.passed && verdict.behaviour == .v && verdict.declared == "epsilon", "\(verdict)")
+  }
+
+  @Test func falseVMarkersFailTheProbe() throws {
+    let path = try Self.brokenCopy(of: Self.epsPath, "false-v", add: ["v_pred", "ztsnr"])
+    let (pipeline, report) = try Self.pipelineAsMarked(path)
+    #expect(pipeline.behaviour.prediction == .vPrediction && pipeline.behaviour.zeroTerminalSNR)
+    let verdict = PredictionVerdict(result: try Self.probe(pipeline), report: report)
+    #expect(!verdict.passed && verdict.behaviour == .epsilon && verdict.declared == "v", "\(verdict)")
+  }
+}
+
+/// The probe's measurements against the same computation in PyTorch/diffusers
+/// (`Scripts/fixtures/make_verify_calibration.py`, `probe` in `Fixtures/verify/calibration.json`).
+extension TrainedFixtureTests {
+  struct Calibration: Decodable {
+    struct Probe: Decodable {
+      struct Level: Decodable {
+        let timestep: Int
+        let noise_cosine, noise_tracking, v_agreement, v_recovery, noise_coefficient, clean_coefficient: Double
+      }
+      let levels: [Level]
+    }
+    let probe: [String: Probe]
+  }
+
+  @Test(arguments: [("eps", epsPath), ("vpred", vPath), ("random", TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors"))])
+  func probeMatchesPyTorch(name: String, path: String) throws {
+    let data = try Data(contentsOf: URL(fileURLWithPath: TestPaths.fixture("verify/calibration.json")))
+    let golden = try #require(try JSONDecoder().decode(Calibration.self, from: data).probe[name])
+    let result = try Self.probe(try Self.pipeline(path, .epsilon, zsnr: false))
+    #expect(result.levels.map(\.timestep) == golden.levels.map(\.timestep))
+    for (level, expected) in zip(result.levels, golden.levels) {
+      let pairs: [(String, Double, Double)] = [
+        ("noiseCosine", level.noiseCosine, expected.noise_cosine),
+        ("noiseTracking", level.noiseTracking, expected.noise_tracking),
+        ("vAgreement", level.vAgreement, expected.v_agreement),
+        ("vRecovery", level.vRecovery, expected.v_recovery),
+        ("noiseCoefficient", level.noiseCoefficient, expected.noise_coefficient),
+        ("cleanCoefficient", level.cleanCoefficient, expected.clean_coefficient),
+      ]
+      for (field, value, reference) in pairs {
+        #expect(abs(value - reference) < 2e-3, "\(name) t=\(level.timestep) \(field): \(value) vs PyTorch \(reference)")
+      }
+    }
+    let expected: ProbeBehaviour = ["eps": .epsilon, "vpred": .v, "random": .undetermined][name] ?? .undetermined
+    #expect(result.behaviour == expected)
   }
 }
