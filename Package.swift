@@ -43,7 +43,7 @@ let package = Package(
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
     .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
     .testTarget(name: "VerificationTests", dependencies: ["Verification", "Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
+    .testTarget(name: "CLITests", dependencies: ["CLI", "Verification", "SafeTensors", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
   swiftLanguageModes: [.v5]

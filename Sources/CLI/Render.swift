@@ -30,7 +30,7 @@ struct Render {
     let weights = try ModelWeights(path: model)
     let (behaviour, source) = modelOptions.behaviour(of: weights)
     let pipeline = try SDXLPipeline(
-      weights: weights, behaviour: behaviour, headDimension: modelOptions.headDim, compute: modelOptions.computeContext())
+      weights: weights, behaviour: behaviour, headDimension: modelOptions.headDimension(of: weights), compute: modelOptions.computeContext())
     let hash = ModelHasher.hashes(of: weights.file.mapping, dataOffset: nil).autoV2
     let name = URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
     return Render(

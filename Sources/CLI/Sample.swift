@@ -39,7 +39,15 @@ extension SigmaScheduler: ExpressibleByArgument {
   }
 }
 
-extension PromptStyle: ExpressibleByArgument {}
+extension PromptStyle: ExpressibleByArgument {
+  public init?(argument: String) {
+    switch argument.lowercased() {
+    case "comfyui", "comfy": self = .comfyUI
+    case "a1111", "auto1111", "forge": self = .a1111
+    default: return nil
+    }
+  }
+}
 
 /// Options shared by `sample` and `verify`: how the model is read and run.
 struct ModelOptions: ParsableArguments {
@@ -49,16 +57,21 @@ struct ModelOptions: ParsableArguments {
   @Flag(help: "With --prediction v: the model was trained with zero-terminal SNR.")
   var ztsnr = false
 
-  @Option(help: "Channels per UNet attention head (SDXL: 64; only tiny test models differ).")
-  var headDim = 64
+  @Option(help: "Channels per UNet attention head (default: the file's 'rouwei.unet_head_dim' metadata, else SDXL's 64; only tiny test models differ).")
+  var headDim: Int?
 
   @Option(help: "Threads for gemm and element-wise work (default: all cores).")
   var threads: Int?
 
   func validate() throws {
     if ztsnr && prediction != .v { throw ValidationError("--ztsnr needs --prediction v") }
-    if headDim < 1 { throw ValidationError("--head-dim must be positive") }
+    if let headDim, headDim < 1 { throw ValidationError("--head-dim must be positive") }
     if let threads, threads < 1 { throw ValidationError("--threads must be positive") }
+  }
+
+  /// The UNet head size: the option, else the file's `rouwei.unet_head_dim`, else 64.
+  func headDimension(of weights: ModelWeights) -> Int {
+    headDim ?? weights.file.metadata["rouwei.unet_head_dim"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil } ?? 64
   }
 
   /// The compute context with the thread count applied.
@@ -85,8 +98,9 @@ struct Sample: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Render one image from a checkpoint on the CPU (text encoders, UNet, sampler, VAE).",
     discussion: """
-      Samples like ComfyUI's KSampler: the seed gives torch's CPU noise, the negative prompt "" is \
-      encoded (not zeros), the UNet sees the nearest integer timestep. The prediction type and \
+      Samples like ComfyUI's KSampler: the seed gives torch's CPU noise (ancestral noise from \
+      seed + 1), the UNet sees the nearest integer timestep, an empty negative prompt is encoded \
+      (with --prompt-style a1111: A1111's syntax, BREAK, emphasis, and zeros for an empty negative). The prediction type and \
       zero-terminal SNR come from the file's markers unless --prediction says otherwise. The PNG \
       carries A1111's `parameters` text (prompt, negative, steps, sampler, CFG, seed, size, model hash).
 

@@ -55,7 +55,8 @@ public struct GenerationParameters: Sendable, Equatable {
 
   /// Parameters with the required fields; the optional ones start empty.
   public init(
-    prompt: String, negativePrompt: String = "", steps: Int, sampler: String, scheduleType: String? = nil,
+    prompt: String, negativePrompt: String = "", steps: Int, sampler: String,
+    scheduleType: String? = nil,
     cfgScale: Double, seed: UInt64, width: Int, height: Int, modelHash: String? = nil,
     modelName: String? = nil, extra: [Entry] = [], version: String? = nil
   ) {
@@ -81,7 +82,8 @@ public struct GenerationParameters: Sendable, Equatable {
     ]
     if let scheduleType { result.append(Entry("Schedule type", scheduleType)) }
     result += [
-      Entry("CFG scale", Self.number(cfgScale)), Entry("Seed", "\(seed)"), Entry("Size", "\(width)x\(height)"),
+      Entry("CFG scale", Self.number(cfgScale)), Entry("Seed", "\(seed)"),
+      Entry("Size", "\(width)x\(height)"),
     ]
     if let modelHash { result.append(Entry("Model hash", modelHash)) }
     if let modelName { result.append(Entry("Model", modelName)) }
@@ -141,12 +143,14 @@ public struct GenerationParameters: Sendable, Equatable {
     let pairs = parsePairs(last)
     guard pairs.count >= 3 else { return nil }
     lines.removeLast()
-    var prompt: [String] = [], negative: [String] = []
+    var prompt: [String] = []
+    var negative: [String] = []
     var inNegative = false
     for line in lines {
       if !inNegative && line.hasPrefix("Negative prompt:") {
         inNegative = true
-        negative.append(String(line.dropFirst("Negative prompt:".count)).trimmingCharacters(in: .whitespaces))
+        negative.append(
+          String(line.dropFirst("Negative prompt:".count)).trimmingCharacters(in: .whitespaces))
       } else if inNegative {
         negative.append(line)
       } else {
@@ -156,19 +160,23 @@ public struct GenerationParameters: Sendable, Equatable {
     var values: [String: String] = [:]
     var extra: [Entry] = []
     let known: Set<String> = [
-      "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model", "Version",
+      "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
+      "Version",
     ]
     for pair in pairs {
       if known.contains(pair.key) { values[pair.key] = pair.value } else { extra.append(pair) }
     }
     let size = values["Size"]?.split(separator: "x").compactMap { Int($0) } ?? []
     guard let steps = values["Steps"].flatMap({ Int($0) }), let sampler = values["Sampler"],
-      let cfg = values["CFG scale"].flatMap({ Double($0) }), let seed = values["Seed"].flatMap({ UInt64($0) }),
+      let cfg = values["CFG scale"].flatMap({ Double($0) }),
+      let seed = values["Seed"].flatMap({ UInt64($0) }),
       size.count == 2
     else { return nil }
     return GenerationParameters(
-      prompt: prompt.joined(separator: "\n"), negativePrompt: negative.joined(separator: "\n"), steps: steps,
-      sampler: sampler, scheduleType: values["Schedule type"], cfgScale: cfg, seed: seed, width: size[0],
+      prompt: prompt.joined(separator: "\n"), negativePrompt: negative.joined(separator: "\n"),
+      steps: steps,
+      sampler: sampler, scheduleType: values["Schedule type"], cfgScale: cfg, seed: seed,
+      width: size[0],
       height: size[1], modelHash: values["Model hash"], modelName: values["Model"], extra: extra,
       version: values["Version"])
   }

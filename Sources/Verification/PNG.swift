@@ -1,7 +1,6 @@
 import CPNG
 import Diffusion
 import Foundation
-
 import SafeTensors
 
 #if canImport(Glibc)
@@ -85,12 +84,15 @@ public enum PNGWriter {
 
   /// The PNG file bytes of `image` with `text`.
   /// - Parameter file: the name used in error messages.
-  public static func encode(_ image: RGBImage, text: [PNGTextEntry] = [], file: String = "PNG") throws -> [UInt8] {
+  public static func encode(_ image: RGBImage, text: [PNGTextEntry] = [], file: String = "PNG")
+    throws -> [UInt8]
+  {
     let chunks = try text.map(textChunk)
     guard image.width > 0, image.height > 0, image.width <= 1 << 24, image.height <= 1 << 24,
       image.width * 3 <= Int(Int32.max)
     else {
-      throw PNGError.encodingFailed(file: file, reason: "\(image.width)×\(image.height) is not a size PNG can store")
+      throw PNGError.encodingFailed(
+        file: file, reason: "\(image.width)×\(image.height) is not a size PNG can store")
     }
     var encoded = try libpngEncode(image, file: file)
     guard let idat = PNGChunks.firstOffset(of: "IDAT", in: encoded) else {
@@ -137,7 +139,8 @@ public enum PNGWriter {
   static func textChunk(_ entry: PNGTextEntry) throws -> [UInt8] {
     let keyword = try keywordBytes(entry.keyword)
     guard !entry.text.unicodeScalars.contains("\0") else {
-      throw PNGError.invalidText(keyword: entry.keyword, reason: "the text contains a NUL character")
+      throw PNGError.invalidText(
+        keyword: entry.keyword, reason: "the text contains a NUL character")
     }
     var data = keyword + [0]
     let type: String
@@ -150,7 +153,8 @@ public enum PNGWriter {
       data += [0, 0, 0, 0] + Array(entry.text.utf8)
     }
     guard data.count <= Int(Int32.max) else {
-      throw PNGError.invalidText(keyword: entry.keyword, reason: "the text is larger than a PNG chunk")
+      throw PNGError.invalidText(
+        keyword: entry.keyword, reason: "the text is larger than a PNG chunk")
     }
     return PNGChunks.frame(type: type, data: data)
   }
@@ -165,7 +169,9 @@ public enum PNGWriter {
     else {
       throw PNGError.invalidText(
         keyword: keyword,
-        reason: "a PNG keyword is 1–79 printable Latin-1 characters without leading, trailing or double spaces")
+        reason:
+          "a PNG keyword is 1–79 printable Latin-1 characters without leading, trailing or double spaces"
+      )
     }
     return bytes
   }
@@ -211,12 +217,16 @@ public enum PNGReader {
     guard descriptor >= 0 else { throw PNGError.io(file: path, operation: "open", errno: errno) }
     defer { close(descriptor) }
     var status = stat()
-    guard fstat(descriptor, &status) == 0 else { throw PNGError.io(file: path, operation: "stat", errno: errno) }
+    guard fstat(descriptor, &status) == 0 else {
+      throw PNGError.io(file: path, operation: "stat", errno: errno)
+    }
     guard (status.st_mode & S_IFMT) == S_IFREG else {
       throw PNGError.io(file: path, operation: "read (not a regular file)", errno: EISDIR)
     }
     let size = Int(status.st_size)
-    guard size <= 1 << 30 else { throw PNGError.malformed(file: path, reason: "\(size) bytes is too large") }
+    guard size <= 1 << 30 else {
+      throw PNGError.malformed(file: path, reason: "\(size) bytes is too large")
+    }
     var bytes = [UInt8](repeating: 0, count: size)
     var done = 0
     while done < size {
@@ -242,13 +252,16 @@ public enum PNGReader {
     let text = try PNGChunks.textEntries(in: bytes, file: file)
     var image = png_image()
     image.version = UInt32(PNG_IMAGE_VERSION)
-    let begun = bytes.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count) }
+    let begun = bytes.withUnsafeBytes {
+      png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count)
+    }
     guard begun != 0 else {
       let message = PNGChunks.message(of: &image)
       png_image_free(&image)
       throw PNGError.malformed(file: file, reason: "libpng: \(message)")
     }
-    let width = Int(image.width), height = Int(image.height)
+    let width = Int(image.width)
+    let height = Int(image.height)
     guard width > 0, height > 0, width <= maximumPixels / height else {
       png_image_free(&image)
       throw PNGError.tooLarge(file: file, width: width, height: height)
@@ -283,11 +296,16 @@ enum PNGChunks {
   static func frame(type: String, data: [UInt8]) -> [UInt8] {
     let typeBytes = Array(type.utf8)
     let length = UInt32(data.count)
-    var chunk: [UInt8] = [UInt8(length >> 24), UInt8((length >> 16) & 0xFF), UInt8((length >> 8) & 0xFF), UInt8(length & 0xFF)]
+    var chunk: [UInt8] = [
+      UInt8(length >> 24), UInt8((length >> 16) & 0xFF), UInt8((length >> 8) & 0xFF),
+      UInt8(length & 0xFF),
+    ]
     chunk += typeBytes
     chunk += data
     let crc = CRC32.checksum(typeBytes + data)
-    chunk += [UInt8(crc >> 24), UInt8((crc >> 16) & 0xFF), UInt8((crc >> 8) & 0xFF), UInt8(crc & 0xFF)]
+    chunk += [
+      UInt8(crc >> 24), UInt8((crc >> 16) & 0xFF), UInt8((crc >> 8) & 0xFF), UInt8(crc & 0xFF),
+    ]
     return chunk
   }
 
@@ -305,15 +323,19 @@ enum PNGChunks {
     var result: [Chunk] = []
     var offset = 8
     while offset + 12 <= bytes.count {
-      let length = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8
+      let length =
+        Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8
         | Int(bytes[offset + 3])
       guard length <= Int(Int32.max), length <= bytes.count - offset - 12 else { return nil }
       let typeBytes = bytes[(offset + 4)..<(offset + 8)]
-      guard typeBytes.allSatisfy({ (65...90).contains($0) || (97...122).contains($0) }) else { return nil }
+      guard typeBytes.allSatisfy({ (65...90).contains($0) || (97...122).contains($0) }) else {
+        return nil
+      }
       let type = String(decoding: typeBytes, as: UTF8.self)
       let data = bytes[(offset + 8)..<(offset + 8 + length)]
       let crcOffset = offset + 8 + length
-      let stored = UInt32(bytes[crcOffset]) << 24 | UInt32(bytes[crcOffset + 1]) << 16
+      let stored =
+        UInt32(bytes[crcOffset]) << 24 | UInt32(bytes[crcOffset + 1]) << 16
         | UInt32(bytes[crcOffset + 2]) << 8 | UInt32(bytes[crcOffset + 3])
       let computed = CRC32.checksum(bytes[(offset + 4)..<crcOffset])
       result.append(Chunk(type: type, offset: offset, data: data, crcMatches: stored == computed))
@@ -331,34 +353,40 @@ enum PNGChunks {
   /// The `tEXt` and uncompressed `iTXt` entries, in file order.
   static func textEntries(in bytes: [UInt8], file: String) throws -> [PNGTextEntry] {
     guard let chunks = chunks(bytes) else {
-      throw PNGError.malformed(file: file, reason: "no PNG signature or a chunk runs past the end of the file")
+      throw PNGError.malformed(
+        file: file, reason: "no PNG signature or a chunk runs past the end of the file")
     }
     var entries: [PNGTextEntry] = []
     for chunk in chunks where chunk.type == "tEXt" || chunk.type == "iTXt" {
       guard chunk.crcMatches else {
-        throw PNGError.malformed(file: file, reason: "\(chunk.type) chunk at byte \(chunk.offset) fails its CRC")
+        throw PNGError.malformed(
+          file: file, reason: "\(chunk.type) chunk at byte \(chunk.offset) fails its CRC")
       }
       let data = Array(chunk.data)
       guard let separator = data.firstIndex(of: 0), separator > 0 else {
-        throw PNGError.malformed(file: file, reason: "\(chunk.type) chunk at byte \(chunk.offset) has no keyword")
+        throw PNGError.malformed(
+          file: file, reason: "\(chunk.type) chunk at byte \(chunk.offset) has no keyword")
       }
       // Keywords and tEXt text are Latin-1: each byte is the code point of the same value.
       let keyword = String(data[..<separator].map { Character(Unicode.Scalar($0)) })
       let rest = data[(separator + 1)...]
       if chunk.type == "tEXt" {
-        entries.append(PNGTextEntry(keyword: keyword, text: String(rest.map { Character(Unicode.Scalar($0)) })))
+        entries.append(
+          PNGTextEntry(keyword: keyword, text: String(rest.map { Character(Unicode.Scalar($0)) })))
         continue
       }
       // iTXt: compression flag, method, language NUL, translated keyword NUL, UTF-8 text.
       let fields = Array(rest)
       guard fields.count >= 2 else {
-        throw PNGError.malformed(file: file, reason: "iTXt chunk at byte \(chunk.offset) is truncated")
+        throw PNGError.malformed(
+          file: file, reason: "iTXt chunk at byte \(chunk.offset) is truncated")
       }
       if fields[0] != 0 { continue }
       guard let languageEnd = fields[2...].firstIndex(of: 0),
         let translatedEnd = fields[(languageEnd + 1)...].firstIndex(of: 0)
       else {
-        throw PNGError.malformed(file: file, reason: "iTXt chunk at byte \(chunk.offset) is truncated")
+        throw PNGError.malformed(
+          file: file, reason: "iTXt chunk at byte \(chunk.offset) is truncated")
       }
       let textBytes = fields[(translatedEnd + 1)...]
       guard let text = String(validating: textBytes, as: UTF8.self) else {

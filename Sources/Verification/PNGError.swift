@@ -32,7 +32,8 @@ public enum PNGError: Error, CustomStringConvertible, Equatable, Sendable {
     case .malformed(let file, let reason):
       return "\(file): not a readable PNG: \(reason)"
     case .tooLarge(let file, let width, let height):
-      return "\(file): \(width)×\(height) pixels is more than the reader accepts (\(PNGReader.maximumPixels))"
+      return
+        "\(file): \(width)×\(height) pixels is more than the reader accepts (\(PNGReader.maximumPixels))"
     }
   }
 }

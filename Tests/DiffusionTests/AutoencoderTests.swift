@@ -1,8 +1,8 @@
 import Foundation
 import SafeTensors
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Diffusion
 
@@ -54,7 +54,8 @@ import TestSupport
     let vae = try Self.model()
     vae.bandBudget = 1
     expectClose(
-      try vae.decode(try golden.tensor("eps.decode_wide.latent")), try golden.tensor("eps.decode_wide.image"),
+      try vae.decode(try golden.tensor("eps.decode_wide.latent")),
+      try golden.tensor("eps.decode_wide.image"),
       "decode in one-row bands")
     let encoding = try vae.encode(try golden.tensor("eps.encode.image"))
     expectClose(encoding.mean, try golden.tensor("eps.encode.mean"), "encode in one-row bands")
@@ -85,6 +86,27 @@ import TestSupport
     #expect(vae.activationAllocations == allocations, "a repeated decode allocated activations")
     expectClose(images.slice(0..<1), try golden.tensor("eps.decode.image"), "batch member 0")
     expectClose(images.slice(1..<2), alone, "batch member 1", nmse: 1e-12)
+  }
+
+  /// Activation memory stays a few full-resolution planes: decoding a 32×32 latent to 256×256 holds
+  /// at most four 32-channel 256×256 planes in the pool (SDXL: four 128-channel 1024² planes, 2 GB).
+  @Test func activationMemoryIsBounded() throws {
+    let vae = try Self.model(loadEncoder: false)
+    let latent = Tensor(zeros: [1, 4, 32, 32])
+    for index in 0..<latent.count {
+      latent.pointer[index] = Float((index * 7919) % 211) / 105.5 - 1
+    }
+    let image = try vae.decode(latent)
+    #expect(image.shape == [1, 3, 256, 256])
+    let finite = image.scalars.allSatisfy { $0.isFinite }
+    #expect(finite)
+    let plane = 32 * 256 * 256
+    #expect(
+      vae.pool.peakHeldCount > plane && vae.pool.peakHeldCount <= 4 * plane,
+      "pool peak \(vae.pool.peakHeldCount) floats = \(Double(vae.pool.peakHeldCount) / Double(plane)) planes"
+    )
+    vae.releaseWorkingMemory()
+    #expect(vae.pool.heldCount == 0)
   }
 
   /// The 8-step Euler run's final latent decodes to diffusers' image, and its bytes (truncated like
@@ -122,8 +144,14 @@ import TestSupport
     let truncated = RGBImage.images(decoded: tensor)[0].pixels
     let rounded = RGBImage.images(decoded: tensor, quantization: .round)[0].pixels
     // (x+1)/2·255: 0, 63.75, 127.5, 254.87, 255, clamp, NaN, 128.0
-    #expect(stride(from: 0, to: truncated.count, by: 3).map { truncated[$0] } == [0, 63, 127, 254, 255, 255, 0, 128])
-    #expect(stride(from: 0, to: rounded.count, by: 3).map { rounded[$0] } == [0, 64, 128, 255, 255, 255, 0, 128])
+    #expect(
+      stride(from: 0, to: truncated.count, by: 3).map { truncated[$0] } == [
+        0, 63, 127, 254, 255, 255, 0, 128,
+      ])
+    #expect(
+      stride(from: 0, to: rounded.count, by: 3).map { rounded[$0] } == [
+        0, 64, 128, 255, 255, 255, 0, 128,
+      ])
     let image = RGBImage(width: 2, height: 1, pixels: [0, 255, 51, 102, 153, 204])
     let input = image.encoderInput()
     #expect(input.shape == [1, 3, 1, 2])
@@ -167,12 +195,15 @@ import TestSupport
     let path = try Self.damagedVAE()
     let vae = try AutoencoderKL(checkpoint: try ModelWeights(path: path))
     let golden = try Self.golden()
-    expectClose(try vae.decode(try golden.tensor("eps.decode.latent")), try golden.tensor("eps.decode.image"), "root")
+    expectClose(
+      try vae.decode(try golden.tensor("eps.decode.latent")), try golden.tensor("eps.decode.image"),
+      "root")
   }
 
   @Test(arguments: [
     "decoder.mid.attn_1.proj_out.weight", "decoder.up.2.upsample.conv.bias",
-    "decoder.up.1.block.0.nin_shortcut.weight", "post_quant_conv.weight", "encoder.down.0.downsample.conv.weight",
+    "decoder.up.1.block.0.nin_shortcut.weight", "post_quant_conv.weight",
+    "encoder.down.0.downsample.conv.weight",
     "quant_conv.bias", "decoder.norm_out.weight",
   ])
   func missingWeightIsNamed(_ key: String) throws {
@@ -208,7 +239,21 @@ import TestSupport
     let linear = try Self.damagedVAE(reshape: ("decoder.mid.attn_1.q.weight", [64, 64]))
     let vae = try AutoencoderKL(weights: try ModelWeights(path: linear), loadEncoder: false)
     let golden = try Self.golden()
-    expectClose(try vae.decode(try golden.tensor("eps.decode.latent")), try golden.tensor("eps.decode.image"), "linear q")
+    expectClose(
+      try vae.decode(try golden.tensor("eps.decode.latent")), try golden.tensor("eps.decode.image"),
+      "linear q")
+  }
+
+  /// Shapes the engine cannot run are refused with the key that shows it, not a crash later.
+  @Test func unsupportedShapesAreRefused() throws {
+    // conv_out [3, 32, 3, 3] stored as [4, 24, 3, 3]: a four-channel image.
+    let path = try Self.damagedVAE(reshape: ("decoder.conv_out.weight", [4, 24, 3, 3]))
+    #expect {
+      try AutoencoderKL(weights: try ModelWeights(path: path))
+    } throws: { error in
+      guard let error = error as? ModelError, case .unsupportedModel = error else { return false }
+      return error.description.contains("decoder.conv_out.weight")
+    }
   }
 
   @Test func missingDecoderIsNamed() throws {
@@ -216,7 +261,9 @@ import TestSupport
     #expect {
       try AutoencoderKL(weights: try ModelWeights(path: path))
     } throws: { error in
-      guard let error = error as? ModelError, case .missingWeight(_, let key) = error else { return false }
+      guard let error = error as? ModelError, case .missingWeight(_, let key) = error else {
+        return false
+      }
       return key == "decoder.conv_in.weight"
     }
   }

@@ -1,8 +1,8 @@
 import Diffusion
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Verification
 
@@ -18,13 +18,16 @@ import TestSupport
   }
 
   static func partialFiles(in directory: String) -> [String] {
-    ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".partial") }
+    ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
+      $0.hasSuffix(".partial")
+    }
   }
 
   static let parameters = GenerationParameters(
     prompt: "masterpiece, best quality, 1girl, (smile:1.2)\nBREAK white background",
     negativePrompt: "worst quality, low quality, watermark", steps: 20, sampler: "Euler a",
-    scheduleType: "Karras", cfgScale: 7, seed: 1, width: 1024, height: 1024, modelHash: "abcdef1234",
+    scheduleType: "Karras", cfgScale: 7, seed: 1, width: 1024, height: 1024,
+    modelHash: "abcdef1234",
     modelName: "rouwei_v080", version: "rouwei-ckpt 0.1.0")
 
   @Test(arguments: [(1, 1), (64, 64), (37, 5), (300, 17)])
@@ -55,12 +58,13 @@ import TestSupport
     other.modelName = "odd, name: \"v2\""
     other.extra = [.init("Clip skip", "2")]
     // No negative line; values with , : or newline quoted as JSON (A1111 infotext_utils.quote).
-    #expect(other.infotext == """
-      masterpiece, best quality, 1girl, (smile:1.2)
-      BREAK white background
-      Steps: 20, Sampler: Euler a, CFG scale: 5.5, Seed: 1, Size: 1024x1024, Model hash: abcdef1234, \
-      Model: "odd, name: \\"v2\\"", Clip skip: 2, Version: rouwei-ckpt 0.1.0
-      """)
+    #expect(
+      other.infotext == """
+        masterpiece, best quality, 1girl, (smile:1.2)
+        BREAK white background
+        Steps: 20, Sampler: Euler a, CFG scale: 5.5, Seed: 1, Size: 1024x1024, Model hash: abcdef1234, \
+        Model: "odd, name: \\"v2\\"", Clip skip: 2, Version: rouwei-ckpt 0.1.0
+        """)
     #expect(GenerationParameters.parse(other.infotext) == other)
     #expect(GenerationParameters.parse(Self.parameters.infotext) == Self.parameters)
     #expect(GenerationParameters.parse("just a prompt") == nil)
@@ -70,10 +74,12 @@ import TestSupport
   /// iTXt in UTF-8.
   @Test func nonLatin1TextUsesITXt() throws {
     let latin = PNGTextEntry(keyword: "parameters", text: "café, crème brûlée, ×2")
-    let unicode = PNGTextEntry(keyword: "parameters", text: "猫耳, 1girl, ☆ smile 🎨\nNegative prompt: ぼやけ")
+    let unicode = PNGTextEntry(
+      keyword: "parameters", text: "猫耳, 1girl, ☆ smile 🎨\nNegative prompt: ぼやけ")
     let image = Self.noiseImage(width: 8, height: 8)
     let latinBytes = try PNGWriter.encode(image, text: [latin])
-    let unicodeBytes = try PNGWriter.encode(image, text: [unicode, PNGTextEntry(keyword: "Software", text: "rouwei-ckpt")])
+    let unicodeBytes = try PNGWriter.encode(
+      image, text: [unicode, PNGTextEntry(keyword: "Software", text: "rouwei-ckpt")])
     let latinChunks = try #require(PNGChunks.chunks(latinBytes)).map(\.type)
     let unicodeChunks = try #require(PNGChunks.chunks(unicodeBytes)).map(\.type)
     #expect(latinChunks.contains("tEXt") && !latinChunks.contains("iTXt"))
@@ -86,7 +92,9 @@ import TestSupport
     #expect(Array(text.data).contains(0xE9) && !Array(text.data).contains(0xC3))
     #expect(try PNGReader.decode(latinBytes).text == [latin])
     let decoded = try PNGReader.decode(unicodeBytes)
-    #expect(decoded.text(for: "parameters") == unicode.text && decoded.text(for: "Software") == "rouwei-ckpt")
+    #expect(
+      decoded.text(for: "parameters") == unicode.text
+        && decoded.text(for: "Software") == "rouwei-ckpt")
     #expect(decoded.image == image)
   }
 
@@ -104,10 +112,16 @@ import TestSupport
 
   @Test func invalidTextIsRefused() {
     let image = Self.noiseImage(width: 2, height: 2)
-    for keyword in ["", " lead", "trail ", "two  spaces", String(repeating: "k", count: 80), "ключ", "tab\t"] {
-      #expect(throws: PNGError.self) { try PNGWriter.encode(image, text: [PNGTextEntry(keyword: keyword, text: "x")]) }
+    for keyword in [
+      "", " lead", "trail ", "two  spaces", String(repeating: "k", count: 80), "ключ", "tab\t",
+    ] {
+      #expect(throws: PNGError.self) {
+        try PNGWriter.encode(image, text: [PNGTextEntry(keyword: keyword, text: "x")])
+      }
     }
-    #expect(throws: PNGError.self) { try PNGWriter.encode(image, text: [PNGTextEntry(keyword: "k", text: "a\0b")]) }
+    #expect(throws: PNGError.self) {
+      try PNGWriter.encode(image, text: [PNGTextEntry(keyword: "k", text: "a\0b")])
+    }
   }
 
   @Test func unwritablePathsAreTypedAndLeaveNothing() throws {
@@ -120,12 +134,15 @@ import TestSupport
       #expect {
         try PNGWriter.write(image, to: path)
       } throws: { error in
-        guard let error = error as? PNGError, case .io(let file, _, let code) = error else { return false }
+        guard let error = error as? PNGError, case .io(let file, _, let code) = error else {
+          return false
+        }
         return file == path && (code == ENOENT || code == ENOTDIR) && error.isIOFailure
       }
     }
     // Over a directory.
-    try FileManager.default.createDirectory(atPath: directory + "/dir.png", withIntermediateDirectories: false)
+    try FileManager.default.createDirectory(
+      atPath: directory + "/dir.png", withIntermediateDirectories: false)
     #expect(throws: PNGError.self) { try PNGWriter.write(image, to: directory + "/dir.png") }
     #expect(Self.partialFiles(in: directory).isEmpty)
   }
@@ -149,7 +166,9 @@ import TestSupport
     #expect {
       try PNGWriter.write(Self.noiseImage(width: 50, height: 50, seed: 2), to: path)
     } throws: { error in
-      guard let error = error as? PNGError, case .io(let file, let operation, _) = error else { return false }
+      guard let error = error as? PNGError, case .io(let file, let operation, _) = error else {
+        return false
+      }
       return file == path && operation == step
     }
     #expect(try PNGReader.read(path: path).image == old)
@@ -164,9 +183,11 @@ import TestSupport
       guard let error = error as? PNGError, case .io(_, _, let code) = error else { return false }
       return code == ENOENT
     }
-    let valid = try PNGWriter.encode(Self.noiseImage(width: 16, height: 16), text: [Self.parameters.pngText])
+    let valid = try PNGWriter.encode(
+      Self.noiseImage(width: 16, height: 16), text: [Self.parameters.pngText])
     var cases: [(String, [UInt8])] = [
-      ("empty", []), ("not a PNG", Array("GIF89a and more bytes".utf8)), ("truncated", Array(valid.prefix(60))),
+      ("empty", []), ("not a PNG", Array("GIF89a and more bytes".utf8)),
+      ("truncated", Array(valid.prefix(60))),
     ]
     // A flipped byte in the text chunk breaks its CRC; one in the image data breaks zlib or IDAT's CRC.
     var badText = valid
@@ -182,12 +203,15 @@ import TestSupport
     }
     // A header claiming 100000 × 100000 pixels is refused before any allocation.
     var huge = try PNGWriter.encode(Self.noiseImage(width: 1, height: 1))
-    let ihdr = PNGChunks.frame(type: "IHDR", data: [0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0, 8, 2, 0, 0, 0])
+    let ihdr = PNGChunks.frame(
+      type: "IHDR", data: [0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0, 8, 2, 0, 0, 0])
     huge.replaceSubrange(8..<(8 + 25), with: ihdr)
     #expect {
       try PNGReader.decode(huge, file: "huge")
     } throws: { error in
-      guard let error = error as? PNGError, case .tooLarge(_, let width, let height) = error else { return false }
+      guard let error = error as? PNGError, case .tooLarge(_, let width, let height) = error else {
+        return false
+      }
       return width == 100_000 && height == 100_000
     }
   }
@@ -199,10 +223,13 @@ import TestSupport
   @Test func contactSheetPlacesImagesInAGrid() throws {
     let red = RGBImage(width: 4, height: 2, red: 255, green: 0, blue: 0)
     let blue = RGBImage(width: 2, height: 2, red: 0, green: 0, blue: 255)
-    let sheet = try #require(ContactSheet.make([red, blue, red], columns: 2, gap: 1, background: (9, 9, 9)))
+    let sheet = try #require(
+      ContactSheet.make([red, blue, red], columns: 2, gap: 1, background: (9, 9, 9)))
     // 2 columns × 4 px + 3 gaps; 2 rows × 2 px + 3 gaps.
     #expect(sheet.width == 11 && sheet.height == 7)
-    func pixel(_ x: Int, _ y: Int) -> [UInt8] { Array(sheet.pixels[((y * sheet.width + x) * 3)..<((y * sheet.width + x) * 3 + 3)]) }
+    func pixel(_ x: Int, _ y: Int) -> [UInt8] {
+      Array(sheet.pixels[((y * sheet.width + x) * 3)..<((y * sheet.width + x) * 3 + 3)])
+    }
     #expect(pixel(0, 0) == [9, 9, 9])
     #expect(pixel(1, 1) == [255, 0, 0] && pixel(4, 2) == [255, 0, 0])
     // The narrower image is centred in its 4-pixel cell: columns 7–8 of the cell starting at 6.

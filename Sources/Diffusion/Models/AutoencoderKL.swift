@@ -46,15 +46,29 @@ public struct AutoencoderConfiguration: Sendable, Equatable, CustomStringConvert
       levels.append(shape[0])
     }
     guard !levels.isEmpty else {
-      throw ModelError.missingWeight(file: file, key: weights.prefix + "decoder.up.0.block.0.conv1.weight")
+      throw ModelError.missingWeight(
+        file: file, key: weights.prefix + "decoder.up.0.block.0.conv1.weight")
+    }
+    // SDXL has 4 levels; more than 8 (a ×128 latent) is no VAE this engine knows.
+    guard levels.count <= 8 else {
+      throw ModelError.unsupportedModel(
+        file: file,
+        reason: "\(weights.prefix)decoder.up.*: \(levels.count) levels (at most 8 supported)")
     }
     levelChannels = levels
     var decoderBlocks = 0
-    while weights.contains("decoder.up.0.block.\(decoderBlocks).conv1.weight") { decoderBlocks += 1 }
+    while weights.contains("decoder.up.0.block.\(decoderBlocks).conv1.weight") {
+      decoderBlocks += 1
+    }
     resBlockCount = decoderBlocks - 1
     let outputKey = "decoder.conv_out.weight"
     let output = try weights.requireShape(outputKey)
     guard output.count == 4, output[0] > 0 else { throw bad(outputKey, output, "[3, C, 3, 3]") }
+    guard output[0] == 3 else {
+      throw ModelError.unsupportedModel(
+        file: file,
+        reason: "\(weights.prefix)\(outputKey): \(output[0]) image channels (RGB VAEs have 3)")
+    }
     imageChannels = output[0]
     if let encoderInput = weights.shape("encoder.conv_in.weight") {
       guard encoderInput.count == 4, encoderInput[0] > 0 else {
@@ -66,10 +80,12 @@ public struct AutoencoderConfiguration: Sendable, Equatable, CustomStringConvert
     }
     // Every GroupNorm has 32 groups (sgm `Normalize`), so each width must split into them.
     for (index, channels) in ([baseChannels] + levels).enumerated() where channels % 32 != 0 {
-      let key = index == 0 ? "encoder.conv_in.weight" : "decoder.up.\(index - 1).block.0.conv1.weight"
+      let key =
+        index == 0 ? "encoder.conv_in.weight" : "decoder.up.\(index - 1).block.0.conv1.weight"
       throw ModelError.unsupportedModel(
         file: file,
-        reason: "\(weights.prefix)\(key): \(channels) channels cannot be split into 32 GroupNorm groups")
+        reason:
+          "\(weights.prefix)\(key): \(channels) channels cannot be split into 32 GroupNorm groups")
     }
   }
 }
@@ -123,7 +139,8 @@ public final class AutoencoderKL {
     loadEncoder: Bool = true, compute: ComputeContext = ComputeContext()
   ) throws {
     guard scaleFactor.isFinite, scaleFactor > 0 else {
-      throw ModelError.invalidInput(reason: "VAE scale factor \(scaleFactor) must be finite and positive")
+      throw ModelError.invalidInput(
+        reason: "VAE scale factor \(scaleFactor) must be finite and positive")
     }
     let configuration = try AutoencoderConfiguration(weights: weights)
     self.configuration = configuration
@@ -146,7 +163,8 @@ public final class AutoencoderKL {
   ) throws {
     let scoped = checkpoint.scoped(AutoencoderKL.checkpointPrefix)
     let weights = scoped.contains("decoder.conv_in.weight") ? scoped : checkpoint
-    try self.init(weights: weights, scaleFactor: scaleFactor, loadEncoder: loadEncoder, compute: compute)
+    try self.init(
+      weights: weights, scaleFactor: scaleFactor, loadEncoder: loadEncoder, compute: compute)
   }
 
   /// Decodes sampler latents `[N, z, h, w]` into images `[N, 3, h·f, w·f]` (f = 8 for SDXL), raw
@@ -158,7 +176,8 @@ public final class AutoencoderKL {
       shape[3] > 0
     else {
       throw ModelError.invalidInput(
-        reason: "VAE latent \(shape) must be [N, \(configuration.latentChannels), h, w] with N, h, w ≥ 1")
+        reason:
+          "VAE latent \(shape) must be [N, \(configuration.latentChannels), h, w] with N, h, w ≥ 1")
     }
     return decoder.run(latent, scaleFactor: scaleFactor, self)
   }
@@ -169,9 +188,11 @@ public final class AutoencoderKL {
   ///   encoder was not loaded.
   public func encode(_ image: Tensor) throws -> Encoding {
     guard let encoder else {
-      throw ModelError.unsupportedModel(file: "VAE", reason: "the encoder was not loaded (or the file has none)")
+      throw ModelError.unsupportedModel(
+        file: "VAE", reason: "the encoder was not loaded (or the file has none)")
     }
-    let shape = image.shape, factor = configuration.downsampleFactor
+    let shape = image.shape
+    let factor = configuration.downsampleFactor
     guard shape.rank == 4, shape[0] > 0, shape[1] == configuration.imageChannels, shape[2] > 0,
       shape[3] > 0, shape[2] % factor == 0, shape[3] % factor == 0
     else {
@@ -213,7 +234,8 @@ struct VAELoader {
   private func check(_ key: String, _ expected: [Int]) throws {
     let shape = try weights.requireShape(key)
     guard shape == expected else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key, shape: shape, expected: "\(expected)")
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key, shape: shape, expected: "\(expected)")
     }
   }
 
@@ -236,7 +258,8 @@ struct VAELoader {
   func projection(_ key: String, channels: Int) throws -> VAEProjection {
     let shape = try weights.requireShape(key + ".weight")
     guard shape == [channels, channels, 1, 1] || shape == [channels, channels] else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: "[\(channels), \(channels), 1, 1]")
     }
     let weight = try weights.tensor(key + ".weight", shape: shape).reshaped([channels, channels])
@@ -266,8 +289,10 @@ struct VAEResnetBlock {
     conv1 = try loader.convolution(key + ".conv1", in: inChannels, out: outChannels, kernel: 3)
     norm2 = try loader.norm(key + ".norm2", channels: outChannels)
     conv2 = try loader.convolution(key + ".conv2", in: outChannels, out: outChannels, kernel: 3)
-    shortcut = inChannels == outChannels
-      ? nil : try loader.convolution(key + ".nin_shortcut", in: inChannels, out: outChannels, kernel: 1)
+    shortcut =
+      inChannels == outChannels
+      ? nil
+      : try loader.convolution(key + ".nin_shortcut", in: inChannels, out: outChannels, kernel: 1)
   }
 }
 
@@ -309,7 +334,8 @@ struct Decoder {
   let output: ConvolutionLayer
 
   init(_ loader: VAELoader, _ configuration: AutoencoderConfiguration) throws {
-    let z = configuration.latentChannels, widths = configuration.levelChannels
+    let z = configuration.latentChannels
+    let widths = configuration.levelChannels
     let deepest = widths[widths.count - 1]
     postQuant = try loader.convolution("post_quant_conv", in: z, out: z, kernel: 1)
     input = try loader.convolution("decoder.conv_in", in: z, out: deepest, kernel: 3)
@@ -320,17 +346,21 @@ struct Decoder {
       var blocks: [VAEResnetBlock] = []
       for index in 0...configuration.resBlockCount {
         blocks.append(
-          try VAEResnetBlock(loader, "decoder.up.\(level).block.\(index)", in: channels, out: widths[level]))
+          try VAEResnetBlock(
+            loader, "decoder.up.\(level).block.\(index)", in: channels, out: widths[level]))
         channels = widths[level]
       }
-      let upsample = level == 0
+      let upsample =
+        level == 0
         ? nil
-        : try loader.convolution("decoder.up.\(level).upsample.conv", in: channels, out: channels, kernel: 3)
+        : try loader.convolution(
+          "decoder.up.\(level).upsample.conv", in: channels, out: channels, kernel: 3)
       levels.append((blocks, upsample))
     }
     self.levels = levels
     outNorm = try loader.norm("decoder.norm_out", channels: channels)
-    output = try loader.convolution("decoder.conv_out", in: channels, out: configuration.imageChannels, kernel: 3)
+    output = try loader.convolution(
+      "decoder.conv_out", in: channels, out: configuration.imageChannels, kernel: 3)
   }
 
   func run(_ latent: Tensor, scaleFactor: Float, _ model: AutoencoderKL) -> Tensor {
@@ -370,21 +400,26 @@ struct Encoder {
   let quant: ConvolutionLayer
 
   init(_ loader: VAELoader, _ configuration: AutoencoderConfiguration) throws {
-    let z = configuration.latentChannels, widths = configuration.levelChannels
+    let z = configuration.latentChannels
+    let widths = configuration.levelChannels
     input = try loader.convolution(
-      "encoder.conv_in", in: configuration.imageChannels, out: configuration.baseChannels, kernel: 3)
+      "encoder.conv_in", in: configuration.imageChannels, out: configuration.baseChannels, kernel: 3
+    )
     var channels = configuration.baseChannels
     var levels: [(blocks: [VAEResnetBlock], downsample: ConvolutionLayer?)] = []
     for level in widths.indices {
       var blocks: [VAEResnetBlock] = []
       for index in 0..<configuration.resBlockCount {
         blocks.append(
-          try VAEResnetBlock(loader, "encoder.down.\(level).block.\(index)", in: channels, out: widths[level]))
+          try VAEResnetBlock(
+            loader, "encoder.down.\(level).block.\(index)", in: channels, out: widths[level]))
         channels = widths[level]
       }
-      let downsample = level == widths.count - 1
+      let downsample =
+        level == widths.count - 1
         ? nil
-        : try loader.convolution("encoder.down.\(level).downsample.conv", in: channels, out: channels, kernel: 3)
+        : try loader.convolution(
+          "encoder.down.\(level).downsample.conv", in: channels, out: channels, kernel: 3)
       levels.append((blocks, downsample))
     }
     self.levels = levels
@@ -412,16 +447,19 @@ struct Encoder {
     quant(pass.compute, moments, into: quantised)
     pass.pool.release(moments)
     // Moments split as [mean ‖ logvar] along channels (diffusers `torch.chunk(parameters, 2, dim=1)`).
-    let z = moments.shape[1] / 2, plane = moments.shape[2] * moments.shape[3]
+    let z = moments.shape[1] / 2
+    let plane = moments.shape[2] * moments.shape[3]
     let halfShape: Shape = [batch, z, moments.shape[2], moments.shape[3]]
-    let mean = Tensor(zeros: halfShape), logVariance = Tensor(zeros: halfShape)
+    let mean = Tensor(zeros: halfShape)
+    let logVariance = Tensor(zeros: halfShape)
     let latent = Tensor(zeros: halfShape)
     for sample in 0..<batch {
       let source = quantised.pointer + sample * 2 * z * plane
       let offset = sample * z * plane
       (mean.pointer + offset).update(from: source, count: z * plane)
       for index in 0..<(z * plane) {
-        logVariance.pointer[offset + index] = Swift.min(Swift.max(source[z * plane + index], -30), 20)
+        logVariance.pointer[offset + index] = Swift.min(
+          Swift.max(source[z * plane + index], -30), 20)
         latent.pointer[offset + index] = source[index] * scaleFactor
       }
     }
@@ -494,7 +532,8 @@ struct VAEPass {
     block.norm.groupNorm(compute, x, into: normalised)
     let sequence = arena.tensor([batch, tokens, channels])
     compute.transposeLastTwo(normalised.reshaped([batch, channels, tokens]), into: sequence)
-    let query = arena.tensor(sequence.shape), key = arena.tensor(sequence.shape)
+    let query = arena.tensor(sequence.shape)
+    let key = arena.tensor(sequence.shape)
     let value = arena.tensor(sequence.shape)
     block.query(compute, sequence, into: query)
     block.key(compute, sequence, into: key)
@@ -511,7 +550,9 @@ struct VAEPass {
   /// ×2 input is never held whole. Consumes `x`.
   func upsample(_ conv: ConvolutionLayer, _ x: Tensor) -> Tensor {
     let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let outHeight = 2 * height, outWidth = 2 * width, paddedWidth = outWidth + 2
+    let outHeight = 2 * height
+    let outWidth = 2 * width
+    let paddedWidth = outWidth + 2
     let outChannels = conv.outChannels
     let output = pool.tensor([batch, outChannels, outHeight, outWidth])
     let bandRows = Swift.max(1, Swift.min(outHeight, bandBudget / (channels * paddedWidth) - 2))
@@ -549,7 +590,8 @@ struct VAEPass {
           }
         }
         let result = bandOutput.view(offset: 0, shape: [1, outChannels, rows, outWidth])
-        compute.conv2d(input, weight: conv.weight, bias: conv.bias, stride: 1, padding: 0, into: result)
+        compute.conv2d(
+          input, weight: conv.weight, bias: conv.bias, stride: 1, padding: 0, into: result)
         copyBand(result, into: output, sample: sample, firstRow: first)
         first += rows
       }
@@ -563,10 +605,12 @@ struct VAEPass {
   func downsample(_ conv: ConvolutionLayer, _ x: Tensor) -> Tensor {
     let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let paddedWidth = width + 1
-    let outHeight = (height - 2) / 2 + 1, outWidth = (width - 2) / 2 + 1
+    let outHeight = (height - 2) / 2 + 1
+    let outWidth = (width - 2) / 2 + 1
     let outChannels = conv.outChannels
     let output = pool.tensor([batch, outChannels, outHeight, outWidth])
-    let bandRows = Swift.max(1, Swift.min(outHeight, (bandBudget / (channels * paddedWidth) - 1) / 2))
+    let bandRows = Swift.max(
+      1, Swift.min(outHeight, (bandBudget / (channels * paddedWidth) - 1) / 2))
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, 2 * bandRows + 1, paddedWidth])
@@ -596,7 +640,8 @@ struct VAEPass {
           }
         }
         let result = bandOutput.view(offset: 0, shape: [1, outChannels, rows, outWidth])
-        compute.conv2d(input, weight: conv.weight, bias: conv.bias, stride: 2, padding: 0, into: result)
+        compute.conv2d(
+          input, weight: conv.weight, bias: conv.bias, stride: 2, padding: 0, into: result)
         copyBand(result, into: output, sample: sample, firstRow: first)
         first += rows
       }
@@ -610,7 +655,9 @@ struct VAEPass {
     let (channels, rows, width) = (band.shape[1], band.shape[2], band.shape[3])
     let height = output.shape[2]
     let destination = output.pointer + sample * channels * height * width
-    compute.pool.forEachChunk(channels, minimumChunk: Swift.max(1, (1 << 14) / Swift.max(1, rows * width))) {
+    compute.pool.forEachChunk(
+      channels, minimumChunk: Swift.max(1, (1 << 14) / Swift.max(1, rows * width))
+    ) {
       range in
       for channel in range {
         (destination + (channel * height + firstRow) * width)

@@ -16,7 +16,7 @@ struct LinearLayer {
       throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: "[out, in] (a linear layer)")
     }
-    weight = try weights.tensor(key + ".weight", shape: [shape[0], shape[1]])
+    weight = try weights.tensor(key + ".weight", shape: shape).reshaped([shape[0], shape[1]])
     if hasBias == false {
       bias = nil
     } else if hasBias == true {

@@ -12,7 +12,8 @@ public struct RGBImage: Sendable, Equatable {
 
   /// An image from its bytes; `pixels.count` must be `width · height · 3`.
   public init(width: Int, height: Int, pixels: [UInt8]) {
-    precondition(width >= 0 && height >= 0 && pixels.count == width * height * 3,
+    precondition(
+      width >= 0 && height >= 0 && pixels.count == width * height * 3,
       "\(pixels.count) bytes for a \(width)×\(height) RGB image")
     self.width = width
     self.height = height
@@ -50,7 +51,8 @@ public struct RGBImage: Sendable, Equatable {
   /// as with `torch.clamp`).
   public static func unitRange(decoded: Tensor) -> Tensor {
     let result = Tensor(zeros: decoded.shape)
-    let source = decoded.pointer, target = result.pointer
+    let source = decoded.pointer
+    let target = result.pointer
     for index in 0..<decoded.count {
       let value = (source[index] + 1) / 2
       // min/max written out so NaN propagates (Swift.min/max would pick the other operand).
@@ -60,8 +62,12 @@ public struct RGBImage: Sendable, Equatable {
   }
 
   /// The images of `[N, 3, H, W]` values already in [0, 1] (values outside are clamped; NaN → 0).
-  public static func images(unitRange image: Tensor, quantization: Quantization = .truncate) -> [RGBImage] {
-    precondition(image.shape.rank == 4 && image.shape[1] == 3, "RGB images need [N, 3, H, W], got \(image.shape)")
+  public static func images(unitRange image: Tensor, quantization: Quantization = .truncate)
+    -> [RGBImage]
+  {
+    precondition(
+      image.shape.rank == 4 && image.shape[1] == 3,
+      "RGB images need [N, 3, H, W], got \(image.shape)")
     let (batch, height, width) = (image.shape[0], image.shape[2], image.shape[3])
     let plane = height * width
     return (0..<batch).map { sample in
@@ -94,7 +100,8 @@ public struct RGBImage: Sendable, Equatable {
     let result = Tensor(zeros: [1, 3, height, width])
     for position in 0..<plane {
       for channel in 0..<3 {
-        result.pointer[channel * plane + position] = Float(pixels[position * 3 + channel]) / 255 * 2 - 1
+        result.pointer[channel * plane + position] =
+          Float(pixels[position * 3 + channel]) / 255 * 2 - 1
       }
     }
     return result
