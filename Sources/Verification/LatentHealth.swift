@@ -2,41 +2,46 @@ import Foundation
 
 /// The limits of the latent checks (see `LatentHealth`).
 public struct LatentHealthThresholds: Codable, Sendable, Equatable {
-  /// The final latent's standard deviation must be at most this. SDXL latents scaled by 0.13025
-  /// have a standard deviation near 1 (the tiny fixtures' VAE is scaled to exactly 1; their good
-  /// renders end at 0.65–2.73; v sampled as epsilon 6.5–15.5, a zeroed UNet output 13.7–15.1,
-  /// random weights 16–17).
-  public var maximumFinalDeviation: Double
-  /// From one step to the next the latent's standard deviation may grow at most by this factor.
-  /// Sampling shrinks it from σ_max towards ≈1 (good renders: never above ×0.9996); a model that
-  /// amplifies its input makes it grow (v sampled as epsilon up to ×1.6, epsilon as v ×1.04–1.17).
-  public var maximumStepGrowth: Double
+  /// After every step the latent's standard deviation may be at most this multiple of the
+  /// √(σ² + 1) a sample at that noise level has (σ the step's target noise level, 1 the standard
+  /// deviation of SDXL latents scaled by 0.13025; the tiny fixtures' VAE is scaled to exactly 1).
+  /// At the end σ = 0, so this bounds the final latent's standard deviation. The tiny fixtures'
+  /// good renders end at 0.65–2.73; a v model sampled as epsilon at 6.5–15.5, a zeroed UNet output
+  /// layer at 13.7–15.1, random weights at 16–17 (`Fixtures/verify/calibration.json`).
+  public var maximumScaleRatio: Double
 
-  /// The defaults, measured on good and broken renders of the tiny fixtures
-  /// (`Fixtures/verify/calibration.json`).
-  public static let standard = LatentHealthThresholds(maximumFinalDeviation: 4, maximumStepGrowth: 1.1)
+  /// The defaults (see the property).
+  public static let standard = LatentHealthThresholds(maximumScaleRatio: 4)
 
   /// Thresholds with every value given.
-  public init(maximumFinalDeviation: Double, maximumStepGrowth: Double) {
-    self.maximumFinalDeviation = maximumFinalDeviation
-    self.maximumStepGrowth = maximumStepGrowth
+  public init(maximumScaleRatio: Double) {
+    self.maximumScaleRatio = maximumScaleRatio
   }
 }
 
 /// Checks on the latents of a sampling run: finite at every step, standard deviation not exploding.
 public enum LatentHealth {
   /// Check names, in the order the checks run.
-  public static let checkNames = ["finite_latents", "latent_scale", "latent_growth"]
+  public static let checkNames = ["finite_latents", "latent_scale"]
 
-  /// Checks `steps`, the latent after each sampler step in order (the last is the final latent),
-  /// optionally preceded by the starting latent `initial` (the noise scaled as the sampler starts
-  /// from it, not the unit-variance seed noise).
-  /// - Throws: `VerificationError.invalidInput` when there are no steps.
+  /// Checks `steps`, the latent after each sampler step in order (the last is the final latent).
+  /// - Parameters:
+  ///   - sigmas: the run's σ schedule (`steps.count + 1` values, the last 0, as samplers take
+  ///     it); the latent after step i is compared with √(σᵢ₊₁² + 1). Without it only the final
+  ///     latent is compared (with 1).
+  ///   - initial: the starting latent (the noise already scaled by σ₀ or √(1+σ₀²)), checked for
+  ///     finiteness.
+  /// - Throws: `VerificationError.invalidInput` when there are no steps or the sigmas do not fit.
   public static func check(
-    steps: [[Float]], initial: [Float]? = nil, thresholds: LatentHealthThresholds = .standard
+    steps: [[Float]], sigmas: [Float]? = nil, initial: [Float]? = nil,
+    thresholds: LatentHealthThresholds = .standard
   ) throws -> [HealthCheck] {
     guard let final = steps.last, !final.isEmpty else {
       throw VerificationError.invalidInput(reason: "no latents to check")
+    }
+    if let sigmas, sigmas.count != steps.count + 1 {
+      throw VerificationError.invalidInput(
+        reason: "\(sigmas.count) sigmas for \(steps.count) steps (needs \(steps.count + 1))")
     }
     var checks: [HealthCheck] = []
     let badSteps = steps.indices.filter { !steps[$0].allSatisfy(\.isFinite) }
@@ -55,35 +60,28 @@ public enum LatentHealth {
         name: "finite_latents", value: Double(badCount), threshold: 0, requirement: .atMost,
         explanation: finiteExplanation))
 
-    let deviations = ((initial.map { [$0] } ?? []) + steps).map(finiteDeviation)
-    let finalDeviation = deviations.last ?? 0
-    checks.append(
-      HealthCheck(
-        name: "latent_scale", value: finalDeviation, threshold: thresholds.maximumFinalDeviation,
-        requirement: .atMost,
-        explanation: finalDeviation <= thresholds.maximumFinalDeviation
-          ? "the final latent's standard deviation is \(fmt(finalDeviation)) (SDXL latents are ≈ 1)"
-          : "the final latent's standard deviation is \(fmt(finalDeviation)), far from SDXL's ≈ 1: "
-            + "sampling diverged (wrong prediction type or schedule, broken UNet weights)"))
-
-    var worstGrowth = 0.0, worstStep = 0
-    for index in deviations.indices.dropFirst() where deviations[index - 1] > 0 {
-      let growth = deviations[index] / deviations[index - 1]
-      if growth > worstGrowth {
-        worstGrowth = growth
+    // The worst ratio of the latent's standard deviation to a clean sample's at its noise level.
+    var worst = 0.0, worstStep = steps.count - 1
+    let indices = sigmas == nil ? [steps.count - 1] : Array(steps.indices)
+    for index in indices {
+      let sigma = Double(sigmas?[index + 1] ?? 0)
+      let ratio = finiteDeviation(steps[index]) / (sigma * sigma + 1).squareRoot()
+      if ratio > worst || !ratio.isFinite {
+        worst = ratio.isFinite ? ratio : .greatestFiniteMagnitude
         worstStep = index
       }
     }
-    // Steps are counted from 1; with the initial latent prepended, index k is after step k.
-    let stepNumber = initial == nil ? worstStep + 1 : worstStep
+    let finalDeviation = finiteDeviation(final)
+    let passed = worst <= thresholds.maximumScaleRatio
     checks.append(
       HealthCheck(
-        name: "latent_growth", value: worstGrowth, threshold: thresholds.maximumStepGrowth,
-        requirement: .atMost,
-        explanation: worstGrowth <= thresholds.maximumStepGrowth
-          ? "the latent's standard deviation never grows by more than ×\(fmt(worstGrowth)) in a step"
-          : "the latent's standard deviation grows ×\(fmt(worstGrowth)) at step \(stepNumber): the model "
-            + "amplifies its input instead of denoising"))
+        name: "latent_scale", value: worst, threshold: thresholds.maximumScaleRatio, requirement: .atMost,
+        explanation: passed
+          ? "the latent stays within ×\(fmt(worst)) of a clean sample's spread at every noise level; the "
+            + "final latent's standard deviation is \(fmt(finalDeviation)) (SDXL latents are ≈ 1)"
+          : "at step \(worstStep + 1) the latent's standard deviation is ×\(fmt(worst)) what a sample at that "
+            + "noise level has (final \(fmt(finalDeviation)); SDXL latents are ≈ 1): sampling diverged "
+            + "(wrong prediction type or schedule, broken UNet weights)"))
     return checks
   }
 

@@ -33,6 +33,7 @@ public struct VerifyReport: Codable, Sendable {
     ///   - image: the decoded image in [0, 1].
     ///   - stepLatents: the latent after each step (the last is the final one); empty to skip the
     ///     latent checks.
+    ///   - sigmas: the run's σ schedule (`stepLatents.count + 1` values), if known.
     ///   - initialLatent: the starting latent as the sampler starts from it (the noise already
     ///     scaled by σ₀ or √(1+σ₀²)), if known.
     ///   - expectation: what the prompt asks of the range; `nil` reads it from the prompt
@@ -42,7 +43,7 @@ public struct VerifyReport: Codable, Sendable {
     /// - Throws: `VerificationError` for inconsistent inputs (sizes of image and reference).
     public init(
       prompt: String, negative: String = "", seed: UInt64, image: FloatImage, stepLatents: [[Float]] = [],
-      initialLatent: [Float]? = nil, expectation: RangeExpectation? = nil, file: String? = nil,
+      sigmas: [Float]? = nil, initialLatent: [Float]? = nil, expectation: RangeExpectation? = nil, file: String? = nil,
       reference: (image: FloatImage, thresholds: ReferenceThresholds)? = nil,
       imageThresholds: ImageHealthThresholds = .standard, latentThresholds: LatentHealthThresholds = .standard
     ) throws {
@@ -57,7 +58,8 @@ public struct VerifyReport: Codable, Sendable {
       statistics = ImageStatistics(image)
       checks = ImageHealth.check(statistics: statistics, expectation: expectation, thresholds: imageThresholds)
       if !stepLatents.isEmpty {
-        checks += try LatentHealth.check(steps: stepLatents, initial: initialLatent, thresholds: latentThresholds)
+        checks += try LatentHealth.check(
+          steps: stepLatents, sigmas: sigmas, initial: initialLatent, thresholds: latentThresholds)
       }
       if let reference {
         let comparison = try ImageComparison(image, reference: reference.image)

@@ -81,33 +81,33 @@ import Testing
   }
 
   @Test func latentChecks() throws {
-    // A healthy run: std falls from σ_max to ≈ 1.
-    let pattern: [Float] = (0..<64).map { Float(($0 % 7) - 3) }
-    var healthy: [[Float]] = []
-    for step in 0..<10 {
-      let scale = Float(10 - step) / 3
-      healthy.append(pattern.map { $0 * scale })
-    }
-    let good = try LatentHealth.check(steps: healthy)
+    // A healthy run: the latent's spread follows √(σ² + 1) down to ≈ 1.
+    let sigmas: [Float] = [14.6, 8, 4, 2, 1, 0.5, 0.25, 0.1, 0.05, 0.02, 0]
+    let pattern: [Float] = (0..<64).map { Float(($0 % 7) - 3) / 2 }
+    let healthy = sigmas.dropFirst().map { sigma in pattern.map { $0 * (sigma * sigma + 1).squareRoot() } }
+    let good = try LatentHealth.check(steps: healthy, sigmas: sigmas)
     #expect(good.map(\.name) == LatentHealth.checkNames)
     #expect(Self.failed(good).isEmpty, "\(good.map(\.line))")
+    #expect(abs(good[1].value - 1) < 0.02)  // 64 values of a period-7 pattern: std ≈ 1
 
     var broken = healthy
     broken[6][3] = Float.nan
     broken[7][0] = Float.nan
-    let nan = try LatentHealth.check(steps: broken)
+    let nan = try LatentHealth.check(steps: broken, sigmas: sigmas)
     #expect(Self.failed(nan) == ["finite_latents"])
     #expect(nan[0].value == 2 && nan[0].explanation.contains("step 7"))
 
-    var exploding: [[Float]] = []
-    for (index, latent) in healthy.enumerated() {
-      let factor = Float(1 << index)
-      exploding.append(latent.map { $0 * factor })
-    }
-    let grown = try LatentHealth.check(steps: exploding)
-    #expect(Self.failed(grown) == ["latent_scale", "latent_growth"])
+    // A zeroed UNet under epsilon sampling never removes the noise: the spread stays at σ_max.
+    let stuck = sigmas.dropFirst().map { _ in pattern.map { $0 * 14.6 } }
+    let grown = try LatentHealth.check(steps: stuck, sigmas: sigmas)
+    #expect(Self.failed(grown) == ["latent_scale"])
+    #expect(grown[1].explanation.contains("step 10"))
+    // Without sigmas only the final latent is judged, against 1.
+    #expect(Self.failed(try LatentHealth.check(steps: stuck)) == ["latent_scale"])
+    #expect(Self.failed(try LatentHealth.check(steps: healthy)).isEmpty)
 
     #expect(throws: VerificationError.self) { try LatentHealth.check(steps: []) }
+    #expect(throws: VerificationError.self) { try LatentHealth.check(steps: healthy, sigmas: [1, 0]) }
   }
 
   @Test func reportCollectsFailuresAndEncodes() throws {

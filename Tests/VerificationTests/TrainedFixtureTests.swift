@@ -33,7 +33,8 @@ import TestSupport
     settings.height = 64
     let result = try pipeline.generate(settings)
     return try VerifyReport.Image(
-      prompt: prompt, seed: seed, image: FloatImage(tensor: result.image), stepLatents: result.stepLatents)
+      prompt: prompt, seed: seed, image: FloatImage(tensor: result.image), stepLatents: result.stepLatents,
+      sigmas: result.sigmas)
   }
 
   static func probe(_ pipeline: SDXLPipeline) throws -> PredictionProbe.Result {
