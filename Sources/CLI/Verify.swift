@@ -13,7 +13,8 @@ extension ChangeKind: ExpressibleByArgument {}
 /// with a reference, and fail loudly when the artifact is broken.
 struct Verify: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Render a checkpoint on the CPU and check that it works (images, prediction type, reference).",
+    abstract:
+      "Render a checkpoint on the CPU and check that it works (images, prediction type, reference).",
     discussion: """
       Renders a prompt set (a portrait, a scene, black and white backgrounds, a long BREAK prompt; \
       coloured shapes for the tiny test models) with the RouWei model card's settings, writes each PNG \
@@ -30,19 +31,31 @@ struct Verify: ParsableCommand {
   @Argument(help: "The checkpoint to verify (single-file SDXL .safetensors).")
   var model: String
 
-  @Option(help: "A reference checkpoint (the fp32 source of a conversion, a merge input) rendered with the same seeds.")
+  @Option(
+    help:
+      "A reference checkpoint (the fp32 source of a conversion, a merge input) rendered with the same seeds."
+  )
   var reference: String?
 
-  @Option(help: "The kind of change from the reference: lossless, fp16, bf16, fp8, merge (default: from the UNet dtypes).")
+  @Option(
+    help:
+      "The kind of change from the reference: lossless, fp16, bf16, fp8, merge (default: from the UNet dtypes)."
+  )
   var change: ChangeKind?
 
-  @Option(help: "quick (512², 10 steps, 3 prompts), standard (768², 20 steps), full (1024², 28 steps, CFG 6).")
+  @Option(
+    help:
+      "quick (512², 10 steps, 3 prompts), standard (768², 20 steps), full (1024², 28 steps, CFG 6)."
+  )
   var preset: VerifyPreset = .quick
 
-  @Option(name: .shortAndLong, parsing: .singleValue, help: "A prompt to render instead of the default set (repeatable).")
+  @Option(
+    name: .shortAndLong, parsing: .singleValue,
+    help: "A prompt to render instead of the default set (repeatable).")
   var prompt: [String] = []
 
-  @Option(name: .shortAndLong, help: "The negative prompt for --prompt (default: the model card's).")
+  @Option(
+    name: .shortAndLong, help: "The negative prompt for --prompt (default: the model card's).")
   var negative: String?
 
   @Option(help: "Seed of the first image; image i uses seed + i.")
@@ -54,7 +67,8 @@ struct Verify: ParsableCommand {
   @Option(help: "Override the preset's image size WxH.")
   var size: String?
 
-  @Option(help: "Prompt syntax and weighting (default: a1111, or comfyUI for the tiny test models).")
+  @Option(
+    help: "Prompt syntax and weighting (default: a1111, or comfyUI for the tiny test models).")
   var promptStyle: PromptStyle?
 
   @Option(help: "Folder for the PNGs and the contact sheet (default: ./verify-<model name>).")
@@ -69,7 +83,9 @@ struct Verify: ParsableCommand {
   var json = false
 
   func validate() throws {
-    if let size, Sample.parseSize(size) == nil { throw ValidationError("--size must look like 1024x1024") }
+    if let size, Sample.parseSize(size) == nil {
+      throw ValidationError("--size must look like 1024x1024")
+    }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     if negative != nil && prompt.isEmpty { throw ValidationError("--negative needs --prompt") }
   }
@@ -80,7 +96,9 @@ struct Verify: ParsableCommand {
     let prompts =
       prompt.isEmpty
       ? preset.prompts(tiny: tiny)
-      : prompt.map { VerifyPrompt(prompt: $0, negative: negative ?? (tiny ? "" : VerifyPreset.negative)) }
+      : prompt.map {
+        VerifyPrompt(prompt: $0, negative: negative ?? (tiny ? "" : VerifyPreset.negative))
+      }
     let (width, height) = size.flatMap(Sample.parseSize) ?? preset.size(tiny: tiny)
     return prompts.enumerated().map { index, item in
       var settings = GenerationSettings(prompt: item.prompt)
@@ -97,7 +115,8 @@ struct Verify: ParsableCommand {
   }
 
   func run() throws {
-    let directory = out ?? "verify-" + URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
+    let directory =
+      out ?? "verify-" + URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
 
     // The reference first, and released before the model is loaded: two SDXL pipelines at once
@@ -110,7 +129,8 @@ struct Verify: ParsableCommand {
       referenceImages = try referenceRender.results.map { try FloatImage(tensor: $0.image) }
       changeKind =
         try change
-        ?? ChangeKind.inferred(model: SafeTensorsFile(path: model), reference: SafeTensorsFile(path: reference))
+        ?? ChangeKind.inferred(
+          model: SafeTensorsFile(path: model), reference: SafeTensorsFile(path: reference))
     }
 
     var render = try Render.load(model: model, modelOptions: modelOptions)
@@ -125,13 +145,15 @@ struct Verify: ParsableCommand {
       let bytes = image.rgbImage()
       try PNGWriter.write(bytes, text: [render.parameters(setting).pngText], to: file)
       sheet.append(bytes)
-      let reference = index < referenceImages.count
+      let reference =
+        index < referenceImages.count
         ? (referenceImages[index], ReferenceThresholds.default(for: changeKind ?? .lossless)) : nil
       images.append(
         try VerifyReport.Image(
           prompt: setting.prompt, negative: setting.negative, seed: setting.seed, image: image,
           stepLatents: result.stepLatents, sigmas: result.sigmas,
-          expectation: RangeExpectation.implied(by: setting.prompt, zeroTerminalSNR: zeroTerminalSNR),
+          expectation: RangeExpectation.implied(
+            by: setting.prompt, zeroTerminalSNR: zeroTerminalSNR),
           file: file, reference: reference))
     }
     var contactSheet: String?
@@ -144,9 +166,11 @@ struct Verify: ParsableCommand {
     var probe: PredictionProbe.Result?
     var verdict: PredictionVerdict?
     if !noProbe {
-      let result = try runProbe(render.pipeline, size: (settings.first?.width ?? 64, settings.first?.height ?? 64))
+      let result = try runProbe(
+        render.pipeline, size: (settings.first?.width ?? 64, settings.first?.height ?? 64))
       let file = render.pipeline.weights.file
-      let report = PredictionDetector.detect(keys: Set(file.tensors.map(\.name)), metadata: file.metadata)
+      let report = PredictionDetector.detect(
+        keys: Set(file.tensors.map(\.name)), metadata: file.metadata)
       probe = result
       verdict = PredictionVerdict(result: result, report: report)
     }
@@ -154,8 +178,10 @@ struct Verify: ParsableCommand {
     let first = settings.first
     let description = String(
       format: "%@ preset, %d steps %@, CFG %g, %d×%d, %@ prompts, sampled as %@%@ (%@)",
-      preset.rawValue, first?.steps ?? 0, first?.sampler.rawValue ?? "", first?.cfg ?? 0, first?.width ?? 0,
-      first?.height ?? 0, (first?.promptStyle ?? .comfyUI).rawValue, render.behaviour.prediction.rawValue,
+      preset.rawValue, first?.steps ?? 0, first?.sampler.rawValue ?? "", first?.cfg ?? 0,
+      first?.width ?? 0,
+      first?.height ?? 0, (first?.promptStyle ?? .comfyUI).rawValue,
+      render.behaviour.prediction.rawValue,
       zeroTerminalSNR ? " + zsnr" : "", render.behaviourSource)
     let report = VerifyReport(
       model: model, reference: reference, change: changeKind, settings: description, images: images,
@@ -174,12 +200,15 @@ struct Verify: ParsableCommand {
     let granularity = pipeline.sizeGranularity
     let width = max(granularity, min(size.0, 512) / granularity * granularity)
     let height = max(granularity, min(size.1, 512) / granularity * granularity)
-    let encoder = try AutoencoderKL(checkpoint: pipeline.weights, loadEncoder: true, compute: pipeline.compute)
+    let encoder = try AutoencoderKL(
+      checkpoint: pipeline.weights, loadEncoder: true, compute: pipeline.compute)
     let image = try PredictionProbe.testImage(width: width, height: height)
     let clean = try encoder.encode(image.encoderInput()).latent
     let empty = try pipeline.text.encode("")
-    let y = empty.admVector(originalSize: (height, width), crop: (0, 0), targetSize: (height, width))
-    return try PredictionProbe.run(unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean)
+    let y = empty.admVector(
+      originalSize: (height, width), crop: (0, 0), targetSize: (height, width))
+    return try PredictionProbe.run(
+      unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean)
   }
 }
 
@@ -187,7 +216,9 @@ struct Verify: ParsableCommand {
 struct VerificationFailure: Error, ExitStatusProviding, CustomStringConvertible {
   let failures: Int
   var exitStatus: ExitStatus { .verificationFailed }
-  var description: String { "verification failed (\(failures) problem\(failures == 1 ? "" : "s"); see the report)" }
+  var description: String {
+    "verification failed (\(failures) problem\(failures == 1 ? "" : "s"); see the report)"
+  }
 }
 
 extension VerificationError: ExitStatusProviding {

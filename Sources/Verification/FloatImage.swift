@@ -25,7 +25,8 @@ public struct FloatImage: Sendable, Equatable {
     }
     guard values.count == 3 * width * height else {
       throw VerificationError.invalidImage(
-        reason: "\(values.count) values for a \(width)×\(height) RGB image (needs \(3 * width * height))")
+        reason:
+          "\(values.count) values for a \(width)×\(height) RGB image (needs \(3 * width * height))")
     }
     self.width = width
     self.height = height
@@ -47,7 +48,8 @@ public struct FloatImage: Sendable, Equatable {
     let plane = 3 * shape[2] * shape[3]
     let start = tensor.pointer + sample * plane
     try self.init(
-      width: shape[3], height: shape[2], values: Array(UnsafeBufferPointer(start: start, count: plane)))
+      width: shape[3], height: shape[2],
+      values: Array(UnsafeBufferPointer(start: start, count: plane)))
   }
 
   /// An 8-bit image stored interleaved (R, G, B per pixel, rows top to bottom, as PNG stores it),
@@ -56,7 +58,9 @@ public struct FloatImage: Sendable, Equatable {
   public init(width: Int, height: Int, interleavedRGB bytes: [UInt8]) throws {
     guard width > 0, height > 0, bytes.count == 3 * width * height else {
       throw VerificationError.invalidImage(
-        reason: "\(bytes.count) bytes for a \(width)×\(height) 8-bit RGB image (needs \(3 * width * height))")
+        reason:
+          "\(bytes.count) bytes for a \(width)×\(height) 8-bit RGB image (needs \(3 * width * height))"
+      )
     }
     let plane = width * height
     var values = [Float](repeating: 0, count: 3 * plane)

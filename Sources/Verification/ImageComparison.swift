@@ -32,7 +32,8 @@ public struct ImageComparison: Codable, Sendable, Equatable {
     }
     psnr = try ImageComparison.psnr(bytes, reference, width: width, height: height)
     ssim = try ImageComparison.ssim(bytes, reference, width: width, height: height)
-    var largest = 0, differing = 0
+    var largest = 0
+    var differing = 0
     for (a, b) in zip(bytes, reference) {
       let difference = abs(Int(a) - Int(b))
       largest = max(largest, difference)
@@ -71,24 +72,30 @@ public struct ImageComparison: Codable, Sendable, Equatable {
   ) throws -> Double {
     try validate(a, width: width, height: height)
     try validate(b, width: width, height: height)
-    let radius = 5, window = 2 * radius + 1
+    let radius = 5
+    let window = 2 * radius + 1
     guard width >= window, height >= window else {
-      throw VerificationError.imageTooSmall(width: width, height: height, minimum: window, measurement: "SSIM")
+      throw VerificationError.imageTooSmall(
+        width: width, height: height, minimum: window, measurement: "SSIM")
     }
     // scipy.ndimage._gaussian_kernel1d: exp(−x²/(2σ²)) normalised, radius int(3.5·1.5 + 0.5) = 5.
     let sigma = 1.5
     var kernel = (-radius...radius).map { exp(-0.5 * Double($0 * $0) / (sigma * sigma)) }
     let total = kernel.reduce(0, +)
     kernel = kernel.map { $0 / total }
-    let covarianceScale = sampleCovariance ? Double(window * window) / Double(window * window - 1) : 1
-    let c1 = (0.01 * 255.0) * (0.01 * 255.0), c2 = (0.03 * 255.0) * (0.03 * 255.0)
+    let covarianceScale =
+      sampleCovariance ? Double(window * window) / Double(window * window - 1) : 1
+    let c1 = (0.01 * 255.0) * (0.01 * 255.0)
+    let c2 = (0.03 * 255.0) * (0.03 * 255.0)
     let plane = width * height
     // Only the cropped interior is averaged, and its windows lie inside the image, so no
     // border mode is needed (scikit-image's 'reflect' padding never reaches the result).
-    let innerWidth = width - 2 * radius, innerHeight = height - 2 * radius
+    let innerWidth = width - 2 * radius
+    let innerHeight = height - 2 * radius
     var channelMeans: [Double] = []
     for channel in 0..<3 {
-      var x = [Double](repeating: 0, count: plane), y = x
+      var x = [Double](repeating: 0, count: plane)
+      var y = x
       for position in 0..<plane {
         x[position] = Double(a[position * 3 + channel])
         y[position] = Double(b[position * 3 + channel])
@@ -101,7 +108,8 @@ public struct ImageComparison: Codable, Sendable, Equatable {
       }
       var sum = 0.0
       for index in 0..<(innerWidth * innerHeight) {
-        let ux = filtered[0][index], uy = filtered[1][index]
+        let ux = filtered[0][index]
+        let uy = filtered[1][index]
         let vx = covarianceScale * (filtered[2][index] - ux * ux)
         let vy = covarianceScale * (filtered[3][index] - uy * uy)
         let vxy = covarianceScale * (filtered[4][index] - ux * uy)
@@ -118,7 +126,8 @@ public struct ImageComparison: Codable, Sendable, Equatable {
   static func filterInterior(
     _ values: [Double], width: Int, height: Int, kernel: [Double], radius: Int
   ) -> [Double] {
-    let innerWidth = width - 2 * radius, innerHeight = height - 2 * radius
+    let innerWidth = width - 2 * radius
+    let innerHeight = height - 2 * radius
     var vertical = [Double](repeating: 0, count: innerHeight * width)
     for row in 0..<innerHeight {
       for column in 0..<width {

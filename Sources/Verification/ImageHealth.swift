@@ -16,7 +16,8 @@ public enum RangeExpectation: String, Codable, Sendable, CaseIterable {
   /// models: others cannot reach true black), `white background` → light.
   public static func implied(by prompt: String, zeroTerminalSNR: Bool = true) -> RangeExpectation {
     let lowered = prompt.lowercased()
-    let dark = lowered.contains("black background"), light = lowered.contains("white background")
+    let dark = lowered.contains("black background")
+    let light = lowered.contains("white background")
     if dark && !light { return zeroTerminalSNR ? .darkBackground : .none }
     if light && !dark { return .lightBackground }
     return .none
@@ -135,7 +136,8 @@ public enum ImageHealth {
     let spread = s.lumaPercentile99 - s.lumaPercentile1
     checks.append(
       HealthCheck(
-        name: "not_washed_out", value: spread, threshold: t.minimumLumaSpread, requirement: .atLeast,
+        name: "not_washed_out", value: spread, threshold: t.minimumLumaSpread,
+        requirement: .atLeast,
         passed: spread >= t.minimumLumaSpread || !grey,
         explanation: spread >= t.minimumLumaSpread
           ? "luma spans \(fmt(s.lumaPercentile1))…\(fmt(s.lumaPercentile99)) (1st–99th percentile)"
@@ -147,12 +149,14 @@ public enum ImageHealth {
               + "so not washed out")))
     checks.append(
       HealthCheck(
-        name: "not_burned", value: s.clippedColourFraction, threshold: t.maximumClippedColourFraction,
+        name: "not_burned", value: s.clippedColourFraction,
+        threshold: t.maximumClippedColourFraction,
         requirement: .atMost,
         explanation: s.clippedColourFraction <= t.maximumClippedColourFraction
           ? "\(percent(s.clippedColourFraction)) of pixels have a clipped colour channel"
           : "\(percent(s.clippedColourFraction)) of pixels have a clipped, saturated colour: burned "
-            + "(CFG too high for the model, an epsilon model sampled as v, or a VAE that overshoots)"))
+            + "(CFG too high for the model, an epsilon model sampled as v, or a VAE that overshoots)"
+      ))
     switch expectation {
     case .none:
       break
@@ -165,7 +169,8 @@ public enum ImageHealth {
             ? "the background (outer frame, median luma) is near black"
             : "a black background was asked for but the outer frame's median luma is "
               + "\(fmt(s.borderMedianLuma)): dark grey instead of black is what a zero-terminal-SNR model "
-              + "gives when sampled without zsnr (missing `ztsnr` marker) or an epsilon model gives"))
+              + "gives when sampled without zsnr (missing `ztsnr` marker) or an epsilon model gives"
+        ))
     case .lightBackground:
       checks.append(
         HealthCheck(
@@ -180,9 +185,12 @@ public enum ImageHealth {
       checks.append(
         HealthCheck(
           name: "full_range", value: worst, threshold: t.fullRangeMargin, requirement: .atMost,
-          explanation: "1st luma percentile \(fmt(s.lumaPercentile1)), 99th \(fmt(s.lumaPercentile99))"
-            + (worst <= t.fullRangeMargin ? ": both near-black and near-white are reached"
-              : ": the image does not reach \(s.lumaPercentile1 > t.fullRangeMargin ? "black" : "white")")))
+          explanation:
+            "1st luma percentile \(fmt(s.lumaPercentile1)), 99th \(fmt(s.lumaPercentile99))"
+            + (worst <= t.fullRangeMargin
+              ? ": both near-black and near-white are reached"
+              : ": the image does not reach \(s.lumaPercentile1 > t.fullRangeMargin ? "black" : "white")")
+        ))
     }
     return checks
   }

@@ -40,11 +40,14 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
     let (mean, deviation) = ImageStatistics.meanAndDeviation(luma)
     lumaMean = mean
     lumaStandardDeviation = deviation
-    maximumChannelStandardDeviation = (0..<3).map { channel in
-      ImageStatistics.meanAndDeviation(
-        image.values[channel * plane..<(channel + 1) * plane].map { Double(FloatImage.finite($0)) }
-      ).deviation
-    }.max() ?? 0
+    maximumChannelStandardDeviation =
+      (0..<3).map { channel in
+        ImageStatistics.meanAndDeviation(
+          image.values[channel * plane..<(channel + 1) * plane].map {
+            Double(FloatImage.finite($0))
+          }
+        ).deviation
+      }.max() ?? 0
 
     // Neighbour correlation, horizontal and vertical pairs separately, then averaged.
     var horizontal: [(Double, Double)] = []
@@ -58,8 +61,10 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
         if row + 1 < height { vertical.append((value, luma[(row + 1) * width + column])) }
       }
     }
-    let correlations = [horizontal, vertical].filter { !$0.isEmpty }.map(ImageStatistics.correlation)
-    neighbourCorrelation = correlations.isEmpty ? 1 : correlations.reduce(0, +) / Double(correlations.count)
+    let correlations = [horizontal, vertical].filter { !$0.isEmpty }.map(
+      ImageStatistics.correlation)
+    neighbourCorrelation =
+      correlations.isEmpty ? 1 : correlations.reduce(0, +) / Double(correlations.count)
 
     let sorted = luma.sorted()
     lumaPercentile1 = ImageStatistics.percentile(sorted, 1)
@@ -77,7 +82,8 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
     for row in 0..<height {
       for column in 0..<width
       where row < frameWidth || row >= height - frameWidth || column < frameWidth
-        || column >= width - frameWidth {
+        || column >= width - frameWidth
+      {
         frame.append(luma[row * width + column])
       }
     }
@@ -97,7 +103,9 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
     let count = Double(pairs.count)
     let meanA = pairs.reduce(0) { $0 + $1.0 } / count
     let meanB = pairs.reduce(0) { $0 + $1.1 } / count
-    var covariance = 0.0, varianceA = 0.0, varianceB = 0.0
+    var covariance = 0.0
+    var varianceA = 0.0
+    var varianceB = 0.0
     for (a, b) in pairs {
       covariance += (a - meanA) * (b - meanB)
       varianceA += (a - meanA) * (a - meanA)
@@ -115,6 +123,7 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
     let low = Int(position.rounded(.down))
     let high = min(low + 1, sorted.count - 1)
     let fraction = position - Double(low)
-    return low >= sorted.count - 1 ? (sorted.last ?? first) : sorted[low] + (sorted[high] - sorted[low]) * fraction
+    return low >= sorted.count - 1
+      ? (sorted.last ?? first) : sorted[low] + (sorted[high] - sorted[low]) * fraction
   }
 }

@@ -61,7 +61,8 @@ public enum LatentHealth {
         explanation: finiteExplanation))
 
     // The worst ratio of the latent's standard deviation to a clean sample's at its noise level.
-    var worst = 0.0, worstStep = steps.count - 1
+    var worst = 0.0
+    var worstStep = steps.count - 1
     let indices = sigmas == nil ? [steps.count - 1] : Array(steps.indices)
     for index in indices {
       let sigma = Double(sigmas?[index + 1] ?? 0)
@@ -75,7 +76,8 @@ public enum LatentHealth {
     let passed = worst <= thresholds.maximumScaleRatio
     checks.append(
       HealthCheck(
-        name: "latent_scale", value: worst, threshold: thresholds.maximumScaleRatio, requirement: .atMost,
+        name: "latent_scale", value: worst, threshold: thresholds.maximumScaleRatio,
+        requirement: .atMost,
         explanation: passed
           ? "the latent stays within ×\(fmt(worst)) of a clean sample's spread at every noise level; the "
             + "final latent's standard deviation is \(fmt(finalDeviation)) (SDXL latents are ≈ 1)"

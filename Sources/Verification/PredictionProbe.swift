@@ -117,10 +117,15 @@ public enum PredictionProbe {
     var values = [Float](repeating: 0, count: 3 * max(plane, 0))
     for row in 0..<max(height, 0) {
       for column in 0..<max(width, 0) {
-        let u = (Double(column) + 0.5) / Double(width), v = (Double(row) + 0.5) / Double(height)
+        let u = (Double(column) + 0.5) / Double(width)
+        let v = (Double(row) + 0.5) / Double(height)
         var rgb = [0.15 + 0.7 * u, 0.2 + 0.6 * v, 0.85 - 0.7 * u]
-        if (u - 0.55) * (u - 0.55) + (v - 0.45) * (v - 0.45) < 0.22 * 0.22 { rgb = [0.9, 0.15, 0.12] }
-        for channel in 0..<3 { values[channel * plane + row * width + column] = Float(rgb[channel]) }
+        if (u - 0.55) * (u - 0.55) + (v - 0.45) * (v - 0.45) < 0.22 * 0.22 {
+          rgb = [0.9, 0.15, 0.12]
+        }
+        for channel in 0..<3 {
+          values[channel * plane + row * width + column] = Float(rgb[channel])
+        }
       }
     }
     return try FloatImage(width: width, height: height, values: values)
@@ -139,7 +144,8 @@ public enum PredictionProbe {
     guard shape.rank == 4, shape[0] == 1, shape.count > 1 else {
       throw VerificationError.invalidInput(reason: "probe latent \(shape) must be [1, C, H, W]")
     }
-    guard !configuration.timesteps.isEmpty, configuration.timesteps.allSatisfy({ (0..<1000).contains($0) })
+    guard !configuration.timesteps.isEmpty,
+      configuration.timesteps.allSatisfy({ (0..<1000).contains($0) })
     else {
       throw VerificationError.invalidInput(
         reason: "probe timesteps \(configuration.timesteps) must be in 0…999 and not empty")
@@ -153,7 +159,8 @@ public enum PredictionProbe {
     let draws = generator.randn(count: 2 * count).map(Double.init)
     let noise = [Array(draws[0..<count]), Array(draws[count...])]
     let batchShape = Shape(2, shape[1], shape[2], shape[3])
-    let schedule = DiscreteNoiseSchedule.sdxl(zeroTerminalSNR: configuration.zeroTerminalSNR ? .comfyUI : nil)
+    let schedule = DiscreteNoiseSchedule.sdxl(
+      zeroTerminalSNR: configuration.zeroTerminalSNR ? .comfyUI : nil)
     var levels: [Level] = []
     for timestep in configuration.timesteps {
       let sigma = Double(schedule.sigmas[timestep])
@@ -162,13 +169,15 @@ public enum PredictionProbe {
       let input = Tensor(shape: batchShape, values: noisy.flatMap { $0.map { Float($0 / scale) } })
       let output = try network(input, Float(timestep))
       guard output.shape == batchShape else {
-        throw VerificationError.invalidInput(reason: "network returned \(output.shape) for input \(batchShape)")
+        throw VerificationError.invalidInput(
+          reason: "network returned \(output.shape) for input \(batchShape)")
       }
       let values = output.scalars.map(Double.init)
       let outputs = [Array(values[0..<count]), Array(values[count...])]
       levels.append(
         measure(
-          outputs: outputs, noise: noise, noisy: noisy, clean: clean, timestep: timestep, sigma: sigma,
+          outputs: outputs, noise: noise, noisy: noisy, clean: clean, timestep: timestep,
+          sigma: sigma,
           configuration: configuration))
     }
     return decide(levels, configuration: configuration)
@@ -195,10 +204,13 @@ public enum PredictionProbe {
     }
   }
 
-  static func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+  static func dot(_ a: [Double], _ b: [Double]) -> Double {
+    zip(a, b).reduce(0) { $0 + $1.0 * $1.1 }
+  }
 
   static func cosine(_ a: [Double], _ b: [Double]) -> Double {
-    let aa = dot(a, a), bb = dot(b, b)
+    let aa = dot(a, a)
+    let bb = dot(b, b)
     guard aa > 0, bb > 0, aa.isFinite, bb.isFinite else { return 0 }
     let value = dot(a, b) / (aa * bb).squareRoot()
     return value.isFinite ? value : 0
@@ -223,10 +235,14 @@ public enum PredictionProbe {
     let recovery = (cosine(outputs[0], negativeClean) + cosine(outputs[1], negativeClean)) / 2
     // Normal equations of F₁ ≈ a·ε₁ + b·x₀ (no intercept, as the ε and v targets have none).
     let (f, e) = (outputs[0], noise[0])
-    let ee = dot(e, e), cc = dot(clean, clean), ec = dot(e, clean)
-    let fe = dot(f, e), fc = dot(f, clean)
+    let ee = dot(e, e)
+    let cc = dot(clean, clean)
+    let ec = dot(e, clean)
+    let fe = dot(f, e)
+    let fc = dot(f, clean)
     let determinant = ee * cc - ec * ec
-    var a = 0.0, b = 0.0
+    var a = 0.0
+    var b = 0.0
     if determinant > 1e-12 * ee * cc, determinant.isFinite {
       a = (fe * cc - fc * ec) / determinant
       b = (fc * ee - fe * ec) / determinant
@@ -241,7 +257,8 @@ public enum PredictionProbe {
     }
     let norm = ee > 0 ? (dot(f, f) / ee).squareRoot() : 0
     return Level(
-      timestep: timestep, sigma: sigma, alpha: alpha, noiseCosine: noiseCosine, noiseTracking: tracking,
+      timestep: timestep, sigma: sigma, alpha: alpha, noiseCosine: noiseCosine,
+      noiseTracking: tracking,
       vAgreement: agreement, vRecovery: recovery, noiseCoefficient: a.isFinite ? a : 0,
       cleanCoefficient: b.isFinite ? b : 0, outputNorm: norm.isFinite ? norm : 0, vote: vote)
   }
@@ -257,11 +274,13 @@ public enum PredictionProbe {
       let confidence: Double
       if behaviour == .epsilon {
         confidence = share * mean(voting.map(\.noiseCosine))
-        summary = "behaves like an epsilon model: its output is the noise (\(voting.count) of \(levels.count) "
+        summary =
+          "behaves like an epsilon model: its output is the noise (\(voting.count) of \(levels.count) "
           + "levels, mean cos(F, ε) \(format(mean(voting.map(\.noiseCosine)))))"
       } else {
         confidence = share * mean(voting.map(\.vAgreement))
-        summary = "behaves like a v-prediction model: its output is α·ε − σ·x̂₀, the same clean latent "
+        summary =
+          "behaves like a v-prediction model: its output is α·ε − σ·x̂₀, the same clean latent "
           + "whatever the noise (\(voting.count) of \(levels.count) levels, mean cos(F, ε) "
           + "\(format(mean(voting.map(\.noiseCosine)))), agreement \(format(mean(voting.map(\.vAgreement)))))"
       }
@@ -273,7 +292,8 @@ public enum PredictionProbe {
       behaviour: .undetermined, confidence: 0, levels: levels, configuration: configuration,
       summary: "undetermined: the output neither follows the noise (mean cos(F, ε) "
         + "\(format(mean(levels.map(\.noiseCosine))))) nor gives a stable clean latent (mean agreement "
-        + "\(format(mean(levels.map(\.vAgreement))))); random or damaged weights, or too little training")
+        + "\(format(mean(levels.map(\.vAgreement))))); random or damaged weights, or too little training"
+    )
   }
 
   static func mean(_ values: [Double]) -> Double {

@@ -52,11 +52,13 @@ public struct ReferenceThresholds: Codable, Sendable, Equatable {
     let psnrOK = (comparison.psnr ?? .infinity) >= minimumPSNR
     let ssimOK = comparison.ssim >= minimumSSIM
     let passed = psnrOK && ssimOK
-    var explanation = "PSNR \(psnrText) (minimum \(String(format: "%g", minimumPSNR)) dB), SSIM "
+    var explanation =
+      "PSNR \(psnrText) (minimum \(String(format: "%g", minimumPSNR)) dB), SSIM "
       + String(format: "%.4f (minimum %g)", comparison.ssim, minimumSSIM)
       + ", largest 8-bit difference \(comparison.maximumDifference)"
     if !passed {
-      explanation += ": the render differs from the reference's more than this kind of change should"
+      explanation +=
+        ": the render differs from the reference's more than this kind of change should"
     }
     // The value is PSNR capped at 999 dB so JSON never holds infinity.
     return HealthCheck(

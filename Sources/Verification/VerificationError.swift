@@ -24,7 +24,8 @@ public enum VerificationError: Error, CustomStringConvertible, Equatable, Sendab
     case .sizeMismatch(let first, let second):
       return "images differ in size: \(first) and \(second)"
     case .imageTooSmall(let width, let height, let minimum, let measurement):
-      return "\(measurement) needs images of at least \(minimum)×\(minimum) pixels, got \(width)×\(height)"
+      return
+        "\(measurement) needs images of at least \(minimum)×\(minimum) pixels, got \(width)×\(height)"
     case .invalidInput(let reason):
       return "invalid input: \(reason)"
     }

@@ -48,7 +48,8 @@ public enum VerifyPreset: String, Codable, Sendable, CaseIterable {
   /// shapes on black or white (captions `{colour} {shape}, {background} background`, trained with
   /// the empty prompt as negative).
   public static let tinyPrompts: [VerifyPrompt] = [
-    "blue triangle, black background", "yellow circle, white background", "red square, black background",
+    "blue triangle, black background", "yellow circle, white background",
+    "red square, black background",
     "green circle, white background",
   ].map { VerifyPrompt(prompt: $0, negative: "") }
 

@@ -42,10 +42,13 @@ public struct VerifyReport: Codable, Sendable {
     ///   - reference: the reference render, and the thresholds for comparing with it.
     /// - Throws: `VerificationError` for inconsistent inputs (sizes of image and reference).
     public init(
-      prompt: String, negative: String = "", seed: UInt64, image: FloatImage, stepLatents: [[Float]] = [],
-      sigmas: [Float]? = nil, initialLatent: [Float]? = nil, expectation: RangeExpectation? = nil, file: String? = nil,
+      prompt: String, negative: String = "", seed: UInt64, image: FloatImage,
+      stepLatents: [[Float]] = [],
+      sigmas: [Float]? = nil, initialLatent: [Float]? = nil, expectation: RangeExpectation? = nil,
+      file: String? = nil,
       reference: (image: FloatImage, thresholds: ReferenceThresholds)? = nil,
-      imageThresholds: ImageHealthThresholds = .standard, latentThresholds: LatentHealthThresholds = .standard
+      imageThresholds: ImageHealthThresholds = .standard,
+      latentThresholds: LatentHealthThresholds = .standard
     ) throws {
       self.prompt = prompt
       self.negative = negative
@@ -56,7 +59,8 @@ public struct VerifyReport: Codable, Sendable {
       let expectation = expectation ?? RangeExpectation.implied(by: prompt)
       self.expectation = expectation
       statistics = ImageStatistics(image)
-      checks = ImageHealth.check(statistics: statistics, expectation: expectation, thresholds: imageThresholds)
+      checks = ImageHealth.check(
+        statistics: statistics, expectation: expectation, thresholds: imageThresholds)
       if !stepLatents.isEmpty {
         checks += try LatentHealth.check(
           steps: stepLatents, sigmas: sigmas, initial: initialLatent, thresholds: latentThresholds)
@@ -137,23 +141,28 @@ public struct VerifyReport: Codable, Sendable {
     lines.append("settings: \(settings)")
     if let prediction {
       lines.append("")
-      lines.append("prediction type: \(prediction.passed ? "PASS" : "FAIL") declared \(prediction.declared), "
-        + "behaves \(prediction.behaviour.rawValue) (confidence \(String(format: "%.2f", prediction.confidence)))")
+      lines.append(
+        "prediction type: \(prediction.passed ? "PASS" : "FAIL") declared \(prediction.declared), "
+          + "behaves \(prediction.behaviour.rawValue) (confidence \(String(format: "%.2f", prediction.confidence)))"
+      )
       lines.append("  \(prediction.explanation)")
     }
     if let probe {
       for level in probe.levels {
-        lines.append(String(
-          format: "  t=%d σ=%.3g: cos(F, ε) %.3f, noise tracking %.3f, v agreement %.3f, v recovery %.3f"
-            + ", F ≈ %.3f·ε %+.3f·x₀ → %@",
-          level.timestep, level.sigma, level.noiseCosine, level.noiseTracking, level.vAgreement,
-          level.vRecovery, level.noiseCoefficient, level.cleanCoefficient, level.vote.rawValue))
+        lines.append(
+          String(
+            format:
+              "  t=%d σ=%.3g: cos(F, ε) %.3f, noise tracking %.3f, v agreement %.3f, v recovery %.3f"
+              + ", F ≈ %.3f·ε %+.3f·x₀ → %@",
+            level.timestep, level.sigma, level.noiseCosine, level.noiseTracking, level.vAgreement,
+            level.vRecovery, level.noiseCoefficient, level.cleanCoefficient, level.vote.rawValue))
       }
     }
     for (index, image) in images.enumerated() {
       lines.append("")
-      lines.append("image \(index + 1): \(image.passed ? "PASS" : "FAIL") \(image.width)×\(image.height) "
-        + "seed \(image.seed)\(image.file.map { " → \($0)" } ?? "")")
+      lines.append(
+        "image \(index + 1): \(image.passed ? "PASS" : "FAIL") \(image.width)×\(image.height) "
+          + "seed \(image.seed)\(image.file.map { " → \($0)" } ?? "")")
       lines.append("  prompt: \(image.prompt)")
       if !image.negative.isEmpty { lines.append("  negative: \(image.negative)") }
       for check in image.checks { lines.append("  \(check.line)") }

@@ -1,7 +1,7 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 import Verification
 
 /// `rouwei-ckpt verify` on the trained tiny models: exit codes, files, report.
@@ -10,7 +10,9 @@ import Verification
 
   @Test func goodModelPassesAndWritesImagesSheetAndReport() throws {
     let directory = TestPaths.temporaryDirectory("verify-good")
-    let run = try BinaryRun.run(["verify", vModel, "--head-dim", "16", "--out", directory, "--json"])
+    let run = try BinaryRun.run([
+      "verify", vModel, "--head-dim", "16", "--out", directory, "--json",
+    ])
     #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
     let report = try JSONDecoder().decode(VerifyReport.self, from: Data(run.stdout.utf8))
     #expect(report.passed && report.failures.isEmpty)
@@ -40,10 +42,14 @@ import Verification
       }
     }
     try SafeTensorsWriter.write(to: stripped, entries: entries, metadata: [:])
-    let run = try BinaryRun.run(["verify", stripped, "--head-dim", "16", "--out", directory + "/out"])
+    let run = try BinaryRun.run([
+      "verify", stripped, "--head-dim", "16", "--out", directory + "/out",
+    ])
     #expect(run.status == 1, "\(run.stdout)\n\(run.stderr)")
     #expect(run.stdout.hasPrefix("FAILED"))
-    #expect(run.stdout.contains("marked epsilon (no `v_pred` key) but the UNet behaves like v-prediction"))
+    #expect(
+      run.stdout.contains("marked epsilon (no `v_pred` key) but the UNet behaves like v-prediction")
+    )
     #expect(run.stderr.contains("verification failed"))
   }
 

@@ -1,17 +1,22 @@
 import Diffusion
 import Foundation
 import Testing
+
 @testable import Verification
 
 /// The image and latent checks on synthetic images with a known defect, one defect each.
 @Suite struct HealthCheckTests {
   /// A 64×64 drawing: a coloured disc on a background of the given grey level.
-  static func drawing(background: Float = 1, disc: (Float, Float, Float) = (0.85, 0.12, 0.12)) -> FloatImage {
-    let size = 64, plane = size * size
+  static func drawing(background: Float = 1, disc: (Float, Float, Float) = (0.85, 0.12, 0.12))
+    -> FloatImage
+  {
+    let size = 64
+    let plane = size * size
     var values = [Float](repeating: background, count: 3 * plane)
     for row in 0..<size {
       for column in 0..<size {
-        let dx = Float(column) - 30, dy = Float(row) - 34
+        let dx = Float(column) - 30
+        let dy = Float(row) - 34
         guard dx * dx + dy * dy < 18 * 18 else { continue }
         let colour = [disc.0, disc.1, disc.2]
         for channel in 0..<3 { values[channel * plane + row * size + column] = colour[channel] }
@@ -26,8 +31,11 @@ import Testing
 
   @Test func aCleanDrawingPassesEverything() {
     let checks = ImageHealth.check(Self.drawing(), expectation: .lightBackground)
-    #expect(checks.map(\.name) == ["finite", "not_blank", "not_noise", "not_washed_out", "not_burned",
-      "light_background"])
+    #expect(
+      checks.map(\.name) == [
+        "finite", "not_blank", "not_noise", "not_washed_out", "not_burned",
+        "light_background",
+      ])
     #expect(Self.failed(checks).isEmpty, "\(checks.map(\.line))")
     let dark = ImageHealth.check(Self.drawing(background: 0.01), expectation: .darkBackground)
     #expect(Self.failed(dark).isEmpty, "\(dark.map(\.line))")
@@ -42,7 +50,8 @@ import Testing
     #expect(Self.failed(nanChecks) == ["finite"])
     #expect(nanChecks[0].value == 2 && nanChecks[0].explanation.contains("NaN"))
 
-    let flat = try FloatImage(width: 64, height: 64, values: [Float](repeating: 0.3, count: 3 * 4096))
+    let flat = try FloatImage(
+      width: 64, height: 64, values: [Float](repeating: 0.3, count: 3 * 4096))
     #expect(Self.failed(ImageHealth.check(flat)).contains("not_blank"))
 
     var generator = TorchGenerator(seed: 5)
@@ -51,11 +60,13 @@ import Testing
     #expect(Self.failed(noiseChecks) == ["not_noise"], "\(noiseChecks.map(\.line))")
 
     // Washed out: the drawing squeezed into a narrow grey band.
-    let grey = try FloatImage(width: 64, height: 64, values: Self.drawing().values.map { 0.45 + 0.1 * $0 })
+    let grey = try FloatImage(
+      width: 64, height: 64, values: Self.drawing().values.map { 0.45 + 0.1 * $0 })
     let greyChecks = ImageHealth.check(grey)
     #expect(Self.failed(greyChecks) == ["not_washed_out"], "\(greyChecks.map(\.line))")
     // The same low contrast near black is a dark image, not a washed-out one.
-    let darkLow = try FloatImage(width: 64, height: 64, values: Self.drawing().values.map { 0.02 + 0.1 * $0 })
+    let darkLow = try FloatImage(
+      width: 64, height: 64, values: Self.drawing().values.map { 0.02 + 0.1 * $0 })
     #expect(!Self.failed(ImageHealth.check(darkLow)).contains("not_washed_out"))
 
     // Burned: a big disc of pure clipped colour.
@@ -64,7 +75,8 @@ import Testing
     #expect(Self.failed(burnedChecks) == ["not_burned"], "\(burnedChecks.map(\.line))")
 
     // A grey background where black was asked for.
-    let greyBackground = ImageHealth.check(Self.drawing(background: 0.15), expectation: .darkBackground)
+    let greyBackground = ImageHealth.check(
+      Self.drawing(background: 0.15), expectation: .darkBackground)
     #expect(Self.failed(greyBackground) == ["dark_background"])
     let notWhite = ImageHealth.check(Self.drawing(background: 0.8), expectation: .lightBackground)
     #expect(Self.failed(notWhite) == ["light_background"])
@@ -84,7 +96,9 @@ import Testing
     // A healthy run: the latent's spread follows √(σ² + 1) down to ≈ 1.
     let sigmas: [Float] = [14.6, 8, 4, 2, 1, 0.5, 0.25, 0.1, 0.05, 0.02, 0]
     let pattern: [Float] = (0..<64).map { Float(($0 % 7) - 3) / 2 }
-    let healthy = sigmas.dropFirst().map { sigma in pattern.map { $0 * (sigma * sigma + 1).squareRoot() } }
+    let healthy = sigmas.dropFirst().map { sigma in
+      pattern.map { $0 * (sigma * sigma + 1).squareRoot() }
+    }
     let good = try LatentHealth.check(steps: healthy, sigmas: sigmas)
     #expect(good.map(\.name) == LatentHealth.checkNames)
     #expect(Self.failed(good).isEmpty, "\(good.map(\.line))")
@@ -107,7 +121,9 @@ import Testing
     #expect(Self.failed(try LatentHealth.check(steps: healthy)).isEmpty)
 
     #expect(throws: VerificationError.self) { try LatentHealth.check(steps: []) }
-    #expect(throws: VerificationError.self) { try LatentHealth.check(steps: healthy, sigmas: [1, 0]) }
+    #expect(throws: VerificationError.self) {
+      try LatentHealth.check(steps: healthy, sigmas: [1, 0])
+    }
   }
 
   @Test func reportCollectsFailuresAndEncodes() throws {
@@ -127,7 +143,8 @@ import Testing
       images: [good, bad, compared], contactSheet: "out/sheet.png")
     #expect(!report.passed)
     #expect(report.failures.count == 2)
-    #expect(report.failures[0].contains("image 2") && report.failures[0].contains("dark_background"))
+    #expect(
+      report.failures[0].contains("image 2") && report.failures[0].contains("dark_background"))
     #expect(report.failures[1].contains("image 3") && report.failures[1].contains("reference"))
     let text = report.text
     #expect(text.hasPrefix("FAILED: m.safetensors"))

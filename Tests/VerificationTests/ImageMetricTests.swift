@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import Verification
 
 /// The goldens of `Scripts/fixtures/make_image_metric_goldens.py` (scikit-image and NumPy).
@@ -9,7 +10,7 @@ struct ImageMetricGoldens: Decodable {
     let a: String, b: String
     let psnr: Double?
     let ssim: Double
-    let ssim_sample_covariance: Double
+    let ssimSampleCovariance: Double
   }
   let width: Int, height: Int
   let images: [String: [UInt8]]
@@ -17,8 +18,11 @@ struct ImageMetricGoldens: Decodable {
   let pairs: [Pair]
 
   static func load() throws -> ImageMetricGoldens {
-    let data = try Data(contentsOf: URL(fileURLWithPath: TestPaths.fixture("verify/image-metrics.json")))
-    return try JSONDecoder().decode(ImageMetricGoldens.self, from: data)
+    let data = try Data(
+      contentsOf: URL(fileURLWithPath: TestPaths.fixture("verify/image-metrics.json")))
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    return try decoder.decode(ImageMetricGoldens.self, from: data)
   }
 
   func image(_ name: String) throws -> FloatImage {
@@ -31,7 +35,8 @@ struct ImageMetricGoldens: Decodable {
     let goldens = try ImageMetricGoldens.load()
     #expect(goldens.pairs.count == 8)
     for pair in goldens.pairs {
-      let a = try #require(goldens.images[pair.a]), b = try #require(goldens.images[pair.b])
+      let a = try #require(goldens.images[pair.a])
+      let b = try #require(goldens.images[pair.b])
       let (w, h) = (goldens.width, goldens.height)
       let psnr = try ImageComparison.psnr(a, b, width: w, height: h)
       if let expected = pair.psnr {
@@ -43,14 +48,16 @@ struct ImageMetricGoldens: Decodable {
       let ssim = try ImageComparison.ssim(a, b, width: w, height: h)
       #expect(abs(ssim - pair.ssim) < 1e-9, "SSIM \(pair.a)/\(pair.b): \(ssim) vs \(pair.ssim)")
       let sample = try ImageComparison.ssim(a, b, width: w, height: h, sampleCovariance: true)
-      #expect(abs(sample - pair.ssim_sample_covariance) < 1e-9,
-        "SSIM (sample covariance) \(pair.a)/\(pair.b): \(sample) vs \(pair.ssim_sample_covariance)")
+      #expect(
+        abs(sample - pair.ssimSampleCovariance) < 1e-9,
+        "SSIM (sample covariance) \(pair.a)/\(pair.b): \(sample) vs \(pair.ssimSampleCovariance)")
     }
   }
 
   @Test func comparisonOfFloatImagesQuantizesFirst() throws {
     let goldens = try ImageMetricGoldens.load()
-    let base = try goldens.image("base"), noisy = try goldens.image("noisy")
+    let base = try goldens.image("base")
+    let noisy = try goldens.image("noisy")
     let comparison = try ImageComparison(noisy, reference: base)
     let pair = try #require(goldens.pairs.first { $0.a == "base" && $0.b == "noisy" })
     #expect(abs((comparison.psnr ?? 0) - (pair.psnr ?? -1)) < 1e-9)
@@ -70,7 +77,10 @@ struct ImageMetricGoldens: Decodable {
     #expect(throws: VerificationError.sizeMismatch(first: "10×12", second: "12×10")) {
       try ImageComparison(small, reference: other)
     }
-    #expect(throws: VerificationError.imageTooSmall(width: 10, height: 12, minimum: 11, measurement: "SSIM")) {
+    #expect(
+      throws: VerificationError.imageTooSmall(
+        width: 10, height: 12, minimum: 11, measurement: "SSIM")
+    ) {
       try ImageComparison(small, reference: small)
     }
     #expect(throws: VerificationError.self) {
@@ -87,8 +97,10 @@ struct ImageMetricGoldens: Decodable {
       let pairs: [(String, Double, Double)] = [
         ("lumaMean", actual.lumaMean, expected.lumaMean),
         ("lumaStandardDeviation", actual.lumaStandardDeviation, expected.lumaStandardDeviation),
-        ("maximumChannelStandardDeviation", actual.maximumChannelStandardDeviation,
-          expected.maximumChannelStandardDeviation),
+        (
+          "maximumChannelStandardDeviation", actual.maximumChannelStandardDeviation,
+          expected.maximumChannelStandardDeviation
+        ),
         ("neighbourCorrelation", actual.neighbourCorrelation, expected.neighbourCorrelation),
         ("lumaPercentile1", actual.lumaPercentile1, expected.lumaPercentile1),
         ("lumaPercentile99", actual.lumaPercentile99, expected.lumaPercentile99),

@@ -2,8 +2,9 @@ import Checkpoint
 import Diffusion
 import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
+
 @testable import Verification
 
 /// The probe's decision on analytic networks whose answer is known, and the verdict wording.
@@ -14,14 +15,16 @@ import TestSupport
     for channel in 0..<4 {
       for row in 0..<8 {
         for column in 0..<8 {
-          let x = Float(column) / 3.5 - 1, y = Float(row) / 3.5 - 1
+          let x = Float(column) / 3.5 - 1
+          let y = Float(row) / 3.5 - 1
           let patterns = [x, y, x * y, x * x + y * y - 0.6]
           values.append(patterns[channel])
         }
       }
     }
     let mean = values.reduce(0, +) / Float(values.count)
-    let deviation = (values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(values.count)).squareRoot()
+    let deviation = (values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(values.count))
+      .squareRoot()
     return Tensor(shape: [1, 4, 8, 8], values: values.map { $0 / deviation })
   }
 
@@ -41,7 +44,8 @@ import TestSupport
       for sample in 0..<input.shape[0] {
         let values = Array(input.scalars[sample * x0.count..<(sample + 1) * x0.count])
         let noise = zip(values, x0).map { ($0 * scale - $1) / sigma }
-        output += kind == .epsilon ? noise : zip(noise, estimate).map { alpha * $0 - sigma * alpha * $1 }
+        output +=
+          kind == .epsilon ? noise : zip(noise, estimate).map { alpha * $0 - sigma * alpha * $1 }
       }
       return Tensor(shape: input.shape, values: output)
     }
@@ -49,7 +53,8 @@ import TestSupport
 
   @Test func idealEpsilonModelIsEpsilon() throws {
     let clean = Self.smoothLatent()
-    let result = try PredictionProbe.run(cleanLatent: clean, network: Self.oracle(.epsilon, clean: clean))
+    let result = try PredictionProbe.run(
+      cleanLatent: clean, network: Self.oracle(.epsilon, clean: clean))
     #expect(result.behaviour == .epsilon)
     #expect(result.confidence > 0.99)
     for level in result.levels {
@@ -89,7 +94,8 @@ import TestSupport
     #expect(random.levels.allSatisfy { $0.vRecovery < 0.2 }, "\(random.levels)")
     #expect(random.levels.filter { $0.timestep >= 800 }.allSatisfy { $0.vAgreement > 0.9 })
     #expect(random.behaviour == .undetermined && random.confidence == 0)
-    let zero = try PredictionProbe.run(cleanLatent: clean) { input, _ in Tensor(zeros: input.shape) }
+    let zero = try PredictionProbe.run(cleanLatent: clean) { input, _ in Tensor(zeros: input.shape)
+    }
     #expect(zero.behaviour == .undetermined)
     // Echoing a scrambled input explains nothing either.
     let scrambled = try PredictionProbe.run(cleanLatent: clean) { input, _ in
@@ -109,34 +115,41 @@ import TestSupport
     var configuration = PredictionProbe.Configuration.standard
     configuration.timesteps = [1000]
     #expect(throws: VerificationError.self) {
-      try PredictionProbe.run(cleanLatent: clean, configuration: configuration) { input, _ in input }
+      try PredictionProbe.run(cleanLatent: clean, configuration: configuration) { input, _ in input
+      }
     }
   }
 
   static func report(markers: Set<String>, metadata: [String: String] = [:]) -> PredictionReport {
-    PredictionDetector.detect(keys: markers.union(["model.diffusion_model.out.2.weight"]), metadata: metadata)
+    PredictionDetector.detect(
+      keys: markers.union(["model.diffusion_model.out.2.weight"]), metadata: metadata)
   }
 
   @Test func verdictFailsOnMismatchesAndExplainsLoaders() throws {
     let clean = Self.smoothLatent()
     let v = try PredictionProbe.run(cleanLatent: clean, network: Self.oracle(.v, clean: clean))
-    let epsilon = try PredictionProbe.run(cleanLatent: clean, network: Self.oracle(.epsilon, clean: clean))
+    let epsilon = try PredictionProbe.run(
+      cleanLatent: clean, network: Self.oracle(.epsilon, clean: clean))
 
     let lostMarker = PredictionVerdict(result: v, report: Self.report(markers: []))
     #expect(!lostMarker.passed && lostMarker.declared == "epsilon")
     #expect(lostMarker.explanation.contains("ComfyUI") && lostMarker.explanation.contains("A1111"))
-    #expect(lostMarker.explanation.contains("v_pred") && lostMarker.explanation.contains("washed-out"))
+    #expect(
+      lostMarker.explanation.contains("v_pred") && lostMarker.explanation.contains("washed-out"))
 
     let metadataOnly = PredictionVerdict(
       result: v, report: Self.report(markers: [], metadata: ["modelspec.prediction_type": "v"]))
     #expect(!metadataOnly.passed && metadataOnly.explanation.contains("metadata says v"))
 
-    let falseV = PredictionVerdict(result: epsilon, report: Self.report(markers: ["v_pred", "ztsnr"]))
+    let falseV = PredictionVerdict(
+      result: epsilon, report: Self.report(markers: ["v_pred", "ztsnr"]))
     #expect(!falseV.passed && falseV.declared == "v" && falseV.explanation.contains("burned"))
 
     #expect(PredictionVerdict(result: v, report: Self.report(markers: ["v_pred"])).passed)
     #expect(PredictionVerdict(result: epsilon, report: Self.report(markers: [])).passed)
-    let unknown = try PredictionProbe.run(cleanLatent: clean) { input, _ in Tensor(zeros: input.shape) }
+    let unknown = try PredictionProbe.run(cleanLatent: clean) { input, _ in
+      Tensor(zeros: input.shape)
+    }
     let verdict = PredictionVerdict(result: unknown, report: Self.report(markers: ["v_pred"]))
     #expect(verdict.passed && verdict.inconclusive)
   }
@@ -147,8 +160,10 @@ import TestSupport
     let unet = try UNet(weights: weights.scoped("model.diffusion_model."), headDimension: 16)
     let context = Tensor(zeros: [1, 77, try #require(unet.contextDimension)])
     let y = Tensor(zeros: [1, try #require(unet.admChannels)])
-    let result = try PredictionProbe.run(unet: unet, context: context, y: y, cleanLatent: Self.smoothLatent())
+    let result = try PredictionProbe.run(
+      unet: unet, context: context, y: y, cleanLatent: Self.smoothLatent())
     #expect(result.behaviour == .undetermined, "\(result.levels)")
-    #expect(result.levels.allSatisfy { $0.noiseCosine < 0.3 && $0.vAgreement < 0.3 }, "\(result.levels)")
+    #expect(
+      result.levels.allSatisfy { $0.noiseCosine < 0.3 && $0.vAgreement < 0.3 }, "\(result.levels)")
   }
 }

@@ -3,8 +3,9 @@ import Diffusion
 import Foundation
 import SafeTensors
 import Tensors
-import Testing
 import TestSupport
+import Testing
+
 @testable import Verification
 
 /// The checks and the probe on the trained tiny models (`Fixtures/trained`, made by
@@ -14,14 +15,17 @@ import TestSupport
   static let epsPath = TestPaths.fixture("trained/tiny-shapes-eps.safetensors")
   static let vPath = TestPaths.fixture("trained/tiny-shapes-vpred.safetensors")
 
-  static func pipeline(_ path: String, _ prediction: Diffusion.PredictionType, zsnr: Bool) throws -> SDXLPipeline {
+  static func pipeline(_ path: String, _ prediction: Diffusion.PredictionType, zsnr: Bool) throws
+    -> SDXLPipeline
+  {
     try SDXLPipeline(
       weights: ModelWeights(path: path),
       behaviour: ModelBehaviour(prediction: prediction, zeroTerminalSNR: zsnr), headDimension: 16)
   }
 
   /// Renders like train_tiny.py's evaluation (Euler, 20 steps, CFG 5, 64×64) and checks the result.
-  static func verify(_ pipeline: SDXLPipeline, _ prompt: String, seed: UInt64, cfg: Float = 5) throws
+  static func verify(_ pipeline: SDXLPipeline, _ prompt: String, seed: UInt64, cfg: Float = 5)
+    throws
     -> VerifyReport.Image
   {
     var settings = GenerationSettings(prompt: prompt)
@@ -33,7 +37,8 @@ import TestSupport
     settings.height = 64
     let result = try pipeline.generate(settings)
     return try VerifyReport.Image(
-      prompt: prompt, seed: seed, image: FloatImage(tensor: result.image), stepLatents: result.stepLatents,
+      prompt: prompt, seed: seed, image: FloatImage(tensor: result.image),
+      stepLatents: result.stepLatents,
       sigmas: result.sigmas)
   }
 
@@ -43,7 +48,8 @@ import TestSupport
     let clean = try encoder.encode(image.encoderInput()).latent
     let empty = try pipeline.text.encode("")
     let y = empty.admVector(originalSize: (64, 64), crop: (0, 0), targetSize: (64, 64))
-    return try PredictionProbe.run(unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean)
+    return try PredictionProbe.run(
+      unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean)
   }
 
   static func failed(_ image: VerifyReport.Image) -> Set<String> {
@@ -52,14 +58,17 @@ import TestSupport
 
   @Test func epsilonModelRendersPassAndProbesAsEpsilon() throws {
     let pipeline = try Self.pipeline(Self.epsPath, .epsilon, zsnr: false)
-    for (index, prompt) in ["blue triangle, black background", "yellow circle, white background"].enumerated() {
+    for (index, prompt) in ["blue triangle, black background", "yellow circle, white background"]
+      .enumerated()
+    {
       let image = try Self.verify(pipeline, prompt, seed: UInt64(1000 + index))
       #expect(image.passed, "\(prompt): \(image.checks.filter { !$0.passed }.map(\.line))")
     }
     let result = try Self.probe(pipeline)
     #expect(result.behaviour == .epsilon && result.confidence > 0.9, "\(result.levels)")
     let file = try ModelWeights(path: Self.epsPath).file
-    let report = PredictionDetector.detect(keys: Set(file.tensors.map(\.name)), metadata: file.metadata)
+    let report = PredictionDetector.detect(
+      keys: Set(file.tensors.map(\.name)), metadata: file.metadata)
     #expect(PredictionVerdict(result: result, report: report).passed)
     // The same UNet falsely marked v (a merge that copied `v_pred` from the wrong parent).
     let falseV = PredictionDetector.detect(
@@ -72,7 +81,9 @@ import TestSupport
 extension TrainedFixtureTests {
   @Test func vModelRendersPassAndProbesAsV() throws {
     let pipeline = try Self.pipeline(Self.vPath, .vPrediction, zsnr: true)
-    for (index, prompt) in ["blue triangle, black background", "yellow circle, white background"].enumerated() {
+    for (index, prompt) in ["blue triangle, black background", "yellow circle, white background"]
+      .enumerated()
+    {
       let image = try Self.verify(pipeline, prompt, seed: UInt64(1000 + index))
       #expect(image.passed, "\(prompt): \(image.checks.filter { !$0.passed }.map(\.line))")
     }
@@ -83,10 +94,13 @@ extension TrainedFixtureTests {
     let marked = PredictionDetector.detect(keys: keys, metadata: file.metadata)
     #expect(PredictionVerdict(result: result, report: marked).passed)
     // The merge that lost its markers: no `v_pred`/`ztsnr`, no metadata.
-    let stripped = PredictionDetector.detect(keys: keys.subtracting(["v_pred", "ztsnr"]), metadata: [:])
+    let stripped = PredictionDetector.detect(
+      keys: keys.subtracting(["v_pred", "ztsnr"]), metadata: [:])
     let verdict = PredictionVerdict(result: result, report: stripped)
     #expect(!verdict.passed && verdict.declared == "epsilon")
-    #expect(verdict.explanation.contains("marked epsilon") && verdict.explanation.contains("behaves like v"))
+    #expect(
+      verdict.explanation.contains("marked epsilon")
+        && verdict.explanation.contains("behaves like v"))
   }
 
   @Test func vModelSampledWrongFailsTheRightChecks() throws {
@@ -133,7 +147,8 @@ extension TrainedFixtureTests {
     let report = PredictionDetector.detect(
       keys: Set(weights.file.tensors.map(\.name)), metadata: weights.file.metadata)
     let behaviour = ModelBehaviour(
-      prediction: report.prediction == .epsilon ? .epsilon : .vPrediction, zeroTerminalSNR: report.zeroTerminalSNR)
+      prediction: report.prediction == .epsilon ? .epsilon : .vPrediction,
+      zeroTerminalSNR: report.zeroTerminalSNR)
     return (try SDXLPipeline(weights: weights, behaviour: behaviour, headDimension: 16), report)
   }
 
@@ -142,16 +157,23 @@ extension TrainedFixtureTests {
   @Test func nanWeightFailsFinite() throws {
     let path = try Self.brokenCopy(of: Self.epsPath, "nan") { info, bytes in
       // F16 NaN in the first element of a middle-block convolution.
-      if info.name == "model.diffusion_model.middle_block.0.in_layers.2.weight" { bytes[0] = 0x00; bytes[1] = 0x7E }
+      if info.name == "model.diffusion_model.middle_block.0.in_layers.2.weight" {
+        bytes[0] = 0x00
+        bytes[1] = 0x7E
+      }
     }
     let (pipeline, _) = try Self.pipelineAsMarked(path)
     let image = try Self.verify(pipeline, Self.prompts[0], seed: 1000)
-    #expect(Self.failed(image).isSuperset(of: ["finite", "finite_latents"]), "\(image.checks.map(\.line))")
+    #expect(
+      Self.failed(image).isSuperset(of: ["finite", "finite_latents"]), "\(image.checks.map(\.line))"
+    )
   }
 
   @Test func zeroedOutputLayerFailsTheLatentScale() throws {
     let path = try Self.brokenCopy(of: Self.epsPath, "zeroed") { info, bytes in
-      if info.name.hasPrefix("model.diffusion_model.out.2.") { bytes = [UInt8](repeating: 0, count: bytes.count) }
+      if info.name.hasPrefix("model.diffusion_model.out.2.") {
+        bytes = [UInt8](repeating: 0, count: bytes.count)
+      }
     }
     let (pipeline, _) = try Self.pipelineAsMarked(path)
     for (index, prompt) in Self.prompts.enumerated() {
@@ -163,7 +185,9 @@ extension TrainedFixtureTests {
   @Test func garbageVAEFails() throws {
     var generator = TorchGenerator(seed: 7)
     let path = try Self.brokenCopy(of: Self.epsPath, "garbage-vae") { info, bytes in
-      guard info.name.hasPrefix("first_stage_model.decoder.") || info.name.hasPrefix("first_stage_model.post_quant_conv."),
+      guard
+        info.name.hasPrefix("first_stage_model.decoder.")
+          || info.name.hasPrefix("first_stage_model.post_quant_conv."),
         info.dtype == .f16
       else { return }
       // Random weights N(0, 1/fan_in) (biases N(0, 0.1²)) in place of the trained decoder.
@@ -175,13 +199,15 @@ extension TrainedFixtureTests {
     let (pipeline, _) = try Self.pipelineAsMarked(path)
     let image = try Self.verify(pipeline, Self.prompts[1], seed: 1001)
     #expect(!image.passed)
-    #expect(!Self.failed(image).isDisjoint(with: ["not_blank", "not_noise", "not_washed_out"]),
+    #expect(
+      !Self.failed(image).isDisjoint(with: ["not_blank", "not_noise", "not_washed_out"]),
       "\(image.checks.map(\.line))")
   }
 
   @Test func strippedVMarkersFailImageChecksAndTheProbe() throws {
     // The merge that lost `v_pred` and `ztsnr` (and its metadata).
-    let path = try Self.brokenCopy(of: Self.vPath, "stripped", drop: ["v_pred", "ztsnr"], metadata: [:])
+    let path = try Self.brokenCopy(
+      of: Self.vPath, "stripped", drop: ["v_pred", "ztsnr"], metadata: [:])
     let (pipeline, report) = try Self.pipelineAsMarked(path)
     #expect(pipeline.behaviour.prediction == .epsilon)
     var failures = 0
@@ -190,7 +216,8 @@ extension TrainedFixtureTests {
     }
     #expect(failures == 2)
     let verdict = PredictionVerdict(result: try Self.probe(pipeline), report: report)
-    #expect(!verdict.passed && verdict.behaviour == .v && verdict.declared == "epsilon", "\(verdict)")
+    #expect(
+      !verdict.passed && verdict.behaviour == .v && verdict.declared == "epsilon", "\(verdict)")
   }
 
   @Test func falseVMarkersFailTheProbe() throws {
@@ -198,44 +225,59 @@ extension TrainedFixtureTests {
     let (pipeline, report) = try Self.pipelineAsMarked(path)
     #expect(pipeline.behaviour.prediction == .vPrediction && pipeline.behaviour.zeroTerminalSNR)
     let verdict = PredictionVerdict(result: try Self.probe(pipeline), report: report)
-    #expect(!verdict.passed && verdict.behaviour == .epsilon && verdict.declared == "v", "\(verdict)")
+    #expect(
+      !verdict.passed && verdict.behaviour == .epsilon && verdict.declared == "v", "\(verdict)")
   }
 }
 
 /// The probe's measurements against the same computation in PyTorch/diffusers
 /// (`Scripts/fixtures/make_verify_calibration.py`, `probe` in `Fixtures/verify/calibration.json`).
 extension TrainedFixtureTests {
+  static var snakeCaseDecoder: JSONDecoder {
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    return decoder
+  }
+
   struct Calibration: Decodable {
     struct Probe: Decodable {
       struct Level: Decodable {
         let timestep: Int
-        let noise_cosine, noise_tracking, v_agreement, v_recovery, noise_coefficient, clean_coefficient: Double
+        let noiseCosine, noiseTracking, vAgreement, vRecovery, noiseCoefficient,
+          cleanCoefficient: Double
       }
       let levels: [Level]
     }
     let probe: [String: Probe]
   }
 
-  @Test(arguments: [("eps", epsPath), ("vpred", vPath), ("random", TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors"))])
+  @Test(arguments: [
+    ("eps", epsPath), ("vpred", vPath),
+    ("random", TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")),
+  ])
   func probeMatchesPyTorch(name: String, path: String) throws {
-    let data = try Data(contentsOf: URL(fileURLWithPath: TestPaths.fixture("verify/calibration.json")))
-    let golden = try #require(try JSONDecoder().decode(Calibration.self, from: data).probe[name])
+    let data = try Data(
+      contentsOf: URL(fileURLWithPath: TestPaths.fixture("verify/calibration.json")))
+    let golden = try #require(try Self.snakeCaseDecoder.decode(Calibration.self, from: data).probe[name])
     let result = try Self.probe(try Self.pipeline(path, .epsilon, zsnr: false))
     #expect(result.levels.map(\.timestep) == golden.levels.map(\.timestep))
     for (level, expected) in zip(result.levels, golden.levels) {
       let pairs: [(String, Double, Double)] = [
-        ("noiseCosine", level.noiseCosine, expected.noise_cosine),
-        ("noiseTracking", level.noiseTracking, expected.noise_tracking),
-        ("vAgreement", level.vAgreement, expected.v_agreement),
-        ("vRecovery", level.vRecovery, expected.v_recovery),
-        ("noiseCoefficient", level.noiseCoefficient, expected.noise_coefficient),
-        ("cleanCoefficient", level.cleanCoefficient, expected.clean_coefficient),
+        ("noiseCosine", level.noiseCosine, expected.noiseCosine),
+        ("noiseTracking", level.noiseTracking, expected.noiseTracking),
+        ("vAgreement", level.vAgreement, expected.vAgreement),
+        ("vRecovery", level.vRecovery, expected.vRecovery),
+        ("noiseCoefficient", level.noiseCoefficient, expected.noiseCoefficient),
+        ("cleanCoefficient", level.cleanCoefficient, expected.cleanCoefficient),
       ]
       for (field, value, reference) in pairs {
-        #expect(abs(value - reference) < 2e-3, "\(name) t=\(level.timestep) \(field): \(value) vs PyTorch \(reference)")
+        #expect(
+          abs(value - reference) < 2e-3,
+          "\(name) t=\(level.timestep) \(field): \(value) vs PyTorch \(reference)")
       }
     }
-    let expected: ProbeBehaviour = ["eps": .epsilon, "vpred": .v, "random": .undetermined][name] ?? .undetermined
+    let expected: ProbeBehaviour =
+      ["eps": .epsilon, "vpred": .v, "random": .undetermined][name] ?? .undetermined
     #expect(result.behaviour == expected)
   }
 }
