@@ -5,9 +5,10 @@ public struct LatentHealthThresholds: Codable, Sendable, Equatable {
   /// After every step the latent's standard deviation may be at most this multiple of the
   /// √(σ² + 1) a sample at that noise level has (σ the step's target noise level, 1 the standard
   /// deviation of SDXL latents scaled by 0.13025; the tiny fixtures' VAE is scaled to exactly 1).
-  /// At the end σ = 0, so this bounds the final latent's standard deviation. The tiny fixtures'
-  /// good renders end at 0.65–2.73; a v model sampled as epsilon at 6.5–15.5, a zeroed UNet output
-  /// layer at 13.7–15.1, random weights at 16–17 (`Fixtures/verify/calibration.json`).
+  /// At the end σ = 0, so this bounds the final latent's standard deviation. Worst step on the
+  /// tiny fixtures (`Fixtures/verify/calibration.json`, `max_scale_ratio`): good renders 0.93–2.75;
+  /// a v model sampled as epsilon 6.5–15.6, a zeroed UNet output layer 13.7–15.1, random weights
+  /// 16.2–17.4, CFG 30 on the epsilon model 3.7–6.7.
   public var maximumScaleRatio: Double
 
   /// The defaults (see the property).
