@@ -11,6 +11,23 @@ public struct ImageComparison: Codable, Sendable, Equatable {
   /// Fraction of 8-bit channel values that differ by more than 1.
   public var fractionDifferingByMoreThanOne: Double
 
+  enum CodingKeys: String, CodingKey {
+    case psnr, ssim, maximumDifference, fractionDifferingByMoreThanOne
+  }
+
+  /// Encodes `psnr` as `null` (not absent) for identical images, so readers see the key.
+  public func encode(to encoder: Encoder) throws {
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    if let psnr {
+      try container.encode(psnr, forKey: .psnr)
+    } else {
+      try container.encodeNil(forKey: .psnr)
+    }
+    try container.encode(ssim, forKey: .ssim)
+    try container.encode(maximumDifference, forKey: .maximumDifference)
+    try container.encode(fractionDifferingByMoreThanOne, forKey: .fractionDifferingByMoreThanOne)
+  }
+
   /// Compares `image` with `reference` after both are quantized to 8 bits (⌊255·v⌋, as the PNGs
   /// hold them).
   /// - Throws: `VerificationError.sizeMismatch` or `.imageTooSmall` (SSIM needs 11×11).

@@ -90,25 +90,35 @@ public enum VerifyPreset: String, Codable, Sendable, CaseIterable {
 }
 
 extension ChangeKind {
-  /// The kind of change from `reference` to `model`, from the dtype holding most of each UNet's
-  /// bytes (`model.diffusion_model.*`): a narrower float type gives fp16, bf16 or fp8 (int8 counts
-  /// as fp8); the same type gives `lossless` (pass `merge` yourself for a merge).
+  /// The kind of change from `reference` to `model`, from the dtypes of each UNet's bytes
+  /// (`model.diffusion_model.*`): 8-bit weights in the model's UNet (fp8, or int8/scaled fp8 on
+  /// the Linears only) give `fp8`; otherwise the dtype holding most bytes decides: a different
+  /// float type gives fp16 or bf16, the same type `lossless` (pass `merge` yourself for a merge).
   public static func inferred(model: SafeTensorsFile, reference: SafeTensorsFile) -> ChangeKind {
-    func dominant(_ file: SafeTensorsFile) -> DType? {
+    func bytes(_ file: SafeTensorsFile) -> [DType: Int] {
       var bytes: [DType: Int] = [:]
       for tensor in file.tensors where tensor.name.hasPrefix("model.diffusion_model.") {
         bytes[tensor.dtype, default: 0] += tensor.dataOffsets.end - tensor.dataOffsets.begin
       }
-      return bytes.max { $0.value < $1.value }?.key
+      return bytes
     }
-    guard let target = dominant(model), let source = dominant(reference), target != source else {
-      return .lossless
+    let target = bytes(model)
+    let source = bytes(reference)
+    let total = target.values.reduce(0, +)
+    let narrow = target.filter { $0.key.bitWidth <= 8 }.values.reduce(0, +)
+    // Per-row scales and norms stay wide; a tenth of the bytes in 8 bits is a quantized UNet.
+    if total > 0 && narrow * 10 >= total && source.keys.allSatisfy({ $0.bitWidth > 8 }) {
+      return .fp8
     }
-    switch target {
+    func dominant(_ bytes: [DType: Int]) -> DType? { bytes.max { $0.value < $1.value }?.key }
+    guard let modelType = dominant(target), let referenceType = dominant(source),
+      modelType != referenceType
+    else { return .lossless }
+    switch modelType {
     case .bf16: return .bf16
     case .f16: return .fp16
     case .f32, .f64: return .lossless
-    default: return target.bitWidth <= 8 ? .fp8 : .fp16
+    default: return modelType.bitWidth <= 8 ? .fp8 : .fp16
     }
   }
 }

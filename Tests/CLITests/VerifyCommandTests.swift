@@ -53,6 +53,41 @@ import Verification
     #expect(run.stderr.contains("verification failed"))
   }
 
+  @Test func conversionsAgainstTheirReference() throws {
+    let directory = TestPaths.temporaryDirectory("verify-reference")
+    let reference = directory + "/fp32.safetensors"
+    for (dtype, path) in [
+      ("fp32", reference), ("bf16", directory + "/bf16.safetensors"),
+      ("fp8-e4m3fn", directory + "/fp8.safetensors"),
+    ] {
+      let run = try BinaryRun.run(["convert", vModel, "-o", path, "--dtype", dtype])
+      #expect(run.status == 0, "\(dtype): \(run.stderr)")
+    }
+    func verify(_ model: String, _ extra: [String] = []) throws -> (Int32, VerifyReport?) {
+      let run = try BinaryRun.run(
+        [
+          "verify", model, "--reference", reference, "--head-dim", "16", "--no-probe", "--json",
+          "--out", directory + "/out",
+        ]
+          + extra)
+      return (run.status, try? JSONDecoder().decode(VerifyReport.self, from: Data(run.stdout.utf8)))
+    }
+    // The fp16 file against its fp32 widening: the same numbers, identical images.
+    let (fp16Status, fp16) = try verify(vModel)
+    #expect(fp16Status == 0 && fp16?.change == .fp16)
+    #expect(
+      fp16?.images.allSatisfy { $0.comparison?.psnr == nil && $0.referenceCheck?.passed == true }
+        == true)
+    // bf16 loses a few 8-bit levels and passes its own thresholds.
+    let (bf16Status, bf16) = try verify(directory + "/bf16.safetensors")
+    #expect(bf16Status == 0 && bf16?.change == .bf16, "\(String(describing: bf16?.failures))")
+    #expect(bf16?.images.allSatisfy { ($0.comparison?.psnr ?? 0) > 35 } == true)
+    // fp8 judged as if it were an fp16 conversion: the renders are too far from the reference.
+    let (fp8Status, fp8) = try verify(directory + "/fp8.safetensors", ["--change", "fp16"])
+    #expect(fp8Status == 1)
+    #expect(fp8?.failures.contains { $0.contains("reference: PSNR") } == true)
+  }
+
   @Test func badInputExitsTwo() throws {
     let directory = TestPaths.temporaryDirectory("verify-bad")
     for arguments in [

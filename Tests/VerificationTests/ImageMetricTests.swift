@@ -68,7 +68,9 @@ struct ImageMetricGoldens: Decodable {
     #expect(same.fractionDifferingByMoreThanOne == 0)
     // JSON carries the identical case as null, never as an unencodable infinity.
     let json = String(decoding: try JSONEncoder().encode(same), as: UTF8.self)
-    #expect(json.contains("\"psnr\":null") || !json.contains("psnr"))
+    #expect(json.contains("\"psnr\":null"))
+    let decoded = try JSONDecoder().decode(ImageComparison.self, from: Data(json.utf8))
+    #expect(decoded == same)
   }
 
   @Test func comparisonRejectsMismatchedOrTinyImages() throws {
