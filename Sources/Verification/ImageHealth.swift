@@ -153,8 +153,9 @@ public enum ImageHealth {
         threshold: t.maximumClippedColourFraction,
         requirement: .atMost,
         explanation: s.clippedColourFraction <= t.maximumClippedColourFraction
-          ? "\(percent(s.clippedColourFraction)) of pixels have a clipped colour channel"
-          : "\(percent(s.clippedColourFraction)) of pixels have a clipped, saturated colour: burned "
+          ? "\(percent(s.clippedColourFraction)) of pixels are clipped at both ends (a channel at 0 and one at 255)"
+          : "\(percent(s.clippedColourFraction)) of pixels are clipped, saturated colour (a channel at 0 and one "
+            + "at 255): burned "
             + "(CFG too high for the model, an epsilon model sampled as v, or a VAE that overshoots)"
       ))
     switch expectation {

@@ -55,12 +55,12 @@ public struct PredictionVerdict: Codable, Sendable, Equatable {
       explanation =
         (isFolder
           ? "scheduler_config.json says epsilon but the UNet behaves like v-prediction (confidence "
-            + "\(confidence)): diffusers will sample it as epsilon and render grey, washed-out images. "
+            + "\(confidence)): diffusers will sample it as epsilon and render washed-out, noisy or garbled images."
           : "marked epsilon (no `v_pred` key\(metadataSaysV ? "; metadata says v, which loaders ignore" : "")"
             + ") but the UNet behaves like v-prediction (confidence \(confidence)): ComfyUI decides "
             + "v-prediction from the `v_pred` key and A1111 from that key or a sidecar .yaml with "
-            + "`parameterization: \"v\"`, so both will sample it as epsilon and render grey, washed-out "
-            + "images. Typical of a merge or conversion that dropped the markers; restore them with "
+            + "`parameterization: \"v\"`, so both will sample it as epsilon and render washed-out, "
+            + "noisy or garbled images. Typical of a merge or conversion that dropped the markers; restore them with "
             + "`convert --set-prediction v` (add `--ztsnr` if it was trained with zero-terminal SNR).")
     case (.epsilon, true):
       passed = false
@@ -72,7 +72,7 @@ public struct PredictionVerdict: Codable, Sendable, Equatable {
           : "marked \(declared) (`\(markers.sorted().joined(separator: "`, `"))`) but the UNet behaves like "
             + "epsilon (confidence \(confidence)): ComfyUI and A1111 follow the markers and will sample "
             + "it as v-prediction, which renders burned, over-saturated or noisy images. Remove the "
-            + "markers (`convert --set-prediction epsilon`).")
+            + "markers (`convert --set-prediction eps`).")
     }
   }
 }
