@@ -131,6 +131,33 @@ public enum PredictionProbe {
     return try FloatImage(width: width, height: height, values: values)
   }
 
+  /// A smooth clean latent `[1, channels, height, width]` with unit standard deviation (gradients,
+  /// their product and a bowl, one per channel), for models whose file has no VAE encoder. Less
+  /// like a real image latent than the test image's, so a v model may come out `undetermined`.
+  public static func smoothLatent(channels: Int, height: Int, width: Int) throws -> Tensor {
+    guard channels > 0, height > 0, width > 0 else {
+      throw VerificationError.invalidInput(
+        reason: "probe latent size \(channels)×\(height)×\(width) is empty")
+    }
+    var values: [Float] = []
+    values.reserveCapacity(channels * height * width)
+    for channel in 0..<channels {
+      for row in 0..<height {
+        for column in 0..<width {
+          let x = width > 1 ? 2 * Float(column) / Float(width - 1) - 1 : 0
+          let y = height > 1 ? 2 * Float(row) / Float(height - 1) - 1 : 0
+          let patterns = [x, y, x * y, x * x + y * y - 0.6]
+          values.append(patterns[channel % 4] * (channel >= 4 ? -1 : 1))
+        }
+      }
+    }
+    let mean = values.reduce(0, +) / Float(values.count)
+    let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(values.count)
+    let deviation = variance > 0 ? variance.squareRoot() : 1
+    return Tensor(
+      shape: [1, channels, height, width], values: values.map { ($0 - mean) / deviation })
+  }
+
   /// Probes a network given as a closure: `network(scaledInputs, timestep)` → F for a batch of two
   /// `[2, C, H, W]` (the two noise draws).
   /// - Parameter cleanLatent: x₀ `[1, C, H, W]`, e.g. the VAE latent of `testImage` (scaled).
@@ -291,8 +318,10 @@ public enum PredictionProbe {
     return Result(
       behaviour: .undetermined, confidence: 0, levels: levels, configuration: configuration,
       summary: "undetermined: the output neither follows the noise (mean cos(F, ε) "
-        + "\(format(mean(levels.map(\.noiseCosine))))) nor gives a stable clean latent (mean agreement "
-        + "\(format(mean(levels.map(\.vAgreement))))); random or damaged weights, or too little training"
+        + "\(format(mean(levels.map(\.noiseCosine))))) nor points along −x₀ with a noise-independent clean "
+        + "reading (mean cos(F, −x₀) \(format(mean(levels.map(\.vRecovery)))), agreement "
+        + "\(format(mean(levels.map(\.vAgreement))))); random or damaged weights, too little training, or "
+        + "a clean latent unlike the model's images"
     )
   }
 

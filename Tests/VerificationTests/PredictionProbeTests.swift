@@ -104,6 +104,19 @@ import Testing
     #expect(scrambled.behaviour == .undetermined)
   }
 
+  @Test func smoothLatentServesAsCleanLatent() throws {
+    let latent = try PredictionProbe.smoothLatent(channels: 4, height: 8, width: 8)
+    let values = latent.scalars
+    let mean = values.reduce(0, +) / Float(values.count)
+    let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(values.count)
+    #expect(latent.shape == [1, 4, 8, 8] && abs(mean) < 1e-5 && abs(variance - 1) < 1e-4)
+    let v = try PredictionProbe.run(cleanLatent: latent, network: Self.oracle(.v, clean: latent))
+    #expect(v.behaviour == .v)
+    #expect(throws: VerificationError.self) {
+      try PredictionProbe.smoothLatent(channels: 0, height: 8, width: 8)
+    }
+  }
+
   @Test func badInputsThrow() throws {
     let clean = Self.smoothLatent()
     #expect(throws: VerificationError.self) {
