@@ -50,19 +50,23 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
       }.max() ?? 0
 
     // Neighbour correlation, horizontal and vertical pairs separately, then averaged.
-    var horizontal: [(Double, Double)] = []
-    var vertical: [(Double, Double)] = []
-    horizontal.reserveCapacity(height * max(width - 1, 0))
-    vertical.reserveCapacity(max(height - 1, 0) * width)
-    for row in 0..<height {
-      for column in 0..<width {
-        let value = luma[row * width + column]
-        if column + 1 < width { horizontal.append((value, luma[row * width + column + 1])) }
-        if row + 1 < height { vertical.append((value, luma[(row + 1) * width + column])) }
-      }
+    var correlations: [Double] = []
+    if width > 1 {
+      correlations.append(
+        ImageStatistics.correlation(count: height * (width - 1)) { visit in
+          for row in 0..<height {
+            for column in 0..<(width - 1) {
+              visit(luma[row * width + column], luma[row * width + column + 1])
+            }
+          }
+        })
     }
-    let correlations = [horizontal, vertical].filter { !$0.isEmpty }.map(
-      ImageStatistics.correlation)
+    if height > 1 {
+      correlations.append(
+        ImageStatistics.correlation(count: (height - 1) * width) { visit in
+          for index in 0..<((height - 1) * width) { visit(luma[index], luma[index + width]) }
+        })
+    }
     neighbourCorrelation =
       correlations.isEmpty ? 1 : correlations.reduce(0, +) / Double(correlations.count)
 
@@ -72,8 +76,12 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
 
     var clipped = 0
     for position in 0..<plane {
-      let bytes = (0..<3).map { FloatImage.byte(image.values[$0 * plane + position]) }
-      if bytes.contains(0) && bytes.contains(255) { clipped += 1 }
+      let red = FloatImage.byte(image.values[position])
+      let green = FloatImage.byte(image.values[plane + position])
+      let blue = FloatImage.byte(image.values[2 * plane + position])
+      let low = red == 0 || green == 0 || blue == 0
+      let high = red == 255 || green == 255 || blue == 255
+      if low && high { clipped += 1 }
     }
     clippedColourFraction = Double(clipped) / Double(plane)
 
@@ -98,21 +106,27 @@ public struct ImageStatistics: Codable, Sendable, Equatable {
     return (mean, variance.squareRoot())
   }
 
-  /// Pearson correlation of pairs; 1 when either side is constant (nothing varies, so no noise).
-  static func correlation(_ pairs: [(Double, Double)]) -> Double {
-    let count = Double(pairs.count)
-    let meanA = pairs.reduce(0) { $0 + $1.0 } / count
-    let meanB = pairs.reduce(0) { $0 + $1.1 } / count
+  /// Pearson correlation of the `count` pairs `pairs` visits (two passes: means, then moments);
+  /// 1 when either side is constant (nothing varies, so no noise).
+  static func correlation(count: Int, _ pairs: ((Double, Double) -> Void) -> Void) -> Double {
+    var sumA = 0.0
+    var sumB = 0.0
+    pairs { a, b in
+      sumA += a
+      sumB += b
+    }
+    let meanA = sumA / Double(count)
+    let meanB = sumB / Double(count)
     var covariance = 0.0
     var varianceA = 0.0
     var varianceB = 0.0
-    for (a, b) in pairs {
+    pairs { a, b in
       covariance += (a - meanA) * (b - meanB)
       varianceA += (a - meanA) * (a - meanA)
       varianceB += (b - meanB) * (b - meanB)
     }
     // Below this the image is flat to within float rounding: call it smooth.
-    guard varianceA > 1e-12 * count, varianceB > 1e-12 * count else { return 1 }
+    guard varianceA > 1e-12 * Double(count), varianceB > 1e-12 * Double(count) else { return 1 }
     return covariance / (varianceA * varianceB).squareRoot()
   }
 
