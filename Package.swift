@@ -22,7 +22,8 @@ let package = Package(
 
     .target(name: "SafeTensors"),
     .target(name: "Checkpoint", dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")]),
-    .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint"]),
+    .target(name: "CCodecKernels"),
+    .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels"]),
     .target(name: "CTensorKernels"),
     .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels"]),
     .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Transforms"], resources: [

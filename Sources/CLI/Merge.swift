@@ -174,3 +174,7 @@ extension MissingKeyPolicy: ExpressibleByArgument {}
 extension MergeError: ExitStatusProviding {
   public var exitStatus: ExitStatus { .badInput }
 }
+
+extension CodecError: ExitStatusProviding {
+  public var exitStatus: ExitStatus { .badInput }
+}

@@ -26,12 +26,7 @@ public enum DiffusersFolder {
     guard let data = FileManager.default.contents(atPath: path) else {
       throw CheckpointError.invalidConfig(path: path, reason: "cannot read the file")
     }
-    guard data.count < 10 << 20,
-      let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-    else {
-      throw CheckpointError.invalidConfig(path: path, reason: "not a JSON object")
-    }
-    return object
+    return try DiffusersConfig.object(from: data, path: path)
   }
 
   static func inspect(path: String, options: Inspector.Options) throws -> InspectionReport {
@@ -79,27 +74,10 @@ public enum DiffusersFolder {
     var kind = ArchitectureKind.unknown
     var unet: UNetConfig?
     if let config = try? readJSON(path + "/unet/config.json") {
-      let channels = config["block_out_channels"] as? [Int] ?? []
-      let context = config["cross_attention_dim"] as? Int ?? 0
-      let addition = config["addition_embed_type"] as? String
-      let projection = config["projection_class_embeddings_input_dim"] as? Int
-      evidence.append("unet/config.json: block_out_channels \(channels), cross_attention_dim \(context), addition_embed_type \(addition ?? "none")")
-      if channels == [320, 640, 1280], context == 2048, addition == "text_time" {
-        kind = .sdxlBase
-      } else if addition == "text_time", channels.count == 3 {
-        kind = .sdxlReduced
-      } else if context == 768 {
-        kind = .sd1
-      } else if context == 1024 {
-        kind = .sd2
-      }
-      if let first = channels.first {
-        unet = UNetConfig(
-          modelChannels: first, channelMultipliers: channels.map { $0 / max(first, 1) }, residualBlocksPerLevel: config["layers_per_block"] as? Int ?? 2,
-          transformerDepth: config["transformer_layers_per_block"] as? [Int] ?? [], contextDimension: context,
-          admChannels: projection, inChannels: config["in_channels"] as? Int ?? 4, outChannels: config["out_channels"] as? Int ?? 4,
-          headDimension: 64)
-      }
+      let claim = DiffusersConfig.unetClaim(config)
+      evidence.append(claim.evidence)
+      kind = claim.kind
+      unet = claim.unet
     }
     // The weights decide; config.json is only a claim about them.
     var keyCheck: KeyCheck?

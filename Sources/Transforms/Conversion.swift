@@ -383,31 +383,44 @@ public enum ToolInfo {
   public static let version = "0.1.0"
 }
 
-/// Chunked decode → encode of one mapped tensor.
+/// Chunked decode → encode of one mapped tensor, on every core. Values are read through
+/// `TensorDecoder` (the one decode path for every stored layout).
 public enum Streaming {
-  /// Converts a tensor chunk by chunk into `sink`.
+  /// Converts a float tensor (as stored) chunk by chunk into `sink`.
+  @discardableResult
   public static func convert(
     file: SafeTensorsFile, tensor: TensorInfo, to target: DType, policy: OverflowPolicy, sink: TensorSink
   ) throws -> EncodeStatistics {
-    try pass(file: file, tensor: tensor, to: target, policy: policy) { try sink.write($0) }
+    try convert(try plain(file: file, tensor: tensor), to: target, policy: policy, sink: sink)
+  }
+
+  /// Converts whatever `decoder` reads (plain, scaled, int8 rows, ggml blocks) into `sink`.
+  @discardableResult
+  public static func convert(
+    _ decoder: TensorDecoder, to target: DType, policy: OverflowPolicy, sink: TensorSink
+  ) throws -> EncodeStatistics {
+    try pass(decoder, to: target, policy: policy) { try sink.write($0) }
   }
 
   /// Counts what converting a tensor would overflow, writing nothing.
   public static func count(file: SafeTensorsFile, tensor: TensorInfo, to target: DType) throws -> EncodeStatistics {
-    try pass(file: file, tensor: tensor, to: target, policy: .refuse) { _ in }
+    try pass(try plain(file: file, tensor: tensor), to: target, policy: .refuse) { _ in }
   }
 
-  static func pass(
-    file: SafeTensorsFile, tensor: TensorInfo, to target: DType, policy: OverflowPolicy,
-    emit: (UnsafeRawBufferPointer) throws -> Void
-  ) throws -> EncodeStatistics {
+  static func plain(file: SafeTensorsFile, tensor: TensorInfo) throws -> TensorDecoder {
     guard FloatCodec.supported.contains(tensor.dtype) else {
       throw ConversionError.unsupportedDType(file: file.path, tensor: tensor.name, dtype: tensor.dtype)
     }
-    let bytes = file.data(tensor)
-    let inWidth = FloatCodec.width(tensor.dtype)
+    return try TensorDecoder(
+      name: tensor.name, bytes: file.data(tensor), elementCount: tensor.elementCount, encoding: .float(tensor.dtype),
+      file: file.path)
+  }
+
+  static func pass(
+    _ decoder: TensorDecoder, to target: DType, policy: OverflowPolicy, emit: (UnsafeRawBufferPointer) throws -> Void
+  ) throws -> EncodeStatistics {
     let outWidth = FloatCodec.width(target)
-    let total = tensor.elementCount
+    let total = decoder.elementCount
     let chunk = min(Converter.chunkElements, max(total, 1))
     var floats = [Float](repeating: 0, count: chunk)
     var encoded = [UInt8](repeating: 0, count: chunk * outWidth)
@@ -420,10 +433,8 @@ public enum Streaming {
       floats.withUnsafeMutableBufferPointer { values in
         encoded.withUnsafeMutableBytes { output in
           parallelRanges(count) { range in
-            let slice = UnsafeRawBufferPointer(
-              rebasing: bytes[((chunkStart + range.lowerBound) * inWidth)..<((chunkStart + range.upperBound) * inWidth)])
             let part = UnsafeMutableBufferPointer(rebasing: values[range])
-            FloatCodec.decode(slice, dtype: tensor.dtype, into: part)
+            decoder.decode((chunkStart + range.lowerBound)..<(chunkStart + range.upperBound), into: part)
             let partStats = FloatCodec.encode(
               UnsafeBufferPointer(part), to: target,
               into: UnsafeMutableRawBufferPointer(rebasing: output[(range.lowerBound * outWidth)..<(range.upperBound * outWidth)]),

@@ -133,7 +133,11 @@ public enum GGUFExport {
     default: break
     }
     guard FloatCodec.supported.contains(tensor.dtype) else { return nil }
-    if requested.isQuantized { return quantizes(tensor) ? requested : (tensor.dtype == .f32 ? .f32 : .f16) }
+    // Tensors left unquantized keep a float type that holds their values: F32 and BF16 as they are
+    // (BF16's range is F32's; casting it to F16 would clamp), the narrower ones as F16.
+    if requested.isQuantized {
+      return quantizes(tensor) ? requested : (tensor.dtype == .f32 ? .f32 : tensor.dtype == .bf16 ? .bf16 : .f16)
+    }
     return requested
   }
 

@@ -54,23 +54,16 @@ public enum Int8Rows {
     file: SafeTensorsFile, weight: TensorInfo, scale: TensorInfo, to target: DType, sink: TensorSink
   ) throws {
     let rows = weight.shape[0], columns = weight.shape[1]
-    var scales = [Float](repeating: 0, count: rows)
     guard FloatCodec.supported.contains(scale.dtype), scale.elementCount == rows else {
       throw ConversionError.invalidRequest("\(file.path): '\(scale.name)' does not hold one scale per row of '\(weight.name)'")
     }
-    scales.withUnsafeMutableBufferPointer { FloatCodec.decode(file.data(scale), dtype: scale.dtype, into: $0) }
-    let codes = file.data(weight)
-    var values = [Float](repeating: 0, count: columns)
-    var bytes = [UInt8](repeating: 0, count: columns * FloatCodec.width(target))
-    for row in 0..<rows {
-      for column in 0..<columns {
-        values[column] = Float(Int8(bitPattern: codes[row * columns + column])) * scales[row]
-      }
-      values.withUnsafeBufferPointer { input in
-        bytes.withUnsafeMutableBytes { _ = FloatCodec.encode(input, to: target, into: $0, policy: .clamp) }
-      }
-      try sink.write(contentsOf: bytes)
-    }
+    let scales = try TensorDecoder(
+      name: scale.name, bytes: file.data(scale), elementCount: rows, encoding: .float(scale.dtype), file: file.path
+    ).decodeAll()
+    let decoder = try TensorDecoder(
+      name: weight.name, bytes: file.data(weight), elementCount: weight.elementCount,
+      encoding: .int8Rows(scales: scales, columns: columns), file: file.path)
+    try Streaming.convert(decoder, to: target, policy: .clamp, sink: sink)
   }
 
   /// Calls `body` with each row of a 2-D float tensor as Float32.

@@ -39,25 +39,12 @@ public enum ScaledFP8 {
     guard FloatCodec.supported.contains(scale.dtype), scale.elementCount == 1 else {
       throw ConversionError.invalidRequest("\(file.path): '\(scale.name)' is not a scalar scale")
     }
-    var factor: [Float] = [0]
-    factor.withUnsafeMutableBufferPointer { FloatCodec.decode(file.data(scale), dtype: scale.dtype, into: $0) }
-    let chunk = 1 << 16
-    let total = weight.elementCount
-    let width = FloatCodec.width(weight.dtype)
-    let bytes = file.data(weight)
-    var values = [Float](repeating: 0, count: chunk)
-    var out = [UInt8](repeating: 0, count: chunk * FloatCodec.width(target))
-    var offset = 0
-    while offset < total {
-      let n = min(chunk, total - offset)
-      let slice = UnsafeRawBufferPointer(rebasing: bytes[(offset * width)..<((offset + n) * width)])
-      values.withUnsafeMutableBufferPointer { FloatCodec.decode(slice, dtype: weight.dtype, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n])) }
-      for i in 0..<n { values[i] *= factor[0] }
-      values.withUnsafeBufferPointer { input in
-        out.withUnsafeMutableBytes { _ = FloatCodec.encode(UnsafeBufferPointer(rebasing: input[0..<n]), to: target, into: $0, policy: .clamp) }
-      }
-      try out.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * FloatCodec.width(target))])) }
-      offset += n
-    }
+    let factor = try TensorDecoder(
+      name: scale.name, bytes: file.data(scale), elementCount: 1, encoding: .float(scale.dtype), file: file.path
+    ).decodeAll()[0]
+    let decoder = try TensorDecoder(
+      name: weight.name, bytes: file.data(weight), elementCount: weight.elementCount,
+      encoding: .scaledFloat(weight.dtype, scale: factor), file: file.path)
+    try Streaming.convert(decoder, to: target, policy: .clamp, sink: sink)
   }
 }

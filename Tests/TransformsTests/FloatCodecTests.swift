@@ -72,4 +72,65 @@ import TestSupport
       #expect(Array(again[(code * width)..<((code + 1) * width)]) == Array(bytes[(code * width)..<((code + 1) * width)]), "code \(code)")
     }
   }
+
+  @Test func vectorisableHalfConversionsMatchTheReferenceOnes() {
+    // Decoding: all 65,536 halves, NaN payloads included, against the library conversion.
+    for bits in 0...UInt16.max {
+      let expected = Float(Float16(bitPattern: bits)).bitPattern
+      if FloatCodec.floatFromHalf(bits).bitPattern != expected {
+        Issue.record("half \(String(bits, radix: 16)): \(FloatCodec.floatFromHalf(bits)) vs \(Float(bitPattern: expected))")
+        return
+      }
+    }
+    // Encoding: every float of a 2^32 sweep with a prime stride, plus every boundary region
+    // (subnormal/normal, the overflow threshold, infinities and NaNs) exhaustively, both signs.
+    var patterns: [UInt32] = Array(stride(from: UInt32(0), to: UInt32.max - 65_521, by: 65_521))
+    for center: UInt32 in [0, 102 << 23, 113 << 23, 143 << 23, 0x477F_E000, 0x7F80_0000] {
+      let low = center > 40_000 ? center - 40_000 : 0
+      patterns += Array(low...(min(center, 0x7FFF_FFFF - 40_000) + 40_000))
+    }
+    patterns += patterns.map { $0 ^ 0x8000_0000 }
+    for bits in patterns {
+      let value = Float(bitPattern: bits)
+      if FloatCodec.halfSelecting(value) != FloatCodec.half(value) {
+        Issue.record("float \(String(bits, radix: 16)): \(FloatCodec.halfSelecting(value)) vs \(FloatCodec.half(value))")
+        return
+      }
+    }
+  }
+
+  @Test func f16CodecPathsAgreeWithTheReference() {
+    // FloatCodec.decode/encode (F16C kernels where the CPU has them) and the Swift block kernel,
+    // on every half and on floats around every boundary, against Float(Float16) / `half`.
+    let halves = (0...UInt16.max).map { $0 }
+    var decoded = [Float](repeating: 0, count: halves.count)
+    halves.withUnsafeBytes { raw in decoded.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f16, into: $0) } }
+    #expect(zip(halves, decoded).allSatisfy { Float(Float16(bitPattern: $0)).bitPattern == $1.bitPattern })
+    var floats = decoded.filter { !$0.isNaN }.flatMap { [$0, $0.nextUp, $0.nextDown, $0 * 1.000_49, $0 * 0.999_51] }
+    floats += [65_504, 65_519.99, 65_520, 1e6, -1e6, .infinity, -.infinity, .nan, Float(bitPattern: 0x7F80_0001), 6e-8, 2.9e-8, 3e-8]
+    for clamp in [false, true] {
+      var expected = [UInt16](), over = 0, nan = 0
+      for value in floats {
+        var bits = FloatCodec.half(value)
+        if bits & 0x7FFF == 0x7C00 && value.isFinite {
+          over += 1
+          if clamp { bits = (bits & 0x8000) | 0x7BFF }
+        } else if value.isNaN {
+          nan += 1
+        }
+        expected.append(bits)
+      }
+      var viaCodec = [UInt16](repeating: 0, count: floats.count)
+      let stats = floats.withUnsafeBufferPointer { input in
+        viaCodec.withUnsafeMutableBytes { FloatCodec.encode(input, to: .f16, into: $0, policy: clamp ? .clamp : .refuse) }
+      }
+      #expect(viaCodec == expected && stats.overflowed == over && stats.nan == nan, "FloatCodec.encode, clamp \(clamp)")
+      var viaSwift = [UInt16](repeating: 0, count: floats.count)
+      let counts = floats.withUnsafeBufferPointer { input in
+        viaSwift.withUnsafeMutableBytes { FloatCodec.encodeHalves(input.baseAddress!, input.count, $0.baseAddress!, clamp: clamp) }
+      }
+      #expect(viaSwift == expected && Int(counts.0) == over && Int(counts.1) == nan, "Swift kernel, clamp \(clamp)")
+      #expect(over > 0 && nan > 0)
+    }
+  }
 }

@@ -45,6 +45,34 @@ import TestSupport
     #expect(bytes.prefix(4) == Data("GGUF".utf8))
   }
 
+  @Test func bf16TensorsLeftUnquantizedStayBF16() throws {
+    // A BF16 model exported to Q8_0: the 32-wide weight is quantized, the bias (with a value far
+    // beyond F16's 65504) stays BF16, byte for byte, and reads back exactly.
+    let directory = TestPaths.temporaryDirectory("gguf-bf16")
+    let input = directory + "/bf16.safetensors"
+    let weight = (0..<(32 * 32)).map { UInt16(truncatingIfNeeded: Float(Double($0 % 17) * 0.01 - 0.08).bitPattern >> 16) }
+    let bias = [Float(1.0e6), -3.0e38, 0.5, -1.0e-30].map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+    try SafeTensorsWriter.write(
+      to: input,
+      entries: [
+        TensorEntry(spec: TensorSpec(name: "model.diffusion_model.out.2.weight", dtype: .bf16, shape: [32, 32])) {
+          try $0.write(contentsOf: weight)
+        },
+        TensorEntry(spec: TensorSpec(name: "model.diffusion_model.out.2.bias", dtype: .bf16, shape: [4])) {
+          try $0.write(contentsOf: bias)
+        },
+      ], metadata: nil)
+    _ = try GGUFExport.export(input: input, output: directory + "/q.gguf", type: .q8_0, components: nil, dropEMA: false)
+    let gguf = try GGUFFile(path: directory + "/q.gguf")
+    let storedBias = try #require(gguf.tensor(named: "model.diffusion_model.out.2.bias"))
+    #expect(storedBias.type == .bf16)
+    #expect(Array(gguf.data(storedBias)) == bias.withUnsafeBytes { Array($0) })
+    #expect(gguf.tensor(named: "model.diffusion_model.out.2.weight")?.type == .q8_0)
+    let values = try TensorDecoder.resolve(gguf: gguf, tensor: storedBias).decodeAll()
+    #expect(values.map(\.bitPattern) == bias.map { UInt32($0) << 16 })
+    #expect(values[0] > 65504 && values[1] < -65504, "not clamped to F16")
+  }
+
   @Test func sdcppQuantizationRules() {
     func info(_ name: String, _ shape: [Int]) -> TensorInfo {
       TensorInfo(name: name, dtype: .f16, shape: shape, dataOffsets: (0, shape.reduce(1, *) * 2))

@@ -268,16 +268,28 @@ import TestSupport
     let dequantized = directory + "/dq.safetensors"
     _ = try Converter.convert(input: quantized, output: dequantized, request: widen)
 
-    var direct = MergeRequest(inputs: [quantized, base], method: .weightedSum, alpha: 0.25)
+    // B lacks one quantized UNet weight: with --missing take-a it is copied whole from A, and
+    // must then be dequantized too (its scales are not carried over).
+    let source = try SafeTensorsFile(path: base)
+    let dropped = try #require(source.tensors.first { Int8Rows.quantizable($0) }).name
+    let partial = directory + "/partial.safetensors"
+    try SafeTensorsWriter.write(
+      to: partial,
+      entries: source.tensors.filter { $0.name != dropped }.map { TensorEntry(spec: TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape), bytes: source.data($0)) },
+      metadata: source.metadata)
+    var direct = MergeRequest(inputs: [quantized, partial], method: .weightedSum, alpha: 0.25)
     direct.dtype = .f32
-    var reference = MergeRequest(inputs: [dequantized, base], method: .weightedSum, alpha: 0.25)
+    direct.missing = .takeA
+    var reference = MergeRequest(inputs: [dequantized, partial], method: .weightedSum, alpha: 0.25)
     reference.dtype = .f32
+    reference.missing = .takeA
     _ = try Merger.merge(direct, output: directory + "/direct.safetensors")
     _ = try Merger.merge(reference, output: directory + "/reference.safetensors")
     let a = try SafeTensorsFile(path: directory + "/direct.safetensors")
     let b = try SafeTensorsFile(path: directory + "/reference.safetensors")
     #expect(Set(a.tensors.map(\.name)) == Set(b.tensors.map(\.name)), "no scales or comfy_quant tensors in the result")
     #expect(!a.tensors.contains { $0.name.hasSuffix(".weight_scale") || $0.name.hasSuffix(".scale_weight") })
+    #expect(a.info(dropped)?.dtype == .f32, "the copied quantized weight is dequantized")
     for tensor in b.tensors {
       let other = try #require(a.info(tensor.name))
       #expect(other.dtype == tensor.dtype, "\(tensor.name)")

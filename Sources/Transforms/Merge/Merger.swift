@@ -17,7 +17,7 @@ public struct MergeReport: Codable, Sendable {
 /// Streams a merge: every input is mapped, each output tensor is computed in Float32 chunk by chunk
 /// and written before the next, so memory does not grow with model size.
 public enum Merger {
-  static let chunkElements = 1 << 18
+  static let chunkElements = 1 << 20
 
   public static func merge(
     _ request: MergeRequest, output: String, progress: ((UInt64, UInt64) -> Void)? = nil
@@ -25,6 +25,13 @@ public enum Merger {
     let start = Date()
     try request.validate()
     let files = try request.inputs.map { try SafeTensorsFile(path: $0) }
+    // Every input is read front to back (tensors in file order, and the hashes): ask for
+    // aggressive read-ahead.
+    for file in files where file.mapping.size > 0 {
+      let whole = file.mapping.bytes(offset: 0, count: file.mapping.size)
+      if let base = whole.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), whole.count, MADV_SEQUENTIAL) }
+    }
+    let profile = MergeProfile()
     let names = request.inputs.map { ($0 as NSString).lastPathComponent }
     let a = files[0]
     let layout = Layout.detect(keys: Set(a.tensors.map(\.name)))
@@ -52,13 +59,10 @@ public enum Merger {
     for tensor in a.tensors where !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
       let sources = files.map { $0.info(tensor.name) }
       let component = layout.component(of: tensor.name)
-      var scales: [WeightScale] = []
-      for (file, info) in zip(files, sources) {
-        if let info, let scale = weightScale(file, info) { scales.append(scale) }
-      }
+      // Quantized weights (int8 rows, scaled fp8) are read through their decoder, like any other.
       let quantizedA: Bool = {
-        guard let first = scales.first else { return false }
-        if case .none = first { return false }
+        guard let decoder = try? TensorDecoder.resolve(file: a, tensor: tensor) else { return false }
+        if case .float = decoder.encoding { return false }
         return true
       }()
       // Dequantized weights are written as float: the requested dtype, else fp16.
@@ -80,25 +84,26 @@ public enum Merger {
         guard source.shape == tensor.shape || index == 0 else {
           throw MergeError.shapeMismatch(key: tensor.name, shapes: [(names[0], tensor.shape), (names[index], source.shape)])
         }
-        plans.append(copyEntry(spec: TensorSpec(name: tensor.name, dtype: source.dtype.isFloatingPoint && FloatCodec.supported.contains(source.dtype) ? (request.dtype ?? source.dtype) : source.dtype, shape: source.shape), file: files[index], tensor: source, clamp: request.clamp))
+        plans.append(copyEntry(file: files[index], tensor: source, dtype: request.dtype, clamp: request.clamp))
         copied += 1
         continue
       }
       let infos = sources.compactMap { $0 }
-      guard scales.count == infos.count else {
-        let index = Array(zip(files, infos)).firstIndex { weightScale($0.0, $0.1) == nil } ?? 0
-        throw MergeError.notFloat(key: tensor.name, file: names[index], dtype: infos[index].dtype)
-      }
+      // One decode path for every stored layout: a tensor that is not a float weight (or whose
+      // quantization is not understood) is a CodecError naming the file and the tensor.
+      let decoders = try zip(files, infos).map { try TensorDecoder.resolve(file: $0, tensor: $1) }
       let inpainting = try shapeCheck(tensor.name, infos: infos, names: names)
-      if inpainting != nil, scales.contains(where: { if case .none = $0 { return false } else { return true } }) {
-        throw MergeError.invalidRequest("'\(tensor.name)': an inpainting conv_in cannot be merged from quantized inputs")
-      }
       let coefficients = self.coefficients(for: tensor.name, component: component, request: request)
       merged += 1
       plans.append(
         TensorEntry(spec: spec) { sink in
+          let started = DispatchTime.now().uptimeNanoseconds
+          defer { profile.producing += DispatchTime.now().uptimeNanoseconds - started }
+          for (file, info) in zip(files, infos) {
+            file.mapping.advise(offset: file.dataOffset + info.dataOffsets.begin, count: info.byteCount, willNeed: true)
+          }
           let count = try compute(
-            files: files, infos: infos, scales: scales, coefficients: coefficients, method: request.method, request: request,
+            infos: infos, decoders: decoders, coefficients: coefficients, method: request.method, request: request,
             key: tensor.name,
             inpaintingChannels: inpainting, target: outDType, clamp: request.clamp, sink: sink)
           if count > 0 {
@@ -120,8 +125,16 @@ public enum Merger {
     final class HashBox: @unchecked Sendable { var value: [ModelHashes] = [] }
     let box = HashBox()
     let hashing = DispatchGroup()
+    // One thread per input: SHA-256 is sequential within a file, and hashing is the largest CPU
+    // cost of a merge (about 1 s per GB and core), so the inputs are hashed side by side.
     DispatchQueue.global().async(group: hashing) {
-      box.value = files.map { ModelHasher.hashes(of: $0.mapping, dataOffset: nil) }
+      let started = DispatchTime.now().uptimeNanoseconds
+      let results = PartialHashes(count: files.count)
+      DispatchQueue.concurrentPerform(iterations: files.count) { index in
+        results.set(index, ModelHasher.hashes(of: files[index].mapping, dataOffset: nil))
+      }
+      box.value = results.items.compactMap { $0 }
+      profile.hashing = DispatchTime.now().uptimeNanoseconds - started
     }
     // Distinct per input (they key `sd_merge_models`), and exactly as long as the real digests.
     let placeholders = files.indices.map { index in
@@ -169,10 +182,15 @@ public enum Merger {
       to: output, entries: plans, metadata: metadata(placeholders), inputs: request.inputs,
       progress: { _, _, done, total in progress?(done, total) },
       finalMetadata: {
+        let started = DispatchTime.now().uptimeNanoseconds
         hashing.wait()
+        profile.waitingForHashes = DispatchTime.now().uptimeNanoseconds - started
         return metadata(box.value)
       })
     hashing.wait()
+    if ProcessInfo.processInfo.environment["ROUWEI_PROFILE"] != nil {
+      profile.report(total: Date().timeIntervalSince(start))
+    }
     var hashes: [String: String] = [:]
     for (index, h) in box.value.enumerated() { hashes[names[index]] = h.sha256 }
     return MergeReport(
@@ -180,37 +198,35 @@ public enum Merger {
       clamped: clamped, seconds: Date().timeIntervalSince(start))
   }
 
+  /// Hashes filled in by concurrent workers.
+  final class PartialHashes: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var items: [ModelHashes?]
+    init(count: Int) { items = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ value: ModelHashes) {
+      lock.lock()
+      items[index] = value
+      lock.unlock()
+    }
+  }
+
+  /// Where a merge's time went (`ROUWEI_PROFILE=1` prints it to stderr; Scripts/bench uses it).
+  final class MergeProfile: @unchecked Sendable {
+    var producing: UInt64 = 0
+    var hashing: UInt64 = 0
+    var waitingForHashes: UInt64 = 0
+
+    func report(total: Double) {
+      func s(_ nanoseconds: UInt64) -> String { String(format: "%.2f s", Double(nanoseconds) / 1e9) }
+      let line =
+        "merge profile: total \(String(format: "%.2f s", total)), computing merged tensors (decode, blend, encode, "
+        + "hand to the writer) \(s(producing)), hashing inputs (in parallel) \(s(hashing)), waiting for hashes at the "
+        + "end \(s(waitingForHashes)); the rest is copies, the header, the final write and fsync\n"
+      FileHandle.standardError.write(Data(line.utf8))
+    }
+  }
+
   static func isMarker(_ key: String) -> Bool { key == MarkerKey.vPrediction || key == MarkerKey.zeroTerminalSNR }
-
-  /// How a stored weight becomes float32: as stored, or times per-row int8 scales
-  /// (`weight_scale`) or a scaled-fp8 `scale_weight`. Quantized inputs merge dequantized.
-  enum WeightScale {
-    case none
-    case rows([Float], columns: Int)
-    case scalar(Float)
-  }
-
-  static func weightScale(_ file: SafeTensorsFile, _ tensor: TensorInfo) -> WeightScale? {
-    guard tensor.name.hasSuffix(".weight") else { return FloatCodec.supported.contains(tensor.dtype) ? WeightScale.none : nil }
-    let layer = String(tensor.name.dropLast(".weight".count))
-    func floats(_ info: TensorInfo) -> [Float]? {
-      guard FloatCodec.supported.contains(info.dtype) else { return nil }
-      var values = [Float](repeating: 0, count: info.elementCount)
-      values.withUnsafeMutableBufferPointer { FloatCodec.decode(file.data(info), dtype: info.dtype, into: $0) }
-      return values
-    }
-    if tensor.dtype == .i8, tensor.shape.count == 2, let scale = file.info(layer + ".weight_scale"),
-      scale.elementCount == tensor.shape[0], let rows = floats(scale)
-    {
-      return .rows(rows, columns: tensor.shape[1])
-    }
-    if file.contains(MarkerKey.scaledFP8), tensor.dtype == .f8e4m3 || tensor.dtype == .f8e5m2,
-      let scale = file.info(layer + ".scale_weight"), scale.elementCount == 1, let value = floats(scale)?.first
-    {
-      return .scalar(value)
-    }
-    return FloatCodec.supported.contains(tensor.dtype) ? WeightScale.none : nil
-  }
 
   /// Bookkeeping tensors of quantized layers: they vanish when the layer is dequantized.
   static func isQuantizationBookkeeping(_ key: String) -> Bool {
@@ -278,20 +294,32 @@ public enum Merger {
     return [alpha]
   }
 
-  static func copyEntry(spec: TensorSpec, file: SafeTensorsFile, tensor: TensorInfo, clamp: Bool) -> TensorEntry {
-    TensorEntry(spec: spec) { sink in
-      if spec.dtype == tensor.dtype {
+  /// A tensor taken whole from one input: its bytes as stored, or cast to `dtype` (float tensors),
+  /// or dequantized (int8 rows, scaled fp8: their scale tensors are not copied) to `dtype` or fp16.
+  static func copyEntry(file: SafeTensorsFile, tensor: TensorInfo, dtype: DType?, clamp: Bool) -> TensorEntry {
+    let decoder = try? TensorDecoder.resolve(file: file, tensor: tensor)
+    let quantized: Bool = {
+      guard let decoder else { return false }
+      if case .float = decoder.encoding { return false }
+      return true
+    }()
+    let isFloat = tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype)
+    let target = quantized ? (dtype ?? .f16) : isFloat ? (dtype ?? tensor.dtype) : tensor.dtype
+    let spec = TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)
+    return TensorEntry(spec: spec) { sink in
+      if target == tensor.dtype && !quantized {
         try sink.write(file.data(tensor))
-      } else {
-        let stats = try Streaming.convert(file: file, tensor: tensor, to: spec.dtype, policy: clamp ? .clamp : .refuse, sink: sink)
-        if stats.overflowed > 0 && !clamp { throw MergeError.overflow(key: tensor.name, target: spec.dtype, count: stats.overflowed) }
+        return
       }
+      let source = try decoder ?? TensorDecoder.resolve(file: file, tensor: tensor)
+      let stats = try Streaming.convert(source, to: target, policy: clamp ? .clamp : .refuse, sink: sink)
+      if stats.overflowed > 0 && !clamp { throw MergeError.overflow(key: tensor.name, target: target, count: stats.overflowed) }
     }
   }
 
   /// Merges one tensor into `sink`; returns how many output values overflowed the target dtype.
   static func compute(
-    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], coefficients: [Double], method: MergeMethod,
+    infos: [TensorInfo], decoders: [TensorDecoder], coefficients: [Double], method: MergeMethod,
     request: MergeRequest, key: String, inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
   ) throws -> Int {
     let count = infos[0].elementCount
@@ -300,7 +328,7 @@ public enum Merger {
     var slerp: (Float, Float)?
     if method == .slerp {
       var dot = 0.0, normA = 0.0, normB = 0.0
-      try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
+      try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
         for i in 0..<n {
           let x = Double(inputs[0][i]), y = Double(inputs[1][i])
           dot += x * y
@@ -321,51 +349,74 @@ public enum Merger {
     if method == .ties {
       for model in 1..<infos.count {
         thresholds.append(
-          try tiesThreshold(files: files, infos: infos, scales: scales, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
+          try tiesThreshold(infos: infos, decoders: decoders, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
       }
     }
     let trainScale = Float(1.8 * alpha)
     let keepScale = Float(1 - request.dropRate)
     let dareBase = request.seed ^ fnv1a(key)
     let dropRate = request.dropRate
-    var overflowed = 0
-    var out = [Float](repeating: 0, count: chunkElements)
-    var encoded = [UInt8](repeating: 0, count: chunkElements * FloatCodec.width(target))
     let wa = Float(1 - alpha), wb = Float(alpha)
     let weights = coefficients.map { Float($0) }
     let width = FloatCodec.width(target)
     let policy: OverflowPolicy = clamp ? .clamp : .refuse
+    let inputs = decoders.count
+    // An inpainting conv_in is small (≤ 320×9×3×3): its inputs are remapped onto A's layout whole.
+    let remapped = inpaintingChannels.map { remap(infos: infos, decoders: decoders, narrow: $0) }
+    var overflowed = 0
     let lock = NSLock()
-    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpaintingChannels) { inputs, n, offset in
-      out.withUnsafeMutableBufferPointer { out in
-        encoded.withUnsafeMutableBytes { encoded in
-          parallelRanges(n) { range in
-            // Raw pointers hoisted out of the loops: the compiler then vectorises them.
-            let x = inputs.map { UnsafePointer($0.baseAddress!) }
-            let y = out.baseAddress!
+    var encoded = [UInt8](repeating: 0, count: min(chunkElements, max(count, 1)) * width)
+    var offset = 0
+    // Each chunk is split between the cores; each core decodes, blends and encodes in blocks small
+    // enough to stay in its L1/L2 cache, straight from the maps into the output bytes. The bytes go
+    // to the sink (whose file writes them in the background while the next chunk is computed).
+    while offset < count {
+      let n = min(chunkElements, count - offset)
+      let chunkStart = offset
+      encoded.withUnsafeMutableBytes { encodedBytes in
+        parallelRanges(n) { range in
+          let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: (inputs + 1) * blockElements)
+          defer { scratch.deallocate() }
+          guard let base = scratch.baseAddress else { return }
+          let x = (0..<inputs).map { UnsafePointer(base + $0 * blockElements) }
+          let y = base + inputs * blockElements
+          var localOverflow = 0
+          var start = range.lowerBound
+          while start < range.upperBound {
+            let m = min(blockElements, range.upperBound - start)
+            let global = chunkStart + start
+            for k in 0..<inputs {
+              let into = UnsafeMutableBufferPointer(start: base + k * blockElements, count: m)
+              if let remapped {
+                remapped[k].withUnsafeBufferPointer { into.baseAddress!.update(from: $0.baseAddress! + global, count: m) }
+              } else {
+                decoders[k].decode(global..<(global + m), into: into)
+              }
+            }
             switch method {
             case .weightedSum:
               // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
               let a = x[0], b = x[1]
-              for i in range { y[i] = wa * a[i] + wb * b[i] }
+              for i in 0..<m { y[i] = wa * a[i] + wb * b[i] }
             case .sum:
-              for i in range { y[i] = weights[0] * x[0][i] }
-              for k in 1..<x.count {
+              let first = x[0], w0 = weights[0]
+              for i in 0..<m { y[i] = w0 * first[i] }
+              for k in 1..<inputs {
                 let w = weights[k], source = x[k]
-                for i in range { y[i] = y[i] + w * source[i] }
+                for i in 0..<m { y[i] = y[i] + w * source[i] }
               }
             case .addDifference:
               // torch's `A + alpha * (B - C)`.
               let a = x[0], b = x[1], c = x[2]
-              for i in range { y[i] = a[i] + wb * (b[i] - c[i]) }
+              for i in 0..<m { y[i] = a[i] + wb * (b[i] - c[i]) }
             case .slerp:
               let (sa, sb) = slerp ?? (wa, wb)
               let a = x[0], b = x[1]
-              for i in range { y[i] = sa * a[i] + sb * b[i] }
+              for i in 0..<m { y[i] = sa * a[i] + sb * b[i] }
             case .trainDifference:
               // supermerger: A + 1.8α · s·(B − C), s = |B − A| / (|B − A| + |B − C|).
               let a = x[0], b = x[1], c = x[2]
-              for i in range {
+              for i in 0..<m {
                 let d = b[i] - c[i]
                 let fromA = abs(b[i] - a[i])
                 let denominator = fromA + abs(d)
@@ -374,23 +425,23 @@ public enum Merger {
               }
             case .dare:
               let a = x[0], b = x[1]
-              for i in range {
-                let keep = uniform(dareBase, UInt64(offset + i)) >= dropRate
+              for i in 0..<m {
+                let keep = uniform(dareBase, UInt64(global + i)) >= dropRate
                 y[i] = keep ? a[i] + wb * ((b[i] - a[i]) / keepScale) : a[i]
               }
             case .ties:
               let a = x[0]
-              for i in range {
+              for i in 0..<m {
                 var total: Float = 0
-                for m in 1..<x.count {
-                  let d = x[m][i] - a[i]
-                  if abs(d).bitPattern >= thresholds[m - 1] { total = total + d }
+                for k in 1..<inputs {
+                  let d = x[k][i] - a[i]
+                  if abs(d).bitPattern >= thresholds[k - 1] { total = total + d }
                 }
                 var agreeing: Float = 0
                 var votes: Float = 0
-                for m in 1..<x.count {
-                  let d = x[m][i] - a[i]
-                  if abs(d).bitPattern >= thresholds[m - 1], d != 0, (d > 0) == (total > 0), total != 0 {
+                for k in 1..<inputs {
+                  let d = x[k][i] - a[i]
+                  if abs(d).bitPattern >= thresholds[k - 1], d != 0, (d > 0) == (total > 0), total != 0 {
                     agreeing = agreeing + d
                     votes += 1
                   }
@@ -402,52 +453,70 @@ public enum Merger {
               // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
               let shape = infos[0].shape
               let inner = shape.dropFirst(2).reduce(1, *)
-              for i in range where ((offset + i) / inner) % shape[1] >= narrow { out[i] = inputs[0][i] }
+              for i in 0..<m where ((global + i) / inner) % shape[1] >= narrow { y[i] = x[0][i] }
             }
             let stats = FloatCodec.encode(
-              UnsafeBufferPointer(rebasing: out[range]), to: target,
-              into: UnsafeMutableRawBufferPointer(rebasing: encoded[(range.lowerBound * width)..<(range.upperBound * width)]),
+              UnsafeBufferPointer(start: y, count: m), to: target,
+              into: UnsafeMutableRawBufferPointer(rebasing: encodedBytes[(start * width)..<((start + m) * width)]),
               policy: policy)
-            lock.lock()
-            overflowed += stats.overflowed
-            lock.unlock()
+            localOverflow += stats.overflowed
+            start += m
           }
+          lock.lock()
+          overflowed += localOverflow
+          lock.unlock()
         }
       }
-      try encoded.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * FloatCodec.width(target))])) }
+      try encoded.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * width)])) }
+      offset += n
     }
     return overflowed
+  }
+
+  /// Values per block of the fused decode → blend → encode loop (inputs + output: ≤ 160 KiB).
+  static let blockElements = 1 << 13
+
+  /// The inpainting case: every input as a whole tensor in A's layout. Inputs with fewer input
+  /// channels are given A's own values outside their channels, so every formula returns A there.
+  static func remap(infos: [TensorInfo], decoders: [TensorDecoder], narrow: Int) -> [[Float]] {
+    let shape = infos[0].shape
+    let inner = shape.dropFirst(2).reduce(1, *)
+    let wide = shape[1]
+    let count = infos[0].elementCount
+    let full = decoders.map { $0.decodeAll() }
+    var result = [full[0]]
+    for k in 1..<infos.count {
+      if infos[k].shape[1] == wide {
+        result.append(full[k])
+        continue
+      }
+      var values = [Float](repeating: 0, count: count)
+      for position in 0..<count {
+        let channel = (position / inner) % wide
+        let outer = position / (inner * wide)
+        let narrowPosition = (outer * narrow + channel) * inner + position % inner
+        values[position] = channel < narrow ? full[k][narrowPosition] : full[0][position]
+      }
+      result.append(values)
+    }
+    return result
   }
 
   /// Decodes aligned chunks of every input. For an inpainting `conv_in`, inputs with fewer input
   /// channels are fed A's own values outside their channels, so every formula returns A there.
   static func forEachChunk(
-    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], count: Int, inpainting: Int?,
+    infos: [TensorInfo], decoders: [TensorDecoder], count: Int, inpainting: Int?,
     _ body: ([UnsafeMutableBufferPointer<Float>], Int, Int) throws -> Void
   ) throws {
     let buffers = infos.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: chunkElements) }
     defer { buffers.forEach { $0.deallocate() } }
     if let narrow = inpainting {
-      // conv_in is small (≤ 320×9×3×3): decode whole tensors and remap B's channels onto A's layout.
-      let shape = infos[0].shape
-      let inner = shape.dropFirst(2).reduce(1, *)
-      let wide = shape[1]
-      var full = infos.map { [Float](repeating: 0, count: $0.elementCount) }
-      for index in infos.indices {
-        full[index].withUnsafeMutableBufferPointer { FloatCodec.decode(files[index].data(infos[index]), dtype: infos[index].dtype, into: $0) }
-      }
+      let full = remap(infos: infos, decoders: decoders, narrow: narrow)
       var offset = 0
       while offset < count {
         let n = min(chunkElements, count - offset)
-        for i in 0..<n {
-          let position = offset + i
-          let channel = (position / inner) % wide
-          let outer = position / (inner * wide)
-          buffers[0][i] = full[0][position]
-          for k in 1..<infos.count {
-            let narrowPosition = (outer * narrow + channel) * inner + position % inner
-            buffers[k][i] = infos[k].shape[1] == wide ? full[k][position] : (channel < narrow ? full[k][narrowPosition] : full[0][position])
-          }
+        for k in infos.indices {
+          full[k].withUnsafeBufferPointer { buffers[k].baseAddress!.update(from: $0.baseAddress! + offset, count: n) }
         }
         try body(buffers, n, offset)
         offset += n
@@ -458,24 +527,10 @@ public enum Merger {
     while offset < count {
       let n = min(chunkElements, count - offset)
       let chunkStart = offset
-      let data = zip(files, infos).map { $0.data($1) }
       parallelRanges(n) { range in
-        for (index, info) in infos.enumerated() {
-          let width = info.dtype.bitWidth / 8
-          let bytes = UnsafeRawBufferPointer(
-            rebasing: data[index][((chunkStart + range.lowerBound) * width)..<((chunkStart + range.upperBound) * width)])
-          let out = buffers[index]
-          switch scales[index] {
-          case .none:
-            FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: out[range]))
-          case .rows(let rowScales, let columns):
-            for (k, i) in range.enumerated() {
-              out[i] = Float(Int8(bitPattern: bytes[k])) * rowScales[(chunkStart + i) / columns]
-            }
-          case .scalar(let factor):
-            FloatCodec.decode(bytes, dtype: info.dtype, into: UnsafeMutableBufferPointer(rebasing: out[range]))
-            for i in range { out[i] *= factor }
-          }
+        for (decoder, buffer) in zip(decoders, buffers) {
+          let values = (chunkStart + range.lowerBound)..<(chunkStart + range.upperBound)
+          decoder.decode(values, into: UnsafeMutableBufferPointer(rebasing: buffer[range]))
         }
       }
       try body(buffers, n, offset)
@@ -486,12 +541,12 @@ public enum Merger {
   /// TIES: the bit pattern of the k-th largest |Mᵢ − A| (k = round(density·n), at least 1), found
   /// exactly by a two-pass radix select over the float bits, so memory stays constant.
   static func tiesThreshold(
-    files: [SafeTensorsFile], infos: [TensorInfo], scales: [WeightScale], model: Int, count: Int, density: Double,
+    infos: [TensorInfo], decoders: [TensorDecoder], model: Int, count: Int, density: Double,
     inpainting: Int?
   ) throws -> UInt32 {
     let wanted = max(1, Int((density * Double(count)).rounded()))
     var high = [Int](repeating: 0, count: 1 << 16)
-    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpainting) { inputs, n, _ in
+    try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpainting) { inputs, n, _ in
       for i in 0..<n {
         let d = abs(inputs[model][i] - inputs[0][i])
         high[Int((d.isNaN ? 0 : d.bitPattern) >> 16)] += 1
@@ -504,7 +559,7 @@ public enum Merger {
       bucket -= 1
     }
     var low = [Int](repeating: 0, count: 1 << 16)
-    try forEachChunk(files: files, infos: infos, scales: scales, count: count, inpainting: inpainting) { inputs, n, _ in
+    try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpainting) { inputs, n, _ in
       for i in 0..<n {
         let d = abs(inputs[model][i] - inputs[0][i])
         let bits = d.isNaN ? 0 : d.bitPattern
