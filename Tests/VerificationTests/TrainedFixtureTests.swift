@@ -249,6 +249,7 @@ extension TrainedFixtureTests {
       let levels: [Level]
     }
     let probe: [String: Probe]
+    let models: [String: String]
   }
 
   @Test(arguments: [
@@ -258,7 +259,18 @@ extension TrainedFixtureTests {
   func probeMatchesPyTorch(name: String, path: String) throws {
     let data = try Data(
       contentsOf: URL(fileURLWithPath: TestPaths.fixture("verify/calibration.json")))
-    let golden = try #require(try Self.snakeCaseDecoder.decode(Calibration.self, from: data).probe[name])
+    let calibration = try Self.snakeCaseDecoder.decode(Calibration.self, from: data)
+    let golden = try #require(calibration.probe[name])
+    if let expectedHash = calibration.models[name] {
+      // The goldens belong to one set of weights: retrained fixtures need a new calibration.json.
+      let hash = ModelHasher.hashes(of: try SafeTensorsFile(path: path).mapping, dataOffset: nil)
+        .autoV2
+      let stale =
+        "calibration.json was measured on other weights of \(name) (\(expectedHash), file \(hash))"
+      try #require(
+        hash.lowercased() == expectedHash.lowercased(),
+        "\(stale): re-run Scripts/fixtures/make_verify_calibration.py")
+    }
     let result = try Self.probe(try Self.pipeline(path, .epsilon, zsnr: false))
     #expect(result.levels.map(\.timestep) == golden.levels.map(\.timestep))
     for (level, expected) in zip(result.levels, golden.levels) {
