@@ -1,0 +1,192 @@
+import Foundation
+
+/// Everything `verify` found, for `--json` (Codable) and as text for people (`text`).
+public struct VerifyReport: Codable, Sendable {
+  /// One rendered image and its checks.
+  public struct Image: Codable, Sendable {
+    /// The prompt.
+    public var prompt: String
+    /// The negative prompt.
+    public var negative: String
+    /// The seed.
+    public var seed: UInt64
+    /// Pixels.
+    public var width: Int, height: Int
+    /// The PNG written, if any.
+    public var file: String?
+    /// What the prompt asked of the tonal range.
+    public var expectation: RangeExpectation
+    /// The measurements behind the image checks.
+    public var statistics: ImageStatistics
+    /// Image checks, then latent checks.
+    public var checks: [HealthCheck]
+    /// Against the reference render of the same prompt and seed, if there is a reference.
+    public var comparison: ImageComparison?
+    /// The reference check (PSNR and SSIM minimums), if there is a reference.
+    public var referenceCheck: HealthCheck?
+
+    /// Whether every check (and the reference check) passed.
+    public var passed: Bool { checks.allSatisfy(\.passed) && (referenceCheck?.passed ?? true) }
+
+    /// Runs the image and latent checks on a render.
+    /// - Parameters:
+    ///   - image: the decoded image in [0, 1].
+    ///   - stepLatents: the latent after each step (the last is the final one); empty to skip the
+    ///     latent checks.
+    ///   - sigmas: the run's σ schedule (`stepLatents.count + 1` values), if known.
+    ///   - initialLatent: the starting latent as the sampler starts from it (the noise already
+    ///     scaled by σ₀ or √(1+σ₀²)), if known.
+    ///   - expectation: what the prompt asks of the range; `nil` reads it from the prompt
+    ///     (`RangeExpectation.implied(by:)`). Pass `.none` for models without zero-terminal SNR,
+    ///     which cannot reach true black.
+    ///   - reference: the reference render, and the thresholds for comparing with it.
+    /// - Throws: `VerificationError` for inconsistent inputs (sizes of image and reference).
+    public init(
+      prompt: String, negative: String = "", seed: UInt64, image: FloatImage,
+      stepLatents: [[Float]] = [],
+      sigmas: [Float]? = nil, initialLatent: [Float]? = nil, expectation: RangeExpectation? = nil,
+      file: String? = nil,
+      reference: (image: FloatImage, thresholds: ReferenceThresholds)? = nil,
+      imageThresholds: ImageHealthThresholds = .standard,
+      latentThresholds: LatentHealthThresholds = .standard
+    ) throws {
+      self.prompt = prompt
+      self.negative = negative
+      self.seed = seed
+      self.width = image.width
+      self.height = image.height
+      self.file = file
+      let expectation = expectation ?? RangeExpectation.implied(by: prompt)
+      self.expectation = expectation
+      statistics = ImageStatistics(image)
+      checks = ImageHealth.check(
+        statistics: statistics, expectation: expectation, thresholds: imageThresholds)
+      if !stepLatents.isEmpty {
+        checks += try LatentHealth.check(
+          steps: stepLatents, sigmas: sigmas, initial: initialLatent, thresholds: latentThresholds)
+      }
+      if let reference {
+        let comparison = try ImageComparison(image, reference: reference.image)
+        self.comparison = comparison
+        referenceCheck = reference.thresholds.check(comparison)
+      }
+    }
+  }
+
+  /// The checkpoint verified.
+  public var model: String
+  /// The reference checkpoint, if any.
+  public var reference: String?
+  /// The kind of change the reference thresholds are for.
+  public var change: ChangeKind?
+  /// How the images were made (preset, sampler, steps, CFG, size), one line.
+  public var settings: String
+  /// Each rendered image.
+  public var images: [Image]
+  /// The behavioural probe, if it ran.
+  public var probe: PredictionProbe.Result?
+  /// The probe set against the markers, if it ran.
+  public var prediction: PredictionVerdict?
+  /// The contact sheet written, if any.
+  public var contactSheet: String?
+  /// Whether everything passed.
+  public var passed: Bool
+  /// One sentence per failed check, naming the image.
+  public var failures: [String]
+  /// Things worth knowing that do not fail the run (e.g. an inconclusive probe).
+  public var warnings: [String]
+
+  /// A report; `passed`, `failures` and `warnings` are derived from the images and the verdict.
+  public init(
+    model: String, reference: String? = nil, change: ChangeKind? = nil, settings: String,
+    images: [Image], probe: PredictionProbe.Result? = nil, prediction: PredictionVerdict? = nil,
+    contactSheet: String? = nil, warnings: [String] = []
+  ) {
+    self.model = model
+    self.reference = reference
+    self.change = change
+    self.settings = settings
+    self.images = images
+    self.probe = probe
+    self.prediction = prediction
+    self.contactSheet = contactSheet
+    var failures: [String] = []
+    var warnings = warnings
+    if let prediction {
+      if !prediction.passed { failures.append("prediction type: \(prediction.explanation)") }
+      if prediction.inconclusive { warnings.append("prediction type: \(prediction.explanation)") }
+    }
+    for (index, image) in images.enumerated() {
+      let name = "image \(index + 1) (\(VerifyReport.shortened(image.prompt)), seed \(image.seed))"
+      for check in image.checks where !check.passed {
+        failures.append("\(name): \(check.name): \(check.explanation)")
+      }
+      if let check = image.referenceCheck, !check.passed {
+        failures.append("\(name): reference: \(check.explanation)")
+      }
+    }
+    if images.isEmpty { failures.append("no image was rendered") }
+    self.failures = failures
+    self.warnings = warnings
+    passed = failures.isEmpty
+  }
+
+  /// The report for people: a verdict line, then each image's checks, the probe and the failures.
+  public var text: String {
+    var lines: [String] = []
+    lines.append("\(passed ? "PASSED" : "FAILED"): \(model)")
+    if let reference {
+      lines.append("reference: \(reference)\(change.map { " (\($0.rawValue) thresholds)" } ?? "")")
+    }
+    lines.append("settings: \(settings)")
+    if let prediction {
+      lines.append("")
+      lines.append(
+        "prediction type: \(prediction.passed ? "PASS" : "FAIL") declared \(prediction.declared), "
+          + "behaves \(prediction.behaviour.rawValue) (confidence \(String(format: "%.2f", prediction.confidence)))"
+      )
+      lines.append("  \(prediction.explanation)")
+    }
+    if let probe {
+      for level in probe.levels {
+        lines.append(
+          String(
+            format:
+              "  t=%d σ=%.3g: cos(F, ε) %.3f, noise tracking %.3f, v agreement %.3f, v recovery %.3f"
+              + ", F ≈ %.3f·ε %+.3f·x₀ → %@",
+            level.timestep, level.sigma, level.noiseCosine, level.noiseTracking, level.vAgreement,
+            level.vRecovery, level.noiseCoefficient, level.cleanCoefficient, level.vote.rawValue))
+      }
+    }
+    for (index, image) in images.enumerated() {
+      lines.append("")
+      lines.append(
+        "image \(index + 1): \(image.passed ? "PASS" : "FAIL") \(image.width)×\(image.height) "
+          + "seed \(image.seed)\(image.file.map { " → \($0)" } ?? "")")
+      lines.append("  prompt: \(image.prompt)")
+      if !image.negative.isEmpty { lines.append("  negative: \(image.negative)") }
+      for check in image.checks { lines.append("  \(check.line)") }
+      if let check = image.referenceCheck { lines.append("  \(check.line)") }
+    }
+    if let contactSheet {
+      lines.append("")
+      lines.append("contact sheet: \(contactSheet)")
+    }
+    if !warnings.isEmpty {
+      lines.append("")
+      lines.append("warnings:")
+      lines += warnings.map { "  - \($0)" }
+    }
+    if !failures.isEmpty {
+      lines.append("")
+      lines.append("failures:")
+      lines += failures.map { "  - \($0)" }
+    }
+    return lines.joined(separator: "\n")
+  }
+
+  static func shortened(_ prompt: String) -> String {
+    let single = prompt.replacingOccurrences(of: "\n", with: " ")
+    return single.count <= 40 ? "\"\(single)\"" : "\"\(single.prefix(37))…\""
+  }
+}
