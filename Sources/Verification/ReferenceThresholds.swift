@@ -32,15 +32,15 @@ public struct ReferenceThresholds: Codable, Sendable, Equatable {
   /// The defaults per kind of change. fp16 at ≥ 40 dB is the figure. The others are set
   /// below what the trained tiny fixtures measure when every weight (text encoders, UNet, VAE) is
   /// rounded to that precision and back, worst of 6 prompts × 2 models
-  /// (`Fixtures/verify/calibration.json`, `precision`): bf16 ≥ 46.7 dB / SSIM 0.998; fp8 e4m3
-  /// ≥ 21.9 dB / 0.746; fp8 e5m2 ≥ 18.3 dB / 0.480. A merge is meant to change the images, so its
+  /// (`Fixtures/verify/calibration.json`, `precision`): bf16 ≥ 42.8 dB / SSIM 0.996; fp8 e4m3
+  /// ≥ 19.3 dB / 0.637; fp8 e5m2 ≥ 21.1 dB / 0.443. A merge is meant to change the images, so its
   /// comparison is reported but never fails.
   public static func `default`(for kind: ChangeKind) -> ReferenceThresholds {
     switch kind {
     case .lossless: return ReferenceThresholds(minimumPSNR: 50, minimumSSIM: 0.999)
     case .fp16: return ReferenceThresholds(minimumPSNR: 40, minimumSSIM: 0.98)
     case .bf16: return ReferenceThresholds(minimumPSNR: 35, minimumSSIM: 0.97)
-    case .fp8: return ReferenceThresholds(minimumPSNR: 15, minimumSSIM: 0.45)
+    case .fp8: return ReferenceThresholds(minimumPSNR: 15, minimumSSIM: 0.4)
     case .merge: return ReferenceThresholds(minimumPSNR: 0, minimumSSIM: -1)
     }
   }
