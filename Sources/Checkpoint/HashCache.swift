@@ -106,11 +106,12 @@ public final class HashCache: @unchecked Sendable {
     var entries: [String: Entry]
   }
 
-  /// A cache stored at `path` (made absolute against the working directory).
+  /// A cache stored at `path` (made absolute against the working directory). `racyMargin` is
+  /// clamped to 0…86,400 s.
   public init(path: String, racyMargin: Double = 2) {
     self.path =
       path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-    self.racyMargin = racyMargin
+    self.racyMargin = racyMargin.isFinite ? min(max(racyMargin, 0), 86_400) : 2
   }
 
   /// The cache the environment asks for: `ROUWEI_HASH_CACHE=off` disables it, another non-empty

@@ -136,7 +136,7 @@ import Testing
     #expect(try hash(file, cache(), dataOffset: 2000).fromCache)
   }
 
-  @Test(arguments: ["garbage", "empty", "huge", "wrong-types", "directory"])
+  @Test(arguments: ["garbage", "empty", "huge", "wrong-types", "deep", "directory"])
   func badCacheFileIsIgnoredThenRewritten(kind: String) throws {
     let file = try makeFile("model.bin")
     let cachePath = directory + "/bad-\(kind).json"
@@ -147,6 +147,10 @@ import Testing
       // 17 MB of spaces around a valid-looking document: refused unread.
       #expect(FileManager.default.createFile(atPath: cachePath, contents: Data("{}".utf8)))
       #expect(truncate(cachePath, off_t(HashCache.maxFileBytes + 1_000_000)) == 0)
+    case "deep":
+      // Nesting deep enough to exhaust a recursive parser's stack.
+      try Data((String(repeating: "[", count: 1_000_000) + String(repeating: "]", count: 1_000_000)).utf8)
+        .write(to: URL(fileURLWithPath: cachePath))
     case "wrong-types": try Data(#"{"format": 3, "version": "x", "entries": [[[[]]]]}"#.utf8).write(to: URL(fileURLWithPath: cachePath))
     default: try FileManager.default.createDirectory(atPath: cachePath, withIntermediateDirectories: true)
     }
