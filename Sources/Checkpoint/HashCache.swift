@@ -232,7 +232,7 @@ public final class HashCache: @unchecked Sendable {
   private func save(_ entries: [String: Entry]) -> Bool {
     do {
       let encoder = JSONEncoder()
-      encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+      encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
       let data = try encoder.encode(Document(format: HashCache.format, version: 1, entries: entries))
       let file = try AtomicFile(destination: path)
       try file.write([UInt8](data))
