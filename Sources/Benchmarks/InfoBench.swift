@@ -63,13 +63,20 @@ enum ConvertBench {
 }
 
 /// A two-model weighted-sum merge: time and peak RSS. Scripts/bench compares with the Python peer
-/// and with reading both inputs and writing one output.
+/// and with reading both inputs and writing one output. The hash cache is the CLI's
+/// (`ROUWEI_HASH_CACHE`; Scripts/bench points it into its work directory).
 enum MergeBench {
   static func run(_ arguments: [String]) throws {
     guard arguments.count == 3 else { throw CheckpointError.unsupportedInput(path: "", reason: "usage: merge A B OUT") }
     var request = MergeRequest(inputs: [arguments[0], arguments[1]], method: .weightedSum, alpha: 0.3)
     request.missing = .error
-    let seconds = try measure { _ = try Merger.merge(request, output: arguments[2]) }
-    print(String(format: "merge: %.2f s, peak RSS %.0f MB", seconds, peakRSSMegabytes()))
+    var report: MergeReport?
+    let seconds = try measure {
+      report = try Merger.merge(request, output: arguments[2], hashCache: HashCache.fromEnvironment())
+    }
+    print(
+      String(
+        format: "merge: %.2f s, peak RSS %.0f MB, input hashes from the cache: %d of 2", seconds,
+        peakRSSMegabytes(), report?.hashesFromCache ?? 0))
   }
 }

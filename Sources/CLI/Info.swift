@@ -30,20 +30,23 @@ struct Info: ParsableCommand {
   @Flag(help: "List every tensor with dtype and shape.")
   var keys = false
 
+  @OptionGroup var hashCacheOptions: HashCacheOptions
+
   func run() throws {
+    let hashCache = hash ? hashCacheOptions.cache() : nil
     var reports: [InspectionReport] = []
     var firstError: Error?
     for path in paths {
       do {
         if GGUFInspection.isGGUF(path: path) {
-          let report = try GGUFInspection.inspect(path: path, hashes: hash)
+          let report = try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache)
           reports.append(report)
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue
         }
         let progress = ProgressBar("reading", total: 1, quiet: json)
         let report = try Inspector.inspect(
-          path: path, options: .init(hashes: hash, scan: scan, listKeys: keys)
+          path: path, options: .init(hashes: hash, scan: scan, listKeys: keys, hashCache: hashCache)
         ) { done, total in progress.update(Double(done) / Double(max(total, 1))) }
         progress.finish()
         reports.append(report)
@@ -114,7 +117,7 @@ enum InfoView {
 
     if let hashes = r.hashes {
       out.append("")
-      out.append("Hashes")
+      out.append(r.hashesFromCache == true ? "Hashes (from the hash cache)" : "Hashes")
       out.append("  SHA-256        \(hashes.sha256)")
       out.append("  AutoV2         \(hashes.autoV2)")
       out.append("  AutoV1 legacy  \(hashes.autoV1)")

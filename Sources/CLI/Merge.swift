@@ -93,16 +93,21 @@ struct Merge: ParsableCommand {
   @Flag(help: "Print the report as JSON.")
   var json = false
 
+  @OptionGroup var hashCacheOptions: HashCacheOptions
+
   func run() throws {
     let request = try buildRequest()
     let bar = ProgressBar("merging", total: 1, quiet: json)
-    let report = try Merger.merge(request, output: output) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+    let report = try Merger.merge(request, output: output, hashCache: hashCacheOptions.cache()) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
     bar.finish()
     if json {
       try printJSON(report)
     } else {
       print("\(report.output): \(report.tensorsMerged) tensors merged, \(report.tensorsCopied) copied; prediction \(report.prediction); \(String(format: "%.1f", report.seconds)) s")
       if !report.clamped.isEmpty { print("clamped values in \(report.clamped.count) tensors") }
+      if report.hashesFromCache > 0 {
+        print("input hashes: \(report.hashesFromCache) of \(request.inputs.count) from the hash cache")
+      }
     }
   }
 

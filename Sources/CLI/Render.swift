@@ -31,7 +31,9 @@ struct Render {
     let (behaviour, source) = modelOptions.behaviour(of: weights)
     let pipeline = try SDXLPipeline(
       weights: weights, behaviour: behaviour, headDimension: modelOptions.headDimension(of: weights), compute: modelOptions.computeContext())
-    let hash = ModelHasher.hashes(of: weights.file.mapping, dataOffset: nil).autoV2
+    let hash = ModelHasher.hashes(
+      of: weights.file.mapping, dataOffset: nil, cache: modelOptions.hashCacheOptions.cache()
+    ).hashes.autoV2
     let name = URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
     return Render(
       pipeline: pipeline, behaviour: behaviour, behaviourSource: source, modelHash: hash, modelName: name,

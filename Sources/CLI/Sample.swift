@@ -63,6 +63,8 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Threads for gemm and element-wise work (default: all cores).")
   var threads: Int?
 
+  @OptionGroup var hashCacheOptions: HashCacheOptions
+
   func validate() throws {
     if ztsnr && prediction != .v { throw ValidationError("--ztsnr needs --prediction v") }
     if let headDim, headDim < 1 { throw ValidationError("--head-dim must be positive") }

@@ -24,8 +24,45 @@ public struct ModelHashes: Codable, Sendable, Equatable {
   }
 }
 
+/// Hashes and where they came from.
+public struct HashResult: Sendable, Equatable {
+  /// The hashes.
+  public var hashes: ModelHashes
+  /// Whether they were served by the hash cache instead of being computed.
+  public var fromCache: Bool
+
+  /// A result.
+  public init(hashes: ModelHashes, fromCache: Bool) {
+    self.hashes = hashes
+    self.fromCache = fromCache
+  }
+}
+
 /// Streams SHA-256 over mapped files.
 public enum ModelHasher {
+  /// The hashes of `mapping`'s file: from `cache` when it holds an entry for this version of the
+  /// file (and, with `dataOffset`, its data-section digest), else computed in one pass and
+  /// recorded in `cache`. With a nil `cache` this is `hashes(of:dataOffset:progress:)`.
+  ///
+  /// A computed result is recorded only when the file was intact and unchanged throughout.
+  public static func hashes(
+    of mapping: MappedFile, dataOffset: Int?, cache: HashCache?, progress: ((Int, Int) -> Void)? = nil
+  ) -> HashResult {
+    guard let cache else {
+      return HashResult(hashes: hashes(of: mapping, dataOffset: dataOffset, progress: progress), fromCache: false)
+    }
+    let ticket = cache.ticket(for: mapping)
+    if let ticket, let cached = cache.cachedHashes(for: ticket, dataOffset: dataOffset) {
+      progress?(mapping.size, mapping.size)
+      return HashResult(hashes: cached, fromCache: true)
+    }
+    let computed = hashes(of: mapping, dataOffset: dataOffset, progress: progress)
+    if let ticket, !mapping.isDamaged, (try? mapping.checkIntact()) != nil {
+      cache.store(computed, dataOffset: dataOffset, for: ticket)
+    }
+    return HashResult(hashes: computed, fromCache: false)
+  }
+
   /// Hashes `mapping`, with the data section starting at `dataOffset` when the file is a safetensors
   /// file. One pass: the data-only digest is fed from the same pages as the whole-file digest.
   public static func hashes(

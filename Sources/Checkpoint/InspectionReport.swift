@@ -96,6 +96,8 @@ public struct InspectionReport: Codable, Sendable {
   public var prediction: PredictionReport
   public var metadata: [String: String]
   public var hashes: ModelHashes?
+  /// With `hashes`: whether they came from the hash cache rather than a pass over the file.
+  public var hashesFromCache: Bool?
   public var keyCheck: KeyCheck?
   public var anomalies: [Anomaly]
   /// Present with `--scan`: tensors holding NaN or Inf (empty when all are finite).
@@ -104,7 +106,7 @@ public struct InspectionReport: Codable, Sendable {
   public var keys: [KeyEntry]?
 
   /// Memberwise initialiser (public, for other modules' reports).
-  public init(path: String, format: String, layout: String, fileSize: Int, headerBytes: Int?, tensorCount: Int, parameterCount: Int, dtypes: [String: Int], architecture: ArchitectureReport, components: [ComponentSummary], prediction: PredictionReport, metadata: [String: String], hashes: ModelHashes?, keyCheck: KeyCheck?, anomalies: [Anomaly], nonFinite: [ScanFinding]?, keys: [KeyEntry]?) {
+  public init(path: String, format: String, layout: String, fileSize: Int, headerBytes: Int?, tensorCount: Int, parameterCount: Int, dtypes: [String: Int], architecture: ArchitectureReport, components: [ComponentSummary], prediction: PredictionReport, metadata: [String: String], hashes: ModelHashes?, keyCheck: KeyCheck?, anomalies: [Anomaly], nonFinite: [ScanFinding]?, keys: [KeyEntry]?, hashesFromCache: Bool? = nil) {
     self.path = path
     self.format = format
     self.layout = layout
@@ -118,6 +120,7 @@ public struct InspectionReport: Codable, Sendable {
     self.prediction = prediction
     self.metadata = metadata
     self.hashes = hashes
+    self.hashesFromCache = hashesFromCache
     self.keyCheck = keyCheck
     self.anomalies = anomalies
     self.nonFinite = nonFinite

@@ -23,10 +23,13 @@ public enum Inspector {
     public var hashes = false
     public var scan = false
     public var listKeys = false
-    public init(hashes: Bool = false, scan: Bool = false, listKeys: Bool = false) {
+    /// Where hashes are looked up and recorded (nil: always computed, nothing recorded).
+    public var hashCache: HashCache?
+    public init(hashes: Bool = false, scan: Bool = false, listKeys: Bool = false, hashCache: HashCache? = nil) {
       self.hashes = hashes
       self.scan = scan
       self.listKeys = listKeys
+      self.hashCache = hashCache
     }
   }
 
@@ -94,11 +97,13 @@ public enum Inspector {
     let keyCheck = diffusersCheck ?? TemplateComparison.compare(shapes: shapes, layout: layout, architecture: architecture)
     if let finding = keyCheck?.finding { anomalies.append(finding) }
 
-    var hashes: ModelHashes?
+    var hashes: HashResult?
     var findings: [ScanFinding]?
     let total = (options.hashes ? file.fileSize : 0) + (options.scan ? file.header.dataByteCount : 0)
     if options.hashes {
-      hashes = ModelHasher.hashes(of: file.mapping, dataOffset: file.dataOffset) { done, _ in progress?(done, total) }
+      hashes = ModelHasher.hashes(of: file.mapping, dataOffset: file.dataOffset, cache: options.hashCache) { done, _ in
+        progress?(done, total)
+      }
     }
     if options.scan {
       var found: [ScanFinding] = []
@@ -126,12 +131,13 @@ public enum Inspector {
       path: file.path, format: "safetensors", layout: layout.name, fileSize: file.fileSize,
       headerBytes: file.headerLength, tensorCount: tensors.count, parameterCount: parameters, dtypes: dtypes,
       architecture: architecture, components: summaries.values.sorted { $0.component < $1.component },
-      prediction: prediction, metadata: file.metadata, hashes: hashes, keyCheck: keyCheck,
+      prediction: prediction, metadata: file.metadata, hashes: hashes?.hashes, keyCheck: keyCheck,
       anomalies: anomalies, nonFinite: findings,
       keys: options.listKeys
         ? tensors.sorted { $0.name < $1.name }.map {
           KeyEntry(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, component: layout.component(of: $0.name))
-        } : nil)
+        } : nil,
+      hashesFromCache: hashes?.fromCache)
   }
 
   /// The text of `<stem>.yaml` beside `path` (A1111's per-model config), if present and small.

@@ -11,7 +11,11 @@ public enum GGUFInspection {
     return (try? handle.read(upToCount: 4)) == Data("GGUF".utf8)
   }
 
-  public static func inspect(path: String, hashes wantHashes: Bool) throws -> InspectionReport {
+  /// Inspects the GGUF file at `path`; with `hashes`, also its hashes (looked up in and recorded
+  /// to `hashCache` when given).
+  public static func inspect(path: String, hashes wantHashes: Bool, hashCache: HashCache? = nil) throws
+    -> InspectionReport
+  {
     let file = try GGUFFile(path: path)
     var shapes: [String: [Int]] = [:]
     for tensor in file.tensors { shapes[tensor.name] = tensor.shape }
@@ -40,12 +44,12 @@ public enum GGUFInspection {
     if layout.name == "unet-only" || !keys.contains(where: { $0.hasPrefix(SingleFilePrefix.vae) }) {
       anomalies.append(Anomaly(severity: "info", code: "gguf-unet-only", message: "no VAE or text encoders in this GGUF: load them separately", tensors: []))
     }
-    let hashes = wantHashes ? ModelHasher.hashes(of: file.mapping, dataOffset: nil) : nil
+    let hashes = wantHashes ? ModelHasher.hashes(of: file.mapping, dataOffset: nil, cache: hashCache) : nil
     return InspectionReport(
       path: path, format: "gguf", layout: layout.name, fileSize: file.mapping.size, headerBytes: nil,
       tensorCount: file.tensors.count, parameterCount: parameters, dtypes: dtypes, architecture: architecture,
       components: summaries.values.sorted { $0.component < $1.component }, prediction: prediction,
-      metadata: file.metadata, hashes: hashes, keyCheck: nil, anomalies: anomalies, nonFinite: nil,
-      keys: nil)
+      metadata: file.metadata, hashes: hashes?.hashes, keyCheck: nil, anomalies: anomalies, nonFinite: nil,
+      keys: nil, hashesFromCache: hashes?.fromCache)
   }
 }

@@ -23,6 +23,7 @@ import TestSupport
     let process = Process()
     process.executableURL = URL(fileURLWithPath: BinaryRun.executable)
     process.arguments = arguments
+    process.environment = BinaryRun.environment()
     let err = Pipe()
     process.standardError = err
     process.standardOutput = FileHandle.nullDevice

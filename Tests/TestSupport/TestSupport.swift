@@ -69,12 +69,25 @@ public struct BinaryRun {
     return TestPaths.packageRoot.appendingPathComponent(".build/debug/rouwei-ckpt").path
   }
 
-  /// Runs the binary with `arguments`, waiting for it to finish.
+  /// A hash cache private to this test process, so tests never read or write the user's
+  /// `~/.cache/rouwei-ckpt/hashes.json`.
+  public static let testHashCache = TestPaths.temporaryDirectory("hash-cache") + "/hashes.json"
+
+  /// `environment` (default: this process's) with `ROUWEI_HASH_CACHE` pointing at
+  /// `testHashCache` unless it is already set.
+  public static func environment(_ environment: [String: String]? = nil) -> [String: String] {
+    var result = environment ?? ProcessInfo.processInfo.environment
+    if result["ROUWEI_HASH_CACHE"] == nil { result["ROUWEI_HASH_CACHE"] = testHashCache }
+    return result
+  }
+
+  /// Runs the binary with `arguments`, waiting for it to finish. The environment is
+  /// `environment(environment)`: the hash cache is the test process's own unless given.
   public static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> BinaryRun {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    if let environment { process.environment = environment }
+    process.environment = Self.environment(environment)
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

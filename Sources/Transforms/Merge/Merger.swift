@@ -12,6 +12,8 @@ public struct MergeReport: Codable, Sendable {
   public var inputHashes: [String: String]
   public var clamped: [String: Int]
   public var seconds: Double
+  /// How many inputs' hashes came from the hash cache instead of a pass over the file.
+  public var hashesFromCache: Int
 }
 
 /// Streams a merge: every input is mapped, each output tensor is computed in Float32 chunk by chunk
@@ -19,8 +21,11 @@ public struct MergeReport: Codable, Sendable {
 public enum Merger {
   static let chunkElements = 1 << 20
 
+  /// Merges as `request` says into `output`. The inputs' hashes (recorded in the output's
+  /// metadata) are looked up in and recorded to `hashCache` when given, else computed.
   public static func merge(
-    _ request: MergeRequest, output: String, progress: ((UInt64, UInt64) -> Void)? = nil
+    _ request: MergeRequest, output: String, hashCache: HashCache? = nil,
+    progress: ((UInt64, UInt64) -> Void)? = nil
   ) throws -> MergeReport {
     let start = Date()
     try request.validate()
@@ -122,20 +127,7 @@ public enum Merger {
     // Provenance: every input's hashes, the recipe, and A1111's keys so its UI shows the lineage.
     // The hashes are computed on another thread while the tensors are written, and patched into the
     // header at the end (placeholders of the same length keep the header's size).
-    final class HashBox: @unchecked Sendable { var value: [ModelHashes] = [] }
-    let box = HashBox()
-    let hashing = DispatchGroup()
-    // One thread per input: SHA-256 is sequential within a file, and hashing is the largest CPU
-    // cost of a merge (about 1 s per GB and core), so the inputs are hashed side by side.
-    DispatchQueue.global().async(group: hashing) {
-      let started = DispatchTime.now().uptimeNanoseconds
-      let results = PartialHashes(count: files.count)
-      DispatchQueue.concurrentPerform(iterations: files.count) { index in
-        results.set(index, ModelHasher.hashes(of: files[index].mapping, dataOffset: nil))
-      }
-      box.value = results.items.compactMap { $0 }
-      profile.hashing = DispatchTime.now().uptimeNanoseconds - started
-    }
+    let (hashing, box, fromCache) = startHashing(files: files, cache: hashCache, profile: profile)
     // Distinct per input (they key `sd_merge_models`), and exactly as long as the real digests.
     let placeholders = files.indices.map { index in
       ModelHashes(
@@ -195,14 +187,46 @@ public enum Merger {
     for (index, h) in box.value.enumerated() { hashes[names[index]] = h.sha256 }
     return MergeReport(
       output: output, tensorsMerged: merged, tensorsCopied: copied, prediction: predictionText, inputHashes: hashes,
-      clamped: clamped, seconds: Date().timeIntervalSince(start))
+      clamped: clamped, seconds: Date().timeIntervalSince(start), hashesFromCache: fromCache)
   }
+
+  /// Every input's hashes, from `cache` where it has them; the others are computed on another
+  /// thread while the tensors are written (wait for the group before reading the box). When all
+  /// come from the cache no thread is started.
+  static func startHashing(
+    files: [SafeTensorsFile], cache: HashCache?, profile: MergeProfile
+  ) -> (DispatchGroup, HashBox, Int) {
+    let cached = files.map { cache?.cachedHashes(of: $0.mapping, dataOffset: nil) }
+    let box = HashBox()
+    let hashing = DispatchGroup()
+    let missing = cached.indices.filter { cached[$0] == nil }
+    guard !missing.isEmpty else {
+      box.value = cached.compactMap { $0 }
+      return (hashing, box, files.count)
+    }
+    // One thread per input: SHA-256 is sequential within a file, and hashing is the largest CPU
+    // cost of a merge (about 1 s per GB and core), so the inputs are hashed side by side.
+    DispatchQueue.global().async(group: hashing) {
+      let started = DispatchTime.now().uptimeNanoseconds
+      let results = PartialHashes(cached)
+      DispatchQueue.concurrentPerform(iterations: missing.count) { slot in
+        let index = missing[slot]
+        results.set(index, ModelHasher.hashes(of: files[index].mapping, dataOffset: nil, cache: cache).hashes)
+      }
+      box.value = results.items.compactMap { $0 }
+      profile.hashing = DispatchTime.now().uptimeNanoseconds - started
+    }
+    return (hashing, box, files.count - missing.count)
+  }
+
+  /// The inputs' hashes once hashing has finished.
+  final class HashBox: @unchecked Sendable { var value: [ModelHashes] = [] }
 
   /// Hashes filled in by concurrent workers.
   final class PartialHashes: @unchecked Sendable {
     private let lock = NSLock()
     private(set) var items: [ModelHashes?]
-    init(count: Int) { items = Array(repeating: nil, count: count) }
+    init(_ items: [ModelHashes?]) { self.items = items }
     func set(_ index: Int, _ value: ModelHashes) {
       lock.lock()
       items[index] = value
