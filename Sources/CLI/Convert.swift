@@ -82,6 +82,10 @@ struct Convert: ParsableCommand {
         rouwei-ckpt convert model.safetensors -o unet.safetensors --components unet
         rouwei-ckpt convert model.safetensors -o baked.safetensors --replace-vae sdxl_vae.safetensors
         rouwei-ckpt convert merged.safetensors -o fixed.safetensors --set-prediction v --ztsnr
+        rouwei-ckpt convert model.safetensors -o model-fp8.safetensors --dtype fp8 --verify-reference model.safetensors
+
+      --verify renders the output with `verify` once it is written and exits 1 if a check fails
+      (the output is kept, so it can be inspected).
       """)
 
   @Argument(help: "The input checkpoint (.safetensors).")
@@ -120,6 +124,8 @@ struct Convert: ParsableCommand {
   @Flag(help: "Print the report as JSON.")
   var json = false
 
+  @OptionGroup var verification: VerifyAfterWriting
+
   enum OutputLayout: String, ExpressibleByArgument {
     case singleFile = "single-file"
     case diffusers
@@ -139,6 +145,10 @@ struct Convert: ParsableCommand {
     if ztsnr && setPrediction != .v {
       throw ValidationError("--ztsnr needs --set-prediction v")
     }
+    if verification.isEnabled && (layout == .diffusers || components != nil) {
+      throw ValidationError("--verify renders a whole single-file checkpoint; not a diffusers folder or extracted components")
+    }
+    try verification.validate(output: output)
   }
 
   func run() throws {
@@ -192,7 +202,12 @@ struct Convert: ParsableCommand {
       FileHandle.standardError.write(Data("rouwei-ckpt: warning: \(warning)\n".utf8))
     }
     if json {
-      try printJSON(report)
+      if let verified = try verification.run(on: output, json: true) {
+        try printJSON(ReportWithVerification(result: report, verification: verified))
+        try requirePassed(verified)
+      } else {
+        try printJSON(report)
+      }
     } else {
       print("\(report.output): \(report.tensorsWritten) tensors (\(report.tensorsConverted) converted, \(report.tensorsKeptWide) kept in their dtype, \(report.tensorsDropped) dropped), \(InfoView.bytes(report.bytesIn)) → \(InfoView.bytes(report.bytesOut)) in \(String(format: "%.1f", report.seconds)) s")
       if !report.clamped.isEmpty {
@@ -201,6 +216,7 @@ struct Convert: ParsableCommand {
       if !report.nanTensors.isEmpty {
         print("NaN carried over in \(report.nanTensors.count) tensors: \(report.nanTensors.keys.sorted().prefix(5).joined(separator: ", "))")
       }
+      try requirePassed(try verification.run(on: output, json: false))
     }
   }
 

@@ -22,6 +22,10 @@ struct Merge: ParsableCommand {
         rouwei-ckpt merge a.safetensors b.safetensors c.safetensors -o s.safetensors --method sum --weights 0.5,0.3,0.2
         rouwei-ckpt merge a.safetensors b.safetensors -o mbw.safetensors --blocks 0,1,1,1,1,1,1,1,1,1,0.5,0,0,0,0,0,0,0,0,0
         rouwei-ckpt merge --recipe merge.json -o out.safetensors
+        rouwei-ckpt merge a.safetensors b.safetensors -o ab.safetensors --alpha 0.3 --verify --verify-reference a.safetensors
+
+      --verify renders the result with `verify` once it is written and exits 1 if a check fails
+      (the output is kept, so it can be inspected); a merge's reference comparison is reported, never failed.
       """)
 
   @Argument(help: "Inputs A, B, C… (.safetensors); optional with --recipe.")
@@ -95,19 +99,31 @@ struct Merge: ParsableCommand {
 
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
+  @OptionGroup var verification: VerifyAfterWriting
+
+  func validate() throws {
+    try verification.validate(output: output)
+  }
+
   func run() throws {
     let request = try buildRequest()
     let bar = ProgressBar("merging", total: 1, quiet: json)
     let report = try Merger.merge(request, output: output, hashCache: hashCacheOptions.cache()) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
     bar.finish()
     if json {
-      try printJSON(report)
+      if let verified = try verification.run(on: output, json: true, change: .merge) {
+        try printJSON(ReportWithVerification(result: report, verification: verified))
+        try requirePassed(verified)
+      } else {
+        try printJSON(report)
+      }
     } else {
       print("\(report.output): \(report.tensorsMerged) tensors merged, \(report.tensorsCopied) copied; prediction \(report.prediction); \(String(format: "%.1f", report.seconds)) s")
       if !report.clamped.isEmpty { print("clamped values in \(report.clamped.count) tensors") }
       if report.hashesFromCache > 0 {
         print("input hashes: \(report.hashesFromCache) of \(request.inputs.count) from the hash cache")
       }
+      try requirePassed(try verification.run(on: output, json: false, change: .merge))
     }
   }
 

@@ -115,6 +115,17 @@ struct Verify: ParsableCommand {
   }
 
   func run() throws {
+    let report = try makeReport()
+    if json {
+      try printJSON(report)
+    } else {
+      print(report.text)
+    }
+    if !report.passed { throw VerificationFailure(failures: report.failures.count) }
+  }
+
+  /// Renders, checks and probes: the whole report (printing only progress).
+  func makeReport() throws -> VerifyReport {
     let directory =
       out ?? "verify-" + URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -188,12 +199,7 @@ struct Verify: ParsableCommand {
     let report = VerifyReport(
       model: model, reference: reference, change: changeKind, settings: description, images: images,
       probe: probe, prediction: verdict, contactSheet: contactSheet, warnings: warnings)
-    if json {
-      try printJSON(report)
-    } else {
-      print(report.text)
-    }
-    if !report.passed { throw VerificationFailure(failures: report.failures.count) }
+    return report
   }
 
   /// The probe on the model's own VAE latent of `PredictionProbe.testImage`, at the render size

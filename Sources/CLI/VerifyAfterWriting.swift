@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import Verification
+
+/// `--verify` for commands that write a checkpoint (`convert`, `merge`): once the output is
+/// complete, run `verify` on it, so a broken artifact fails the command that made it.
+struct VerifyAfterWriting: ParsableArguments {
+  @Flag(help: "Verify the output once it is written (renders and checks it; exit 1 if a check fails).")
+  var verify = false
+
+  @Option(help: "With --verify: also compare the renders with this checkpoint's (e.g. the conversion's input).")
+  var verifyReference: String?
+
+  @Option(help: "With --verify: the verify preset (quick, standard, full; default quick).")
+  var verifyPreset: VerifyPreset?
+
+  @Option(help: "With --verify: folder for the renders and the contact sheet (default ./verify-<output name>).")
+  var verifyOut: String?
+
+  /// Whether any verification was asked for (`--verify-reference` implies `--verify`).
+  var isEnabled: Bool { verify || verifyReference != nil }
+
+  func validate() throws {
+    if !isEnabled && (verifyPreset != nil || verifyOut != nil) {
+      throw ValidationError("--verify-preset and --verify-out need --verify")
+    }
+  }
+
+  /// Checks that `output` is something `verify` can render: a single-file safetensors checkpoint.
+  func validate(output: String) throws {
+    guard isEnabled else { return }
+    guard output.lowercased().hasSuffix(".safetensors") else {
+      throw ValidationError("--verify renders single-file .safetensors checkpoints; verify the output after converting it back")
+    }
+  }
+
+  /// The `verify` command these options describe for `output`; `change` is the kind of change from
+  /// the reference (a merge's renders are meant to differ: compared, never failed).
+  func command(for output: String, change: ChangeKind? = nil) throws -> Verify {
+    var arguments = [output]
+    if let verifyReference { arguments += ["--reference", verifyReference] }
+    if let change, verifyReference != nil { arguments += ["--change", change.rawValue] }
+    if let verifyPreset { arguments += ["--preset", verifyPreset.rawValue] }
+    if let verifyOut { arguments += ["--out", verifyOut] }
+    return try Verify.parse(arguments)
+  }
+
+  /// Runs the verification of `output` when asked: the report, or nil when not asked. Progress
+  /// and the human report are printed unless `json` (then the caller prints the report).
+  func run(on output: String, json: Bool, change: ChangeKind? = nil) throws -> VerifyReport? {
+    guard isEnabled else { return nil }
+    var verify = try command(for: output, change: change)
+    verify.json = json
+    let report = try verify.makeReport()
+    if !json { print(report.text) }
+    return report
+  }
+}
+
+/// A command's own report with its `--verify` report beside it, as one JSON document.
+struct ReportWithVerification<Result: Encodable>: Encodable {
+  let result: Result
+  let verification: VerifyReport
+}
+
+/// Throws exit 1 when the verification failed (after every report has been printed).
+func requirePassed(_ report: VerifyReport?) throws {
+  if let report, !report.passed { throw VerificationFailure(failures: report.failures.count) }
+}
