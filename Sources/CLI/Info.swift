@@ -3,6 +3,7 @@ import Checkpoint
 import Foundation
 import SafeTensors
 import Transforms
+import Verification
 
 /// `rouwei-ckpt info`: what a checkpoint is and what is wrong with it.
 struct Info: ParsableCommand {
@@ -11,6 +12,10 @@ struct Info: ParsableCommand {
     discussion: """
       Reads only the header unless --hash or --scan ask for a full pass, so it answers in milliseconds
       even for a 7 GB file. PATH may be a .safetensors file or a diffusers folder.
+
+      --probe runs the prediction-type probe of `verify` (the UNet at high noise on a known latent):
+      a file marked epsilon that behaves like v (a merge that lost its v_pred key) or the reverse is
+      reported with what ComfyUI/A1111 will do with it. Use `verify` to gate on it (exit 1).
 
       Exit codes: 0 all files read, 2 a file is malformed or unsupported, 3 an I/O error.
       """)
@@ -30,17 +35,23 @@ struct Info: ParsableCommand {
   @Flag(help: "List every tensor with dtype and shape.")
   var keys = false
 
+  @Flag(help: "Run the UNet at high noise and say whether it behaves like epsilon or v, against what the file declares (loads the model: seconds for the tiny fixtures, minutes for SDXL).")
+  var probe = false
+
+  @Option(help: "With --probe: channels per UNet attention head (default: the file's 'rouwei.unet_head_dim', else 64).")
+  var headDim: Int?
+
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
   func run() throws {
     let hashCache = hash ? hashCacheOptions.cache() : nil
-    var reports: [InspectionReport] = []
+    var reports: [InfoDocument] = []
     var firstError: Error?
     for path in paths {
       do {
         if GGUFInspection.isGGUF(path: path) {
           let report = try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache)
-          reports.append(report)
+          reports.append(InfoDocument(report: report))
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue
         }
@@ -49,8 +60,20 @@ struct Info: ParsableCommand {
           path: path, options: .init(hashes: hash, scan: scan, listKeys: keys, hashCache: hashCache)
         ) { done, total in progress.update(Double(done) / Double(max(total, 1))) }
         progress.finish()
-        reports.append(report)
-        if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
+        var document = InfoDocument(report: report)
+        var probeLines: [String] = []
+        if probe {
+          let (verdict, result, note) = try PredictionProbeRun.probe(path: path, headDim: headDim, threads: nil)
+          document.probe = InfoDocument.Probe(verdict: verdict, measurements: result, note: note)
+          probeLines = ["", "Probe (how the UNet behaves)"]
+            + VerifyReport.predictionLines(verdict, probe: result).map { "  " + $0 }
+          if let note { probeLines.append("  ! \(note)") }
+          probeLines.append("")
+        }
+        reports.append(document)
+        if !json {
+          print(InfoView.render(report) + probeLines.joined(separator: "\n"), terminator: paths.count > 1 ? "\n" : "")
+        }
       } catch {
         FileHandle.standardError.write(Data(("rouwei-ckpt: " + ExitStatus.message(for: error) + "\n").utf8))
         if firstError == nil { firstError = error }
@@ -64,6 +87,29 @@ struct Info: ParsableCommand {
       }
     }
     if let firstError { throw AlreadyReported(underlying: firstError) }
+  }
+}
+
+/// One path's JSON document: the inspection report, with the probe's findings under `probe`.
+struct InfoDocument: Encodable {
+  struct Probe: Encodable {
+    let verdict: PredictionVerdict
+    let measurements: PredictionProbe.Result
+    let note: String?
+  }
+
+  let report: InspectionReport
+  var probe: Probe?
+
+  private enum Keys: String, CodingKey { case probe }
+
+  /// The report's own keys (what `info --json` always printed), plus `probe` when it ran.
+  func encode(to encoder: Encoder) throws {
+    try report.encode(to: encoder)
+    if let probe {
+      var container = encoder.container(keyedBy: Keys.self)
+      try container.encode(probe, forKey: .probe)
+    }
   }
 }
 

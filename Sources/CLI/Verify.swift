@@ -178,7 +178,7 @@ struct Verify: ParsableCommand {
     var verdict: PredictionVerdict?
     var warnings: [String] = []
     if !noProbe {
-      let (result, note) = try runProbe(
+      let (result, note) = try PredictionProbeRun.run(
         render.pipeline, size: (settings.first?.width ?? 64, settings.first?.height ?? 64))
       if let note { warnings.append(note) }
       let file = render.pipeline.weights.file
@@ -200,37 +200,6 @@ struct Verify: ParsableCommand {
       model: model, reference: reference, change: changeKind, settings: description, images: images,
       probe: probe, prediction: verdict, contactSheet: contactSheet, warnings: warnings)
     return report
-  }
-
-  /// The probe on the model's own VAE latent of `PredictionProbe.testImage`, at the render size
-  /// capped at 512² (SDXL's UNet behaves the same there and it costs 8 evaluations); on a smooth
-  /// synthetic latent when the file has no VAE encoder.
-  func runProbe(_ pipeline: SDXLPipeline, size: (Int, Int)) throws -> (
-    PredictionProbe.Result, String?
-  ) {
-    let granularity = pipeline.sizeGranularity
-    let width = max(granularity, min(size.0, 512) / granularity * granularity)
-    let height = max(granularity, min(size.1, 512) / granularity * granularity)
-    let encoder = try AutoencoderKL(
-      checkpoint: pipeline.weights, loadEncoder: true, compute: pipeline.compute)
-    let clean: Tensor
-    var note: String?
-    if encoder.hasEncoder {
-      let image = try PredictionProbe.testImage(width: width, height: height)
-      clean = try encoder.encode(image.encoderInput()).latent
-    } else {
-      let factor = pipeline.vae.configuration.downsampleFactor
-      clean = try PredictionProbe.smoothLatent(
-        channels: pipeline.unet.inChannels, height: height / factor, width: width / factor)
-      note =
-        "prediction probe: the file has no VAE encoder, so it probed a synthetic latent (less reliable)"
-    }
-    let empty = try pipeline.text.encode("")
-    let y = empty.admVector(
-      originalSize: (height, width), crop: (0, 0), targetSize: (height, width))
-    let result = try PredictionProbe.run(
-      unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean)
-    return (result, note)
   }
 }
 

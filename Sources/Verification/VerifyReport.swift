@@ -131,16 +131,12 @@ public struct VerifyReport: Codable, Sendable {
     passed = failures.isEmpty
   }
 
-  /// The report for people: a verdict line, then each image's checks, the probe and the failures.
-  public var text: String {
+  /// The probe's verdict and its measurements at every noise level, for people (also `info --probe`).
+  public static func predictionLines(
+    _ prediction: PredictionVerdict?, probe: PredictionProbe.Result?
+  ) -> [String] {
     var lines: [String] = []
-    lines.append("\(passed ? "PASSED" : "FAILED"): \(model)")
-    if let reference {
-      lines.append("reference: \(reference)\(change.map { " (\($0.rawValue) thresholds)" } ?? "")")
-    }
-    lines.append("settings: \(settings)")
     if let prediction {
-      lines.append("")
       lines.append(
         "prediction type: \(prediction.passed ? "PASS" : "FAIL") declared \(prediction.declared), "
           + "behaves \(prediction.behaviour.rawValue) (confidence \(String(format: "%.2f", prediction.confidence)))"
@@ -157,6 +153,21 @@ public struct VerifyReport: Codable, Sendable {
             level.timestep, level.sigma, level.noiseCosine, level.noiseTracking, level.vAgreement,
             level.vRecovery, level.noiseCoefficient, level.cleanCoefficient, level.vote.rawValue))
       }
+    }
+    return lines
+  }
+
+  /// The report for people: a verdict line, then each image's checks, the probe and the failures.
+  public var text: String {
+    var lines: [String] = []
+    lines.append("\(passed ? "PASSED" : "FAILED"): \(model)")
+    if let reference {
+      lines.append("reference: \(reference)\(change.map { " (\($0.rawValue) thresholds)" } ?? "")")
+    }
+    lines.append("settings: \(settings)")
+    if prediction != nil || probe != nil {
+      lines.append("")
+      lines += VerifyReport.predictionLines(prediction, probe: probe)
     }
     for (index, image) in images.enumerated() {
       lines.append("")

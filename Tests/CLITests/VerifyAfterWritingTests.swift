@@ -77,3 +77,41 @@ import Verification
     }
   }
 }
+
+/// `info --probe`: the behavioural probe beside what the file declares.
+@Suite struct InfoProbeTests {
+  struct Document: Decodable {
+    struct Probe: Decodable { let verdict: PredictionVerdict }
+    let format: String
+    let probe: Probe?
+  }
+
+  @Test func theVModelProbesAsVAndTheEpsilonModelAsEpsilon() throws {
+    for (name, behaviour) in [("vpred", ProbeBehaviour.v), ("eps", .epsilon)] {
+      let path = TestPaths.fixture("trained/tiny-shapes-\(name).safetensors")
+      let run = try BinaryRun.run(["info", path, "--probe", "--json"])
+      #expect(run.status == 0, "\(run.stderr)")
+      let document = try JSONDecoder().decode(Document.self, from: Data(run.stdout.utf8))
+      #expect(document.format == "safetensors")
+      let verdict = try #require(document.probe?.verdict)
+      #expect(verdict.behaviour == behaviour && verdict.passed, "\(name): \(verdict.explanation)")
+    }
+  }
+
+  @Test func lostMarkersAreShownInTheHumanView() throws {
+    let directory = TestPaths.temporaryDirectory("info-probe")
+    let stripped = directory + "/stripped.safetensors"
+    let convert = try BinaryRun.run([
+      "convert", TestPaths.fixture("trained/tiny-shapes-vpred.safetensors"), "-o", stripped,
+      "--set-prediction", "eps",
+    ])
+    #expect(convert.status == 0, "\(convert.stderr)")
+    let run = try BinaryRun.run(["info", stripped, "--probe"])
+    #expect(run.status == 0, "\(run.stderr)")
+    #expect(run.stdout.contains("Probe (how the UNet behaves)"))
+    #expect(run.stdout.contains("FAIL declared epsilon, behaves v"))
+    // Without --probe nothing is loaded and no probe section appears.
+    let plain = try BinaryRun.run(["info", stripped, "--json"])
+    #expect(!plain.stdout.contains("\"probe\""))
+  }
+}
