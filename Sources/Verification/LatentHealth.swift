@@ -6,9 +6,9 @@ public struct LatentHealthThresholds: Codable, Sendable, Equatable {
   /// √(σ² + 1) a sample at that noise level has (σ the step's target noise level, 1 the standard
   /// deviation of SDXL latents scaled by 0.13025; the tiny fixtures' VAE is scaled to exactly 1).
   /// At the end σ = 0, so this bounds the final latent's standard deviation. Worst step on the
-  /// tiny fixtures (`Fixtures/verify/calibration.json`, `max_scale_ratio`): good renders 0.92–2.05;
-  /// a v model sampled as epsilon 4.7–12.7, a zeroed UNet output layer 13.7–15.1, random weights
-  /// 16.2–17.4, CFG 30 on the epsilon model 2.1–7.2.
+  /// tiny fixtures (`Fixtures/verify/calibration.json`, `max_scale_ratio`): good renders 0.92–1.39;
+  /// a v model sampled as epsilon 4.9–13.9, a zeroed UNet output layer 13.7–15.1, random weights
+  /// 16.2–17.4, CFG 30 1.6–4.5 (epsilon) and 1.8–4.8 (v).
   public var maximumScaleRatio: Double
 
   /// The defaults (see the property).

@@ -36,15 +36,15 @@ public enum PredictionProbe {
     public var zeroTerminalSNR: Bool
     /// Seed of the two noise draws (torch CPU `randn` of shape `[2, C, H, W]`).
     public var seed: UInt64
-    /// Epsilon vote: cos(F, ε) and cos(F₁ − F₂, ε₁ − ε₂) at least this (epsilon model ≥ 0.93,
-    /// v model ≤ 0.33, random ≤ 0.11).
+    /// Epsilon vote: cos(F, ε) and cos(F₁ − F₂, ε₁ − ε₂) at least this (epsilon model ≥ 0.92,
+    /// v model ≤ 0.31, random ≤ 0.09).
     public var minimumNoiseCosine: Double
     /// v vote: cos(F, ε) at most this. An ideal v model has cos(F, ε) ≈ α·‖ε‖/‖F‖, 0.53 at
-    /// t = 500; the trained one 0.10–0.33.
+    /// t = 500; the trained one 0.13–0.31.
     public var maximumNoiseCosineForV: Double
-    /// v vote: cos(D₁, D₂) of the v reading at least this (v model ≥ 0.83, epsilon ≤ 0, random ≤ 0.09).
+    /// v vote: cos(D₁, D₂) of the v reading at least this (v model ≥ 0.81, epsilon ≤ 0.02, random ≤ 0.09).
     public var minimumAgreement: Double
-    /// v vote: cos(F, −x₀) at least this (v model ≥ 0.41, random ≤ 0, epsilon < 0): the output must
+    /// v vote: cos(F, −x₀) at least this (v model ≥ 0.47, random ≤ 0, epsilon < 0): the output must
     /// point along −x₀, so an input-independent output is not taken for v.
     public var minimumRecovery: Double
 
