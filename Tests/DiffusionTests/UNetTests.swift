@@ -46,6 +46,23 @@ import TestSupport
     try expectClose(output, "\(variant).\(name).out")
   }
 
+  /// The step loop reuses the activation arena: once sized by the first step, later steps (other
+  /// timesteps, same shapes) allocate no new activation memory, and give the same answer again.
+  @Test func repeatedStepsReuseTheActivationArena() throws {
+    let model = try Self.unet("eps")
+    let x = try Self.golden.tensor("eps.x")
+    let y = try Self.golden.tensor("eps.y")
+    let cache = try model.crossAttention(for: [try Self.golden.tensor("eps.context")])
+    let first = try model(x, timesteps: [999], crossAttention: cache, y: y).scalars
+    let capacity = model.arena.capacity
+    #expect(capacity > 0)
+    for timestep: Float in [700, 400, 100] {
+      _ = try model(x, timesteps: [timestep], crossAttention: cache, y: y)
+    }
+    #expect(model.arena.capacity == capacity, "a later step grew the activation arena")
+    #expect(try model(x, timesteps: [999], crossAttention: cache, y: y).scalars == first)
+  }
+
   @Test func longContextOf154Tokens() throws {
     let model = try Self.unet("eps")
     let cache = try model.crossAttention(for: [try Self.golden.tensor("eps.long_context")])
