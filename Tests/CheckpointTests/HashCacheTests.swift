@@ -228,3 +228,29 @@ import Testing
     #expect(kept["/m/4"] == nil && kept["/m/5"] != nil && kept["/m/\(HashCache.maxEntries + 4)"] != nil)
   }
 }
+
+/// The hash-cache fuzz seeds (Fixtures/fuzz/hash-cache, Scripts/fixtures/make_hash_cache_seeds.py)
+/// stay meaningful: the valid one is read as the format HashCache writes, and every hostile one
+/// yields only well-formed entries (none for the forged or malformed parts).
+@Suite struct HashCacheFuzzSeedTests {
+  func entries(_ name: String) -> [String: HashCache.Entry] {
+    HashCache(path: TestPaths.fixture("fuzz/hash-cache/\(name)")).load()
+  }
+
+  @Test func theValidSeedIsReadWhole() {
+    let loaded = entries("valid.json")
+    #expect(Set(loaded.keys) == ["/models/a.safetensors", "/models/b.safetensors"])
+    #expect(loaded["/models/a.safetensors"]?.dataOffset == 128)
+    #expect(loaded["/models/b.safetensors"]?.hashes.dataSHA256 == nil)
+  }
+
+  @Test(arguments: [
+    ("forged-short-hash.json", ["/models/b.safetensors"]), ("uppercase-digest.json", ["/models/a.safetensors"]),
+    ("relative-key.json", []), ("offset-beyond-size.json", ["/models/b.safetensors"]),
+    ("huge-number.json", []), ("wrong-version.json", []), ("wrong-format.json", []),
+    ("entries-not-object.json", []), ("nesting-bomb.json", []), ("truncated.json", []),
+  ])
+  func hostileSeedsKeepOnlyWellFormedEntries(name: String, kept: [String]) {
+    #expect(Set(entries(name).keys) == Set(kept), "\(name)")
+  }
+}
