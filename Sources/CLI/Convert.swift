@@ -202,12 +202,7 @@ struct Convert: ParsableCommand {
       FileHandle.standardError.write(Data("rouwei-ckpt: warning: \(warning)\n".utf8))
     }
     if json {
-      if let verified = try verification.run(on: output, json: true) {
-        try printJSON(ReportWithVerification(result: report, verification: verified))
-        try requirePassed(verified)
-      } else {
-        try printJSON(report)
-      }
+      try verification.printJSON(report, output: output)
     } else {
       print("\(report.output): \(report.tensorsWritten) tensors (\(report.tensorsConverted) converted, \(report.tensorsKeptWide) kept in their dtype, \(report.tensorsDropped) dropped), \(InfoView.bytes(report.bytesIn)) → \(InfoView.bytes(report.bytesOut)) in \(String(format: "%.1f", report.seconds)) s")
       if !report.clamped.isEmpty {
@@ -216,7 +211,7 @@ struct Convert: ParsableCommand {
       if !report.nanTensors.isEmpty {
         print("NaN carried over in \(report.nanTensors.count) tensors: \(report.nanTensors.keys.sorted().prefix(5).joined(separator: ", "))")
       }
-      try requirePassed(try verification.run(on: output, json: false))
+      try verification.printText(output: output)
     }
   }
 

@@ -63,11 +63,12 @@ struct Info: ParsableCommand {
         var document = InfoDocument(report: report)
         var probeLines: [String] = []
         if probe {
-          let (verdict, result, note) = try PredictionProbeRun.probe(path: path, headDim: headDim, threads: nil)
-          document.probe = InfoDocument.Probe(verdict: verdict, measurements: result, note: note)
+          let outcome = try PredictionProbeRun.probe(path: path, headDim: headDim)
+          document.probe = InfoDocument.Probe(
+            verdict: outcome.verdict, measurements: outcome.result, note: outcome.note)
           probeLines = ["", "Probe (how the UNet behaves)"]
-            + VerifyReport.predictionLines(verdict, probe: result).map { "  " + $0 }
-          if let note { probeLines.append("  ! \(note)") }
+            + VerifyReport.predictionLines(outcome.verdict, probe: outcome.result).map { "  " + $0 }
+          if let note = outcome.note { probeLines.append("  ! \(note)") }
           probeLines.append("")
         }
         reports.append(document)

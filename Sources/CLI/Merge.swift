@@ -111,19 +111,14 @@ struct Merge: ParsableCommand {
     let report = try Merger.merge(request, output: output, hashCache: hashCacheOptions.cache()) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
     bar.finish()
     if json {
-      if let verified = try verification.run(on: output, json: true, change: .merge) {
-        try printJSON(ReportWithVerification(result: report, verification: verified))
-        try requirePassed(verified)
-      } else {
-        try printJSON(report)
-      }
+      try verification.printJSON(report, output: output, change: .merge)
     } else {
       print("\(report.output): \(report.tensorsMerged) tensors merged, \(report.tensorsCopied) copied; prediction \(report.prediction); \(String(format: "%.1f", report.seconds)) s")
       if !report.clamped.isEmpty { print("clamped values in \(report.clamped.count) tensors") }
       if report.hashesFromCache > 0 {
         print("input hashes: \(report.hashesFromCache) of \(request.inputs.count) from the hash cache")
       }
-      try requirePassed(try verification.run(on: output, json: false, change: .merge))
+      try verification.printText(output: output, change: .merge)
     }
   }
 

@@ -178,14 +178,11 @@ struct Verify: ParsableCommand {
     var verdict: PredictionVerdict?
     var warnings: [String] = []
     if !noProbe {
-      let (result, note) = try PredictionProbeRun.run(
+      let outcome = try PredictionProbeRun.run(
         render.pipeline, size: (settings.first?.width ?? 64, settings.first?.height ?? 64))
-      if let note { warnings.append(note) }
-      let file = render.pipeline.weights.file
-      let report = PredictionDetector.detect(
-        keys: Set(file.tensors.map(\.name)), metadata: file.metadata)
-      probe = result
-      verdict = PredictionVerdict(result: result, report: report)
+      if let note = outcome.note { warnings.append(note) }
+      probe = outcome.result
+      verdict = outcome.verdict
     }
 
     let first = settings.first

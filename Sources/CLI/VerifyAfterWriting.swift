@@ -57,6 +57,24 @@ struct VerifyAfterWriting: ParsableArguments {
   }
 }
 
+extension VerifyAfterWriting {
+  /// `--json` output of a writing command: its `report` alone, or, with `--verify`, beside the
+  /// verification of `output` as one document; then exit 1 if verification failed.
+  func printJSON<Report: Encodable>(_ report: Report, output: String, change: ChangeKind? = nil) throws {
+    guard let verified = try run(on: output, json: true, change: change) else {
+      return try CLI.printJSON(report)
+    }
+    try CLI.printJSON(ReportWithVerification(result: report, verification: verified))
+    try requirePassed(verified)
+  }
+
+  /// Human output of a writing command, after its own lines: the verification report when asked,
+  /// then exit 1 if it failed.
+  func printText(output: String, change: ChangeKind? = nil) throws {
+    try requirePassed(try run(on: output, json: false, change: change))
+  }
+}
+
 /// A command's own report with its `--verify` report beside it, as one JSON document.
 struct ReportWithVerification<Result: Encodable>: Encodable {
   let result: Result
