@@ -29,7 +29,7 @@ let package = Package(
     .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Transforms"], resources: [
       .copy("Resources/bpe_simple_vocab_16e6.txt.zst"), .copy("Resources/LICENSE-bpe_simple_vocab.txt"),
     ]),
-    .target(name: "Verification", dependencies: ["Diffusion", "Tensors", "SafeTensors", "CPNG"]),
+    .target(name: "Verification", dependencies: ["Checkpoint", "Diffusion", "Tensors", "SafeTensors", "CPNG"]),
     .target(name: "CLI", dependencies: [
       "SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -42,9 +42,9 @@ let package = Package(
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
-    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "VerificationTests", dependencies: ["Verification", "Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "CLITests", dependencies: ["CLI", "Verification", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Checkpoint", "Tensors", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "VerificationTests", dependencies: ["Verification", "Checkpoint", "Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "CLITests", dependencies: ["CLI", "Checkpoint", "Verification", "SafeTensors", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
   swiftLanguageModes: [.v5]

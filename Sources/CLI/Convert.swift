@@ -60,10 +60,6 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
   }
 }
 
-enum PredictionChoice: String, ExpressibleByArgument, CaseIterable {
-  case eps, v
-}
-
 /// `rouwei-ckpt convert`: dtype casts, component extraction, VAE baking, prediction markers.
 struct Convert: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -113,7 +109,7 @@ struct Convert: ParsableCommand {
   var replaceVAE: String?
 
   @Option(help: "Set the prediction type: v adds the v_pred marker, eps removes the markers.")
-  var setPrediction: PredictionChoice?
+  var setPrediction: PredictionType?
 
   @Flag(help: "With --set-prediction v: also mark zero-terminal SNR (ztsnr).")
   var ztsnr = false
@@ -187,7 +183,7 @@ struct Convert: ParsableCommand {
     request.overflowPolicy = clamp ? .clamp : .refuse
     request.dropEMA = dropEMA
     request.replacementVAE = replaceVAE
-    request.prediction = setPrediction.map { $0 == .v ? .v : .epsilon }
+    request.prediction = setPrediction
     request.zeroTerminalSNR = ztsnr
     let bar = ProgressBar("converting", total: 1, quiet: json)
     let report = try Converter.convert(input: input, output: output, request: request) { done, total in

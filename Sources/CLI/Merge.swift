@@ -79,11 +79,7 @@ struct Merge: ParsableCommand {
   @Option(help: "Output dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2 (default: A's).")
   var dtype: TargetDType?
 
-  @Option(help: "The result's prediction type when inputs disagree (or to override): eps or v.")
-  var prediction: PredictionChoice?
-
-  @Flag(help: "With --prediction v: mark zero-terminal SNR.")
-  var ztsnr = false
+  @OptionGroup var predictionOptions: PredictionOptions
 
   @Option(help: "Keys not in every input: error (default) or take-a.")
   var missing: MissingKeyPolicy?
@@ -156,8 +152,8 @@ struct Merge: ParsableCommand {
       guard dtype != .int8 && dtype != .fp8Scaled && dtype.ggmlType?.isQuantized != true else { throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`") }
       request.dtype = dtype.dtype
     }
-    if let prediction { request.prediction = prediction == .v ? .v : .epsilon }
-    if ztsnr { request.zeroTerminalSNR = true }
+    if let prediction = predictionOptions.prediction { request.prediction = prediction }
+    if predictionOptions.ztsnr { request.zeroTerminalSNR = true }
     if let missing { request.missing = missing }
     if clamp { request.clamp = true }
     if request.method == .sum && request.weights == nil && weights == nil {

@@ -51,11 +51,7 @@ extension PromptStyle: ExpressibleByArgument {
 
 /// Options shared by `sample` and `verify`: how the model is read and run.
 struct ModelOptions: ParsableArguments {
-  @Option(help: "Sample as this prediction type instead of what the file's markers and metadata say (eps or v).")
-  var prediction: PredictionChoice?
-
-  @Flag(help: "With --prediction v: the model was trained with zero-terminal SNR.")
-  var ztsnr = false
+  @OptionGroup var predictionOptions: PredictionOptions
 
   @Option(help: "Channels per UNet attention head (default: the file's 'rouwei.unet_head_dim' metadata, else SDXL's 64; only tiny test models differ).")
   var headDim: Int?
@@ -66,7 +62,6 @@ struct ModelOptions: ParsableArguments {
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
   func validate() throws {
-    if ztsnr && prediction != .v { throw ValidationError("--ztsnr needs --prediction v") }
     if let headDim, headDim < 1 { throw ValidationError("--head-dim must be positive") }
     if let threads, threads < 1 { throw ValidationError("--threads must be positive") }
   }
@@ -85,13 +80,9 @@ struct ModelOptions: ParsableArguments {
 
   /// The prediction type and zsnr the model will be sampled with, and where that came from.
   func behaviour(of weights: ModelWeights) -> (ModelBehaviour, String) {
-    if let prediction {
-      return (ModelBehaviour(prediction: prediction == .v ? .vPrediction : .epsilon, zeroTerminalSNR: ztsnr), "--prediction")
-    }
+    if let behaviour = predictionOptions.behaviour { return (behaviour, "--prediction") }
     let report = PredictionDetector.detect(keys: Set(weights.file.tensors.map(\.name)), metadata: weights.file.metadata)
-    let prediction: Diffusion.PredictionType = report.prediction == .v ? .vPrediction : .epsilon
-    let source = report.evidence.isEmpty ? "no markers (epsilon assumed)" : report.evidence.map { "\($0.source) \($0.key)" }.joined(separator: ", ")
-    return (ModelBehaviour(prediction: prediction, zeroTerminalSNR: report.zeroTerminalSNR), source)
+    return (report.behaviour, report.source)
   }
 }
 

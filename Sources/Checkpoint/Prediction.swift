@@ -1,11 +1,26 @@
 import Foundation
 
-/// What a model predicts: the noise (epsilon) or the velocity (v).
-public enum PredictionType: String, Codable, Sendable {
+/// What a model predicts: the noise (epsilon) or the velocity (v). The one prediction type of
+/// every module: detection, conversion and merge markers, sampling, the behavioural probe.
+public enum PredictionType: String, Codable, Sendable, CaseIterable {
   case epsilon
   case v
   /// Continuous-EDM v-prediction (CosXL style, `edm_vpred.sigma_max`).
   case edmV = "edm_v"
+
+  /// Whether the network's output is a velocity (v or EDM v).
+  public var isV: Bool { self != .epsilon }
+}
+
+/// How a model must be sampled: its prediction type and whether its schedule was rescaled to zero
+/// terminal SNR. Decided once, from the file (`PredictionReport.behaviour`) or an explicit override.
+public struct ModelBehaviour: Codable, Sendable, Equatable {
+  public var prediction: PredictionType
+  public var zeroTerminalSNR: Bool
+  public init(prediction: PredictionType, zeroTerminalSNR: Bool) {
+    self.prediction = prediction
+    self.zeroTerminalSNR = zeroTerminalSNR
+  }
 }
 
 /// One piece of evidence about the prediction type.
@@ -30,6 +45,26 @@ public struct PredictionReport: Codable, Sendable {
   public var loadedByComfyUIAs: String
   /// Contradictions and their consequences, one sentence each.
   public var conflicts: [String]
+  /// What loaders will sample the file as: the marker tensors for a single file (`v_pred`,
+  /// `edm_vpred.sigma_max`), `scheduler_config.json` for a diffusers folder. `prediction` may differ
+  /// when metadata says v without a marker.
+  public var declared: PredictionType
+  /// Whether the file is a diffusers folder (its declaration is `scheduler_config.json`).
+  public var isDiffusersFolder: Bool
+
+  /// How the model should be sampled: the evidence's prediction type with its zero-terminal SNR.
+  public var behaviour: ModelBehaviour {
+    ModelBehaviour(prediction: prediction, zeroTerminalSNR: zeroTerminalSNR)
+  }
+
+  /// Where `behaviour` comes from, in a few words: the evidence's sources and keys.
+  public var source: String {
+    evidence.isEmpty
+      ? "no markers (epsilon assumed)" : evidence.map { "\($0.source) \($0.key)" }.joined(separator: ", ")
+  }
+
+  /// The marker tensors found (`v_pred`, `ztsnr`, `edm_vpred.sigma_max`).
+  public var markers: [String] { evidence.filter { $0.source == "marker" }.map(\.key) }
 }
 
 /// Collects prediction-type evidence as each tool reads it.
@@ -118,7 +153,8 @@ public enum PredictionDetector {
     }
     return PredictionReport(
       prediction: prediction, zeroTerminalSNR: zero, evidence: evidence,
-      loadedByComfyUIAs: isFolder ? "n/a (diffusers folder)" : loaded, conflicts: conflicts)
+      loadedByComfyUIAs: isFolder ? "n/a (diffusers folder)" : loaded, conflicts: conflicts,
+      declared: isFolder ? prediction : markerType, isDiffusersFolder: isFolder)
   }
 
   /// Reads a prediction-type spelling (`v`, `v_prediction`, `epsilon`, `eps`, …).

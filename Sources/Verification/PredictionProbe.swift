@@ -3,16 +3,6 @@ import Diffusion
 import Foundation
 import Tensors
 
-/// How a UNet behaves when asked to denoise: like an epsilon model, like a v model, or neither.
-public enum ProbeBehaviour: String, Codable, Sendable {
-  /// The output is the noise ε.
-  case epsilon
-  /// The output is v = α·ε − σ_vp·x̂₀ (mostly the −x₀ direction at high noise).
-  case v
-  /// Neither fits (random or broken weights, or a model the probe cannot read).
-  case undetermined
-}
-
 /// A behavioural test of the prediction type: the UNet is run on a known clean latent x₀ noised
 /// with two seeded noise draws ε₁, ε₂ at a few noise levels, and its outputs F₁, F₂ are read both
 /// ways.
@@ -90,14 +80,16 @@ public enum PredictionProbe {
     public var cleanCoefficient: Double
     /// ‖F‖/‖ε‖, first draw.
     public var outputNorm: Double
-    /// What this level says.
-    public var vote: ProbeBehaviour
+    /// What this level says: `.epsilon` (the output is the noise ε), `.v` (the output is
+    /// α·ε − σ_vp·x̂₀), or nil when neither fits. Never `.edmV`: the probe cannot tell v from EDM v.
+    public var vote: PredictionType?
   }
 
   /// The probe's finding.
   public struct Result: Codable, Sendable, Equatable {
-    /// The behaviour the levels agree on, or `undetermined`.
-    public var behaviour: ProbeBehaviour
+    /// The prediction type the levels agree on (`.epsilon` or `.v`), or nil when undetermined
+    /// (random or broken weights, or a model the probe cannot read).
+    public var behaviour: PredictionType?
     /// 0…1: the share of levels voting for `behaviour` times their mean deciding cosine
     /// (cos(F, ε) for epsilon, cos(D₁, D₂) for v); 0 when undetermined.
     public var confidence: Double
@@ -274,7 +266,7 @@ public enum PredictionProbe {
       a = (fe * cc - fc * ec) / determinant
       b = (fc * ee - fe * ec) / determinant
     }
-    var vote = ProbeBehaviour.undetermined
+    var vote: PredictionType? = nil
     if noiseCosine >= c.minimumNoiseCosine && tracking >= c.minimumNoiseCosine {
       vote = .epsilon
     } else if noiseCosine <= c.maximumNoiseCosineForV && agreement >= c.minimumAgreement
@@ -293,7 +285,7 @@ public enum PredictionProbe {
   /// Two-thirds majority of the levels; confidence = share × mean deciding cosine.
   static func decide(_ levels: [Level], configuration: Configuration) -> Result {
     let needed = (2 * levels.count + 2) / 3
-    for behaviour in [ProbeBehaviour.epsilon, .v] {
+    for behaviour in [PredictionType.epsilon, .v] {
       let voting = levels.filter { $0.vote == behaviour }
       guard voting.count >= needed, !voting.isEmpty else { continue }
       let share = Double(voting.count) / Double(levels.count)
@@ -316,7 +308,7 @@ public enum PredictionProbe {
         configuration: configuration, summary: summary)
     }
     return Result(
-      behaviour: .undetermined, confidence: 0, levels: levels, configuration: configuration,
+      behaviour: nil, confidence: 0, levels: levels, configuration: configuration,
       summary: "undetermined: the output neither follows the noise (mean cos(F, ε) "
         + "\(format(mean(levels.map(\.noiseCosine))))) nor points along −x₀ with a noise-independent clean "
         + "reading (mean cos(F, −x₀) \(format(mean(levels.map(\.vRecovery)))), agreement "

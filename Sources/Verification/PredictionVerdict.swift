@@ -4,10 +4,10 @@ import Foundation
 /// The probe's behaviour set against what the file declares, as a check.
 public struct PredictionVerdict: Codable, Sendable, Equatable {
   /// What loaders will use: `epsilon`, `v` or `edm_v` (markers for single files,
-  /// `scheduler_config.json` for diffusers folders).
-  public var declared: String
-  /// What the probe saw.
-  public var behaviour: ProbeBehaviour
+  /// `scheduler_config.json` for diffusers folders): `PredictionReport.declared`.
+  public var declared: PredictionType
+  /// What the probe saw: epsilon, v, or nil when it could not tell.
+  public var behaviour: PredictionType?
   /// The probe's confidence.
   public var confidence: Double
   /// False when the behaviour contradicts the declaration.
@@ -19,36 +19,29 @@ public struct PredictionVerdict: Codable, Sendable, Equatable {
 
   /// Compares `result` with the `report` of `PredictionDetector.detect`.
   public init(result: PredictionProbe.Result, report: PredictionReport) {
-    let isFolder = report.loadedByComfyUIAs.hasPrefix("n/a")
-    let markers = Set(report.evidence.filter { $0.source == "marker" }.map(\.key))
-    let declaredType: Checkpoint.PredictionType
-    if isFolder {
-      declaredType = report.prediction
-    } else if markers.contains(MarkerKey.edmVPredSigmaMax) {
-      declaredType = .edmV
-    } else {
-      declaredType = markers.contains(MarkerKey.vPrediction) ? .v : .epsilon
-    }
-    declared = declaredType.rawValue
+    let isFolder = report.isDiffusersFolder
+    let markers = report.markers
+    let declaredType = report.declared
+    declared = declaredType
     behaviour = result.behaviour
     confidence = result.confidence
-    let declaresV = declaredType != .epsilon
+    let declaresV = declaredType.isV
     let confidence = String(format: "%.2f", result.confidence)
     switch (result.behaviour, declaresV) {
-    case (.undetermined, _):
+    case (nil, _):
       passed = true
       inconclusive = true
       explanation =
-        "the probe could not tell epsilon from v (\(result.summary)); the file says \(declared)"
+        "the probe could not tell epsilon from v (\(result.summary)); the file says \(declared.rawValue)"
     case (.epsilon, false):
       passed = true
       inconclusive = false
       explanation = "marked epsilon and behaves like epsilon (confidence \(confidence))"
-    case (.v, true):
+    case (.v, true), (.edmV, true):
       passed = true
       inconclusive = false
-      explanation = "marked \(declared) and behaves like v-prediction (confidence \(confidence))"
-    case (.v, false):
+      explanation = "marked \(declared.rawValue) and behaves like v-prediction (confidence \(confidence))"
+    case (.v, false), (.edmV, false):
       passed = false
       inconclusive = false
       let metadataSaysV = report.evidence.contains { $0.source != "marker" && $0.says == "v" }
@@ -67,9 +60,9 @@ public struct PredictionVerdict: Codable, Sendable, Equatable {
       inconclusive = false
       explanation =
         (isFolder
-          ? "scheduler_config.json says \(declared) but the UNet behaves like epsilon (confidence "
+          ? "scheduler_config.json says \(declared.rawValue) but the UNet behaves like epsilon (confidence "
             + "\(confidence)): diffusers will sample it as v and render burned or noisy images."
-          : "marked \(declared) (`\(markers.sorted().joined(separator: "`, `"))`) but the UNet behaves like "
+          : "marked \(declared.rawValue) (`\(markers.sorted().joined(separator: "`, `"))`) but the UNet behaves like "
             + "epsilon (confidence \(confidence)): ComfyUI and A1111 follow the markers and will sample "
             + "it as v-prediction, which renders burned, over-saturated or noisy images. Remove the "
             + "markers (`convert --set-prediction eps`).")

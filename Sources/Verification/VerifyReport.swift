@@ -138,8 +138,8 @@ public struct VerifyReport: Codable, Sendable {
     var lines: [String] = []
     if let prediction {
       lines.append(
-        "prediction type: \(prediction.passed ? "PASS" : "FAIL") declared \(prediction.declared), "
-          + "behaves \(prediction.behaviour.rawValue) (confidence \(String(format: "%.2f", prediction.confidence)))"
+        "prediction type: \(prediction.passed ? "PASS" : "FAIL") declared \(prediction.declared.rawValue), "
+          + "behaves \(prediction.behaviour?.rawValue ?? "undetermined") (confidence \(String(format: "%.2f", prediction.confidence)))"
       )
       lines.append("  \(prediction.explanation)")
     }
@@ -151,7 +151,7 @@ public struct VerifyReport: Codable, Sendable {
               "  t=%d σ=%.3g: cos(F, ε) %.3f, noise tracking %.3f, v agreement %.3f, v recovery %.3f"
               + ", F ≈ %.3f·ε %+.3f·x₀ → %@",
             level.timestep, level.sigma, level.noiseCosine, level.noiseTracking, level.vAgreement,
-            level.vRecovery, level.noiseCoefficient, level.cleanCoefficient, level.vote.rawValue))
+            level.vRecovery, level.noiseCoefficient, level.cleanCoefficient, level.vote?.rawValue ?? "undetermined"))
       }
     }
     return lines

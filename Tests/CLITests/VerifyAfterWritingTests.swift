@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import SafeTensors
 import TestSupport
@@ -87,7 +88,7 @@ import Verification
   }
 
   @Test func theVModelProbesAsVAndTheEpsilonModelAsEpsilon() throws {
-    for (name, behaviour) in [("vpred", ProbeBehaviour.v), ("eps", .epsilon)] {
+    for (name, behaviour) in [("vpred", PredictionType.v), ("eps", .epsilon)] {
       let path = TestPaths.fixture("trained/tiny-shapes-\(name).safetensors")
       let run = try BinaryRun.run(["info", path, "--probe", "--json"])
       #expect(run.status == 0, "\(run.stderr)")

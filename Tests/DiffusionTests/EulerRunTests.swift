@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import Tensors
 import Testing
@@ -17,7 +18,7 @@ import TestSupport
     let unet = try UNet(weights: weights.scoped("model.diffusion_model."), headDimension: 16)
     let vpred = variant == "vpred"
     let schedule = DiscreteNoiseSchedule.sdxl(zeroTerminalSNR: vpred ? .comfyUI : nil)
-    let network = NetworkDenoiser(prediction: vpred ? .vPrediction : .epsilon, schedule: schedule)
+    let network = NetworkDenoiser(prediction: vpred ? .v : .epsilon, schedule: schedule)
     let sigmas = try schedule.sigmas(steps: 8, scheduler: .normal)
     #expect(Closeness(sigmas, try g.tensor("\(variant).sigmas").scalars).nmse <= 1e-12)
     let model = try GuidedUNet(

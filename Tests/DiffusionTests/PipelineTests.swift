@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import Tensors
 import Testing
@@ -13,7 +14,7 @@ import TestSupport
   static func pipeline(_ variant: String) throws -> SDXLPipeline {
     let weights = try ModelWeights(path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-\(variant).safetensors"))
     let behaviour = variant == "vpred"
-      ? ModelBehaviour(prediction: .vPrediction, zeroTerminalSNR: true)
+      ? ModelBehaviour(prediction: .v, zeroTerminalSNR: true)
       : ModelBehaviour(prediction: .epsilon, zeroTerminalSNR: false)
     return try SDXLPipeline(weights: weights, behaviour: behaviour, headDimension: 16)
   }
@@ -81,7 +82,7 @@ import TestSupport
   func rendersMatchDiffusers(variant: String, index: Int, prompt: String) throws {
     let weights = try ModelWeights(path: TestPaths.fixture("trained/tiny-shapes-\(variant).safetensors"))
     let behaviour = variant == "vpred"
-      ? ModelBehaviour(prediction: .vPrediction, zeroTerminalSNR: true)
+      ? ModelBehaviour(prediction: .v, zeroTerminalSNR: true)
       : ModelBehaviour(prediction: .epsilon, zeroTerminalSNR: false)
     let pipeline = try SDXLPipeline(weights: weights, behaviour: behaviour, headDimension: 16)
     var settings = GenerationSettings(prompt: prompt)

@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import Testing
 
@@ -28,9 +29,9 @@ import Testing
       let settings = golden.object("gaussian")
       return gaussian(mu: settings.floats("mu"), s2: Float(settings.double("s2")))
     }
-    let prediction = try #require(PredictionType(rawValue: item.string("prediction")))
+    let prediction = try #require(PredictionDetector.parse(item.string("prediction")))
     let schedule = DiscreteNoiseSchedule.sdxl(
-      zeroTerminalSNR: prediction == .vPrediction ? .comfyUI : nil)
+      zeroTerminalSNR: prediction == .v ? .comfyUI : nil)
     let wrapper = NetworkDenoiser(prediction: prediction, schedule: schedule)
     let conditional = network(bias: golden.floats("biasConditional"))
     let unconditional = network(bias: golden.floats("biasUnconditional"))
@@ -126,7 +127,7 @@ import Testing
     let sigma: Float = 2
     let eps = NetworkDenoiser(prediction: .epsilon, schedule: schedule)
     #expect(eps.denoised(output: output, x: x, sigma: sigma) == [0, -2.5, 5])
-    let v = NetworkDenoiser(prediction: .vPrediction, schedule: schedule)
+    let v = NetworkDenoiser(prediction: .v, schedule: schedule)
     let d = v.denoised(output: output, x: x, sigma: sigma)
     let root5 = Float(5).squareRoot()
     let expected = zip(x, output).map { $0 / 5 - $1 * 2 / root5 }

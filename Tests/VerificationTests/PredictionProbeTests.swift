@@ -31,7 +31,7 @@ import Testing
   /// An ideal network of either kind: recovers each draw's ε exactly from the scaled input (it
   /// knows x₀) and answers ε, or v with its guess of x₀ = `guess(x₀)`.
   static func oracle(
-    _ kind: ProbeBehaviour, clean: Tensor, guess: @escaping ([Float]) -> [Float] = { $0 }
+    _ kind: PredictionType, clean: Tensor, guess: @escaping ([Float]) -> [Float] = { $0 }
   ) -> (Tensor, Float) throws -> Tensor {
     let schedule = DiscreteNoiseSchedule.sdxl()
     let x0 = clean.scalars
@@ -93,15 +93,15 @@ import Testing
     let random = try PredictionProbe.run(cleanLatent: clean) { _, _ in fixed }
     #expect(random.levels.allSatisfy { $0.vRecovery < 0.2 }, "\(random.levels)")
     #expect(random.levels.filter { $0.timestep >= 800 }.allSatisfy { $0.vAgreement > 0.9 })
-    #expect(random.behaviour == .undetermined && random.confidence == 0)
+    #expect(random.behaviour == nil && random.confidence == 0)
     let zero = try PredictionProbe.run(cleanLatent: clean) { input, _ in Tensor(zeros: input.shape)
     }
-    #expect(zero.behaviour == .undetermined)
+    #expect(zero.behaviour == nil)
     // Echoing a scrambled input explains nothing either.
     let scrambled = try PredictionProbe.run(cleanLatent: clean) { input, _ in
       Tensor(shape: input.shape, values: input.scalars.reversed())
     }
-    #expect(scrambled.behaviour == .undetermined)
+    #expect(scrambled.behaviour == nil)
   }
 
   @Test func smoothLatentServesAsCleanLatent() throws {
@@ -175,7 +175,7 @@ import Testing
     let y = Tensor(zeros: [1, try #require(unet.admChannels)])
     let result = try PredictionProbe.run(
       unet: unet, context: context, y: y, cleanLatent: Self.smoothLatent())
-    #expect(result.behaviour == .undetermined, "\(result.levels)")
+    #expect(result.behaviour == nil, "\(result.levels)")
     #expect(
       result.levels.allSatisfy { $0.noiseCosine < 0.3 && $0.vAgreement < 0.3 }, "\(result.levels)")
   }

@@ -80,7 +80,7 @@ import Testing
 
 extension TrainedFixtureTests {
   @Test func vModelRendersPassAndProbesAsV() throws {
-    let pipeline = try Self.pipeline(Self.vPath, .vPrediction, zsnr: true)
+    let pipeline = try Self.pipeline(Self.vPath, .v, zsnr: true)
     for (index, prompt) in ["blue triangle, black background", "yellow circle, white background"]
       .enumerated()
     {
@@ -97,7 +97,7 @@ extension TrainedFixtureTests {
     let stripped = PredictionDetector.detect(
       keys: keys.subtracting(["v_pred", "ztsnr"]), metadata: [:])
     let verdict = PredictionVerdict(result: result, report: stripped)
-    #expect(!verdict.passed && verdict.declared == "epsilon")
+    #expect(!verdict.passed && verdict.declared == .epsilon)
     #expect(
       verdict.explanation.contains("marked epsilon")
         && verdict.explanation.contains("behaves like v"))
@@ -110,7 +110,7 @@ extension TrainedFixtureTests {
     #expect(!lost.passed)
     print("v as eps:", lost.checks.map(\.line))
     // Lost `ztsnr` only: v sampling on the ordinary schedule cannot reach black.
-    let noZSNR = try Self.pipeline(Self.vPath, .vPrediction, zsnr: false)
+    let noZSNR = try Self.pipeline(Self.vPath, .v, zsnr: false)
     let grey = try Self.verify(noZSNR, "blue triangle, black background", seed: 1000)
     print("v no zsnr:", grey.checks.map(\.line))
   }
@@ -146,10 +146,7 @@ extension TrainedFixtureTests {
     let weights = try ModelWeights(path: path)
     let report = PredictionDetector.detect(
       keys: Set(weights.file.tensors.map(\.name)), metadata: weights.file.metadata)
-    let behaviour = ModelBehaviour(
-      prediction: report.prediction == .epsilon ? .epsilon : .vPrediction,
-      zeroTerminalSNR: report.zeroTerminalSNR)
-    return (try SDXLPipeline(weights: weights, behaviour: behaviour, headDimension: 16), report)
+    return (try SDXLPipeline(weights: weights, behaviour: report.behaviour, headDimension: 16), report)
   }
 
   static let prompts = ["blue triangle, black background", "yellow circle, white background"]
@@ -217,16 +214,16 @@ extension TrainedFixtureTests {
     #expect(failures == 2)
     let verdict = PredictionVerdict(result: try Self.probe(pipeline), report: report)
     #expect(
-      !verdict.passed && verdict.behaviour == .v && verdict.declared == "epsilon", "\(verdict)")
+      !verdict.passed && verdict.behaviour == .v && verdict.declared == .epsilon, "\(verdict)")
   }
 
   @Test func falseVMarkersFailTheProbe() throws {
     let path = try Self.brokenCopy(of: Self.epsPath, "false-v", add: ["v_pred", "ztsnr"])
     let (pipeline, report) = try Self.pipelineAsMarked(path)
-    #expect(pipeline.behaviour.prediction == .vPrediction && pipeline.behaviour.zeroTerminalSNR)
+    #expect(pipeline.behaviour.prediction == .v && pipeline.behaviour.zeroTerminalSNR)
     let verdict = PredictionVerdict(result: try Self.probe(pipeline), report: report)
     #expect(
-      !verdict.passed && verdict.behaviour == .epsilon && verdict.declared == "v", "\(verdict)")
+      !verdict.passed && verdict.behaviour == .epsilon && verdict.declared == .v, "\(verdict)")
   }
 }
 
@@ -288,8 +285,8 @@ extension TrainedFixtureTests {
           "\(name) t=\(level.timestep) \(field): \(value) vs PyTorch \(reference)")
       }
     }
-    let expected: ProbeBehaviour =
-      ["eps": .epsilon, "vpred": .v, "random": .undetermined][name] ?? .undetermined
+    let expected: PredictionType? =
+      ["eps": .epsilon, "vpred": .v][name] ?? nil
     #expect(result.behaviour == expected)
   }
 }

@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import Tensors
 
@@ -29,17 +30,6 @@ public struct GenerationSettings: Sendable {
   public var initialNoise: [Float]? = nil
 
   public init(prompt: String) { self.prompt = prompt }
-}
-
-/// How the model must be sampled: its prediction type and whether its schedule was rescaled to
-/// zero terminal SNR. Decided from the file's markers and metadata by the caller.
-public struct ModelBehaviour: Sendable, Equatable {
-  public var prediction: PredictionType
-  public var zeroTerminalSNR: Bool
-  public init(prediction: PredictionType, zeroTerminalSNR: Bool) {
-    self.prediction = prediction
-    self.zeroTerminalSNR = zeroTerminalSNR
-  }
 }
 
 /// What a generation produced, with the trail verification needs.

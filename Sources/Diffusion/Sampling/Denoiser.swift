@@ -1,12 +1,5 @@
+import Checkpoint
 import Foundation
-
-/// What the network predicts.
-public enum PredictionType: String, Sendable, CaseIterable {
-  /// ε: D = x − σ·F.
-  case epsilon
-  /// v: D = x/(σ²+1) − σ·F/√(σ²+1).
-  case vPrediction = "v_prediction"
-}
 
 /// How σ becomes the timestep fed to the network.
 public enum TimestepMode: String, Sendable, CaseIterable {
@@ -27,7 +20,7 @@ public typealias NetworkFunction = (_ scaledInput: [Float], _ timestep: Float) t
 /// c_in = 1/√(σ²+1) and c_skip, c_out from the prediction type. The arithmetic follows ComfyUI's
 /// float32 operation order (`EPS.calculate_input`, `EPS/V_PREDICTION.calculate_denoised`).
 public struct NetworkDenoiser: Sendable {
-  /// ε or v.
+  /// ε (D = x − σ·F) or v (D = x/(σ²+1) − σ·F/√(σ²+1); EDM v uses the same formula).
   public var prediction: PredictionType
   /// The training schedule, for σ → t.
   public var schedule: DiscreteNoiseSchedule
@@ -64,7 +57,7 @@ public struct NetworkDenoiser: Sendable {
     switch prediction {
     case .epsilon:
       return zip(x, output).map { input, epsilon in input - epsilon * sigma }
-    case .vPrediction:
+    case .v, .edmV:
       let variance = sigma * sigma + 1
       let root = variance.squareRoot()
       return zip(x, output).map { input, v in input * 1 / variance - v * sigma * 1 / root }
