@@ -63,7 +63,8 @@ struct Info: ParsableCommand {
         var document = InfoDocument(report: report)
         var probeLines: [String] = []
         if probe {
-          let outcome = try PredictionProbeRun.probe(path: path, headDim: headDim)
+          let outcome = try PredictionProbe.run(
+            path: path, options: ModelLoadOptions(headDimension: headDim, hashCache: hashCache))
           document.probe = InfoDocument.Probe(
             verdict: outcome.verdict, measurements: outcome.result, note: outcome.note)
           probeLines = ["", "Probe (how the UNet behaves)"]

@@ -3,7 +3,7 @@ import Checkpoint
 import Diffusion
 import Foundation
 import SafeTensors
-import Tensors
+import Verification
 
 /// Sampler names as ComfyUI and A1111 spell them.
 extension SamplerKind: ExpressibleByArgument {
@@ -15,29 +15,9 @@ extension SamplerKind: ExpressibleByArgument {
     default: return nil
     }
   }
-
-  /// The name A1111 writes in its `parameters` text.
-  var a1111Name: String {
-    switch self {
-    case .euler: return "Euler"
-    case .eulerAncestral: return "Euler a"
-    case .dpmpp2m: return "DPM++ 2M"
-    }
-  }
 }
 
-extension SigmaScheduler: ExpressibleByArgument {
-  /// A1111's "Schedule type" label.
-  var a1111Name: String {
-    switch self {
-    case .normal: return "Automatic"
-    case .karras: return "Karras"
-    case .exponential: return "Exponential"
-    case .sgmUniform: return "SGM Uniform"
-    case .simple: return "Simple"
-    }
-  }
-}
+extension SigmaScheduler: ExpressibleByArgument {}
 
 extension PromptStyle: ExpressibleByArgument {
   public init?(argument: String) {
@@ -66,23 +46,11 @@ struct ModelOptions: ParsableArguments {
     if let threads, threads < 1 { throw ValidationError("--threads must be positive") }
   }
 
-  /// The UNet head size: the option, else the file's `rouwei.unet_head_dim`, else 64.
-  func headDimension(of weights: ModelWeights) -> Int {
-    headDim ?? weights.file.metadata["rouwei.unet_head_dim"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil } ?? 64
-  }
-
-  /// The compute context with the thread count applied.
-  func computeContext() -> ComputeContext {
-    let count = threads ?? ProcessInfo.processInfo.activeProcessorCount
-    ComputeContext.setBLASThreadCount(count)
-    return ComputeContext(pool: ThreadPool(threadCount: count))
-  }
-
-  /// The prediction type and zsnr the model will be sampled with, and where that came from.
-  func behaviour(of weights: ModelWeights) -> (ModelBehaviour, String) {
-    if let behaviour = predictionOptions.behaviour { return (behaviour, "--prediction") }
-    let report = PredictionDetector.detect(keys: Set(weights.file.tensors.map(\.name)), metadata: weights.file.metadata)
-    return (report.behaviour, report.source)
+  /// The library's load options these flags describe.
+  var loadOptions: ModelLoadOptions {
+    ModelLoadOptions(
+      behaviour: predictionOptions.behaviour, headDimension: headDim, threads: threads,
+      hashCache: hashCacheOptions.cache())
   }
 }
 
@@ -149,70 +117,28 @@ struct Sample: ParsableCommand {
   var json = false
 
   func validate() throws {
-    if let size, Sample.parseSize(size) == nil { throw ValidationError("--size must look like 1024x1024") }
+    if let size, ImageSize(parsing: size) == nil { throw ValidationError("--size must look like 1024x1024") }
     if steps < 1 { throw ValidationError("--steps must be at least 1") }
   }
 
-  static func parseSize(_ text: String) -> (width: Int, height: Int)? {
-    let parts = text.lowercased().split(separator: "x")
-    guard parts.count == 2, let width = Int(parts[0]), let height = Int(parts[1]), width > 0, height > 0 else { return nil }
-    return (width, height)
-  }
-
   func run() throws {
-    let render = try Render.run(
-      model: model, modelOptions: modelOptions, quiet: json,
-      settings: { pipeline in
-        var settings = GenerationSettings(prompt: prompt)
-        settings.negative = negative
-        settings.steps = steps
-        settings.cfg = cfg
-        settings.cfgRescale = cfgRescale
-        settings.sampler = sampler
-        settings.scheduler = scheduler
-        settings.seed = seed
-        settings.promptStyle = promptStyle
-        let (width, height) = size.flatMap(Sample.parseSize) ?? Render.defaultSize(pipeline)
-        settings.width = width
-        settings.height = height
-        if let noiseFrom {
-          let noise = try ModelWeights(path: noiseFrom)
-          settings.initialNoise = try noise.tensor("noise").scalars
-        }
-        return [settings]
-      })
-    guard let result = render.results.first, let settings = render.settings.first else { return }
-    try Render.writePNG(result, settings: settings, render: render, to: output)
-    if let saveLatents { try Render.writeLatents(result, to: saveLatents) }
-    let report = SampleReport(
-      output: output, model: model, modelHash: render.modelHash, prediction: render.behaviour.prediction.rawValue,
-      zeroTerminalSNR: render.behaviour.zeroTerminalSNR, predictionSource: render.behaviourSource,
-      prompt: settings.prompt, negative: settings.negative, steps: settings.steps, cfg: settings.cfg,
-      sampler: settings.sampler.rawValue, scheduler: settings.scheduler.rawValue, seed: settings.seed,
-      width: settings.width, height: settings.height, loadSeconds: render.loadSeconds,
-      textSeconds: result.textSeconds, samplingSeconds: result.samplingSeconds, decodeSeconds: result.decodeSeconds,
-      finite: result.latent.scalars.allSatisfy(\.isFinite))
+    var request = SampleRequest(model: model, prompt: prompt, output: output, load: modelOptions.loadOptions)
+    request.settings.negative = negative
+    request.settings.steps = steps
+    request.settings.cfg = cfg
+    request.settings.cfgRescale = cfgRescale
+    request.settings.sampler = sampler
+    request.settings.scheduler = scheduler
+    request.settings.seed = seed
+    request.settings.promptStyle = promptStyle
+    request.size = size.flatMap(ImageSize.init(parsing:))
+    request.saveLatents = saveLatents
+    request.noiseFrom = noiseFrom
+    let report = try withProgress(quiet: json) { try request.run(progress: $0) }
     if json {
       try printJSON(report)
     } else {
-      print(String(format: "%@: %d×%d, %d steps %@ (%@), CFG %g, seed %llu, %@%@ from %@; load %.1f s, text %.1f s, sampling %.1f s, decode %.1f s",
-        output, settings.width, settings.height, settings.steps, settings.sampler.rawValue, settings.scheduler.rawValue,
-        settings.cfg, settings.seed, report.prediction, report.zeroTerminalSNR ? " + zsnr" : "", report.predictionSource,
-        report.loadSeconds, report.textSeconds, report.samplingSeconds, report.decodeSeconds))
+      print(report.text)
     }
   }
-}
-
-/// What `sample --json` prints.
-struct SampleReport: Encodable {
-  let output, model, modelHash, prediction: String
-  let zeroTerminalSNR: Bool
-  let predictionSource, prompt, negative: String
-  let steps: Int
-  let cfg: Float
-  let sampler, scheduler: String
-  let seed: UInt64
-  let width, height: Int
-  let loadSeconds, textSeconds, samplingSeconds, decodeSeconds: Double
-  let finite: Bool
 }

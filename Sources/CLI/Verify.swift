@@ -2,8 +2,6 @@ import ArgumentParser
 import Checkpoint
 import Diffusion
 import Foundation
-import SafeTensors
-import Tensors
 import Verification
 
 extension VerifyPreset: ExpressibleByArgument {}
@@ -83,120 +81,38 @@ struct Verify: ParsableCommand {
   var json = false
 
   func validate() throws {
-    if let size, Sample.parseSize(size) == nil {
+    if let size, ImageSize(parsing: size) == nil {
       throw ValidationError("--size must look like 1024x1024")
     }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     if negative != nil && prompt.isEmpty { throw ValidationError("--negative needs --prompt") }
   }
 
-  /// The images to render, with the model's size granularity applied.
-  func plan(_ pipeline: SDXLPipeline) -> [GenerationSettings] {
-    let tiny = pipeline.unet.modelChannels < 320
-    let prompts =
-      prompt.isEmpty
-      ? preset.prompts(tiny: tiny)
-      : prompt.map {
-        VerifyPrompt(prompt: $0, negative: negative ?? (tiny ? "" : VerifyPreset.negative))
-      }
-    let (width, height) = size.flatMap(Sample.parseSize) ?? preset.size(tiny: tiny)
-    return prompts.enumerated().map { index, item in
-      var settings = GenerationSettings(prompt: item.prompt)
-      settings.negative = item.negative
-      settings.steps = steps ?? preset.steps
-      settings.cfg = preset.cfg
-      settings.sampler = preset.sampler
-      settings.seed = seed &+ UInt64(index)
-      settings.width = width
-      settings.height = height
-      settings.promptStyle = promptStyle ?? preset.promptStyle(tiny: tiny)
-      return settings
-    }
+  /// The library request these options describe.
+  var request: VerifyRequest {
+    var request = VerifyRequest(model: model, load: modelOptions.loadOptions)
+    request.reference = reference
+    request.change = change
+    request.preset = preset
+    request.prompts = prompt
+    request.negative = negative
+    request.seed = seed
+    request.steps = steps
+    request.size = size.flatMap(ImageSize.init(parsing:))
+    request.promptStyle = promptStyle
+    request.outputFolder = out
+    request.probe = !noProbe
+    return request
   }
 
   func run() throws {
-    let report = try makeReport()
+    let report = try withProgress(quiet: json) { try request.run(progress: $0) }
     if json {
       try printJSON(report)
     } else {
       print(report.text)
     }
-    if !report.passed { throw VerificationFailure(failures: report.failures.count) }
-  }
-
-  /// Renders, checks and probes: the whole report (printing only progress).
-  func makeReport() throws -> VerifyReport {
-    let directory =
-      out ?? "verify-" + URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-
-    // The reference first, and released before the model is loaded: two SDXL pipelines at once
-    // would need about 28 GB.
-    var referenceImages: [FloatImage] = []
-    var changeKind: ChangeKind?
-    if let reference {
-      var referenceRender = try Render.load(model: reference, modelOptions: modelOptions)
-      try referenceRender.generate(plan(referenceRender.pipeline), label: "reference", quiet: json)
-      referenceImages = try referenceRender.results.map { try FloatImage(tensor: $0.image) }
-      changeKind =
-        try change
-        ?? ChangeKind.inferred(
-          model: SafeTensorsFile(path: model), reference: SafeTensorsFile(path: reference))
-    }
-
-    var render = try Render.load(model: model, modelOptions: modelOptions)
-    let settings = plan(render.pipeline)
-    try render.generate(settings, label: "verify", quiet: json)
-    let zeroTerminalSNR = render.behaviour.zeroTerminalSNR
-    var images: [VerifyReport.Image] = []
-    var sheet: [RGBImage] = []
-    for (index, (setting, result)) in zip(settings, render.results).enumerated() {
-      let image = try FloatImage(tensor: result.image)
-      let file = "\(directory)/\(String(format: "%02d", index + 1))-seed\(setting.seed).png"
-      let bytes = image.rgbImage()
-      try PNGWriter.write(bytes, text: [render.parameters(setting).pngText], to: file)
-      sheet.append(bytes)
-      let reference =
-        index < referenceImages.count
-        ? (referenceImages[index], ReferenceThresholds.default(for: changeKind ?? .lossless)) : nil
-      images.append(
-        try VerifyReport.Image(
-          prompt: setting.prompt, negative: setting.negative, seed: setting.seed, image: image,
-          stepLatents: result.stepLatents, sigmas: result.sigmas,
-          expectation: RangeExpectation.implied(
-            by: setting.prompt, zeroTerminalSNR: zeroTerminalSNR),
-          file: file, reference: reference))
-    }
-    var contactSheet: String?
-    if let grid = ContactSheet.make(sheet) {
-      let path = directory + "/contact-sheet.png"
-      try PNGWriter.write(grid, to: path)
-      contactSheet = path
-    }
-
-    var probe: PredictionProbe.Result?
-    var verdict: PredictionVerdict?
-    var warnings: [String] = []
-    if !noProbe {
-      let outcome = try PredictionProbeRun.run(
-        render.pipeline, size: (settings.first?.width ?? 64, settings.first?.height ?? 64))
-      if let note = outcome.note { warnings.append(note) }
-      probe = outcome.result
-      verdict = outcome.verdict
-    }
-
-    let first = settings.first
-    let description = String(
-      format: "%@ preset, %d steps %@, CFG %g, %d×%d, %@ prompts, sampled as %@%@ (%@)",
-      preset.rawValue, first?.steps ?? 0, first?.sampler.rawValue ?? "", first?.cfg ?? 0,
-      first?.width ?? 0,
-      first?.height ?? 0, (first?.promptStyle ?? .comfyUI).rawValue,
-      render.behaviour.prediction.rawValue,
-      zeroTerminalSNR ? " + zsnr" : "", render.behaviourSource)
-    let report = VerifyReport(
-      model: model, reference: reference, change: changeKind, settings: description, images: images,
-      probe: probe, prediction: verdict, contactSheet: contactSheet, warnings: warnings)
-    return report
+    try requirePassed(report)
   }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
 import Verification
 
@@ -34,24 +35,23 @@ struct VerifyAfterWriting: ParsableArguments {
     }
   }
 
-  /// The `verify` command these options describe for `output`; `change` is the kind of change from
+  /// The verification these options describe for `output`; `change` is the kind of change from
   /// the reference (a merge's renders are meant to differ: compared, never failed).
-  func command(for output: String, change: ChangeKind? = nil) throws -> Verify {
-    var arguments = [output]
-    if let verifyReference { arguments += ["--reference", verifyReference] }
-    if let change, verifyReference != nil { arguments += ["--change", change.rawValue] }
-    if let verifyPreset { arguments += ["--preset", verifyPreset.rawValue] }
-    if let verifyOut { arguments += ["--out", verifyOut] }
-    return try Verify.parse(arguments)
+  func request(for output: String, change: ChangeKind? = nil) -> VerifyRequest {
+    var request = VerifyRequest(model: output, load: ModelLoadOptions(hashCache: HashCache.fromEnvironment()))
+    request.reference = verifyReference
+    if verifyReference != nil { request.change = change }
+    if let verifyPreset { request.preset = verifyPreset }
+    request.outputFolder = verifyOut
+    return request
   }
 
   /// Runs the verification of `output` when asked: the report, or nil when not asked. Progress
   /// and the human report are printed unless `json` (then the caller prints the report).
   func run(on output: String, json: Bool, change: ChangeKind? = nil) throws -> VerifyReport? {
     guard isEnabled else { return nil }
-    var verify = try command(for: output, change: change)
-    verify.json = json
-    let report = try verify.makeReport()
+    let request = request(for: output, change: change)
+    let report = try withProgress(quiet: json) { try request.run(progress: $0) }
     if !json { print(report.text) }
     return report
   }

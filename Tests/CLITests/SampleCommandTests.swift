@@ -16,7 +16,7 @@ import Verification
       "-o", output, "--save-latents", latents, "--json",
     ])
     #expect(run.status == 0, "\(run.stderr)")
-    #expect(run.stdout.contains("\"prediction\" : \"v_prediction\""))
+    #expect(run.stdout.contains("\"prediction\" : \"v\""))
     #expect(run.stdout.contains("\"zeroTerminalSNR\" : true"))
     let png = try PNGReader.read(path: output)
     #expect(png.image.width == 64 && png.image.height == 64)

@@ -145,7 +145,7 @@ import Testing
       cleanLatent: clean, network: Self.oracle(.epsilon, clean: clean))
 
     let lostMarker = PredictionVerdict(result: v, report: Self.report(markers: []))
-    #expect(!lostMarker.passed && lostMarker.declared == "epsilon")
+    #expect(!lostMarker.passed && lostMarker.declared == .epsilon)
     #expect(lostMarker.explanation.contains("ComfyUI") && lostMarker.explanation.contains("A1111"))
     #expect(
       lostMarker.explanation.contains("v_pred") && lostMarker.explanation.contains("washed-out"))
@@ -156,7 +156,7 @@ import Testing
 
     let falseV = PredictionVerdict(
       result: epsilon, report: Self.report(markers: ["v_pred", "ztsnr"]))
-    #expect(!falseV.passed && falseV.declared == "v" && falseV.explanation.contains("burned"))
+    #expect(!falseV.passed && falseV.declared == .v && falseV.explanation.contains("burned"))
 
     #expect(PredictionVerdict(result: v, report: Self.report(markers: ["v_pred"])).passed)
     #expect(PredictionVerdict(result: epsilon, report: Self.report(markers: [])).passed)

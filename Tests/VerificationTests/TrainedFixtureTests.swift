@@ -15,7 +15,7 @@ import Testing
   static let epsPath = TestPaths.fixture("trained/tiny-shapes-eps.safetensors")
   static let vPath = TestPaths.fixture("trained/tiny-shapes-vpred.safetensors")
 
-  static func pipeline(_ path: String, _ prediction: Diffusion.PredictionType, zsnr: Bool) throws
+  static func pipeline(_ path: String, _ prediction: PredictionType, zsnr: Bool) throws
     -> SDXLPipeline
   {
     try SDXLPipeline(

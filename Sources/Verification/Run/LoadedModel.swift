@@ -1,0 +1,173 @@
+import Checkpoint
+import Diffusion
+import Foundation
+import Tensors
+
+/// How a model is opened and run: what every render request (sample, verify, the probe) shares.
+public struct ModelLoadOptions: Sendable {
+  /// Sample as this instead of what the file declares (nil: the file's markers and metadata decide).
+  public var behaviour: ModelBehaviour?
+  /// Channels per UNet attention head (nil: the file's `rouwei.unet_head_dim`, else SDXL's 64).
+  public var headDimension: Int?
+  /// Threads for gemm and element-wise work (nil: every core).
+  public var threads: Int?
+  /// Where whole-file hashes (the PNG's model hash) are remembered; nil hashes every time.
+  public var hashCache: HashCache?
+
+  public init(
+    behaviour: ModelBehaviour? = nil, headDimension: Int? = nil, threads: Int? = nil, hashCache: HashCache? = nil
+  ) {
+    self.behaviour = behaviour
+    self.headDimension = headDimension
+    self.threads = threads
+    self.hashCache = hashCache
+  }
+
+  /// The compute context with the thread count applied (OpenBLAS's too).
+  public func computeContext() -> ComputeContext {
+    let count = threads ?? ProcessInfo.processInfo.activeProcessorCount
+    ComputeContext.setBLASThreadCount(count)
+    return ComputeContext(pool: ThreadPool(threadCount: count))
+  }
+}
+
+/// A checkpoint opened into the sampling pipeline, with what it declares (detected once) and how
+/// it will be sampled.
+public struct LoadedModel {
+  /// The path it was opened from.
+  public let path: String
+  public let pipeline: SDXLPipeline
+  /// What the file declares (markers, metadata), detected once for sampling and the probe's verdict.
+  public let declaration: PredictionReport
+  /// How it is sampled: the override or the declaration.
+  public var behaviour: ModelBehaviour { pipeline.behaviour }
+  /// Where `behaviour` comes from, in a few words (`--prediction`, or the evidence).
+  public let behaviourSource: String
+  /// The file name without extension (A1111's `Model`).
+  public let name: String
+  /// Seconds spent opening and building the pipeline.
+  public let loadSeconds: Double
+  let hashCache: HashCache?
+
+  /// Opens the model artifact at `path`: the one place a model file is opened for rendering, so
+  /// new kinds of artifact land here.
+  public static func openWeights(_ path: String) throws -> ModelWeights {
+    try ModelWeights(path: path)
+  }
+
+  /// Opens `path` and builds the pipeline (fp32 copies: ~14 GB for SDXL).
+  public init(path: String, options: ModelLoadOptions = ModelLoadOptions()) throws {
+    let clock = Date()
+    let weights = try Self.openWeights(path)
+    let file = weights.file
+    declaration = PredictionDetector.detect(keys: Set(file.tensors.map(\.name)), metadata: file.metadata)
+    let behaviour = options.behaviour ?? declaration.behaviour
+    behaviourSource = options.behaviour == nil ? declaration.source : "--prediction"
+    let headDimension =
+      options.headDimension ?? file.metadata["rouwei.unet_head_dim"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil }
+      ?? 64
+    pipeline = try SDXLPipeline(
+      weights: weights, behaviour: behaviour, headDimension: headDimension, compute: options.computeContext())
+    self.path = path
+    name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+    hashCache = options.hashCache
+    loadSeconds = Date().timeIntervalSince(clock)
+  }
+
+  /// 1024×1024 for full-size SDXL, 64×64 for the tiny test models (which draw at that size).
+  public var defaultSize: ImageSize {
+    pipeline.unet.modelChannels >= 320 ? ImageSize(width: 1024, height: 1024) : ImageSize(width: 64, height: 64)
+  }
+
+  /// Whether this is one of the tiny test models (fewer than SDXL's 320 UNet channels).
+  public var isTiny: Bool { pipeline.unet.modelChannels < 320 }
+
+  /// The AutoV2 hash A1111 writes as `Model hash` (through the hash cache when there is one).
+  public func modelHash() -> String {
+    ModelHasher.hashes(of: pipeline.weights.file.mapping, dataOffset: nil, cache: hashCache).hashes.autoV2
+  }
+
+  /// Runs `settings` in order, reporting every step of all of them as one `label` task.
+  public func generate(
+    _ settings: [GenerationSettings], label: String, progress: ProgressHandler?
+  ) throws -> [GenerationResult] {
+    let total = settings.reduce(0) { $0 + $1.steps }
+    var done = 0
+    progress?(RenderProgress(label: label, done: 0, total: total))
+    return try settings.map { setting in
+      try pipeline.generate(setting) { _, _ in
+        done += 1
+        progress?(RenderProgress(label: label, done: done, total: total))
+      }
+    }
+  }
+
+  /// A1111's `parameters` text for a generation with this model.
+  public func parameters(_ settings: GenerationSettings, modelHash: String) -> GenerationParameters {
+    GenerationParameters(
+      prompt: settings.prompt, negativePrompt: settings.negative, steps: settings.steps,
+      sampler: settings.sampler.a1111Name, scheduleType: settings.scheduler.a1111Name, cfgScale: Double(settings.cfg),
+      seed: settings.seed, width: settings.width, height: settings.height, modelHash: modelHash, modelName: name,
+      extra: settings.cfgRescale > 0 ? [.init("CFG Rescale phi", String(format: "%g", settings.cfgRescale))] : [],
+      version: "\(ToolInfo.name) \(ToolInfo.version)")
+  }
+}
+
+/// An image size in pixels.
+public struct ImageSize: Codable, Sendable, Equatable {
+  public var width: Int
+  public var height: Int
+  public init(width: Int, height: Int) {
+    self.width = width
+    self.height = height
+  }
+
+  /// Reads `WxH` (`1024x1024`); nil unless both are positive integers.
+  public init?(parsing text: String) {
+    let parts = text.lowercased().split(separator: "x")
+    guard parts.count == 2, let width = Int(parts[0]), let height = Int(parts[1]), width > 0, height > 0 else {
+      return nil
+    }
+    self.init(width: width, height: height)
+  }
+}
+
+/// Progress of a long task: `done` of `total` units (sampling steps) under `label`. A new label
+/// starts a new task.
+public struct RenderProgress: Sendable, Equatable {
+  public var label: String
+  public var done: Int
+  public var total: Int
+  public init(label: String, done: Int, total: Int) {
+    self.label = label
+    self.done = done
+    self.total = total
+  }
+}
+
+/// Receives progress; called on the rendering thread.
+public typealias ProgressHandler = (RenderProgress) -> Void
+
+extension SamplerKind {
+  /// The name A1111 writes in its `parameters` text.
+  public var a1111Name: String {
+    switch self {
+    case .euler: return "Euler"
+    case .eulerAncestral: return "Euler a"
+    case .dpmpp2m: return "DPM++ 2M"
+    }
+  }
+}
+
+extension SigmaScheduler {
+  /// A1111's "Schedule type" label.
+  public var a1111Name: String {
+    switch self {
+    case .normal: return "Automatic"
+    case .karras: return "Karras"
+    case .exponential: return "Exponential"
+    case .sgmUniform: return "SGM Uniform"
+    case .simple: return "Simple"
+    }
+  }
+}

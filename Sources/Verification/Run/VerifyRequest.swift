@@ -1,0 +1,141 @@
+import Checkpoint
+import Diffusion
+import Foundation
+import SafeTensors
+
+/// The whole verify run as a library call: render a prompt set, check every image, probe the
+/// prediction type, compare with a reference; what `rouwei-ckpt verify` (and `convert`/`merge
+/// --verify`) do. See `Manuals/verify.md` for an example.
+public struct VerifyRequest {
+  /// The checkpoint to verify.
+  public var model: String
+  /// A reference checkpoint rendered with the same seeds (the fp32 source of a conversion…).
+  public var reference: String?
+  /// The kind of change from the reference (nil: guessed from the UNet dtypes).
+  public var change: ChangeKind?
+  public var preset: VerifyPreset = .quick
+  /// Prompts to render instead of the preset's set.
+  public var prompts: [String] = []
+  /// The negative prompt for `prompts` (nil: the model card's; empty for the tiny test models).
+  public var negative: String?
+  /// Seed of the first image; image i uses seed + i.
+  public var seed: UInt64 = 1000
+  /// Override the preset's steps.
+  public var steps: Int?
+  /// Override the preset's image size.
+  public var size: ImageSize?
+  /// Prompt syntax (nil: the preset's: a1111, or comfyUI for the tiny test models).
+  public var promptStyle: PromptStyle?
+  /// Folder for the PNGs and the contact sheet (nil: `verify-<model name>` in the current folder).
+  public var outputFolder: String?
+  /// Whether to run the behavioural prediction-type probe.
+  public var probe = true
+  /// How the models are opened and run.
+  public var load: ModelLoadOptions
+
+  public init(model: String, load: ModelLoadOptions = ModelLoadOptions()) {
+    self.model = model
+    self.load = load
+  }
+
+  /// The folder the images go to.
+  public var folder: String {
+    outputFolder ?? "verify-" + URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
+  }
+
+  /// The images to render for `model` (the tiny test models get their own prompts and size).
+  public func plan(for model: LoadedModel) -> [GenerationSettings] {
+    let tiny = model.isTiny
+    let items =
+      prompts.isEmpty
+      ? preset.prompts(tiny: tiny)
+      : prompts.map { VerifyPrompt(prompt: $0, negative: negative ?? (tiny ? "" : VerifyPreset.negative)) }
+    let (presetWidth, presetHeight) = preset.size(tiny: tiny)
+    let size = self.size ?? ImageSize(width: presetWidth, height: presetHeight)
+    return items.enumerated().map { index, item in
+      var settings = GenerationSettings(prompt: item.prompt)
+      settings.negative = item.negative
+      settings.steps = steps ?? preset.steps
+      settings.cfg = preset.cfg
+      settings.sampler = preset.sampler
+      settings.seed = seed &+ UInt64(index)
+      settings.width = size.width
+      settings.height = size.height
+      settings.promptStyle = promptStyle ?? preset.promptStyle(tiny: tiny)
+      return settings
+    }
+  }
+
+  /// Renders, checks and probes: the whole report. Progress goes to `progress` (labels
+  /// `reference` and `verify`); nothing is printed.
+  public func run(progress: ProgressHandler? = nil) throws -> VerifyReport {
+    let directory = folder
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    // The reference first, and released before the model is loaded: two SDXL pipelines at once
+    // would need about 28 GB.
+    let references = try reference.map { try renderReference($0, progress: progress) }
+
+    let model = try LoadedModel(path: self.model, options: load)
+    let settings = plan(for: model)
+    let results = try model.generate(settings, label: "verify", progress: progress)
+    let changeKind = references.map {
+      change ?? ChangeKind.inferred(model: model.pipeline.weights.file, reference: $0.file)
+    }
+    let hash = model.modelHash()
+    var images: [VerifyReport.Image] = []
+    var sheet: [RGBImage] = []
+    for (index, (setting, result)) in zip(settings, results).enumerated() {
+      let image = try FloatImage(tensor: result.image)
+      let file = "\(directory)/\(String(format: "%02d", index + 1))-seed\(setting.seed).png"
+      let bytes = image.rgbImage()
+      try PNGWriter.write(bytes, text: [model.parameters(setting, modelHash: hash).pngText], to: file)
+      sheet.append(bytes)
+      let reference = references.flatMap { references in
+        index < references.images.count
+          ? (references.images[index], ReferenceThresholds.default(for: changeKind ?? .lossless)) : nil
+      }
+      images.append(
+        try VerifyReport.Image(
+          prompt: setting.prompt, negative: setting.negative, seed: setting.seed, image: image,
+          stepLatents: result.stepLatents, sigmas: result.sigmas,
+          expectation: RangeExpectation.implied(by: setting.prompt, zeroTerminalSNR: model.behaviour.zeroTerminalSNR),
+          file: file, reference: reference))
+    }
+    let contactSheet = try writeContactSheet(sheet, in: directory)
+
+    var outcome: PredictionProbe.Outcome?
+    if probe {
+      outcome = try PredictionProbe.run(
+        on: model, size: settings.first.map { ImageSize(width: $0.width, height: $0.height) } ?? model.defaultSize)
+    }
+    return VerifyReport(
+      model: self.model, reference: reference, change: changeKind, settings: describe(settings.first, model: model),
+      images: images, probe: outcome?.result, prediction: outcome?.verdict, contactSheet: contactSheet,
+      warnings: outcome?.note.map { [$0] } ?? [])
+  }
+
+  /// The reference's images (and its file, to guess the kind of change); the pipeline is released
+  /// on return.
+  func renderReference(_ path: String, progress: ProgressHandler?) throws -> (images: [FloatImage], file: SafeTensorsFile) {
+    let model = try LoadedModel(path: path, options: load)
+    let results = try model.generate(plan(for: model), label: "reference", progress: progress)
+    return (try results.map { try FloatImage(tensor: $0.image) }, model.pipeline.weights.file)
+  }
+
+  /// Writes the contact sheet of `images` (when there are any): its path.
+  func writeContactSheet(_ images: [RGBImage], in directory: String) throws -> String? {
+    guard let grid = ContactSheet.make(images) else { return nil }
+    let path = directory + "/contact-sheet.png"
+    try PNGWriter.write(grid, to: path)
+    return path
+  }
+
+  /// The report's settings line.
+  func describe(_ first: GenerationSettings?, model: LoadedModel) -> String {
+    String(
+      format: "%@ preset, %d steps %@, CFG %g, %d×%d, %@ prompts, sampled as %@%@ (%@)",
+      preset.rawValue, first?.steps ?? 0, first?.sampler.rawValue ?? "", first?.cfg ?? 0, first?.width ?? 0,
+      first?.height ?? 0, (first?.promptStyle ?? .comfyUI).rawValue, model.behaviour.prediction.rawValue,
+      model.behaviour.zeroTerminalSNR ? " + zsnr" : "", model.behaviourSource)
+  }
+}
