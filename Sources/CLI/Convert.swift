@@ -226,11 +226,3 @@ struct Convert: ParsableCommand {
     return set
   }
 }
-
-extension ConversionError: ExitStatusProviding {
-  public var exitStatus: ExitStatus { .badInput }
-}
-
-extension GGUFError: ExitStatusProviding {
-  public var exitStatus: ExitStatus { .badInput }
-}

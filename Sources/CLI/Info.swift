@@ -122,10 +122,6 @@ struct AlreadyReported: Error, ExitStatusProviding, CustomStringConvertible {
   var description: String { "" }
 }
 
-extension CheckpointError: ExitStatusProviding {
-  public var exitStatus: ExitStatus { .badInput }
-}
-
 /// The human-readable view of an inspection report: a compact summary, then sections.
 enum InfoView {
   static func render(_ r: InspectionReport) -> String {

@@ -122,7 +122,7 @@ struct Merge: ParsableCommand {
     var request: MergeRequest
     if let recipe {
       guard let data = FileManager.default.contents(atPath: recipe) else {
-        throw MergeError.recipe(path: recipe, reason: "cannot read the file")
+        throw MergeError.unreadable(path: recipe)
       }
       do {
         request = try JSONDecoder().decode(MergeRequest.self, from: data)
@@ -182,11 +182,3 @@ struct Merge: ParsableCommand {
 extension MergeMethod: ExpressibleByArgument {}
 extension BlockConvention: ExpressibleByArgument {}
 extension MissingKeyPolicy: ExpressibleByArgument {}
-
-extension MergeError: ExitStatusProviding {
-  public var exitStatus: ExitStatus { .badInput }
-}
-
-extension CodecError: ExitStatusProviding {
-  public var exitStatus: ExitStatus { .badInput }
-}

@@ -124,8 +124,3 @@ struct VerificationFailure: Error, ExitStatusProviding, CustomStringConvertible 
     "verification failed (\(failures) problem\(failures == 1 ? "" : "s"); see the report)"
   }
 }
-
-extension VerificationError: ExitStatusProviding {
-  /// Bad input (exit 2); the module does no I/O.
-  public var exitStatus: ExitStatus { isIOFailure ? .ioFailure : .badInput }
-}

@@ -24,7 +24,7 @@ public enum DiffusersFolder {
   /// Reads a small JSON object file.
   public static func readJSON(_ path: String) throws -> [String: Any] {
     guard let data = FileManager.default.contents(atPath: path) else {
-      throw CheckpointError.invalidConfig(path: path, reason: "cannot read the file")
+      throw CheckpointError.unreadable(path: path)
     }
     return try DiffusersConfig.object(from: data, path: path)
   }

@@ -5,13 +5,22 @@ import SafeTensors
 public enum CheckpointError: Error, CustomStringConvertible, Sendable {
   /// A path that is neither a safetensors file nor a diffusers folder.
   case unsupportedInput(path: String, reason: String)
-  /// A diffusers folder whose JSON cannot be read.
+  /// A diffusers folder whose JSON is not what diffusers writes.
   case invalidConfig(path: String, reason: String)
+  /// A file that exists in the layout but cannot be read (vanished, no permission).
+  case unreadable(path: String)
+
+  /// Whether the failure is an I/O problem (exit 3) rather than bad input (exit 2).
+  public var isIOFailure: Bool {
+    if case .unreadable = self { return true }
+    return false
+  }
 
   public var description: String {
     switch self {
     case .unsupportedInput(let path, let reason): return "\(path): \(reason)"
     case .invalidConfig(let path, let reason): return "\(path): \(reason)"
+    case .unreadable(let path): return "\(path): cannot read the file"
     }
   }
 }

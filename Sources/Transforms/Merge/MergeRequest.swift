@@ -161,6 +161,14 @@ public enum MergeError: Error, CustomStringConvertible, Sendable {
   case notFloat(key: String, file: String, dtype: DType)
   case overflow(key: String, target: DType, count: Int)
   case recipe(path: String, reason: String)
+  /// A recipe (or input) that cannot be read: I/O, exit 3 in the CLI.
+  case unreadable(path: String)
+
+  /// Whether the failure is an I/O problem (exit 3) rather than bad input (exit 2).
+  public var isIOFailure: Bool {
+    if case .unreadable = self { return true }
+    return false
+  }
 
   public var description: String {
     switch self {
@@ -181,6 +189,8 @@ public enum MergeError: Error, CustomStringConvertible, Sendable {
       return "'\(key)': \(count) merged values do not fit \(target.rawValue); nothing was written (use --clamp, or a wider --dtype)"
     case .recipe(let path, let reason):
       return "\(path): \(reason)"
+    case .unreadable(let path):
+      return "\(path): cannot read the file"
     }
   }
 }
