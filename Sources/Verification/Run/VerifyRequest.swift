@@ -70,7 +70,7 @@ public struct VerifyRequest {
   /// `reference` and `verify`); nothing is printed.
   public func run(progress: ProgressHandler? = nil) throws -> VerifyReport {
     let directory = folder
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try Self.createFolder(directory)
     // The reference first, and released before the model is loaded: two SDXL pipelines at once
     // would need about 28 GB.
     let references = try reference.map { try renderReference($0, progress: progress) }
@@ -112,6 +112,18 @@ public struct VerifyRequest {
       model: self.model, reference: reference, change: changeKind, settings: describe(settings.first, model: model),
       images: images, probe: outcome?.result, prediction: outcome?.verdict, contactSheet: contactSheet,
       warnings: outcome?.note.map { [$0] } ?? [])
+  }
+
+  /// Creates `path` (and its parents) unless it is a folder already.
+  static func createFolder(_ path: String) throws {
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue { return }
+    do {
+      try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    } catch {
+      let underlying = (error as? CocoaError)?.underlying.map { "\($0.localizedDescription)" }
+      throw VerificationError.cannotCreateFolder(path: path, reason: underlying ?? error.localizedDescription)
+    }
   }
 
   /// The reference's images (and its file, to guess the kind of change); the pipeline is released
