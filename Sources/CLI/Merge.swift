@@ -87,8 +87,11 @@ struct Merge: ParsableCommand {
   @Flag(help: "Saturate merged values outside the output dtype instead of failing.")
   var clamp = false
 
-  @Option(help: "A JSON recipe describing the whole merge (flags given as well override it).")
+  @Option(help: "A JSON recipe describing the whole merge (flags given as well override it); a merged file's `rouwei.merge.recipe` names inputs by file name and SHA-256, found next to the recipe or in --search folders.")
   var recipe: String?
+
+  @Option(parsing: .singleValue, help: "With --recipe: a folder to look for its inputs in, by name or SHA-256 (repeatable; the recipe's own folder comes first).")
+  var search: [String] = []
 
   @Flag(help: "Print the report as JSON.")
   var json = false
@@ -99,6 +102,7 @@ struct Merge: ParsableCommand {
 
   func validate() throws {
     try verification.validate(output: output)
+    if !search.isEmpty && recipe == nil { throw ValidationError("--search needs --recipe") }
   }
 
   func run() throws {
@@ -129,7 +133,13 @@ struct Merge: ParsableCommand {
       } catch {
         throw MergeError.recipe(path: recipe, reason: "not a merge recipe: \(error)")
       }
-      if !inputs.isEmpty { request.inputs = inputs }
+      if inputs.isEmpty {
+        let folders = [(recipe as NSString).deletingLastPathComponent].map { $0.isEmpty ? "." : $0 } + search
+        request.inputs = try RecipeInputs.resolve(request, folders: folders, hashCache: hashCacheOptions.cache())
+      } else {
+        request.inputs = inputs
+      }
+      request.inputHashes = nil
     } else {
       guard inputs.count >= 2 else { throw ValidationError("merge needs at least two inputs (or --recipe)") }
       request = MergeRequest(inputs: inputs)

@@ -19,7 +19,10 @@ import TestSupport
     let object = try #require(try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any])
     let recipe = try #require((object["metadata"] as? [String: String])?["rouwei.merge.recipe"])
     try recipe.write(toFile: directory + "/recipe.json", atomically: true, encoding: .utf8)
-    let again = try BinaryRun.run(["merge", "--recipe", directory + "/recipe.json", "-o", directory + "/again.safetensors"])
+    let again = try BinaryRun.run([
+      "merge", "--recipe", directory + "/recipe.json", "--search", TestPaths.fixture("merge"), "-o",
+      directory + "/again.safetensors",
+    ])
     #expect(again.status == 0, "\(again.stderr)")
     let first = try BinaryRun.run(["info", "--hash", "--json", out])
     let second = try BinaryRun.run(["info", "--hash", "--json", directory + "/again.safetensors"])

@@ -77,6 +77,9 @@ public struct MergeRequest: Codable, Sendable, Equatable {
   public var dropRate: Double = 0.5
   /// DARE: the seed of the drop mask (with the key name, it fixes every element's draw).
   public var seed: UInt64 = 0
+  /// The inputs' SHA-256 in `inputs` order, as recorded in a merged file's recipe (whose `inputs`
+  /// are bare file names, never paths): how `RecipeInputs` finds them on another machine.
+  public var inputHashes: [String]?
 
   public init(inputs: [String], method: MergeMethod = .weightedSum, alpha: Double = 0.5) {
     self.inputs = inputs
@@ -96,6 +99,7 @@ public struct MergeRequest: Codable, Sendable, Equatable {
     case missing, clamp, density
     case dropRate = "drop_rate"
     case seed
+    case inputHashes = "input_sha256"
   }
 
   public init(from decoder: Decoder) throws {
@@ -119,6 +123,7 @@ public struct MergeRequest: Codable, Sendable, Equatable {
     density = try c.decodeIfPresent(Double.self, forKey: .density) ?? 0.2
     dropRate = try c.decodeIfPresent(Double.self, forKey: .dropRate) ?? 0.5
     seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 0
+    inputHashes = try c.decodeIfPresent([String].self, forKey: .inputHashes)
   }
 
   /// Checks counts and ranges; throws `MergeError.invalidRequest` with the reason.
@@ -161,6 +166,8 @@ public enum MergeError: Error, CustomStringConvertible, Sendable {
   case notFloat(key: String, file: String, dtype: DType)
   case overflow(key: String, target: DType, count: Int)
   case recipe(path: String, reason: String)
+  /// A recipe's input is in none of the folders searched (by name, or by SHA-256 when recorded).
+  case inputNotFound(name: String, sha256: String?, searched: [String], mismatched: [String])
   /// A recipe (or input) that cannot be read: I/O, exit 3 in the CLI.
   case unreadable(path: String)
 
@@ -191,6 +198,10 @@ public enum MergeError: Error, CustomStringConvertible, Sendable {
       return "\(path): \(reason)"
     case .unreadable(let path):
       return "\(path): cannot read the file"
+    case .inputNotFound(let name, let sha256, let searched, let mismatched):
+      let wanted = sha256.map { "'\(name)' (SHA-256 \($0))" } ?? "'\(name)'"
+      let other = mismatched.isEmpty ? "" : "; \(mismatched.joined(separator: ", ")) has that name but another SHA-256"
+      return "recipe input \(wanted) not found in \(searched.joined(separator: ", "))\(other) (add its folder with --search DIR)"
     }
   }
 }

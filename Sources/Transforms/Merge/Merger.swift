@@ -134,7 +134,14 @@ public enum Merger {
         sha256: String(repeating: "0", count: 63) + String(index % 10), autoV2: String(repeating: "0", count: 10),
         autoV1: String(repeating: "0", count: 8), autoV3: nil, dataSHA256: nil)
     }
-    let recipeData = try JSONEncoder.sorted.encode(request)
+    // The recorded recipe names inputs by file name and SHA-256: a path would publish the user's
+    // folders (and name) with every shared model.
+    func recipe(_ inputHashes: [ModelHashes]) -> String {
+      var recorded = request
+      recorded.inputs = names
+      recorded.inputHashes = inputHashes.map(\.sha256)
+      return (try? JSONEncoder.sorted.encode(recorded)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
     func metadata(_ inputHashes: [ModelHashes]) -> [String: String] {
       var hashList: [[String: String]] = []
       var models: [String: Any] = [:]
@@ -155,7 +162,7 @@ public enum Merger {
       metadata["modelspec.prediction_type"] = markers.contains(MarkerKey.vPrediction) ? "v" : "epsilon"
       metadata["rouwei.tool"] = "rouwei-ckpt"
       metadata["rouwei.version"] = ToolInfo.version
-      metadata["rouwei.merge.recipe"] = String(decoding: recipeData, as: UTF8.self)
+      metadata["rouwei.merge.recipe"] = recipe(inputHashes)
       metadata["rouwei.merge.inputs"] = jsonString(hashList)
       var a1111: [String: Any] = [
         "type": "rouwei-ckpt", "interp_method": request.method.rawValue, "multiplier": request.alpha,
