@@ -117,8 +117,8 @@ struct Convert: ParsableCommand {
   @Option(help: "Output layout: single-file (default) or diffusers (OUT is a new pipeline folder). A diffusers folder as input is read automatically.")
   var layout: OutputLayout = .singleFile
 
-  @Flag(help: "Print the report as JSON.")
-  var json = false
+  @OptionGroup var jsonOption: JSONOption
+  var json: Bool { jsonOption.json }
 
   @OptionGroup var verification: VerifyAfterWriting
 

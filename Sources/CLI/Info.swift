@@ -23,8 +23,8 @@ struct Info: ParsableCommand {
   @Argument(help: "Checkpoint files (.safetensors or .gguf) or diffusers folders.")
   var paths: [String]
 
-  @Flag(help: "Print one JSON document (an object for one path, an array for several).")
-  var json = false
+  @OptionGroup var jsonOption: JSONOption
+  var json: Bool { jsonOption.json }
 
   @Flag(help: "Compute SHA-256, AutoV1, AutoV2 and AutoV3 hashes (reads the whole file).")
   var hash = false
@@ -42,6 +42,11 @@ struct Info: ParsableCommand {
   var headDim: Int?
 
   @OptionGroup var hashCacheOptions: HashCacheOptions
+
+  func validate() throws {
+    if headDim != nil && !probe { throw ValidationError("--head-dim needs --probe") }
+    if let headDim, headDim < 1 { throw ValidationError("--head-dim must be positive") }
+  }
 
   func run() throws {
     let hashCache = hash ? hashCacheOptions.cache() : nil

@@ -93,8 +93,8 @@ struct Merge: ParsableCommand {
   @Option(parsing: .singleValue, help: "With --recipe: a folder to look for its inputs in, by name or SHA-256 (repeatable; the recipe's own folder comes first).")
   var search: [String] = []
 
-  @Flag(help: "Print the report as JSON.")
-  var json = false
+  @OptionGroup var jsonOption: JSONOption
+  var json: Bool { jsonOption.json }
 
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
@@ -103,6 +103,11 @@ struct Merge: ParsableCommand {
   func validate() throws {
     try verification.validate(output: output)
     if !search.isEmpty && recipe == nil { throw ValidationError("--search needs --recipe") }
+    if recipe == nil && inputs.count < 2 { throw ValidationError("merge needs at least two inputs (or --recipe)") }
+    if let dtype, dtype == .int8 || dtype == .fp8Scaled || dtype.ggmlType?.isQuantized == true {
+      throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`")
+    }
+    if recipe == nil && method == .sum && weights == nil { throw ValidationError("--method sum needs --weights") }
   }
 
   func run() throws {
@@ -141,7 +146,6 @@ struct Merge: ParsableCommand {
       }
       request.inputHashes = nil
     } else {
-      guard inputs.count >= 2 else { throw ValidationError("merge needs at least two inputs (or --recipe)") }
       request = MergeRequest(inputs: inputs)
     }
     if let method { request.method = method }
@@ -158,10 +162,7 @@ struct Merge: ParsableCommand {
     if let vaeAlpha { request.vaeAlpha = vaeAlpha }
     if let vaeFrom { request.vaeFrom = try Merge.inputIndex(vaeFrom) }
     if let textEncodersFrom { request.textEncodersFrom = try Merge.inputIndex(textEncodersFrom) }
-    if let dtype {
-      guard dtype != .int8 && dtype != .fp8Scaled && dtype.ggmlType?.isQuantized != true else { throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`") }
-      request.dtype = dtype.dtype
-    }
+    if let dtype { request.dtype = dtype.dtype }
     if let prediction = predictionOptions.prediction { request.prediction = prediction }
     if predictionOptions.ztsnr { request.zeroTerminalSNR = true }
     if let missing { request.missing = missing }

@@ -113,8 +113,8 @@ struct Sample: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Flag(help: "Print the report as JSON.")
-  var json = false
+  @OptionGroup var jsonOption: JSONOption
+  var json: Bool { jsonOption.json }
 
   func validate() throws {
     if let size, ImageSize(parsing: size) == nil { throw ValidationError("--size must look like 1024x1024") }

@@ -77,8 +77,8 @@ struct Verify: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Flag(help: "Print the report as JSON.")
-  var json = false
+  @OptionGroup var jsonOption: JSONOption
+  var json: Bool { jsonOption.json }
 
   func validate() throws {
     if let size, ImageSize(parsing: size) == nil {
