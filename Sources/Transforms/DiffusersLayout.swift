@@ -90,8 +90,22 @@ public enum DiffusersLayout {
     }
     return ConversionReport(
       input: input, output: folder, tensorsWritten: written, tensorsConverted: written, tensorsKeptWide: 0,
-      tensorsDropped: dropped, bytesIn: source.fileSize, bytesOut: 0, clamped: [:], nanTensors: [:],
+      tensorsDropped: dropped, bytesIn: source.fileSize, bytesOut: folderSize(folder), clamped: [:], nanTensors: [:],
       warnings: [], seconds: Date().timeIntervalSince(start))
+  }
+
+  /// The bytes of every regular file under `path` (a file's own size when it is one): what a
+  /// diffusers folder occupies.
+  static func folderSize(_ path: String) -> Int {
+    let fm = FileManager.default
+    var isFolder: ObjCBool = false
+    guard fm.fileExists(atPath: path, isDirectory: &isFolder) else { return 0 }
+    let files = isFolder.boolValue ? (fm.subpaths(atPath: path) ?? []).map { path + "/" + $0 } : [path]
+    return files.reduce(0) { total, file in
+      guard let attributes = try? fm.attributesOfItem(atPath: file), attributes[.type] as? FileAttributeType == .typeRegular
+      else { return total }
+      return total + ((attributes[.size] as? NSNumber)?.intValue ?? 0)
+    }
   }
 
   /// Writes one diffusers tensor from its single-file source.
@@ -225,7 +239,8 @@ public enum DiffusersLayout {
     try SafeTensorsWriter.write(to: output, entries: entries, metadata: metadata, inputs: inputs)
     return ConversionReport(
       input: folder, output: output, tensorsWritten: entries.count, tensorsConverted: entries.count, tensorsKeptWide: 0,
-      tensorsDropped: 0, bytesIn: 0, bytesOut: 0, clamped: [:], nanTensors: [:], warnings: [],
+      tensorsDropped: 0, bytesIn: folderSize(folder), bytesOut: folderSize(output), clamped: [:], nanTensors: [:],
+      warnings: [],
       seconds: Date().timeIntervalSince(start))
   }
 
