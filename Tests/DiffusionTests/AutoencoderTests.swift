@@ -19,11 +19,11 @@ import Testing
     try AutoencoderKL(checkpoint: try ModelWeights(path: checkpointPath), loadEncoder: loadEncoder)
   }
 
+  /// Same shape and close values (`TestSupport.expectClose`).
   func expectClose(_ actual: Tensor, _ expected: Tensor, _ label: String, nmse: Double = 1e-8) {
     #expect(actual.shape == expected.shape, "\(label): shape \(actual.shape) vs \(expected.shape)")
     guard actual.shape == expected.shape else { return }
-    let closeness = Closeness(actual.scalars, expected.scalars)
-    #expect(closeness.nmse <= nmse, "\(label): \(closeness)")
+    TestSupport.expectClose(actual.scalars, expected.scalars, label, nmse: nmse)
   }
 
   @Test func configurationIsReadFromTheWeights() throws {

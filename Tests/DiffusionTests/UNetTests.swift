@@ -15,11 +15,11 @@ import TestSupport
     return try UNet(weights: weights.scoped("model.diffusion_model."), headDimension: 16)
   }
 
+  /// `actual` against the golden tensor `key`: same shape, close values.
   func expectClose(_ actual: Tensor, _ key: String, nmse: Double = 1e-8) throws {
     let expected = try Self.golden.tensor(key)
     #expect(actual.shape == expected.shape, "\(key): shape \(actual.shape) vs \(expected.shape)")
-    let closeness = Closeness(actual.scalars, expected.scalars)
-    #expect(closeness.nmse <= nmse, "\(key): \(closeness)")
+    TestSupport.expectClose(actual.scalars, expected.scalars, key, nmse: nmse)
   }
 
   @Test func topologyIsReadFromTheWeights() throws {

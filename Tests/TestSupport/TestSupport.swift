@@ -1,5 +1,6 @@
 import Foundation
 import SafeTensors
+import Testing
 
 /// Paths and helpers shared by every test target.
 public enum TestPaths {
@@ -50,6 +51,21 @@ public struct Closeness: CustomStringConvertible {
   public var description: String {
     "nmse \(nmse), max |Δ| \(maxAbs) at [\(worstIndex)]: got \(actual), expected \(expected)"
   }
+}
+
+/// Expects `actual` to be close to `expected`: the same count and a normalised mean squared error
+/// (`Closeness.nmse`) of at most `nmse`; the message names `what` and the worst element. The one
+/// closeness check of every test target.
+public func expectClose(
+  _ actual: [Float], _ expected: [Float], _ what: String, nmse: Double = 1e-8,
+  sourceLocation: SourceLocation = #_sourceLocation
+) {
+  guard actual.count == expected.count else {
+    Issue.record("\(what): \(actual.count) values, expected \(expected.count)", sourceLocation: sourceLocation)
+    return
+  }
+  let closeness = Closeness(actual, expected)
+  #expect(closeness.nmse <= nmse, "\(what): \(closeness)", sourceLocation: sourceLocation)
 }
 
 /// Runs the built `rouwei-ckpt` binary and captures its output.

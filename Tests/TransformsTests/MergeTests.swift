@@ -25,6 +25,7 @@ import TestSupport
   func compare(_ output: String, golden: String, exact: Bool) throws {
     let result = try SafeTensorsFile(path: output)
     let expected = try SafeTensorsFile(path: TestPaths.fixture("merge/expected-\(golden).safetensors"))
+    try expectNothingBeyondGolden(result, expected, a: a, golden)
     for tensor in expected.tensors {
       let got = try floats(result, tensor.name)
       let want = try floats(expected, tensor.name)
@@ -233,6 +234,7 @@ import TestSupport
     _ = try Merger.merge(request, output: out)
     let result = try SafeTensorsFile(path: out)
     let expected = try SafeTensorsFile(path: TestPaths.fixture("merge/expected-\(golden).safetensors"))
+    try expectNothingBeyondGolden(result, expected, a: a, golden)
     for tensor in expected.tensors {
       let got = try #require(result.info(tensor.name))
       let ours = Array(result.data(got).bindMemory(to: UInt32.self))
@@ -298,5 +300,22 @@ import TestSupport
       #expect(other.dtype == tensor.dtype, "\(tensor.name)")
       #expect(Array(a.data(other)) == Array(b.data(tensor)), "\(tensor.name)")
     }
+  }
+}
+
+/// Both ways: the output may hold, beyond the golden's tensors, only what the merge copies from A
+/// unchanged (`position_ids`, `logit_scale`: the goldens leave them out); any other tensor (a stray
+/// copy, a marker) fails like a missing one.
+func expectNothingBeyondGolden(
+  _ result: SafeTensorsFile, _ expected: SafeTensorsFile, a: String, _ golden: String
+) throws {
+  let source = try SafeTensorsFile(path: a)
+  let extra = Set(result.tensors.map(\.name)).subtracting(expected.tensors.map(\.name))
+  for name in extra.sorted() {
+    guard let ours = result.info(name), let theirs = source.info(name) else {
+      Issue.record("\(golden): '\(name)' is neither in the golden nor in A")
+      continue
+    }
+    #expect(Data(result.data(ours)) == Data(source.data(theirs)), "\(golden): '\(name)' is not A's copy")
   }
 }
