@@ -2,6 +2,8 @@
 // -sanitize=fuzzer,address; not part of the package build). Any input must end in a header or a
 // typed SafeTensorsError: a trap, a hang or an unbounded allocation is a finding.
 
+import SafeTensors
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSafeTensorsHeader(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   let bytes = UnsafeRawBufferPointer(start: data, count: size)
