@@ -128,7 +128,7 @@ public enum SafeTensorsWriter {
     if let metadata {
       json += "\"__metadata__\":{"
       let keys = metadata.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-      json += keys.map { "\(quoted($0)):\(quoted(metadata[$0] ?? ""))" }.joined(separator: ",")
+      json += keys.map { "\(JSONText.quoted($0)):\(JSONText.quoted(metadata[$0] ?? ""))" }.joined(separator: ",")
       json += "}"
       first = false
     }
@@ -137,7 +137,7 @@ public enum SafeTensorsWriter {
       if !first { json += "," }
       first = false
       let end = offset + spec.byteCount
-      json += "\(quoted(spec.name)):{\"dtype\":\"\(spec.dtype.rawValue)\",\"shape\":["
+      json += "\(JSONText.quoted(spec.name)):{\"dtype\":\"\(spec.dtype.rawValue)\",\"shape\":["
       json += spec.shape.map(String.init).joined(separator: ",")
       json += "],\"data_offsets\":[\(offset),\(end)]}"
       offset = end
@@ -240,29 +240,5 @@ public enum SafeTensorsWriter {
       file.abandon()
       throw error
     }
-  }
-
-  /// serde_json's string escaping: `"` `\` and control characters; everything else verbatim UTF-8.
-  static func quoted(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-      switch scalar {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case "\u{08}": out += "\\b"
-      case "\u{0C}": out += "\\f"
-      default:
-        if scalar.value < 0x20 {
-          let hex = String(scalar.value, radix: 16)
-          out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        } else {
-          out.unicodeScalars.append(scalar)
-        }
-      }
-    }
-    return out + "\""
   }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// The generation parameters A1111 stores in a PNG's `parameters` text chunk ("infotext"), which
 /// A1111's PNG Info tab, Civitai and most image browsers read.
@@ -112,25 +113,7 @@ public struct GenerationParameters: Sendable, Equatable {
   /// when it holds a comma, a colon or a newline.
   static func quote(_ value: String) -> String {
     guard value.contains(",") || value.contains(":") || value.contains("\n") else { return value }
-    var result = "\""
-    for scalar in value.unicodeScalars {
-      switch scalar {
-      case "\"": result += "\\\""
-      case "\\": result += "\\\\"
-      case "\n": result += "\\n"
-      case "\r": result += "\\r"
-      case "\t": result += "\\t"
-      case "\u{08}": result += "\\b"
-      case "\u{0C}": result += "\\f"
-      default:
-        if scalar.value < 0x20 {
-          result += String(format: "\\u%04x", scalar.value)
-        } else {
-          result.unicodeScalars.append(scalar)
-        }
-      }
-    }
-    return result + "\""
+    return JSONText.quoted(value)
   }
 
   /// Reads an infotext back (A1111's `parse_generation_parameters`, for the fields above): the last

@@ -280,8 +280,8 @@ final class FaultCounter: @unchecked Sendable {
   /// serde_json escaping: only `"`, `\` and C0 controls (short forms where JSON has them,
   /// otherwise \u00XX in lowercase hex); DEL, `/` and U+2028 verbatim.
   @Test func quotingMatchesSerdeJSON() {
-    #expect(SafeTensorsWriter.quoted("a\"b\\c/d") == #""a\"b\\c/d""#)
-    #expect(SafeTensorsWriter.quoted("\u{08}\u{0C}\n\r\t") == #""\b\f\n\r\t""#)
-    #expect(SafeTensorsWriter.quoted("\u{00}\u{01}\u{1f}\u{7f}\u{2028}é") == "\"\\u0000\\u0001\\u001f\u{7f}\u{2028}é\"")
+    #expect(JSONText.quoted("a\"b\\c/d") == #""a\"b\\c/d""#)
+    #expect(JSONText.quoted("\u{08}\u{0C}\n\r\t") == #""\b\f\n\r\t""#)
+    #expect(JSONText.quoted("\u{00}\u{01}\u{1f}\u{7f}\u{2028}é") == "\"\\u0000\\u0001\\u001f\u{7f}\u{2028}é\"")
   }
 }

@@ -29,156 +29,24 @@ public enum Merger {
   ) throws -> MergeReport {
     let start = Date()
     try request.validate()
-    let files = try request.inputs.map { try SafeTensorsFile(path: $0) }
-    // Every input is read front to back (tensors in file order, and the hashes): ask for
-    // aggressive read-ahead.
-    for file in files where file.mapping.size > 0 {
-      let whole = file.mapping.bytes(offset: 0, count: file.mapping.size)
-      if let base = whole.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), whole.count, MADV_SEQUENTIAL) }
-    }
+    let files = try openInputs(request.inputs)
     let profile = MergeProfile()
     let names = request.inputs.map { ($0 as NSString).lastPathComponent }
-    let a = files[0]
-    let layout = Layout.detect(keys: Set(a.tensors.map(\.name)))
-
-    // Keys: A's order; anything not in every input is reported or taken from A.
-    var missing: [String] = []
-    for file in files.dropFirst() {
-      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
-        missing.append(tensor.name)
-      }
-      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
-        missing.append(tensor.name)
-      }
-    }
-    missing = Array(Set(missing)).sorted()
-    if !missing.isEmpty && request.missing == .error {
-      throw MergeError.missingKeys(keys: missing, files: names)
-    }
-
+    try checkKeys(files: files, names: names, policy: request.missing)
     let (markers, predictionText) = try decideMarkers(files: files, names: names, request: request)
-
-    var plans: [TensorEntry] = []
-    var merged = 0, copied = 0
-    var clamped: [String: Int] = [:]
-    for tensor in a.tensors where !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
-      let sources = files.map { $0.info(tensor.name) }
-      let component = layout.component(of: tensor.name)
-      // Quantized weights (int8 rows, scaled fp8) are read through their decoder, like any other.
-      let quantizedA: Bool = {
-        guard let decoder = try? TensorDecoder.resolve(file: a, tensor: tensor) else { return false }
-        if case .float = decoder.encoding { return false }
-        return true
-      }()
-      // Dequantized weights are written as float: the requested dtype, else fp16.
-      let outDType =
-        quantizedA ? (request.dtype ?? .f16)
-        : tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype) ? (request.dtype ?? tensor.dtype) : tensor.dtype
-      let spec = TensorSpec(name: tensor.name, dtype: outDType, shape: tensor.shape)
-      // Copied, never blended: integer buffers (position_ids), scalars (logit_scale), keys not in
-      // every input, and components taken whole from one input.
-      var copyFrom: Int?
-      if (!tensor.dtype.isFloatingPoint && !quantizedA) || tensor.shape.isEmpty || sources.contains(where: { $0 == nil }) { copyFrom = 0 }
-      if component == .vae, let index = request.vaeFrom { copyFrom = index }
-      if component == .clipL || component == .clipG, let index = request.textEncodersFrom { copyFrom = index }
-      if copyFrom == nil, [.ema, .trainingBuffers, .markers, .other].contains(component) { copyFrom = 0 }
-      if let index = copyFrom {
-        guard let source = files[index].info(tensor.name) else {
-          throw MergeError.missingKeys(keys: [tensor.name], files: [names[index]])
-        }
-        guard source.shape == tensor.shape || index == 0 else {
-          throw MergeError.shapeMismatch(key: tensor.name, shapes: [(names[0], tensor.shape), (names[index], source.shape)])
-        }
-        plans.append(copyEntry(file: files[index], tensor: source, dtype: request.dtype, clamp: request.clamp))
-        copied += 1
-        continue
-      }
-      let infos = sources.compactMap { $0 }
-      // One decode path for every stored layout: a tensor that is not a float weight (or whose
-      // quantization is not understood) is a CodecError naming the file and the tensor.
-      let decoders = try zip(files, infos).map { try TensorDecoder.resolve(file: $0, tensor: $1) }
-      let inpainting = try shapeCheck(tensor.name, infos: infos, names: names)
-      let coefficients = self.coefficients(for: tensor.name, component: component, request: request)
-      merged += 1
-      plans.append(
-        TensorEntry(spec: spec) { sink in
-          let started = DispatchTime.now().uptimeNanoseconds
-          defer { profile.producing += DispatchTime.now().uptimeNanoseconds - started }
-          for (file, info) in zip(files, infos) {
-            file.mapping.advise(offset: file.dataOffset + info.dataOffsets.begin, count: info.byteCount, willNeed: true)
-          }
-          let count = try compute(
-            infos: infos, decoders: decoders, coefficients: coefficients, method: request.method, request: request,
-            key: tensor.name,
-            inpaintingChannels: inpainting, target: outDType, clamp: request.clamp, sink: sink)
-          if count > 0 {
-            guard request.clamp else { throw MergeError.overflow(key: tensor.name, target: outDType, count: count) }
-            clamped[tensor.name] = count
-          }
-          for (file, info) in zip(files, infos) {
-            file.mapping.advise(offset: file.dataOffset + info.dataOffsets.begin, count: info.byteCount, willNeed: false)
-          }
-        })
-    }
-    for marker in markers {
-      plans.append(TensorEntry(spec: TensorSpec(name: marker, dtype: .f32, shape: [0])) { _ in })
-    }
+    let plan = try planTensors(files: files, names: names, request: request, profile: profile)
+    let entries =
+      plan.entries + markers.map { TensorEntry(spec: TensorSpec(name: $0, dtype: .f32, shape: [0])) { _ in } }
 
     // Provenance: every input's hashes, the recipe, and A1111's keys so its UI shows the lineage.
     // The hashes are computed on another thread while the tensors are written, and patched into the
     // header at the end (placeholders of the same length keep the header's size).
     let (hashing, box, fromCache) = startHashing(files: files, cache: hashCache, profile: profile)
-    // Distinct per input (they key `sd_merge_models`), and exactly as long as the real digests.
-    let placeholders = files.indices.map { index in
-      ModelHashes(
-        sha256: String(repeating: "0", count: 63) + String(index % 10), autoV2: String(repeating: "0", count: 10),
-        autoV1: String(repeating: "0", count: 8), autoV3: nil, dataSHA256: nil)
-    }
-    // The recorded recipe names inputs by file name and SHA-256: a path would publish the user's
-    // folders (and name) with every shared model.
-    func recipe(_ inputHashes: [ModelHashes]) -> String {
-      var recorded = request
-      recorded.inputs = names
-      recorded.inputHashes = inputHashes.map(\.sha256)
-      return (try? JSONEncoder.sorted.encode(recorded)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-    }
     func metadata(_ inputHashes: [ModelHashes]) -> [String: String] {
-      var hashList: [[String: String]] = []
-      var models: [String: Any] = [:]
-      for (index, file) in files.enumerated() {
-        let h = inputHashes[index]
-        hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
-        var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
-        if let parent = file.metadata["sd_merge_recipe"] { model["sd_merge_recipe"] = parent }
-        models[h.sha256] = model
-        if let parentModels = file.metadata["sd_merge_models"], let data = parentModels.data(using: .utf8),
-          let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        {
-          models.merge(object) { current, _ in current }
-        }
-      }
-      var metadata = a.metadata
-      metadata.removeValue(forKey: "modelspec.predict_key")
-      metadata["modelspec.prediction_type"] = markers.contains(MarkerKey.vPrediction) ? "v" : "epsilon"
-      metadata["rouwei.tool"] = "rouwei-ckpt"
-      metadata["rouwei.version"] = ToolInfo.version
-      metadata["rouwei.merge.recipe"] = recipe(inputHashes)
-      metadata["rouwei.merge.inputs"] = jsonString(hashList)
-      var a1111: [String: Any] = [
-        "type": "rouwei-ckpt", "interp_method": request.method.rawValue, "multiplier": request.alpha,
-        "primary_model_hash": hashList[0]["sha256"] ?? "",
-      ]
-      if hashList.count > 1 { a1111["secondary_model_hash"] = hashList[1]["sha256"] ?? "" }
-      if hashList.count > 2 { a1111["tertiary_model_hash"] = hashList[2]["sha256"] ?? "" }
-      if let blocks = request.blocks { a1111["blocks"] = blocks }
-      metadata["sd_merge_recipe"] = jsonString(a1111)
-      metadata["sd_merge_models"] = jsonString(models)
-      metadata["format"] = "pt"
-      return metadata
+      provenance(request: request, files: files, names: names, markers: markers, inputHashes: inputHashes)
     }
-
     try SafeTensorsWriter.write(
-      to: output, entries: plans, metadata: metadata(placeholders), inputs: request.inputs,
+      to: output, entries: entries, metadata: metadata(placeholderHashes(count: files.count)), inputs: request.inputs,
       progress: { _, _, done, total in progress?(done, total) },
       finalMetadata: {
         let started = DispatchTime.now().uptimeNanoseconds
@@ -193,8 +61,198 @@ public enum Merger {
     var hashes: [String: String] = [:]
     for (index, h) in box.value.enumerated() { hashes[names[index]] = h.sha256 }
     return MergeReport(
-      output: output, tensorsMerged: merged, tensorsCopied: copied, prediction: predictionText, inputHashes: hashes,
-      clamped: clamped, seconds: Date().timeIntervalSince(start), hashesFromCache: fromCache)
+      output: output, tensorsMerged: plan.merged, tensorsCopied: plan.copied, prediction: predictionText,
+      inputHashes: hashes, clamped: plan.clamped.values, seconds: Date().timeIntervalSince(start),
+      hashesFromCache: fromCache)
+  }
+
+  /// Maps every input, asking for aggressive read-ahead: each is read front to back (tensors in
+  /// file order, and the hashes).
+  static func openInputs(_ paths: [String]) throws -> [SafeTensorsFile] {
+    let files = try paths.map { try SafeTensorsFile(path: $0) }
+    for file in files where file.mapping.size > 0 {
+      let whole = file.mapping.bytes(offset: 0, count: file.mapping.size)
+      if let base = whole.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), whole.count, MADV_SEQUENTIAL) }
+    }
+    return files
+  }
+
+  /// Keys not in every input (markers and quantization bookkeeping aside): an error listing them
+  /// unless `policy` takes them from A.
+  static func checkKeys(files: [SafeTensorsFile], names: [String], policy: MissingKeyPolicy) throws {
+    let a = files[0]
+    var missing: [String] = []
+    for file in files.dropFirst() {
+      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+        missing.append(tensor.name)
+      }
+      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+        missing.append(tensor.name)
+      }
+    }
+    missing = Array(Set(missing)).sorted()
+    if !missing.isEmpty && policy == .error {
+      throw MergeError.missingKeys(keys: missing, files: names)
+    }
+  }
+
+  /// The output's tensors in A's order, each copied from one input or merged, and the counts.
+  struct TensorPlan {
+    var entries: [TensorEntry] = []
+    var merged = 0, copied = 0
+    /// Filled while the tensors are written: values clamped per tensor.
+    let clamped = ClampTally()
+  }
+
+  /// Values clamped to the output dtype, per tensor (written by the entries as they run).
+  final class ClampTally: @unchecked Sendable {
+    var values: [String: Int] = [:]
+  }
+
+  /// Decides, for every tensor of A, whether it is copied whole from one input or merged, and makes
+  /// its entry.
+  static func planTensors(
+    files: [SafeTensorsFile], names: [String], request: MergeRequest, profile: MergeProfile
+  ) throws -> TensorPlan {
+    let a = files[0]
+    let layout = Layout.detect(keys: Set(a.tensors.map(\.name)))
+    var plan = TensorPlan()
+    for tensor in a.tensors where !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+      let sources = files.map { $0.info(tensor.name) }
+      let component = layout.component(of: tensor.name)
+      if let index = copySource(tensor: tensor, sources: sources, component: component, file: a, request: request) {
+        guard let source = files[index].info(tensor.name) else {
+          throw MergeError.missingKeys(keys: [tensor.name], files: [names[index]])
+        }
+        guard source.shape == tensor.shape || index == 0 else {
+          throw MergeError.shapeMismatch(key: tensor.name, shapes: [(names[0], tensor.shape), (names[index], source.shape)])
+        }
+        plan.entries.append(copyEntry(file: files[index], tensor: source, dtype: request.dtype, clamp: request.clamp))
+        plan.copied += 1
+        continue
+      }
+      plan.entries.append(
+        try mergeEntry(
+          tensor: tensor, files: files, infos: sources.compactMap { $0 }, names: names, component: component,
+          request: request, profile: profile, clamped: plan.clamped))
+      plan.merged += 1
+    }
+    return plan
+  }
+
+  /// Whether A's quantized (int8 rows, scaled fp8) weight: read through its decoder, written as float.
+  static func isQuantized(_ tensor: TensorInfo, in file: SafeTensorsFile) -> Bool {
+    guard let decoder = try? TensorDecoder.resolve(file: file, tensor: tensor) else { return false }
+    if case .float = decoder.encoding { return false }
+    return true
+  }
+
+  /// The input a tensor is copied from, never blended, or nil to merge it: integer buffers
+  /// (position_ids), scalars (logit_scale), keys not in every input, components taken whole from
+  /// one input, and what is not a model weight (EMA, training buffers, markers).
+  static func copySource(
+    tensor: TensorInfo, sources: [TensorInfo?], component: Component, file a: SafeTensorsFile, request: MergeRequest
+  ) -> Int? {
+    var copyFrom: Int?
+    if (!tensor.dtype.isFloatingPoint && !isQuantized(tensor, in: a)) || tensor.shape.isEmpty
+      || sources.contains(where: { $0 == nil })
+    {
+      copyFrom = 0
+    }
+    if component == .vae, let index = request.vaeFrom { copyFrom = index }
+    if component == .clipL || component == .clipG, let index = request.textEncodersFrom { copyFrom = index }
+    if copyFrom == nil, [.ema, .trainingBuffers, .markers, .other].contains(component) { copyFrom = 0 }
+    return copyFrom
+  }
+
+  /// The entry that merges one tensor of every input, chunk by chunk, when the writer asks for it.
+  static func mergeEntry(
+    tensor: TensorInfo, files: [SafeTensorsFile], infos: [TensorInfo], names: [String], component: Component,
+    request: MergeRequest, profile: MergeProfile, clamped: ClampTally
+  ) throws -> TensorEntry {
+    // Dequantized weights are written as float: the requested dtype, else fp16.
+    let outDType =
+      isQuantized(tensor, in: files[0]) ? (request.dtype ?? .f16)
+      : tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype) ? (request.dtype ?? tensor.dtype)
+      : tensor.dtype
+    let spec = TensorSpec(name: tensor.name, dtype: outDType, shape: tensor.shape)
+    // One decode path for every stored layout: a tensor that is not a float weight (or whose
+    // quantization is not understood) is a CodecError naming the file and the tensor.
+    let decoders = try zip(files, infos).map { try TensorDecoder.resolve(file: $0, tensor: $1) }
+    let inpainting = try shapeCheck(tensor.name, infos: infos, names: names)
+    let coefficients = self.coefficients(for: tensor.name, component: component, request: request)
+    return TensorEntry(spec: spec) { sink in
+      let started = DispatchTime.now().uptimeNanoseconds
+      defer { profile.producing += DispatchTime.now().uptimeNanoseconds - started }
+      for (file, info) in zip(files, infos) {
+        file.mapping.advise(offset: file.dataOffset + info.dataOffsets.begin, count: info.byteCount, willNeed: true)
+      }
+      let count = try compute(
+        infos: infos, decoders: decoders, coefficients: coefficients, method: request.method, request: request,
+        key: tensor.name, inpaintingChannels: inpainting, target: outDType, clamp: request.clamp, sink: sink)
+      if count > 0 {
+        guard request.clamp else { throw MergeError.overflow(key: tensor.name, target: outDType, count: count) }
+        clamped.values[tensor.name] = count
+      }
+      for (file, info) in zip(files, infos) {
+        file.mapping.advise(offset: file.dataOffset + info.dataOffsets.begin, count: info.byteCount, willNeed: false)
+      }
+    }
+  }
+
+  /// Stand-ins for the inputs' hashes while they are computed: distinct per input (they key
+  /// `sd_merge_models`) and exactly as long as the real digests, so the header keeps its size.
+  static func placeholderHashes(count: Int) -> [ModelHashes] {
+    (0..<count).map { index in
+      ModelHashes(
+        sha256: String(repeating: "0", count: 63) + String(index % 10), autoV2: String(repeating: "0", count: 10),
+        autoV1: String(repeating: "0", count: 8), autoV3: nil, dataSHA256: nil)
+    }
+  }
+
+  /// The output's metadata: A's, with the prediction type, the tool, the recipe (inputs by file
+  /// name and SHA-256: a path would publish the user's folders, and name, with every shared model),
+  /// every input's hashes, and A1111's `sd_merge_recipe` / `sd_merge_models` with the inputs' own
+  /// merge history nested.
+  static func provenance(
+    request: MergeRequest, files: [SafeTensorsFile], names: [String], markers: [String], inputHashes: [ModelHashes]
+  ) -> [String: String] {
+    var recorded = request
+    recorded.inputs = names
+    recorded.inputHashes = inputHashes.map(\.sha256)
+    let recipe = (try? JSONEncoder.sorted.encode(recorded)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    var hashList: [[String: String]] = []
+    var models: [String: Any] = [:]
+    for (index, file) in files.enumerated() {
+      let h = inputHashes[index]
+      hashList.append(["name": names[index], "sha256": h.sha256, "autov2": h.autoV2])
+      var model: [String: Any] = ["name": names[index], "legacy_hash": h.autoV1]
+      if let parent = file.metadata["sd_merge_recipe"] { model["sd_merge_recipe"] = parent }
+      models[h.sha256] = model
+      if let parentModels = file.metadata["sd_merge_models"], let data = parentModels.data(using: .utf8),
+        let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+      {
+        models.merge(object) { current, _ in current }
+      }
+    }
+    var metadata = files[0].metadata
+    metadata.removeValue(forKey: "modelspec.predict_key")
+    metadata["modelspec.prediction_type"] = markers.contains(MarkerKey.vPrediction) ? "v" : "epsilon"
+    metadata["rouwei.tool"] = ToolInfo.name
+    metadata["rouwei.version"] = ToolInfo.version
+    metadata["rouwei.merge.recipe"] = recipe
+    metadata["rouwei.merge.inputs"] = jsonString(hashList)
+    var a1111: [String: Any] = [
+      "type": ToolInfo.name, "interp_method": request.method.rawValue, "multiplier": request.alpha,
+      "primary_model_hash": hashList[0]["sha256"] ?? "",
+    ]
+    if hashList.count > 1 { a1111["secondary_model_hash"] = hashList[1]["sha256"] ?? "" }
+    if hashList.count > 2 { a1111["tertiary_model_hash"] = hashList[2]["sha256"] ?? "" }
+    if let blocks = request.blocks { a1111["blocks"] = blocks }
+    metadata["sd_merge_recipe"] = jsonString(a1111)
+    metadata["sd_merge_models"] = jsonString(models)
+    metadata["format"] = "pt"
+    return metadata
   }
 
   /// Every input's hashes, from `cache` where it has them; the others are computed on another
@@ -354,41 +412,9 @@ public enum Merger {
     request: MergeRequest, key: String, inpaintingChannels: Int?, target: DType, clamp: Bool, sink: TensorSink
   ) throws -> Int {
     let count = infos[0].elementCount
-    let alpha = coefficients.first ?? 0
-    // SLERP needs the whole-tensor angle first: one pass for the dot product and norms.
-    var slerp: (Float, Float)?
-    if method == .slerp {
-      var dot = 0.0, normA = 0.0, normB = 0.0
-      try forEachChunk(infos: infos, decoders: decoders, count: count, inpainting: inpaintingChannels) { inputs, n, _ in
-        for i in 0..<n {
-          let x = Double(inputs[0][i]), y = Double(inputs[1][i])
-          dot += x * y
-          normA += x * x
-          normB += y * y
-        }
-      }
-      let cosine = normA > 0 && normB > 0 ? max(-1, min(1, dot / (normA.squareRoot() * normB.squareRoot()))) : 1
-      if abs(cosine) > 0.9995 {
-        slerp = (Float(1 - alpha), Float(alpha))
-      } else {
-        let omega = acos(cosine)
-        slerp = (Float(sin((1 - alpha) * omega) / sin(omega)), Float(sin(alpha * omega) / sin(omega)))
-      }
-    }
-    // TIES trims each delta to its largest `density` fraction: find each model's threshold first.
-    var thresholds: [UInt32] = []
-    if method == .ties {
-      for model in 1..<infos.count {
-        thresholds.append(
-          try tiesThreshold(infos: infos, decoders: decoders, model: model, count: count, density: request.density, inpainting: inpaintingChannels))
-      }
-    }
-    let trainScale = Float(1.8 * alpha)
-    let keepScale = Float(1 - request.dropRate)
-    let dareBase = request.seed ^ fnv1a(key)
-    let dropRate = request.dropRate
-    let wa = Float(1 - alpha), wb = Float(alpha)
-    let weights = coefficients.map { Float($0) }
+    let blend = try Blend(
+      method: method, coefficients: coefficients, request: request, key: key, infos: infos, decoders: decoders,
+      inpainting: inpaintingChannels)
     let width = FloatCodec.width(target)
     let policy: OverflowPolicy = clamp ? .clamp : .refuse
     let inputs = decoders.count
@@ -424,67 +450,9 @@ public enum Merger {
                 decoders[k].decode(global..<(global + m), into: into)
               }
             }
-            switch method {
-            case .weightedSum:
-              // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
-              let a = x[0], b = x[1]
-              for i in 0..<m { y[i] = wa * a[i] + wb * b[i] }
-            case .sum:
-              let first = x[0], w0 = weights[0]
-              for i in 0..<m { y[i] = w0 * first[i] }
-              for k in 1..<inputs {
-                let w = weights[k], source = x[k]
-                for i in 0..<m { y[i] = y[i] + w * source[i] }
-              }
-            case .addDifference:
-              // torch's `A + alpha * (B - C)`.
-              let a = x[0], b = x[1], c = x[2]
-              for i in 0..<m { y[i] = a[i] + wb * (b[i] - c[i]) }
-            case .slerp:
-              let (sa, sb) = slerp ?? (wa, wb)
-              let a = x[0], b = x[1]
-              for i in 0..<m { y[i] = sa * a[i] + sb * b[i] }
-            case .trainDifference:
-              // supermerger: A + 1.8α · s·(B − C), s = |B − A| / (|B − A| + |B − C|).
-              let a = x[0], b = x[1], c = x[2]
-              for i in 0..<m {
-                let d = b[i] - c[i]
-                let fromA = abs(b[i] - a[i])
-                let denominator = fromA + abs(d)
-                let s: Float = denominator != 0 ? fromA / denominator : 0
-                y[i] = a[i] + trainScale * (s * d)
-              }
-            case .dare:
-              let a = x[0], b = x[1]
-              for i in 0..<m {
-                let keep = uniform(dareBase, UInt64(global + i)) >= dropRate
-                y[i] = keep ? a[i] + wb * ((b[i] - a[i]) / keepScale) : a[i]
-              }
-            case .ties:
-              let a = x[0]
-              for i in 0..<m {
-                var total: Float = 0
-                for k in 1..<inputs {
-                  let d = x[k][i] - a[i]
-                  if abs(d).bitPattern >= thresholds[k - 1] { total = total + d }
-                }
-                var agreeing: Float = 0
-                var votes: Float = 0
-                for k in 1..<inputs {
-                  let d = x[k][i] - a[i]
-                  if abs(d).bitPattern >= thresholds[k - 1], d != 0, (d > 0) == (total > 0), total != 0 {
-                    agreeing = agreeing + d
-                    votes += 1
-                  }
-                }
-                y[i] = votes > 0 ? a[i] + wb * (agreeing / votes) : a[i]
-              }
-            }
+            blend.apply(x, into: y, count: m, at: global)
             if let narrow = inpaintingChannels {
-              // A1111: only A's first channels are merged; the extra inpainting channels are A's, exactly.
-              let shape = infos[0].shape
-              let inner = shape.dropFirst(2).reduce(1, *)
-              for i in 0..<m where ((global + i) / inner) % shape[1] >= narrow { y[i] = x[0][i] }
+              keepExtraChannels(of: x[0], into: y, count: m, at: global, shape: infos[0].shape, narrow: narrow)
             }
             let stats = FloatCodec.encode(
               UnsafeBufferPointer(start: y, count: m), to: target,
@@ -502,6 +470,143 @@ public enum Merger {
       offset += n
     }
     return overflowed
+  }
+
+  /// A1111's inpainting merge: only A's first `narrow` input channels are merged; the extra
+  /// channels of `conv_in` are A's, exactly.
+  static func keepExtraChannels(
+    of a: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count m: Int, at global: Int, shape: [Int],
+    narrow: Int
+  ) {
+    let inner = shape.dropFirst(2).reduce(1, *)
+    for i in 0..<m where ((global + i) / inner) % shape[1] >= narrow { y[i] = a[i] }
+  }
+
+  /// One merge method with everything it needs decided before the element loop: the weights, and
+  /// the whole-tensor quantities some methods need first (SLERP's angle, TIES' thresholds).
+  struct Blend {
+    let method: MergeMethod
+    /// (1 − α, α).
+    let wa: Float, wb: Float
+    /// The sum method's weight per input.
+    let weights: [Float]
+    /// SLERP's two coefficients (plain weighted sum for nearly parallel tensors).
+    let slerp: (Float, Float)
+    /// TIES: each model's magnitude threshold (float bits of |Mᵢ − A|).
+    let thresholds: [UInt32]
+    /// train-difference's 1.8α.
+    let trainScale: Float
+    /// DARE: the keep probability and the drop mask's seed.
+    let keepScale: Float, dropRate: Double, dareBase: UInt64
+
+    init(
+      method: MergeMethod, coefficients: [Double], request: MergeRequest, key: String, infos: [TensorInfo],
+      decoders: [TensorDecoder], inpainting: Int?
+    ) throws {
+      let alpha = coefficients.first ?? 0
+      self.method = method
+      wa = Float(1 - alpha)
+      wb = Float(alpha)
+      weights = coefficients.map { Float($0) }
+      slerp =
+        method == .slerp
+        ? try Merger.slerpCoefficients(infos: infos, decoders: decoders, inpainting: inpainting, alpha: alpha)
+        : (wa, wb)
+      // TIES trims each delta to its largest `density` fraction: each model's threshold first.
+      thresholds =
+        method == .ties
+        ? try (1..<infos.count).map { model in
+          try Merger.tiesThreshold(
+            infos: infos, decoders: decoders, model: model, count: infos[0].elementCount, density: request.density,
+            inpainting: inpainting)
+        } : []
+      trainScale = Float(1.8 * alpha)
+      keepScale = Float(1 - request.dropRate)
+      dropRate = request.dropRate
+      dareBase = request.seed ^ Merger.fnv1a(key)
+    }
+
+    /// y[0..<m] = the method applied to the inputs x[k][0..<m], elements `global…` of the tensor.
+    func apply(_ x: [UnsafePointer<Float>], into y: UnsafeMutablePointer<Float>, count m: Int, at global: Int) {
+      let inputs = x.count
+      switch method {
+      case .weightedSum:
+        // Exactly torch's `(1 - alpha) * A + alpha * B` in float32: two products, one sum.
+        let a = x[0], b = x[1], wa = wa, wb = wb
+        for i in 0..<m { y[i] = wa * a[i] + wb * b[i] }
+      case .sum:
+        let first = x[0], w0 = weights[0]
+        for i in 0..<m { y[i] = w0 * first[i] }
+        for k in 1..<inputs {
+          let w = weights[k], source = x[k]
+          for i in 0..<m { y[i] = y[i] + w * source[i] }
+        }
+      case .addDifference:
+        // torch's `A + alpha * (B - C)`.
+        let a = x[0], b = x[1], c = x[2], wb = wb
+        for i in 0..<m { y[i] = a[i] + wb * (b[i] - c[i]) }
+      case .slerp:
+        let (sa, sb) = slerp
+        let a = x[0], b = x[1]
+        for i in 0..<m { y[i] = sa * a[i] + sb * b[i] }
+      case .trainDifference:
+        // supermerger: A + 1.8α · s·(B − C), s = |B − A| / (|B − A| + |B − C|).
+        let a = x[0], b = x[1], c = x[2], trainScale = trainScale
+        for i in 0..<m {
+          let d = b[i] - c[i]
+          let fromA = abs(b[i] - a[i])
+          let denominator = fromA + abs(d)
+          let s: Float = denominator != 0 ? fromA / denominator : 0
+          y[i] = a[i] + trainScale * (s * d)
+        }
+      case .dare:
+        let a = x[0], b = x[1], wb = wb, keepScale = keepScale, dropRate = dropRate, dareBase = dareBase
+        for i in 0..<m {
+          let keep = Merger.uniform(dareBase, UInt64(global + i)) >= dropRate
+          y[i] = keep ? a[i] + wb * ((b[i] - a[i]) / keepScale) : a[i]
+        }
+      case .ties:
+        let a = x[0], wb = wb
+        for i in 0..<m {
+          var total: Float = 0
+          for k in 1..<inputs {
+            let d = x[k][i] - a[i]
+            if abs(d).bitPattern >= thresholds[k - 1] { total = total + d }
+          }
+          var agreeing: Float = 0
+          var votes: Float = 0
+          for k in 1..<inputs {
+            let d = x[k][i] - a[i]
+            if abs(d).bitPattern >= thresholds[k - 1], d != 0, (d > 0) == (total > 0), total != 0 {
+              agreeing = agreeing + d
+              votes += 1
+            }
+          }
+          y[i] = votes > 0 ? a[i] + wb * (agreeing / votes) : a[i]
+        }
+      }
+    }
+  }
+
+  /// SLERP's coefficients from the whole-tensor angle between A and B (one pass for the dot
+  /// product and the norms); a plain weighted sum when they are nearly parallel.
+  static func slerpCoefficients(
+    infos: [TensorInfo], decoders: [TensorDecoder], inpainting: Int?, alpha: Double
+  ) throws -> (Float, Float) {
+    var dot = 0.0, normA = 0.0, normB = 0.0
+    try forEachChunk(infos: infos, decoders: decoders, count: infos[0].elementCount, inpainting: inpainting) {
+      inputs, n, _ in
+      for i in 0..<n {
+        let x = Double(inputs[0][i]), y = Double(inputs[1][i])
+        dot += x * y
+        normA += x * x
+        normB += y * y
+      }
+    }
+    let cosine = normA > 0 && normB > 0 ? max(-1, min(1, dot / (normA.squareRoot() * normB.squareRoot()))) : 1
+    if abs(cosine) > 0.9995 { return (Float(1 - alpha), Float(alpha)) }
+    let omega = acos(cosine)
+    return (Float(sin((1 - alpha) * omega) / sin(omega)), Float(sin(alpha * omega) / sin(omega)))
   }
 
   /// Values per block of the fused decode → blend → encode loop (inputs + output: ≤ 160 KiB).
