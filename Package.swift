@@ -2,14 +2,15 @@
 import PackageDescription
 
 // Module map: ../shared/DESIGN.md. Dependencies run one way, lowest first:
-// C shims → SafeTensors → Checkpoint → Transforms; CBLAS → Tensors → Diffusion → Verification → CLI.
+// C shims → SafeTensors → Checkpoint → Transforms; CBLAS → Tensors → Diffusion → Verification → CLI;
+// Workers (the thread pool) under both Transforms and Tensors.
 // Modules join this list as their issues land (Transforms, Tensors, Diffusion, Verification).
 let package = Package(
   name: "rouwei-ckpt",
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Workers", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,14 +24,16 @@ let package = Package(
     .target(name: "SafeTensors"),
     .target(name: "Checkpoint", dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")]),
     .target(name: "CCodecKernels"),
-    .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels"]),
+    .target(name: "Workers"),
+    .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels", "Workers"]),
     .target(name: "CTensorKernels"),
-    .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels"]),
+    .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels", "Workers"]),
     .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Transforms"], resources: [
       .copy("Resources/bpe_simple_vocab_16e6.txt.zst"), .copy("Resources/LICENSE-bpe_simple_vocab.txt"),
     ]),
     .target(name: "Verification", dependencies: ["Checkpoint", "Diffusion", "Tensors", "SafeTensors", "CPNG"]),
     .target(name: "CLI", dependencies: [
+      "Workers",
       "SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),

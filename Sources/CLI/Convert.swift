@@ -120,6 +120,8 @@ struct Convert: ParsableCommand {
   @OptionGroup var jsonOption: JSONOption
   var json: Bool { jsonOption.json }
 
+  @OptionGroup var threadsOption: ThreadsOption
+
   @OptionGroup var verification: VerifyAfterWriting
 
   enum OutputLayout: String, ExpressibleByArgument {
@@ -148,6 +150,7 @@ struct Convert: ParsableCommand {
   }
 
   func run() throws {
+    threadsOption.apply()
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
       guard layout == .singleFile else { throw ValidationError("the input is already a diffusers folder") }

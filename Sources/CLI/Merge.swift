@@ -98,6 +98,8 @@ struct Merge: ParsableCommand {
 
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
+  @OptionGroup var threadsOption: ThreadsOption
+
   @OptionGroup var verification: VerifyAfterWriting
 
   func validate() throws {
@@ -111,6 +113,7 @@ struct Merge: ParsableCommand {
   }
 
   func run() throws {
+    threadsOption.apply()
     let request = try buildRequest()
     let bar = ProgressBar("merging", total: 1, quiet: json)
     let report = try Merger.merge(request, output: output, hashCache: hashCacheOptions.cache()) { done, total in bar.update(Double(done) / Double(max(total, 1))) }

@@ -36,20 +36,18 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Channels per UNet attention head (default: the file's 'rouwei.unet_head_dim' metadata, else SDXL's 64; only tiny test models differ).")
   var headDim: Int?
 
-  @Option(help: "Threads for gemm and element-wise work (default: all cores).")
-  var threads: Int?
+  @OptionGroup var threadsOption: ThreadsOption
 
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
   func validate() throws {
     if let headDim, headDim < 1 { throw ValidationError("--head-dim must be positive") }
-    if let threads, threads < 1 { throw ValidationError("--threads must be positive") }
   }
 
   /// The library's load options these flags describe.
   var loadOptions: ModelLoadOptions {
     ModelLoadOptions(
-      behaviour: predictionOptions.behaviour, headDimension: headDim, threads: threads,
+      behaviour: predictionOptions.behaviour, headDimension: headDim, threads: threadsOption.threads,
       hashCache: hashCacheOptions.cache())
   }
 }

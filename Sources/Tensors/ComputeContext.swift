@@ -1,5 +1,7 @@
 import CBLAS
 import CTensorKernels
+// The thread pool is part of this module's API (`ComputeContext.pool`).
+@_exported import Workers
 
 /// Where kernels run: a thread pool for element-wise work, scratch memory for temporary buffers,
 /// and the choice between optimised kernels and the simple reference loops.

@@ -1,19 +1,13 @@
-import Dispatch
-import Foundation
+import Workers
 
-/// Splits `0..<count` into one contiguous range per core and runs `body` on them concurrently;
-/// small counts run inline (threads cost more than they save below ~64 Ki elements).
+/// Splits `0..<count` into one contiguous range per thread of the shared pool (`--threads`) and
+/// runs `body` on them concurrently; small counts run inline (threads cost more than they save
+/// below ~64 Ki elements). Must not be called from inside another job of the shared pool.
 @inline(__always)
 func parallelRanges(_ count: Int, _ body: (Range<Int>) -> Void) {
-  let workers = min(ProcessInfo.processInfo.activeProcessorCount, 8)
-  guard workers > 1, count >= 1 << 16 else {
+  guard count >= 1 << 16 else {
     body(0..<count)
     return
   }
-  let step = (count + workers - 1) / workers
-  DispatchQueue.concurrentPerform(iterations: workers) { worker in
-    let start = worker * step
-    let end = min(start + step, count)
-    if start < end { body(start..<end) }
-  }
+  ThreadPool.shared.forEachChunk(count, body)
 }

@@ -23,11 +23,13 @@ public struct ModelLoadOptions: Sendable {
     self.hashCache = hashCache
   }
 
-  /// The compute context with the thread count applied (OpenBLAS's too).
+  /// The compute context with the thread count applied: process-wide, to OpenBLAS and to the
+  /// shared pool (which the weights' decoding in Transforms uses too).
   public func computeContext() -> ComputeContext {
     let count = threads ?? ProcessInfo.processInfo.activeProcessorCount
     ComputeContext.setBLASThreadCount(count)
-    return ComputeContext(pool: ThreadPool(threadCount: count))
+    ThreadPool.useShared(threadCount: count)
+    return ComputeContext(pool: ThreadPool.shared)
   }
 }
 

@@ -1,6 +1,8 @@
 import Foundation
 
-/// A fixed set of threads for element-wise work (norms, activations, im2col, softmax).
+/// A fixed set of threads for data-parallel loops: the engine's element-wise work (norms,
+/// activations, im2col, softmax) and the streamed conversions and merges (`parallelRanges` in
+/// Transforms). The one parallel-for of the package.
 ///
 /// `forEachChunk` splits a range into one contiguous chunk per thread and runs them at once; the
 /// calling thread does the first chunk, so a pool of `threadCount` threads starts
@@ -45,8 +47,25 @@ public final class ThreadPool: @unchecked Sendable {
   }
 
   /// The default pool: one thread per available core, at most 2 (this project's machines have 2;
-  /// more threads than cores would only fight OpenBLAS for them).
-  public static let shared = ThreadPool(
+  /// more threads than cores would only fight OpenBLAS for them). `--threads` replaces it
+  /// (`useShared(threadCount:)`) before any work starts.
+  public static var shared: ThreadPool {
+    sharedLock.lock()
+    defer { sharedLock.unlock() }
+    return sharedPool
+  }
+
+  /// Replaces the shared pool with one of `threadCount` threads (call before work starts: a job
+  /// running on the old pool finishes there).
+  public static func useShared(threadCount: Int) {
+    let pool = ThreadPool(threadCount: threadCount)
+    sharedLock.lock()
+    sharedPool = pool
+    sharedLock.unlock()
+  }
+
+  private static let sharedLock = NSLock()
+  nonisolated(unsafe) private static var sharedPool = ThreadPool(
     threadCount: Swift.min(2, ProcessInfo.processInfo.activeProcessorCount))
 }
 
