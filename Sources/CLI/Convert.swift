@@ -152,6 +152,7 @@ struct Convert: ParsableCommand {
   }
 
   func run() throws {
+    try InputCheck.require(input, for: .convert)
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
       guard layout == .singleFile else { throw ValidationError("the input is already a diffusers folder") }

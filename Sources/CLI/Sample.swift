@@ -169,6 +169,7 @@ struct Sample: ParsableCommand {
   }
 
   func run() throws {
+    try InputCheck.require(model, for: .render)
     let render = try Render.run(
       model: model, modelOptions: modelOptions, quiet: json,
       settings: { pipeline in

@@ -115,6 +115,8 @@ struct Verify: ParsableCommand {
   }
 
   func run() throws {
+    try InputCheck.require(model, for: .render)
+    if let reference { try InputCheck.require(reference, for: .render) }
     let report = try makeReport()
     if json {
       try printJSON(report)
