@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import SafeTensors
+import TorchImport
 import Transforms
 import Verification
 
@@ -50,8 +51,9 @@ struct Info: ParsableCommand {
     for path in paths {
       do {
         let kind = try InputCheck.require(path, for: .describe)
-        if GGUFInspection.isGGUF(path: path) {
-          let report = try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache)
+        if kind == .gguf || kind == .torchZip || kind == .torchLegacy {
+          let report = kind == .gguf
+            ? try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache) : try TorchImporter.inspect(path: path)
           reports.append(InfoDocument(report: report, kind: kind.name))
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue
