@@ -147,7 +147,7 @@ public enum FileKind: Equatable, Sendable {
     case .torchLegacy: return "a legacy PyTorch checkpoint (pre-1.6 pickle format)"
     case .pickle: return "a Python pickle, not a PyTorch checkpoint"
     case .diffusersFolder: return "a diffusers folder"
-    case .directory: return "a directory without model_index.json or a diffusers component"
+    case .directory: return "a directory without model_index.json (not a diffusers pipeline)"
     case .html(let line): return "an HTML page (a failed download?): first line '\(line)'"
     case .json(let line): return "a JSON document, not a model: first line '\(line)'"
     case .gitLFSPointer: return "a Git LFS pointer, not the model (fetch it with `git lfs pull`)"
@@ -168,10 +168,9 @@ public enum FileKind: Equatable, Sendable {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return .missing }
     if isDirectory.boolValue {
-      let manager = FileManager.default
-      let markers = ["model_index.json", "unet/config.json", "config.json"]
-      return markers.contains { manager.fileExists(atPath: (path as NSString).appendingPathComponent($0)) }
-        ? .diffusersFolder : .directory
+      // What DiffusersFolder reads: a pipeline folder with its model_index.json.
+      let index = (path as NSString).appendingPathComponent("model_index.json")
+      return FileManager.default.fileExists(atPath: index) ? .diffusersFolder : .directory
     }
     // Non-blocking, so a FIFO given as a model cannot hang us; only regular files are read.
     let descriptor = open(path, O_RDONLY | O_NONBLOCK)
@@ -239,12 +238,61 @@ public enum FileKind: Equatable, Sendable {
       let file = try SafeTensorsFile(path: path)
       return .safetensors(
         content: SafeTensorsContent.classify(keys: Set(file.tensors.map(\.name))), tensors: file.tensors.count)
-    } catch SafeTensorsError.dataSectionMismatch(_, let indexed, let actual) where indexed > actual {
-      let (claimed, overflow) = headerEnd.addingReportingOverflow(Int(clamping: indexed))
-      return .truncated(format: "safetensors", present: fileSize, claimed: overflow ? Int.max : claimed)
+    } catch let error as SafeTensorsError {
+      // The header parsed but its ranges reach past the end: the file was cut short, unless the
+      // claim is beyond any real model (1 TB: a hostile header, which the reader's message covers).
+      switch error {
+      case .dataSectionMismatch, .invalidOffsets:
+        if let end = largestDataOffset(path: path, headerLength: Int(declared)) {
+          let (claimed, overflow) = headerEnd.addingReportingOverflow(end)
+          if !overflow && claimed > fileSize && claimed <= 1 << 40 {
+            return .truncated(format: "safetensors", present: fileSize, claimed: claimed)
+          }
+        }
+      default: break
+      }
+      return .malformedSafeTensors
     } catch {
       return .malformedSafeTensors
     }
+  }
+
+  /// The largest end offset in the header's `"data_offsets": [begin, end]` pairs, found by a plain
+  /// scan (only used to diagnose a header the reader refused; nil when there is none).
+  static func largestDataOffset(path: String, headerLength: Int) -> Int? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    guard (try? handle.seek(toOffset: 8)) != nil, let data = try? handle.read(upToCount: headerLength) else { return nil }
+    let bytes = [UInt8](data)
+    let key = Array("\"data_offsets\"".utf8)
+    var largest: Int?
+    var position = 0
+    while position + key.count <= bytes.count {
+      guard bytes[position] == key[0], bytes[position..<(position + key.count)].elementsEqual(key) else {
+        position += 1
+        continue
+      }
+      position += key.count
+      // Skip to the second number of the pair.
+      var numbers: [Int] = []
+      var current: Int?
+      while position < bytes.count, numbers.count < 2 {
+        let byte = bytes[position]
+        if byte >= 0x30 && byte <= 0x39 {
+          let (times, o1) = (current ?? 0).multipliedReportingOverflow(by: 10)
+          let (plus, o2) = times.addingReportingOverflow(Int(byte - 0x30))
+          current = o1 || o2 ? Int.max : plus
+        } else if let value = current {
+          numbers.append(value)
+          current = nil
+        } else if byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}") {
+          break
+        }
+        position += 1
+      }
+      if numbers.count == 2 { largest = max(largest ?? 0, numbers[1]) }
+    }
+    return largest
   }
 
   /// HTML, JSON, Git LFS pointers and other text: valid UTF-8 (allowing a cut last character) with

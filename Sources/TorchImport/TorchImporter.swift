@@ -56,12 +56,15 @@ public enum TorchImporter {
       bytes += byteCount
       let storage = checkpoint.storageBytes(tensor)
       let reference = tensor.reference
-      if byteCount == 0 || TorchCheckpoint.isContiguous(reference) {
+      if byteCount == 0 {
+        // An empty tensor's offset is never checked against its storage: nothing to read.
+        entries.append(TensorEntry(spec: spec, bytes: UnsafeRawBufferPointer(start: nil, count: 0)))
+      } else if TorchCheckpoint.isContiguous(reference) {
         let begin = reference.offset * reference.dtype.size
         entries.append(TensorEntry(spec: spec, bytes: UnsafeRawBufferPointer(rebasing: storage[begin..<(begin + byteCount)])))
       } else {
         madeContiguous += 1
-        entries.append(TensorEntry(spec: spec) { sink in try gather(reference, from: storage, into: sink) })
+        entries.append(TensorEntry(spec: spec) { sink in try gather(reference, from: storage, write: sink.write) })
       }
     }
     var outputMetadata = metadata
@@ -81,7 +84,9 @@ public enum TorchImporter {
 
   /// Writes a strided view in row-major order: runs of the innermost dimension when its stride is
   /// 1, element by element otherwise, through a buffer of at most `gatherChunk` bytes.
-  static func gather(_ reference: TensorReference, from storage: UnsafeRawBufferPointer, into sink: TensorSink) throws {
+  static func gather(
+    _ reference: TensorReference, from storage: UnsafeRawBufferPointer, write: (UnsafeRawBufferPointer) throws -> Void
+  ) throws {
     let size = reference.dtype.size
     let shape = reference.shape, stride = reference.stride
     let rank = shape.count
@@ -97,7 +102,7 @@ public enum TorchImporter {
         var element = 0
         while element < inner {
           if filled + size > out.count {
-            try sink.write(UnsafeRawBufferPointer(rebasing: out[0..<filled]))
+            try write(UnsafeRawBufferPointer(rebasing: out[0..<filled]))
             filled = 0
           }
           if innerStride == 1 {
@@ -122,7 +127,7 @@ public enum TorchImporter {
           axis -= 1
         }
       }
-      if filled > 0 { try sink.write(UnsafeRawBufferPointer(rebasing: out[0..<filled])) }
+      if filled > 0 { try write(UnsafeRawBufferPointer(rebasing: out[0..<filled])) }
     }
   }
 
