@@ -53,7 +53,7 @@ struct Info: ParsableCommand {
         let kind = try InputCheck.require(path, for: .describe)
         if kind == .gguf || kind == .torchZip || kind == .torchLegacy {
           let report = kind == .gguf
-            ? try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache) : try TorchImporter.inspect(path: path)
+            ? try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache) : try TorchImporter.inspect(path: path, hashes: hash, hashCache: hashCache)
           reports.append(InfoDocument(report: report, kind: kind.name))
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue

@@ -132,8 +132,9 @@ public enum TorchImporter {
   }
 
   /// `info` for a PyTorch checkpoint: the same report as for safetensors, from the model tensors'
-  /// names, shapes and dtypes (EMA and training state are counted under findings).
-  public static func inspect(path: String) throws -> InspectionReport {
+  /// names, shapes and dtypes (EMA and training state are counted under findings). With `hashes`,
+  /// the whole file's SHA-256/AutoV1/AutoV2 (what Civitai lists for a .ckpt), through `hashCache`.
+  public static func inspect(path: String, hashes wantHashes: Bool = false, hashCache: HashCache? = nil) throws -> InspectionReport {
     let checkpoint = try TorchCheckpoint(path: path)
     let model = checkpoint.tensors.filter { $0.role != .trainingState }
     var shapes: [String: [Int]] = [:]
@@ -178,10 +179,12 @@ public enum TorchImporter {
           severity: "info", code: "training-state",
           message: "\(state) optimizer or other training-state tensors (not counted above): convert drops them", tensors: []))
     }
+    let hashes = wantHashes ? ModelHasher.hashes(of: checkpoint.mapping, dataOffset: nil, cache: hashCache) : nil
     return InspectionReport(
       path: path, format: checkpoint.format.rawValue, layout: layout.name, fileSize: checkpoint.mapping.size, headerBytes: nil,
       tensorCount: model.count, parameterCount: parameters, dtypes: dtypes, architecture: architecture,
       components: summaries.values.sorted { $0.component < $1.component }, prediction: prediction,
-      metadata: metadata, hashes: nil, keyCheck: nil, anomalies: anomalies, nonFinite: nil, keys: nil)
+      metadata: metadata, hashes: hashes?.hashes, keyCheck: nil, anomalies: anomalies, nonFinite: nil, keys: nil,
+      hashesFromCache: hashes?.fromCache)
   }
 }
