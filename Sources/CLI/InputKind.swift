@@ -24,7 +24,7 @@ struct UnusableInput: Error, ExitStatusProviding, CustomStringConvertible {
 
 /// The sniff every command makes of its inputs before anything else (`FileKind.sniff`): kinds the
 /// command cannot use end here in one line that says what the file is. Kinds whose own reader gives
-/// the better message (a malformed safetensors header, unrecognised bytes, a missing path) pass.
+/// the better message (a malformed safetensors header, a missing path) pass.
 enum InputCheck {
   @discardableResult
   static func require(_ path: String, for use: InputUse) throws -> FileKind {
@@ -41,9 +41,9 @@ enum InputCheck {
     let stem = (name as NSString).deletingPathExtension
     let convertFirst = "convert it first: `rouwei-ckpt convert \(name) -o \(stem).safetensors`"
     switch kind {
-    case .missing, .unknown, .malformedSafeTensors: return nil
-    case .empty, .truncated, .html, .json, .text, .gitLFSPointer: return "download it again"
-    case .zip, .pickle, .directory: return ""
+    case .missing, .malformedSafeTensors: return nil
+    case .empty, .truncated, .html, .json, .text: return "download it again"
+    case .zip, .pickle, .directory, .gitLFSPointer, .unknown: return ""
     case .torchZip, .torchLegacy, .gguf:
       return use == .describe || use == .convert ? nil : convertFirst
     case .diffusersFolder:

@@ -200,6 +200,12 @@ public enum FileKind: Equatable, Sendable {
       return prefix.starts(with: torchLegacyMagic) ? .torchLegacy : .pickle
     }
     if let kind = sniffText(prefix) { return kind }
+    // Binary that starts with a plausible safetensors header length (or is too short to hold one):
+    // the safetensors reader's message says what is wrong with it more precisely than we can.
+    if prefix.count < 8 { return .malformedSafeTensors }
+    var declared: UInt64 = 0
+    for index in (0..<8).reversed() { declared = declared << 8 | UInt64(prefix[index]) }
+    if declared <= SafeTensorsHeader.maximumHeaderLength { return .malformedSafeTensors }
     return .unknown(magic: prefix.prefix(8).map { String(format: "%02x", $0) }.joined(separator: " "))
   }
 
@@ -226,9 +232,10 @@ public enum FileKind: Equatable, Sendable {
     var declared: UInt64 = 0
     for index in (0..<8).reversed() { declared = declared << 8 | UInt64(prefix[index]) }
     // The JSON may be preceded by whitespace (the format allows padding).
-    guard let first = prefix[8...].first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }), first == UInt8(ascii: "{"),
-      declared >= 2, declared <= SafeTensorsHeader.maximumHeaderLength
+    guard let first = prefix[8...].first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }), first == UInt8(ascii: "{")
     else { return nil }
+    // Shaped like safetensors but with an impossible length: the reader's message says which.
+    guard declared >= 2, declared <= SafeTensorsHeader.maximumHeaderLength else { return .malformedSafeTensors }
     let headerEnd = 8 + Int(declared)
     if headerEnd > fileSize {
       return .truncated(format: "safetensors", present: fileSize, claimed: headerEnd)
