@@ -12,7 +12,7 @@ struct Info: ParsableCommand {
     abstract: "Describe checkpoints: architecture, components, dtypes, prediction type, hashes, problems.",
     discussion: """
       Reads only the header unless --hash or --scan ask for a full pass, so it answers in milliseconds
-      even for a 7 GB file. PATH may be a .safetensors file or a diffusers folder.
+      even for a 7 GB file. PATH may be a .safetensors, .gguf or PyTorch .ckpt/.pt file (read without running its pickle) or a diffusers folder.
 
       --probe runs the prediction-type probe of `verify` (the UNet at high noise on a known latent):
       a file marked epsilon that behaves like v (a merge that lost its v_pred key) or the reverse is
@@ -21,7 +21,7 @@ struct Info: ParsableCommand {
       Exit codes: 0 all files read, 2 a file is malformed or unsupported, 3 an I/O error.
       """)
 
-  @Argument(help: "Checkpoint files (.safetensors or .gguf) or diffusers folders.")
+  @Argument(help: "Checkpoint files (.safetensors, .gguf, .ckpt, .pt) or diffusers folders.")
   var paths: [String]
 
   @Flag(help: "Print one JSON document (an object for one path, an array for several).")
