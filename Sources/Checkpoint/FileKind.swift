@@ -242,9 +242,13 @@ public enum FileKind: Equatable, Sendable {
     }
     guard let path else { return .safetensors(content: .unknown, tensors: 0) }
     do {
-      let file = try SafeTensorsFile(path: path)
+      // Read (not mapped: the command maps it next, and a map is what SIGBUS guarding watches).
+      guard let header = readHeader(path: path, length: Int(declared)) else { return .malformedSafeTensors }
+      let parsed = try header.withUnsafeBytes {
+        try SafeTensorsHeader.parse($0, dataSectionLength: UInt64(fileSize - headerEnd), file: path)
+      }
       return .safetensors(
-        content: SafeTensorsContent.classify(keys: Set(file.tensors.map(\.name))), tensors: file.tensors.count)
+        content: SafeTensorsContent.classify(keys: Set(parsed.tensors.map(\.name))), tensors: parsed.tensors.count)
     } catch let error as SafeTensorsError {
       // The header parsed but its ranges reach past the end: the file was cut short, unless the
       // claim is beyond any real model (1 TB: a hostile header, which the reader's message covers).
@@ -264,13 +268,26 @@ public enum FileKind: Equatable, Sendable {
     }
   }
 
+  /// The `length` header bytes after the 8-byte prefix, or nil when they cannot all be read.
+  static func readHeader(path: String, length: Int) -> [UInt8]? {
+    let descriptor = open(path, O_RDONLY | O_NONBLOCK)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var header = [UInt8](repeating: 0, count: length)
+    var done = 0
+    while done < length {
+      let count = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + done, length - done, off_t(8 + done)) }
+      if count < 0 && errno == EINTR { continue }
+      guard count > 0 else { return nil }
+      done += count
+    }
+    return header
+  }
+
   /// The largest end offset in the header's `"data_offsets": [begin, end]` pairs, found by a plain
   /// scan (only used to diagnose a header the reader refused; nil when there is none).
   static func largestDataOffset(path: String, headerLength: Int) -> Int? {
-    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-    defer { try? handle.close() }
-    guard (try? handle.seek(toOffset: 8)) != nil, let data = try? handle.read(upToCount: headerLength) else { return nil }
-    let bytes = [UInt8](data)
+    guard let bytes = readHeader(path: path, length: headerLength) else { return nil }
     let key = Array("\"data_offsets\"".utf8)
     var largest: Int?
     var position = 0
