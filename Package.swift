@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Module map: ../shared/DESIGN.md. Dependencies run one way, lowest first:
-// C shims → SafeTensors → Checkpoint → Transforms; CBLAS → Tensors → Diffusion → Verification → CLI;
+// C shims → SafeTensors → Checkpoint → TorchImport, Transforms; CBLAS → Tensors → Diffusion → Verification → CLI;
 // Workers (the thread pool) under both Transforms and Tensors.
 // Modules join this list as their issues land (Transforms, Tensors, Diffusion, Verification).
 let package = Package(
@@ -10,7 +10,7 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "Workers", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "TorchImport", "Workers", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,6 +23,7 @@ let package = Package(
 
     .target(name: "SafeTensors"),
     .target(name: "Checkpoint", dependencies: ["SafeTensors", .product(name: "Crypto", package: "swift-crypto")]),
+    .target(name: "TorchImport", dependencies: ["SafeTensors", "Checkpoint"]),
     .target(name: "CCodecKernels"),
     .target(name: "Workers"),
     .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels", "Workers"]),
@@ -34,7 +35,7 @@ let package = Package(
     .target(name: "Verification", dependencies: ["Checkpoint", "Diffusion", "Tensors", "SafeTensors", "CPNG"]),
     .target(name: "CLI", dependencies: [
       "Workers",
-      "SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion", "Verification",
+      "SafeTensors", "Checkpoint", "TorchImport", "Transforms", "Tensors", "Diffusion", "Verification",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
@@ -43,6 +44,7 @@ let package = Package(
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "TorchImportTests", dependencies: ["TorchImport", "Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
     .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Checkpoint", "Tensors", "SafeTensors", "TestSupport"]),

@@ -84,7 +84,7 @@ struct Convert: ParsableCommand {
       (the output is kept, so it can be inspected).
       """)
 
-  @Argument(help: "The input checkpoint (.safetensors).")
+  @Argument(help: "The input checkpoint (.safetensors, .gguf, a diffusers folder, or a PyTorch .ckpt/.pt read without running its code).")
   var input: String
 
   @Option(name: .shortAndLong, help: "The output file (never one of the inputs).")
@@ -104,6 +104,9 @@ struct Convert: ParsableCommand {
 
   @Flag(help: "Drop EMA weights (model_ema.*) and training schedule buffers.")
   var dropEMA = false
+
+  @Flag(help: "With a PyTorch .ckpt/.pt input: keep its EMA weights (dropped by default; optimizer state always is).")
+  var keepEMA = false
 
   @Option(help: "Take the VAE from this file (single-file, LDM or diffusers VAE).")
   var replaceVAE: String?
@@ -151,6 +154,8 @@ struct Convert: ParsableCommand {
 
   func run() throws {
     threadsOption.apply()
+    let kind = try InputCheck.require(input, for: .convert)
+    if kind == .torchZip || kind == .torchLegacy { return try importTorch() }
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
       guard layout == .singleFile else { throw ValidationError("the input is already a diffusers folder") }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import SafeTensors
+import TorchImport
 import Transforms
 import Verification
 
@@ -11,7 +12,7 @@ struct Info: ParsableCommand {
     abstract: "Describe checkpoints: architecture, components, dtypes, prediction type, hashes, problems.",
     discussion: """
       Reads only the header unless --hash or --scan ask for a full pass, so it answers in milliseconds
-      even for a 7 GB file. PATH may be a .safetensors file or a diffusers folder.
+      even for a 7 GB file. PATH may be a .safetensors, .gguf or PyTorch .ckpt/.pt file (read without running its pickle) or a diffusers folder.
 
       --probe runs the prediction-type probe of `verify` (the UNet at high noise on a known latent):
       a file marked epsilon that behaves like v (a merge that lost its v_pred key) or the reverse is
@@ -20,7 +21,7 @@ struct Info: ParsableCommand {
       Exit codes: 0 all files read, 2 a file is malformed or unsupported, 3 an I/O error.
       """)
 
-  @Argument(help: "Checkpoint files (.safetensors or .gguf) or diffusers folders.")
+  @Argument(help: "Checkpoint files (.safetensors, .gguf, .ckpt, .pt) or diffusers folders.")
   var paths: [String]
 
   @OptionGroup var jsonOption: JSONOption
@@ -54,9 +55,11 @@ struct Info: ParsableCommand {
     var firstError: Error?
     for path in paths {
       do {
-        if GGUFInspection.isGGUF(path: path) {
-          let report = try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache)
-          reports.append(InfoDocument(report: report))
+        let kind = try InputCheck.require(path, for: .describe)
+        if kind == .gguf || kind == .torchZip || kind == .torchLegacy {
+          let report = kind == .gguf
+            ? try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache) : try TorchImporter.inspect(path: path, hashes: hash, hashCache: hashCache)
+          reports.append(InfoDocument(report: report, kind: kind.name))
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue
         }
@@ -66,6 +69,7 @@ struct Info: ParsableCommand {
         ) { done, total in progress.update(Double(done) / Double(max(total, 1))) }
         progress.finish()
         var document = InfoDocument(report: report)
+        document.kind = kind.name
         var probeLines: [String] = []
         if probe {
           let outcome = try PredictionProbe.run(
@@ -79,7 +83,7 @@ struct Info: ParsableCommand {
         }
         reports.append(document)
         if !json {
-          print(InfoView.render(report) + probeLines.joined(separator: "\n"), terminator: paths.count > 1 ? "\n" : "")
+          print(InfoView.marking(InfoView.render(report), kind: kind) + probeLines.joined(separator: "\n"), terminator: paths.count > 1 ? "\n" : "")
         }
       } catch {
         FileHandle.standardError.write(Data(("rouwei-ckpt: " + ExitStatus.message(for: error) + "\n").utf8))
@@ -107,16 +111,17 @@ struct InfoDocument: Encodable {
 
   let report: InspectionReport
   var probe: Probe?
+  /// What the sniffer says the file is (`FileKind.name`).
+  var kind: String?
 
-  private enum Keys: String, CodingKey { case probe }
+  private enum Keys: String, CodingKey { case probe, kind }
 
   /// The report's own keys (what `info --json` always printed), plus `probe` when it ran.
   func encode(to encoder: Encoder) throws {
     try report.encode(to: encoder)
-    if let probe {
-      var container = encoder.container(keyedBy: Keys.self)
-      try container.encode(probe, forKey: .probe)
-    }
+    var container = encoder.container(keyedBy: Keys.self)
+    try container.encodeIfPresent(kind, forKey: .kind)
+    if let probe { try container.encode(probe, forKey: .probe) }
   }
 }
 
@@ -129,6 +134,17 @@ struct AlreadyReported: Error, ExitStatusProviding, CustomStringConvertible {
 
 /// The human-readable view of an inspection report: a compact summary, then sections.
 enum InfoView {
+  /// Adds the sniffed kind under the file name when the file is not a whole checkpoint (a LoRA's
+  /// architecture and prediction lines describe no model of its own).
+  static func marking(_ text: String, kind: FileKind) -> String {
+    guard case .safetensors(let content, _) = kind, content != .fullCheckpoint else { return text }
+    var lines = text.components(separatedBy: "\n")
+    let note = content == .loraAdapter || content == .textualInversion || content == .controlNet
+      ? " (an add-on for a base model: architecture and prediction below describe no model of its own)" : ""
+    lines.insert("  kind: \(content.title.dropFirst(content.title.hasPrefix("an ") ? 3 : 2))\(note)", at: min(1, lines.count))
+    return lines.joined(separator: "\n")
+  }
+
   static func render(_ r: InspectionReport) -> String {
     var out: [String] = []
     let name = (r.path as NSString).lastPathComponent

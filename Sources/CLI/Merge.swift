@@ -115,6 +115,7 @@ struct Merge: ParsableCommand {
   func run() throws {
     threadsOption.apply()
     let request = try buildRequest()
+    for input in request.inputs { try InputCheck.require(input, for: .merge) }
     let bar = ProgressBar("merging", total: 1, quiet: json)
     let report = try Merger.merge(request, output: output, hashCache: hashCacheOptions.cache()) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
     bar.finish()

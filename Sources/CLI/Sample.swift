@@ -120,6 +120,7 @@ struct Sample: ParsableCommand {
   }
 
   func run() throws {
+    try InputCheck.require(model, for: .render)
     var request = SampleRequest(model: model, prompt: prompt, output: output, load: modelOptions.loadOptions)
     request.settings.negative = negative
     request.settings.steps = steps

@@ -106,6 +106,8 @@ struct Verify: ParsableCommand {
   }
 
   func run() throws {
+    try InputCheck.require(model, for: .render)
+    if let reference { try InputCheck.require(reference, for: .render) }
     let report = try withProgress(quiet: json) { try request.run(progress: $0) }
     if json {
       try printJSON(report)
