@@ -34,6 +34,12 @@ public final class TorchCheckpoint: @unchecked Sendable {
   public let scalars: [String: String]
   /// Byte ranges of the storages in the file, by key.
   private let storageRanges: [String: Range<Int>]
+  /// The zip entry of each storage (for its CRC-32), by key; empty for legacy files.
+  private let storageEntries: [String: ZipArchive.Entry]
+  private let archive: ZipArchive?
+  /// Storages whose CRC-32 was checked (each once, however many tensors view it).
+  private var verified = Set<String>()
+  private let verifyChecksums: Bool
 
   public enum Format: String, Codable, Sendable {
     case zip = "pytorch-zip"
@@ -46,16 +52,22 @@ public final class TorchCheckpoint: @unchecked Sendable {
   static let maximumTensors = 1 << 20
 
   /// Opens and validates `path`: every tensor's storage exists, has the declared size, and holds
-  /// every element the tensor's shape, strides and offset reach.
-  public init(path: String) throws {
+  /// every element the tensor's shape, strides and offset reach; the pickle's CRC-32 matches.
+  /// Storage CRCs are checked by `verifyStorage` (the import does, before copying a storage).
+  /// `verifyChecksums: false` skips every CRC (for the fuzzer, which mutates bytes freely).
+  public init(path: String, verifyChecksums: Bool = true) throws {
     self.path = path
+    self.verifyChecksums = verifyChecksums
     mapping = try MappedFile(path: path)
+    var entries: [String: ZipArchive.Entry] = [:]
+    var zip: ZipArchive?
     let bytes = mapping.bytes(offset: 0, count: mapping.size)
     var machine: PickleMachine
     var ranges: [String: Range<Int>] = [:]
     if bytes.count >= 4 && bytes.u32(0) == 0x0403_4B50 {
       format = .zip
       let archive = try ZipArchive(mapping: mapping, path: path)
+      zip = archive
       let pickles = archive.entries.filter { entry in
         let parts = entry.name.split(separator: "/", omittingEmptySubsequences: false)
         return parts.count == 2 && parts[1] == "data.pkl"
@@ -72,6 +84,7 @@ public final class TorchCheckpoint: @unchecked Sendable {
       guard pickle.size <= Self.maximumPickleBytes else {
         throw TorchImportError.limitExceeded(file: path, reason: "data.pkl of \(pickle.size) bytes (at most \(Self.maximumPickleBytes))")
       }
+      if verifyChecksums { try archive.verify(pickle) }
       machine = PickleMachine(file: path)
       defer { machine.tearDown() }
       let (value, _) = try machine.run(archive.data(pickle))
@@ -85,6 +98,7 @@ public final class TorchCheckpoint: @unchecked Sendable {
             file: path, reason: "storage '\(key)' holds \(entry.size) bytes but is declared as \(storage.count) × \(storage.dtype?.rawValue ?? "byte")")
         }
         ranges[key] = entry.dataOffset..<(entry.dataOffset + entry.size)
+        entries[key] = entry
       }
       (tensors, scalars) = try Self.flatten(value, file: path)
     } else {
@@ -133,6 +147,8 @@ public final class TorchCheckpoint: @unchecked Sendable {
       (tensors, scalars) = try Self.flatten(value, file: path)
     }
     storageRanges = ranges
+    storageEntries = entries
+    archive = zip
     for tensor in tensors { try Self.check(tensor, storageBytes: ranges[tensor.reference.storage.key]?.count ?? -1, file: path) }
   }
 
@@ -143,6 +159,15 @@ public final class TorchCheckpoint: @unchecked Sendable {
   public func storageBytes(_ tensor: Tensor) -> UnsafeRawBufferPointer {
     let range = storageRanges[tensor.reference.storage.key]!
     return mapping.bytes(offset: range.lowerBound, count: range.count)
+  }
+
+  /// Checks the CRC-32 of the tensor's storage entry, once per storage (zip files; legacy files
+  /// record none).
+  public func verifyStorage(of tensor: Tensor) throws {
+    let key = tensor.reference.storage.key
+    guard verifyChecksums, let archive, let entry = storageEntries[key], !verified.contains(key) else { return }
+    try archive.verify(entry)
+    verified.insert(key)
   }
 
   /// Whether the tensor is one row-major run of its storage.

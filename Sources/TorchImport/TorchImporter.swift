@@ -61,10 +61,17 @@ public enum TorchImporter {
         entries.append(TensorEntry(spec: spec, bytes: UnsafeRawBufferPointer(start: nil, count: 0)))
       } else if TorchCheckpoint.isContiguous(reference) {
         let begin = reference.offset * reference.dtype.size
-        entries.append(TensorEntry(spec: spec, bytes: UnsafeRawBufferPointer(rebasing: storage[begin..<(begin + byteCount)])))
+        let bytes = UnsafeRawBufferPointer(rebasing: storage[begin..<(begin + byteCount)])
+        entries.append(TensorEntry(spec: spec) { sink in
+          try checkpoint.verifyStorage(of: tensor)
+          try sink.write(bytes)
+        })
       } else {
         madeContiguous += 1
-        entries.append(TensorEntry(spec: spec) { sink in try gather(reference, from: storage, write: sink.write) })
+        entries.append(TensorEntry(spec: spec) { sink in
+          try checkpoint.verifyStorage(of: tensor)
+          try gather(reference, from: storage, write: sink.write)
+        })
       }
     }
     var outputMetadata = metadata

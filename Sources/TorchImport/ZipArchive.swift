@@ -167,6 +167,18 @@ struct ZipArchive {
   func entry(_ name: String) -> Entry? { index[name].map { entries[$0] } }
 
   func data(_ entry: Entry) -> UnsafeRawBufferPointer { mapping.bytes(offset: entry.dataOffset, count: entry.size) }
+
+  /// Checks the entry's bytes against its recorded CRC-32. A zero CRC on a non-empty entry means
+  /// none was recorded (`torch.serialization.set_crc32_options(False)`) and is accepted.
+  func verify(_ entry: Entry) throws {
+    guard entry.crc32 != 0 || entry.size == 0 else { return }
+    let computed = CRC32.checksum(data(entry))
+    guard computed == entry.crc32 else {
+      throw TorchImportError.invalidZip(
+        file: path,
+        reason: "entry '\(SafeTensorsError.printable(entry.name, limit: 160))' fails its CRC-32 check (recorded \(String(format: "%08x", entry.crc32)), computed \(String(format: "%08x", computed))): the file is corrupted, download it again")
+    }
+  }
 }
 
 extension UnsafeRawBufferPointer {

@@ -86,6 +86,35 @@ import TestSupport
     #expect(report.anomalies.contains { $0.code == "training-state" && $0.message.hasPrefix("2 ") })
   }
 
+  /// A download corrupted in place (same length): the CRC-32 torch records catches it, in the
+  /// pickle when the file opens, in a storage before its bytes are written.
+  @Test func corruptedEntriesFailTheirChecksum() throws {
+    #expect(Array("123456789".utf8).withUnsafeBytes { CRC32.checksum($0) } == 0xCBF4_3926)
+    let original = [UInt8](try #require(FileManager.default.contents(atPath: TestPaths.fixture("torch/sd-nested.ckpt"))))
+    let directory = TestPaths.temporaryDirectory("torch-crc")
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let path = directory + "/corrupt.ckpt"
+    let clean = try TorchCheckpoint(path: TestPaths.fixture("torch/sd-nested.ckpt"))
+    let storage = try #require(clean.tensors.first { $0.name == "model.diffusion_model.input_blocks.0.0.weight" })
+    let storageOffset = clean.storageBytes(storage).baseAddress! - clean.mapping.bytes(offset: 0, count: 1).baseAddress!
+
+    var bytes = original
+    bytes[storageOffset + 5] ^= 0x40
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    let checkpoint = try TorchCheckpoint(path: path)  // opens: storages are checked when used
+    #expect(checkpoint.tensors.count == clean.tensors.count)
+    #expect {
+      try TorchImporter.convert(input: path, output: directory + "/out.safetensors")
+    } throws: { "\($0)".contains("fails its CRC-32 check") && "\($0)".contains("the file is corrupted") }
+    #expect(!FileManager.default.fileExists(atPath: directory + "/out.safetensors"))
+
+    bytes = original
+    let pickle = try #require((0..<(bytes.count - 8)).first { bytes[$0..<($0 + 8)].elementsEqual(Array("data.pkl".utf8)) })
+    bytes[pickle + 8 + 40] ^= 0x01  // a byte inside the pickle (the local header is 30 bytes + name + padding)
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    #expect(throws: TorchImportError.self) { try TorchCheckpoint(path: path) }
+  }
+
   // MARK: - Hostile input
 
   @Test func everyHostileFileIsRefusedByName() throws {
