@@ -2,15 +2,15 @@
 import PackageDescription
 
 // Module map: ../shared/DESIGN.md. Dependencies run one way, lowest first:
-// C shims → SafeTensors → Checkpoint → TorchImport, Transforms; CBLAS → Tensors → Diffusion → Verification → CLI;
-// Workers (the thread pool) under both Transforms and Tensors.
+// C shims → SafeTensors → Checkpoint → TorchImport; Checkpoint → Weights → Transforms; CBLAS → Tensors → Diffusion (→ Weights)
+// → Verification → CLI; Workers (the thread pool) under Weights, Transforms and Tensors.
 // Modules join this list as their issues land (Transforms, Tensors, Diffusion, Verification).
 let package = Package(
   name: "rouwei-ckpt",
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "TorchImport", "Workers", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "TorchImport", "Workers", "Weights", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -26,30 +26,32 @@ let package = Package(
     .target(name: "TorchImport", dependencies: ["SafeTensors", "Checkpoint"]),
     .target(name: "CCodecKernels"),
     .target(name: "Workers"),
-    .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels", "Workers"]),
+    .target(name: "Weights", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels", "Workers"]),
+    .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "Weights", "CCodecKernels", "Workers"]),
     .target(name: "CTensorKernels"),
     .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels", "Workers"]),
-    .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Transforms"], resources: [
+    .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Weights"], resources: [
       .copy("Resources/bpe_simple_vocab_16e6.txt.zst"), .copy("Resources/LICENSE-bpe_simple_vocab.txt"),
     ]),
-    .target(name: "Verification", dependencies: ["Checkpoint", "Diffusion", "Tensors", "SafeTensors", "CPNG"]),
+    .target(name: "Verification", dependencies: ["Diffusion", "Weights", "Checkpoint", "Tensors", "SafeTensors", "CPNG"]),
     .target(name: "CLI", dependencies: [
       "Workers",
-      "SafeTensors", "Checkpoint", "TorchImport", "Transforms", "Tensors", "Diffusion", "Verification",
+      "SafeTensors", "Checkpoint", "TorchImport", "Weights", "Transforms", "Tensors", "Diffusion", "Verification",
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
-    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Transforms", "Tensors", "Diffusion"]),
+    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Transforms", "Tensors", "Diffusion"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TorchImportTests", dependencies: ["TorchImport", "Checkpoint", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+    .testTarget(name: "WeightsTests", dependencies: ["Weights", "Transforms", "Checkpoint", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Weights", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
-    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Checkpoint", "Tensors", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Weights", "Checkpoint", "Tensors", "SafeTensors", "TestSupport"]),
     .testTarget(name: "VerificationTests", dependencies: ["Verification", "Checkpoint", "Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "CLITests", dependencies: ["CLI", "Checkpoint", "Verification", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "CLITests", dependencies: ["CLI", "Checkpoint", "Weights", "Verification", "SafeTensors", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
   swiftLanguageModes: [.v5]

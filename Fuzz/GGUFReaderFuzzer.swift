@@ -8,6 +8,7 @@
 import Foundation
 import SafeTensors
 import Transforms
+import Weights
 
 /// One scratch file per process, rewritten for every input (tmpfs when there is one).
 private let scratchPath: String = {

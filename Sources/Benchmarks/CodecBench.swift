@@ -1,6 +1,7 @@
 import Foundation
 import SafeTensors
 import Transforms
+import Weights
 
 /// Single-thread throughput of the dtype codecs on 16 Mi values (values per second and input GB/s):
 /// decode of every stored float dtype, encode to every narrow dtype, and ggml dequantization.

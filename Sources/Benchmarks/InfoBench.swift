@@ -1,4 +1,5 @@
 import Transforms
+import Weights
 import Checkpoint
 import Foundation
 import SafeTensors

@@ -3,6 +3,7 @@ import Checkpoint
 import Foundation
 import SafeTensors
 import Transforms
+import Weights
 
 /// Target dtypes as users of ComfyUI/A1111/sd-scripts spell them.
 enum TargetDType: String, ExpressibleByArgument, CaseIterable {
@@ -146,10 +147,9 @@ struct Convert: ParsableCommand {
     if ztsnr && setPrediction != .v {
       throw ValidationError("--ztsnr needs --set-prediction v")
     }
-    if verification.isEnabled && (layout == .diffusers || components != nil) {
-      throw ValidationError("--verify renders a whole single-file checkpoint; not a diffusers folder or extracted components")
+    if verification.isEnabled, let components, !(try Convert.parseComponents(components)).contains(.unet) {
+      throw ValidationError("--verify renders a model: the selected components must include the UNet")
     }
-    try verification.validate(output: output)
   }
 
   func run() throws {
@@ -206,7 +206,7 @@ struct Convert: ParsableCommand {
       FileHandle.standardError.write(Data("rouwei-ckpt: warning: \(warning)\n".utf8))
     }
     if json {
-      try verification.printJSON(report, output: output)
+      try verification.printJSON(report, output: output, partsFrom: input)
     } else {
       print("\(report.output): \(report.tensorsWritten) tensors (\(report.tensorsConverted) converted, \(report.tensorsKeptWide) kept in their dtype, \(report.tensorsDropped) dropped), \(InfoView.bytes(report.bytesIn)) → \(InfoView.bytes(report.bytesOut)) in \(String(format: "%.1f", report.seconds)) s")
       if !report.clamped.isEmpty {
@@ -215,7 +215,7 @@ struct Convert: ParsableCommand {
       if !report.nanTensors.isEmpty {
         print("NaN carried over in \(report.nanTensors.count) tensors: \(report.nanTensors.keys.sorted().prefix(5).joined(separator: ", "))")
       }
-      try verification.printText(output: output)
+      try verification.printText(output: output, partsFrom: input)
     }
   }
 

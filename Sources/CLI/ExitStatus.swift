@@ -5,6 +5,7 @@ import Foundation
 import SafeTensors
 import Transforms
 import Verification
+import Weights
 
 /// The process exit codes scripts can rely on.
 public enum ExitStatus: Int32, Sendable {
@@ -42,7 +43,10 @@ public enum ExitStatus: Int32, Sendable {
     case let error as CheckpointError: return status(io: error.isIOFailure)
     // Transforms
     case let error as MergeError: return status(io: error.isIOFailure)
-    case is ConversionError, is GGUFError, is CodecError: return .badInput
+    case is ConversionError: return .badInput
+    // Weights
+    case let error as WeightSourceError: return status(io: error.isIOFailure)
+    case is GGUFError, is CodecError: return .badInput
     // Diffusion
     case let error as DiffusionError: return status(io: error.isIOFailure)
     case is ModelError: return .badInput

@@ -4,6 +4,7 @@ import Foundation
 import SafeTensors
 import TorchImport
 import Transforms
+import Weights
 import Verification
 
 /// `rouwei-ckpt info`: what a checkpoint is and what is wrong with it.
@@ -56,18 +57,22 @@ struct Info: ParsableCommand {
     for path in paths {
       do {
         let kind = try InputCheck.require(path, for: .describe)
-        if kind == .gguf || kind == .torchZip || kind == .torchLegacy {
-          let report = kind == .gguf
-            ? try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache) : try TorchImporter.inspect(path: path, hashes: hash, hashCache: hashCache)
+        if kind == .torchZip || kind == .torchLegacy {
+          let report = try TorchImporter.inspect(path: path, hashes: hash, hashCache: hashCache)
           reports.append(InfoDocument(report: report, kind: kind.name))
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue
         }
-        let progress = ProgressBar("reading", total: 1, quiet: json)
-        let report = try Inspector.inspect(
-          path: path, options: .init(hashes: hash, scan: scan, listKeys: keys, hashCache: hashCache)
-        ) { done, total in progress.update(Double(done) / Double(max(total, 1))) }
-        progress.finish()
+        let report: InspectionReport
+        if kind == .gguf {
+          report = try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache)
+        } else {
+          let progress = ProgressBar("reading", total: 1, quiet: json)
+          report = try Inspector.inspect(
+            path: path, options: .init(hashes: hash, scan: scan, listKeys: keys, hashCache: hashCache)
+          ) { done, total in progress.update(Double(done) / Double(max(total, 1))) }
+          progress.finish()
+        }
         var document = InfoDocument(report: report)
         document.kind = kind.name
         var probeLines: [String] = []

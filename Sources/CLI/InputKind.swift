@@ -44,16 +44,21 @@ enum InputCheck {
     case .missing, .malformedSafeTensors: return nil
     case .empty, .truncated, .html, .json, .text: return "download it again"
     case .zip, .pickle, .directory, .gitLFSPointer, .unknown: return ""
-    case .torchZip, .torchLegacy, .gguf:
+    case .torchZip, .torchLegacy:
       return use == .describe || use == .convert ? nil : convertFirst
-    case .diffusersFolder:
-      return use == .merge || use == .render ? convertFirst : nil
+    case .gguf, .diffusersFolder:
+      // The weight source renders both; merging reads single-file safetensors only.
+      return use == .merge ? convertFirst : nil
     case .safetensors(let content, _):
       if use == .describe || use == .convert { return nil }
       switch content {
       case .fullCheckpoint, .unknown: return nil
-      case .unetOnly, .vae, .textEncoder:
-        return use == .merge ? nil : "sample and verify render a whole single-file checkpoint (UNet, text encoders and VAE)"
+      case .unetOnly:
+        // Rendering takes the missing parts from `--text-encoders` / `--vae`; the weight source names what is missing.
+        return nil
+      case .vae, .textEncoder:
+        return use == .merge
+          ? nil : "sample and verify render a model with a UNet; pass this file as `--vae` or `--text-encoders` alongside one"
       case .loraAdapter:
         return "bake it into a model with `rouwei-ckpt merge BASE --lora \(name) -o OUT` or render with `--lora \(name)`"
       case .textualInversion:

@@ -3,6 +3,7 @@ import Checkpoint
 import Foundation
 import SafeTensors
 import Transforms
+import Weights
 
 /// `rouwei-ckpt merge`: weighted sums, add difference, SLERP, per-block α — streamed and recorded.
 struct Merge: ParsableCommand {
@@ -103,7 +104,6 @@ struct Merge: ParsableCommand {
   @OptionGroup var verification: VerifyAfterWriting
 
   func validate() throws {
-    try verification.validate(output: output)
     if !search.isEmpty && recipe == nil { throw ValidationError("--search needs --recipe") }
     if recipe == nil && inputs.count < 2 { throw ValidationError("merge needs at least two inputs (or --recipe)") }
     if let dtype, dtype == .int8 || dtype == .fp8Scaled || dtype.ggmlType?.isQuantized == true {

@@ -38,6 +38,16 @@ struct ModelOptions: ParsableArguments {
 
   @OptionGroup var threadsOption: ThreadsOption
 
+  @Option(
+    name: .customLong("text-encoders"),
+    help: ArgumentHelp(
+      "Take the text encoders from this file: a CLIP-L/CLIP-G component file (single-file, ComfyUI or diffusers names) or a whole checkpoint (repeat for two files).",
+      valueName: "file"))
+  var textEncoders: [String] = []
+
+  @Option(help: ArgumentHelp("Take the VAE from this file: a VAE file or a whole checkpoint (for UNet-only artifacts, or to swap the VAE).", valueName: "file"))
+  var vae: String?
+
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
   func validate() throws {
@@ -48,7 +58,7 @@ struct ModelOptions: ParsableArguments {
   var loadOptions: ModelLoadOptions {
     ModelLoadOptions(
       behaviour: predictionOptions.behaviour, headDimension: headDim, threads: threadsOption.threads,
-      hashCache: hashCacheOptions.cache())
+      hashCache: hashCacheOptions.cache(), textEncoders: textEncoders, vae: vae)
   }
 }
 
@@ -67,7 +77,7 @@ struct Sample: ParsableCommand {
       CPU; use --size 512x512 and fewer steps for a quick look.
       """)
 
-  @Argument(help: "The checkpoint (single-file SDXL .safetensors).")
+  @Argument(help: "The model: a single-file .safetensors of any dtype, a GGUF, a diffusers folder, or a UNet-only file with --text-encoders/--vae.")
   var model: String
 
   @Option(name: .shortAndLong, help: "The prompt (ComfyUI syntax by default; see --prompt-style).")

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import Verification
+import Weights
 
 /// `--verify` for commands that write a checkpoint (`convert`, `merge`): once the output is
 /// complete, run `verify` on it, so a broken artifact fails the command that made it.
@@ -27,18 +28,18 @@ struct VerifyAfterWriting: ParsableArguments {
     }
   }
 
-  /// Checks that `output` is something `verify` can render: a single-file safetensors checkpoint.
-  func validate(output: String) throws {
-    guard isEnabled else { return }
-    guard output.lowercased().hasSuffix(".safetensors") else {
-      throw ValidationError("--verify renders single-file .safetensors checkpoints; verify the output after converting it back")
-    }
-  }
-
   /// The verification these options describe for `output`; `change` is the kind of change from
   /// the reference (a merge's renders are meant to differ: compared, never failed).
-  func request(for output: String, change: ChangeKind? = nil) -> VerifyRequest {
-    var request = VerifyRequest(model: output, load: ModelLoadOptions(hashCache: HashCache.fromEnvironment()))
+  /// `partsFrom` (the conversion's input) lends the text encoders and VAE a UNet-only output lacks.
+  func request(for output: String, change: ChangeKind? = nil, partsFrom: String? = nil) throws -> VerifyRequest {
+    var load = ModelLoadOptions(hashCache: HashCache.fromEnvironment())
+    if let partsFrom {
+      let written = try WeightSource(path: output)
+      let present = Set(written.names.map { component(ofSingleFileKey: $0) })
+      if !present.contains(.clipL) || !present.contains(.clipG) { load.textEncoders = [partsFrom] }
+      if !present.contains(.vae) { load.vae = partsFrom }
+    }
+    var request = VerifyRequest(model: output, load: load)
     request.reference = verifyReference
     if verifyReference != nil { request.change = change }
     if let verifyPreset { request.preset = verifyPreset }
@@ -48,9 +49,9 @@ struct VerifyAfterWriting: ParsableArguments {
 
   /// Runs the verification of `output` when asked: the report, or nil when not asked. Progress
   /// and the human report are printed unless `json` (then the caller prints the report).
-  func run(on output: String, json: Bool, change: ChangeKind? = nil) throws -> VerifyReport? {
+  func run(on output: String, json: Bool, change: ChangeKind? = nil, partsFrom: String? = nil) throws -> VerifyReport? {
     guard isEnabled else { return nil }
-    let request = request(for: output, change: change)
+    let request = try request(for: output, change: change, partsFrom: partsFrom)
     let report = try withProgress(quiet: json) { try request.run(progress: $0) }
     if !json { print(report.text) }
     return report
@@ -60,8 +61,8 @@ struct VerifyAfterWriting: ParsableArguments {
 extension VerifyAfterWriting {
   /// `--json` output of a writing command: its `report` alone, or, with `--verify`, beside the
   /// verification of `output` as one document; then exit 1 if verification failed.
-  func printJSON<Report: Encodable>(_ report: Report, output: String, change: ChangeKind? = nil) throws {
-    guard let verified = try run(on: output, json: true, change: change) else {
+  func printJSON<Report: Encodable>(_ report: Report, output: String, change: ChangeKind? = nil, partsFrom: String? = nil) throws {
+    guard let verified = try run(on: output, json: true, change: change, partsFrom: partsFrom) else {
       return try CLI.printJSON(report)
     }
     try CLI.printJSON(ReportWithVerification(result: report, verification: verified))
@@ -70,8 +71,8 @@ extension VerifyAfterWriting {
 
   /// Human output of a writing command, after its own lines: the verification report when asked,
   /// then exit 1 if it failed.
-  func printText(output: String, change: ChangeKind? = nil) throws {
-    try requirePassed(try run(on: output, json: false, change: change))
+  func printText(output: String, change: ChangeKind? = nil, partsFrom: String? = nil) throws {
+    try requirePassed(try run(on: output, json: false, change: change, partsFrom: partsFrom))
   }
 }
 

@@ -1,4 +1,5 @@
 import Checkpoint
+import Weights
 import Foundation
 import SafeTensors
 
@@ -99,29 +100,14 @@ public enum Converter {
     if let dtype = request.dtype, !FloatCodec.supported.contains(dtype) && dtype != .i8 {
       throw ConversionError.invalidRequest("conversion to \(dtype.rawValue) is not supported")
     }
-    // int8 layers of the input: weight → its row scales, to dequantize for float targets.
-    let int8Scales = Dictionary(
-      source.tensors.compactMap { tensor -> (String, TensorInfo)? in
-        guard tensor.dtype == .i8, tensor.name.hasSuffix(".weight"), tensor.shape.count == 2,
-          let scale = source.info(Int8Rows.layer(of: tensor.name) + ".weight_scale")
-        else { return nil }
-        return (tensor.name, scale)
-      }, uniquingKeysWith: { first, _ in first })
-    let dequantizing = !int8Scales.isEmpty && request.dtype != nil && request.dtype != .i8
     if request.scaledFP8 && request.dtype != .f8e4m3 {
       throw ConversionError.invalidRequest("scaled fp8 needs the fp8-e4m3fn target")
     }
-    // Scaled-fp8 input: fp8 weight → its scale, to dequantize for any other target.
-    let fp8Scales: [String: TensorInfo] =
-      source.contains(ScaledFP8.marker)
-      ? Dictionary(
-        source.tensors.compactMap { tensor -> (String, TensorInfo)? in
-          guard tensor.dtype == .f8e4m3 || tensor.dtype == .f8e5m2, tensor.name.hasSuffix(".weight"),
-            let scale = source.info(String(tensor.name.dropLast(".weight".count)) + ".scale_weight")
-          else { return nil }
-          return (tensor.name, scale)
-        }, uniquingKeysWith: { first, _ in first }) : [:]
-    let unscaling = source.contains(ScaledFP8.marker) && request.dtype != nil && !request.scaledFP8
+    // Quantized layers of the input (int8 rows, scaled or tensorwise fp8) are dequantized through
+    // their decoder for a float target, and their bookkeeping goes with them: `QuantizedLayers` is
+    // the one rule, shared with the engine's decoder and the merger.
+    let keepsQuantization = request.dtype == nil || request.dtype == .i8 || (request.scaledFP8 && QuantizedLayers.hasScaledFP8Marker(source))
+    let dequantizing = !keepsQuantization && source.tensors.contains { QuantizedLayers.isQuantized($0, in: source) }
     var quantizedLayers: [String] = []
 
     // Select and plan every output tensor from the mapped inputs.
@@ -154,26 +140,14 @@ public enum Converter {
         dropped += 1  // replaced below
         continue
       }
-      if dequantizing {
-        if let scale = int8Scales[tensor.name], let target = request.dtype {
+      if dequantizing, let target = request.dtype {
+        if QuantizedLayers.isQuantized(tensor, in: source) {
           plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
-            try Int8Rows.dequantize(file: source, weight: tensor, scale: scale, to: target, sink: sink)
+            try Streaming.convert(TensorDecoder.resolve(file: source, tensor: tensor), to: target, policy: .clamp, sink: sink)
           })
           continue
         }
-        if tensor.name.hasSuffix(".comfy_quant") || int8Scales.values.contains(where: { $0.name == tensor.name }) {
-          dropped += 1
-          continue
-        }
-      }
-      if unscaling {
-        if let scale = fp8Scales[tensor.name], let target = request.dtype {
-          plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
-            try ScaledFP8.dequantize(file: source, weight: tensor, scale: scale, to: target, sink: sink)
-          })
-          continue
-        }
-        if tensor.name == ScaledFP8.marker || tensor.name.hasSuffix(".scale_weight") || tensor.name.hasSuffix(".scale_input") {
+        if QuantizedLayers.isBookkeeping(tensor.name, in: source) {
           dropped += 1
           continue
         }

@@ -1,4 +1,5 @@
 import Checkpoint
+import Weights
 import Foundation
 import SafeTensors
 
@@ -173,6 +174,12 @@ public enum GGUFExport {
     metadata.append(("rouwei.tool", .string("rouwei-ckpt")))
     metadata.append(("rouwei.version", .string(ToolInfo.version)))
     metadata.append(("rouwei.source", .string((input as NSString).lastPathComponent)))
+    // The model's own metadata (modelspec.*, prediction type, head size) travels as GGUF strings,
+    // as a safetensors conversion keeps it, so readers of the GGUF decide the same way.
+    let written = Set(metadata.map(\.0))
+    for (key, value) in source.metadata.sorted(by: { $0.key < $1.key }) where !written.contains(key) && key != GGUFImport.scalarsKey {
+      metadata.append((key, .string(value)))
+    }
     // GGUF has no rank-0 tensors (ggml stores them as [1]); remember which were scalars.
     let scalars = tensors.filter { $0.shape.isEmpty }.map(\.name)
     if !scalars.isEmpty { metadata.append((GGUFImport.scalarsKey, .string(scalars.joined(separator: "\n")))) }

@@ -1,4 +1,5 @@
 import Checkpoint
+import Weights
 import Foundation
 import SafeTensors
 

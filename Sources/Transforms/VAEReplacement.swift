@@ -1,4 +1,5 @@
 import Checkpoint
+import Weights
 import SafeTensors
 
 /// Reads the VAE out of a file for "bake in a VAE": a single-file checkpoint (`first_stage_model.`),

@@ -89,7 +89,7 @@ import TestSupport
       (["merge", kind("checkpoint.safetensors"), kind("peft-lora.safetensors"), "-o", "m.safetensors"], "peft-lora.safetensors is a LoRA adapter"),
       (["merge", kind("checkpoint.safetensors"), kind("embedding.safetensors"), "-o", "m.safetensors"], "is a textual-inversion embedding"),
       (["verify", kind("controlnet.safetensors")], "is a ControlNet"),
-      (["sample", kind("model.gguf"), "-p", "x", "-o", "x.png"], "model.gguf is a GGUF file: convert it first: `rouwei-ckpt convert model.gguf -o model.safetensors`"),
+      (["merge", kind("checkpoint.safetensors"), kind("model.gguf"), "-o", "m.safetensors"], "model.gguf is a GGUF file: convert it first: `rouwei-ckpt convert model.gguf -o model.safetensors`"),
       (["verify", kind("model.ckpt")], "model.ckpt is a PyTorch checkpoint (torch.save zip): convert it first"),
       (["info", kind("error-page.safetensors")], "error-page.safetensors is an HTML page (a failed download?): first line '<!DOCTYPE html>'"),
       (["convert", kind("api-error.safetensors"), "-o", "x.safetensors"], "is a JSON document, not a model: first line '{\"error\":\"Unauthorized\""),
@@ -97,7 +97,7 @@ import TestSupport
       (["merge", kind("truncated.safetensors"), kind("checkpoint.safetensors"), "-o", "m.safetensors"], "is a truncated safetensors file"),
       (["sample", kind("lfs-pointer.safetensors"), "-p", "x", "-o", "x.png"], "is a Git LFS pointer"),
       (["info", kind("plain.pkl")], "is a Python pickle, not a PyTorch checkpoint"),
-      (["sample", kind("vae.safetensors"), "-p", "x", "-o", "x.png"], "is a VAE: sample and verify render a whole single-file checkpoint"),
+      (["sample", kind("vae.safetensors"), "-p", "x", "-o", "x.png"], "is a VAE: sample and verify render a model with a UNet; pass this file as `--vae`"),
     ]
     for (arguments, fragment) in cases {
       let (run, files, directory) = try Self.runInEmptyDirectory(arguments)

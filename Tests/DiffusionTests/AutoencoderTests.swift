@@ -130,9 +130,10 @@ import Testing
   }
 
   static func goldenBytes(_ weights: ModelWeights, _ key: String) throws -> [UInt8] {
-    let info = try #require(weights.file.info(key))
+    let file = try SafeTensorsFile(path: weights.file.path)
+    let info = try #require(file.info(key))
     #expect(info.dtype == .u8)
-    return Array(try weights.file.data(named: key))
+    return try withExtendedLifetime(file) { Array(try file.data(named: key)) }
   }
 
   @Test func quantizationConventions() {

@@ -1,4 +1,5 @@
 import Checkpoint
+import SafeTensors
 import Foundation
 import Tensors
 import Testing
@@ -39,7 +40,8 @@ import TestSupport
     #expect(image.nmse <= 1e-8, "image \(image)")
     // The bar for images: within 1/255 on ≥ 99 % of the 8-bit values.
     let ours = RGBImage.images(unitRange: result.image)[0].pixels
-    let theirs = Array(try Self.golden.file.data(named: "\(variant).image_u8"))
+    let goldenFile = try SafeTensorsFile(path: Self.golden.file.path)
+    let theirs = try withExtendedLifetime(goldenFile) { Array(try goldenFile.data(named: "\(variant).image_u8")) }
     #expect(ours.count == theirs.count)
     let close = zip(ours, theirs).filter { abs(Int($0) - Int($1)) <= 1 }.count
     #expect(Double(close) >= 0.99 * Double(theirs.count), "\(close) of \(theirs.count) values within 1/255")

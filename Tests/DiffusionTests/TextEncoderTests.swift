@@ -285,8 +285,9 @@ struct GoldenTensors {
     to path: String, dtype: DType, drop: Set<String> = [], reshape: [String: [Int]] = [:]
   ) throws {
     let source = try ModelWeights(path: TextEncoderTests.checkpoint)
+    let file = try SafeTensorsFile(path: TextEncoderTests.checkpoint)
     var entries = [TensorEntry]()
-    for info in source.file.tensors where info.name.hasPrefix("conditioner.embedders.") {
+    for info in file.tensors where info.name.hasPrefix("conditioner.embedders.") {
       guard !drop.contains(info.name) else { continue }
       let shape = reshape[info.name] ?? info.shape
       if info.dtype == .f16 {
@@ -301,13 +302,14 @@ struct GoldenTensors {
             }
           })
       } else {
-        let bytes = source.file.data(info)
+        let bytes = file.data(info)
         entries.append(
           TensorEntry(
             spec: TensorSpec(name: info.name, dtype: info.dtype, shape: shape), bytes: bytes))
       }
     }
-    try SafeTensorsWriter.write(to: path, entries: entries, metadata: nil)
+    // The entries point into the map: keep it until they are written.
+    try withExtendedLifetime(file) { try SafeTensorsWriter.write(to: path, entries: entries, metadata: nil) }
   }
 
   /// Float32 → bfloat16 bits, rounding to nearest even (as torch's `.to(torch.bfloat16)`).

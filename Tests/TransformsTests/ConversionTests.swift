@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 @Suite struct ConversionTests {
   let fixture = TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")

@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// single file → diffusers folder → single file is bit-identical, and the folder says v-pred.
 @Suite struct DiffusersLayoutTests {

@@ -4,6 +4,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// Our casts against PyTorch's on the same inputs (Fixtures/codecs/casts.safetensors).
 @Suite struct FloatCodecTests {

@@ -4,6 +4,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// The GGUF fuzz target's seed corpus (Fixtures/fuzz/gguf, Scripts/fixtures/make_fuzz_seeds.py):
 /// each malformed seed ends in the GGUFError its name promises, each one-type seed opens and

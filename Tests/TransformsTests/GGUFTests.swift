@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// GGML block quantizers against the `gguf` package, and whole GGUF files that gguf-py read back
 /// (Scripts/fixtures/make_gguf_goldens.py).

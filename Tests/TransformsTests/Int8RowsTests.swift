@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// Per-row int8 against torch (Scripts/fixtures/make_int8_goldens.py), and the round trip back.
 @Suite struct Int8RowsTests {

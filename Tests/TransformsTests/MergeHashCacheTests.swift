@@ -5,6 +5,7 @@ import TestSupport
 import Testing
 
 @testable import Transforms
+import Weights
 
 /// A merge with the hash cache: the second run takes the inputs' hashes from the cache and writes
 /// the same bytes as the first.

@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// Merges against torch goldens (Scripts/fixtures/make_merge_goldens.py) and the rules for what is
 /// not a weight.

@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// ComfyUI scaled fp8 against torch (Scripts/fixtures/make_scaled_fp8_goldens.py), and back.
 @Suite struct ScaledFP8Tests {

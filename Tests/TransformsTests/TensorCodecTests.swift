@@ -6,6 +6,7 @@ import Testing
 import TestSupport
 
 @testable import Transforms
+import Weights
 
 /// The chunked decode/encode API (`TensorDecoder`, `ChunkEncoder`, `Transcoder`) against the torch
 /// and gguf-py goldens, and the GGUF reader on a file gguf-py wrote in ComfyUI-GGUF's style

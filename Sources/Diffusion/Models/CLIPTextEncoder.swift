@@ -1,6 +1,6 @@
 import SafeTensors
 import Tensors
-import Transforms
+import Weights
 
 /// The two CLIP text towers of an SDXL checkpoint, told apart by their key naming.
 public enum CLIPTextEncoderKind: String, Sendable, CaseIterable {
@@ -181,15 +181,7 @@ public final class CLIPTextEncoder {
 
     // The embedding table is read row by row from the map: it is the largest tensor of both
     // towers (253 MB as Float32 for G) and an encode touches at most a few hundred rows.
-    let embeddingName = weights.prefix + names.tokenEmbedding
-    guard let embeddingInfo = weights.file.info(embeddingName) else {
-      throw ModelError.missingWeight(file: file, key: embeddingName)
-    }
-    do {
-      tokenEmbedding = try TensorDecoder.resolve(file: weights.file, tensor: embeddingInfo)
-    } catch {
-      throw ModelError.undecodable(file: file, key: embeddingName, reason: "\(error)")
-    }
+    tokenEmbedding = try weights.decoder(names.tokenEmbedding)
     positionEmbedding = try weights.tensor(names.positionEmbedding, shape: positionShape)
     if weights.contains(names.finalNorm + ".weight") {
       finalNorm = (

@@ -1,6 +1,7 @@
+import Checkpoint
 import SafeTensors
 import Tensors
-import Transforms
+import Weights
 
 /// What can go wrong while loading or running a model (weights missing, of the wrong shape, or not
 /// decodable; inputs that do not fit the model). The CLI maps these to exit code 2.
@@ -19,7 +20,11 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
   public var description: String {
     switch self {
     case .missingWeight(let file, let key):
-      return "\(file): tensor '\(key)' is missing; the model cannot be built without it"
+      let text = "\(file): tensor '\(key)' is missing; the model cannot be built without it"
+      // A UNet-only artifact needs its parts from elsewhere.
+      if key.hasPrefix("conditioner.") { return text + " (for a UNet-only artifact, pass --text-encoders FILE)" }
+      if key.hasPrefix("first_stage_model.") { return text + " (for a UNet-only artifact, pass --vae FILE)" }
+      return text
     case .badShape(let file, let key, let shape, let expected):
       return "\(file): tensor '\(key)' has shape \(shape), expected \(expected)"
     case .undecodable(let file, let key, let reason):
@@ -32,79 +37,113 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
   }
 }
 
-/// The weights of a checkpoint, read from its mapped safetensors file by single-file (SGM/LDM)
-/// key names and widened to Float32 on demand (fp16, bf16, fp8, scaled fp8 and per-row int8 all
-/// decode through `TensorDecoder`).
+/// The weights of a model, served by a `WeightSource` under canonical single-file (SGM/LDM) names
+/// whatever the artifact (single-file, UNet-only plus parts, diffusers folder, GGUF), and widened
+/// to Float32 on demand (fp16, bf16, fp8, scaled fp8, per-row int8 and ggml blocks all decode
+/// through `TensorDecoder`).
 ///
 /// A scope (`scoped(_:)`) names weights relative to a component prefix, so that a text encoder
 /// asks for `text_model.embeddings.token_embedding.weight` whatever file it lives in. Nothing is
 /// cached: each `tensor(_:)` call makes a fresh Float32 copy the caller owns, so a model holds its
 /// layers' weights and the map holds the rest on disk.
 public struct ModelWeights: @unchecked Sendable {
-  /// The mapped file.
-  public let file: SafeTensorsFile
+  /// Where the tensors come from.
+  public let source: WeightSource
   /// Prepended to every key asked for.
   public let prefix: String
 
-  /// Opens (maps) the safetensors file at `path`.
-  public init(path: String) throws {
-    self.init(file: try SafeTensorsFile(path: path))
+  /// The artifact as a whole, for messages, metadata and integrity checks.
+  public var file: Artifact { Artifact(source: source) }
+
+  /// The artifact seen as one file: its path, metadata and tensor list (canonical names).
+  public struct Artifact {
+    public let source: WeightSource
+    /// The path the model was opened from.
+    public var path: String { source.path }
+    /// The main artifact's string metadata.
+    public var metadata: [String: String] { source.metadata }
+    /// Every served tensor in artifact order.
+    public var tensors: [WeightSource.Entry] { source.names.compactMap(source.entry) }
+    /// The served tensor `name` (a full canonical name), or nil.
+    public func info(_ name: String) -> WeightSource.Entry? { source.entry(name) }
+    /// Throws when a mapped file changed under us.
+    public func checkIntact() throws { try source.checkIntact() }
   }
 
-  /// Weights read from an already opened file, optionally under a prefix.
-  public init(file: SafeTensorsFile, prefix: String = "") {
-    self.file = file
+  /// Opens the artifact at `path` (detected by content: safetensors, GGUF or a diffusers folder).
+  public init(path: String) throws {
+    self.init(source: try WeightSource(path: path))
+  }
+
+  /// Opens `artifact`, taking the text encoders from `textEncoders` and the VAE from `vae` when
+  /// given (component files or whole checkpoints): how `sample`, `verify` and the verify library
+  /// open a model.
+  public init(artifact: String, textEncoders: [String] = [], vae: String? = nil) throws {
+    self.init(source: try WeightSource(artifact: artifact, textEncoders: textEncoders, vae: vae))
+  }
+
+  /// Weights served by `source`, optionally under a prefix.
+  public init(source: WeightSource, prefix: String = "") {
+    self.source = source
     self.prefix = prefix
   }
 
-  /// The same file with `component` appended to the prefix.
+  /// The same source with `component` appended to the prefix.
   public func scoped(_ component: String) -> ModelWeights {
-    ModelWeights(file: file, prefix: prefix + component)
+    ModelWeights(source: source, prefix: prefix + component)
   }
 
-  /// Whether the file holds `key` (relative to the prefix).
-  public func contains(_ key: String) -> Bool { file.contains(prefix + key) }
+  /// Whether the source holds `key` (relative to the prefix).
+  public func contains(_ key: String) -> Bool { source.contains(prefix + key) }
 
-  /// The stored shape of `key`, or nil when the file lacks it.
-  public func shape(_ key: String) -> [Int]? { file.info(prefix + key)?.shape }
+  /// The single-file shape of `key`, or nil when the source lacks it.
+  public func shape(_ key: String) -> [Int]? { source.shape(prefix + key) }
 
-  /// Every key in the file that starts with the prefix, with the prefix removed.
+  /// Every key the source serves that starts with the prefix, with the prefix removed.
   public var keys: [String] {
-    file.tensors.compactMap { $0.name.hasPrefix(prefix) ? String($0.name.dropFirst(prefix.count)) : nil }
+    source.names.compactMap { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : nil }
+  }
+
+  /// The decoder of `key` (relative to the prefix), for code that widens weights itself (row by
+  /// row, layer by layer) instead of taking a Float32 copy.
+  public func decoder(_ key: String) throws -> TensorDecoder {
+    let name = prefix + key
+    guard source.contains(name) else { throw ModelError.missingWeight(file: source.path, key: name) }
+    do {
+      return try source.decoder(name)
+    } catch {
+      throw ModelError.undecodable(file: source.entry(name)?.file ?? source.path, key: name, reason: "\(error)")
+    }
   }
 
   /// A fresh Float32 copy of `key`, checked against `shape` when given (an empty shape is
   /// accepted for a scalar expected as `[1]`).
   public func tensor(_ key: String, shape expected: [Int]? = nil) throws -> Tensor {
     let name = prefix + key
-    guard let info = file.info(name) else { throw ModelError.missingWeight(file: file.path, key: name) }
-    if let expected, info.shape != expected, !(info.elementCount == 1 && expected.reduce(1, *) == 1) {
-      throw ModelError.badShape(file: file.path, key: name, shape: info.shape, expected: "\(expected)")
+    guard let entry = source.entry(name) else { throw ModelError.missingWeight(file: source.path, key: name) }
+    let elements = entry.shape.reduce(1, *)
+    if let expected, entry.shape != expected, !(elements == 1 && expected.reduce(1, *) == 1) {
+      throw ModelError.badShape(file: entry.file, key: name, shape: entry.shape, expected: "\(expected)")
     }
-    let shapeDims = expected ?? (info.shape.isEmpty ? [1] : info.shape)
+    let shapeDims = expected ?? (entry.shape.isEmpty ? [1] : entry.shape)
     guard shapeDims.count <= Shape.maximumRank else {
-      throw ModelError.badShape(file: file.path, key: name, shape: info.shape, expected: "at most \(Shape.maximumRank) dimensions")
+      throw ModelError.badShape(file: entry.file, key: name, shape: entry.shape, expected: "at most \(Shape.maximumRank) dimensions")
     }
-    let decoder: TensorDecoder
-    do {
-      decoder = try TensorDecoder.resolve(file: file, tensor: info)
-    } catch {
-      throw ModelError.undecodable(file: file.path, key: name, reason: "\(error)")
-    }
+    let decoder = try self.decoder(key)
     let result = Tensor(zeros: Shape(shapeDims))
     decoder.decode(0..<decoder.elementCount, into: UnsafeMutableBufferPointer(start: result.pointer, count: result.count))
-    try file.checkIntact()
+    try source.checkIntact()
     return result
   }
 
-  /// `tensor(key)` when the file holds it, else nil (for optional biases).
+  /// `tensor(key)` when the source holds it, else nil (for optional biases).
   public func optionalTensor(_ key: String, shape: [Int]? = nil) throws -> Tensor? {
     contains(key) ? try tensor(key, shape: shape) : nil
   }
 
   /// The stored shape of `key`, or a `missingWeight` error.
   public func requireShape(_ key: String) throws -> [Int] {
-    guard let found = shape(key) else { throw ModelError.missingWeight(file: file.path, key: prefix + key) }
+    guard let found = shape(key) else { throw ModelError.missingWeight(file: source.path, key: prefix + key) }
     return found
   }
 }

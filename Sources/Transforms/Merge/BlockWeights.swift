@@ -1,4 +1,5 @@
 import Checkpoint
+import Weights
 
 /// Which tool's key → block table the 20 per-block numbers follow. They disagree on where
 /// `time_embed`, `label_emb` and the VAE go (merge-and-quantization.md §1.7).

@@ -1,4 +1,5 @@
 import Checkpoint
+import Weights
 import Foundation
 import SafeTensors
 
@@ -83,10 +84,10 @@ public enum Merger {
     let a = files[0]
     var missing: [String] = []
     for file in files.dropFirst() {
-      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) && !QuantizedLayers.isBookkeeping(tensor.name, in: a) {
         missing.append(tensor.name)
       }
-      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) && !QuantizedLayers.isBookkeeping(tensor.name, in: file) {
         missing.append(tensor.name)
       }
     }
@@ -117,7 +118,7 @@ public enum Merger {
     let a = files[0]
     let layout = Layout.detect(keys: Set(a.tensors.map(\.name)))
     var plan = TensorPlan()
-    for tensor in a.tensors where !isMarker(tensor.name) && !isQuantizationBookkeeping(tensor.name) {
+    for tensor in a.tensors where !isMarker(tensor.name) && !QuantizedLayers.isBookkeeping(tensor.name, in: a) {
       let sources = files.map { $0.info(tensor.name) }
       let component = layout.component(of: tensor.name)
       if let index = copySource(tensor: tensor, sources: sources, component: component, file: a, request: request) {
@@ -316,12 +317,6 @@ public enum Merger {
   }
 
   static func isMarker(_ key: String) -> Bool { key == MarkerKey.vPrediction || key == MarkerKey.zeroTerminalSNR }
-
-  /// Bookkeeping tensors of quantized layers: they vanish when the layer is dequantized.
-  static func isQuantizationBookkeeping(_ key: String) -> Bool {
-    key.hasSuffix(".weight_scale") || key.hasSuffix(".comfy_quant") || key.hasSuffix(".scale_weight")
-      || key.hasSuffix(".scale_input") || key == MarkerKey.scaledFP8
-  }
 
   /// Markers are decided, not copied: agreeing inputs keep theirs; disagreeing inputs need `--prediction`.
   static func decideMarkers(files: [SafeTensorsFile], names: [String], request: MergeRequest) throws -> ([String], String) {

@@ -2,6 +2,7 @@ import Checkpoint
 import Diffusion
 import Foundation
 import Tensors
+import Weights
 
 /// How a model is opened and run: what every render request (sample, verify, the probe) shares.
 public struct ModelLoadOptions: Sendable {
@@ -13,14 +14,22 @@ public struct ModelLoadOptions: Sendable {
   public var threads: Int?
   /// Where whole-file hashes (the PNG's model hash) are remembered; nil hashes every time.
   public var hashCache: HashCache?
+  /// Files that lend the text encoders (a CLIP-L/CLIP-G component file or a whole checkpoint), for
+  /// UNet-only artifacts or to swap them.
+  public var textEncoders: [String]
+  /// A file that lends the VAE (a VAE file or a whole checkpoint).
+  public var vae: String?
 
   public init(
-    behaviour: ModelBehaviour? = nil, headDimension: Int? = nil, threads: Int? = nil, hashCache: HashCache? = nil
+    behaviour: ModelBehaviour? = nil, headDimension: Int? = nil, threads: Int? = nil, hashCache: HashCache? = nil,
+    textEncoders: [String] = [], vae: String? = nil
   ) {
     self.behaviour = behaviour
     self.headDimension = headDimension
     self.threads = threads
     self.hashCache = hashCache
+    self.textEncoders = textEncoders
+    self.vae = vae
   }
 
   /// The compute context with the thread count applied: process-wide, to OpenBLAS and to the
@@ -51,16 +60,31 @@ public struct LoadedModel {
   public let loadSeconds: Double
   let hashCache: HashCache?
 
-  /// Opens the model artifact at `path`: the one place a model file is opened for rendering, so
-  /// new kinds of artifact land here.
-  public static func openWeights(_ path: String) throws -> ModelWeights {
-    try ModelWeights(path: path)
+  /// Opens the model artifact at `path` (any layout the weight source reads) with the parts
+  /// `options` lend: the one place a model is opened for rendering. With `partsOnlyWhereMissing`
+  /// (a reference render) they fill only components the artifact lacks, so its own text encoders
+  /// and VAE are compared as shipped.
+  public static func openWeights(
+    _ path: String, options: ModelLoadOptions = ModelLoadOptions(), partsOnlyWhereMissing: Bool = false
+  ) throws -> ModelWeights {
+    guard partsOnlyWhereMissing else {
+      return try ModelWeights(artifact: path, textEncoders: options.textEncoders, vae: options.vae)
+    }
+    let source = try WeightSource(path: path)
+    let present = Set(source.names.map { component(ofSingleFileKey: $0) })
+    if !present.contains(.clipL) || !present.contains(.clipG) {
+      for part in options.textEncoders { try source.add(part: part, components: [.clipL, .clipG]) }
+    }
+    if !present.contains(.vae), let vae = options.vae { try source.add(part: vae, components: [.vae]) }
+    return ModelWeights(source: source)
   }
 
-  /// Opens `path` and builds the pipeline (fp32 copies: ~14 GB for SDXL).
-  public init(path: String, options: ModelLoadOptions = ModelLoadOptions()) throws {
+  /// Opens `path` and builds the pipeline.
+  public init(
+    path: String, options: ModelLoadOptions = ModelLoadOptions(), partsOnlyWhereMissing: Bool = false
+  ) throws {
     let clock = Date()
-    let weights = try Self.openWeights(path)
+    let weights = try Self.openWeights(path, options: options, partsOnlyWhereMissing: partsOnlyWhereMissing)
     let file = weights.file
     declaration = PredictionDetector.detect(keys: Set(file.tensors.map(\.name)), metadata: file.metadata)
     let behaviour = options.behaviour ?? declaration.behaviour
@@ -86,7 +110,9 @@ public struct LoadedModel {
 
   /// The AutoV2 hash A1111 writes as `Model hash` (through the hash cache when there is one).
   public func modelHash() -> String {
-    ModelHasher.hashes(of: pipeline.weights.file.mapping, dataOffset: nil, cache: hashCache).hashes.autoV2
+    pipeline.weights.source.primaryMapping.map {
+      ModelHasher.hashes(of: $0, dataOffset: nil, cache: hashCache).hashes.autoV2
+    } ?? ""
   }
 
   /// Runs `settings` in order, reporting every step of all of them as one `label` task.

@@ -40,7 +40,7 @@ public struct SampleRequest {
     settings.width = size.width
     settings.height = size.height
     if let noiseFrom {
-      settings.initialNoise = try ModelWeights(file: SafeTensorsFile(path: noiseFrom)).tensor("noise").scalars
+      settings.initialNoise = try ModelWeights(path: noiseFrom).tensor("noise").scalars
     }
     guard let result = try model.generate([settings], label: "sampling", progress: progress).first else {
       throw VerificationError.invalidInput(reason: "nothing was rendered")

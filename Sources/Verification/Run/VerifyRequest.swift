@@ -2,6 +2,7 @@ import Checkpoint
 import Diffusion
 import Foundation
 import SafeTensors
+import Weights
 
 /// The whole verify run as a library call: render a prompt set, check every image, probe the
 /// prediction type, compare with a reference; what `rouwei-ckpt verify` (and `convert`/`merge
@@ -79,7 +80,7 @@ public struct VerifyRequest {
     let settings = plan(for: model)
     let results = try model.generate(settings, label: "verify", progress: progress)
     let changeKind = references.map {
-      change ?? ChangeKind.inferred(model: model.pipeline.weights.file, reference: $0.file)
+      change ?? ChangeKind.inferred(model: model.pipeline.weights.source, reference: $0.source)
     }
     let hash = model.modelHash()
     var images: [VerifyReport.Image] = []
@@ -126,12 +127,12 @@ public struct VerifyRequest {
     }
   }
 
-  /// The reference's images (and its file, to guess the kind of change); the pipeline is released
-  /// on return.
-  func renderReference(_ path: String, progress: ProgressHandler?) throws -> (images: [FloatImage], file: SafeTensorsFile) {
-    let model = try LoadedModel(path: path, options: load)
+  /// The reference's images (and its weights, to guess the kind of change); the pipeline is
+  /// released on return.
+  func renderReference(_ path: String, progress: ProgressHandler?) throws -> (images: [FloatImage], source: WeightSource) {
+    let model = try LoadedModel(path: path, options: load, partsOnlyWhereMissing: true)
     let results = try model.generate(plan(for: model), label: "reference", progress: progress)
-    return (try results.map { try FloatImage(tensor: $0.image) }, model.pipeline.weights.file)
+    return (try results.map { try FloatImage(tensor: $0.image) }, model.pipeline.weights.source)
   }
 
   /// Writes the contact sheet of `images` (when there are any): its path.

@@ -64,6 +64,17 @@ public struct TensorDecoder: @unchecked Sendable {
   /// How the bytes map to values.
   public let encoding: StoredEncoding
   let bytes: UnsafeRawBufferPointer
+  /// Stored bytes, or a tensor a weight source assembles from others (diffusers folders split
+  /// OpenCLIP's fused q/k/v and transpose `text_projection`).
+  let arrangement: Arrangement
+
+  indirect enum Arrangement {
+    case stored
+    /// Parts stacked along dimension 0, in order.
+    case concatenation([TensorDecoder])
+    /// The transpose of a `rows × columns` matrix.
+    case transpose(TensorDecoder, rows: Int, columns: Int)
+  }
 
   /// Default chunk: 1 Mi values (4 MiB of Float32).
   public static let defaultChunk = 1 << 20
@@ -106,12 +117,59 @@ public struct TensorDecoder: @unchecked Sendable {
     self.name = name
     self.elementCount = elementCount
     self.bytes = bytes
+    arrangement = .stored
+  }
+
+  private init(name: String, elementCount: Int, encoding: StoredEncoding, arrangement: Arrangement) {
+    self.name = name
+    self.elementCount = elementCount
+    self.encoding = encoding
+    self.bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+    self.arrangement = arrangement
+  }
+
+  /// The values of `parts` one after another (tensors stacked along dimension 0), under `name`.
+  /// `encoding` reports the first part's.
+  public static func concatenating(_ parts: [TensorDecoder], name: String) -> TensorDecoder {
+    if parts.count == 1, let only = parts.first { return only }
+    return TensorDecoder(
+      name: name, elementCount: parts.reduce(0) { $0 + $1.elementCount }, encoding: parts.first?.encoding ?? .float(.f32),
+      arrangement: .concatenation(parts))
+  }
+
+  /// The transpose of this tensor read as a `rows × columns` matrix, under `name`.
+  public func transposed(rows: Int, columns: Int, name: String) -> TensorDecoder {
+    precondition(rows * columns == elementCount, "transposed: \(rows)×\(columns) is not \(elementCount) values")
+    return TensorDecoder(name: name, elementCount: elementCount, encoding: encoding, arrangement: .transpose(self, rows: rows, columns: columns))
   }
 
   /// Decodes values `range` (any sub-range of `0..<elementCount`) into `output` (`range.count` long).
   public func decode(_ range: Range<Int>, into output: UnsafeMutableBufferPointer<Float>) {
     precondition(range.lowerBound >= 0 && range.upperBound <= elementCount && output.count == range.count, "decode: bad range")
     guard !range.isEmpty, let out = output.baseAddress else { return }
+    switch arrangement {
+    case .stored: break
+    case .concatenation(let parts):
+      var start = 0
+      for part in parts {
+        let overlap = max(range.lowerBound, start)..<min(range.upperBound, start + part.elementCount)
+        if !overlap.isEmpty {
+          part.decode(
+            (overlap.lowerBound - start)..<(overlap.upperBound - start),
+            into: UnsafeMutableBufferPointer(start: out + (overlap.lowerBound - range.lowerBound), count: overlap.count))
+        }
+        start += part.elementCount
+      }
+      return
+    case .transpose(let source, let rows, let columns):
+      // Small matrices only (text_projection): decoded whole, then read across.
+      let values = source.decodeAll()
+      for index in range {
+        let row = index / rows, column = index % rows  // output is columns × rows
+        out[index - range.lowerBound] = values[column * columns + row]
+      }
+      return
+    }
     switch encoding {
     case .float(let dtype):
       let width = dtype.bitWidth / 8
@@ -192,11 +250,11 @@ public struct TensorDecoder: @unchecked Sendable {
   ///    another format, or ConvRot (rotated weights), is refused rather than decoded wrongly;
   ///  - F8 `<layer>.weight` with `<layer>.scale_weight` in a file with the `scaled_fp8` marker
   ///    (ComfyUI scaled fp8), or with a scalar `<layer>.weight_scale` (comfy_quant tensorwise fp8):
-  ///    fp8 × scale;
+  ///    fp8 × scale (the rule is `QuantizedLayers.scale(of:in:)`);
   ///  - any other float tensor: as stored.
   public static func resolve(file: SafeTensorsFile, tensor: TensorInfo) throws -> TensorDecoder {
     let bytes = file.data(tensor)
-    let layer = tensor.name.hasSuffix(".weight") ? String(tensor.name.dropLast(".weight".count)) : nil
+    let layer = QuantizedLayers.layer(of: tensor.name)
     func scalars(_ name: String) throws -> [Float]? {
       guard let info = file.info(name) else { return nil }
       guard FloatCodec.supported.contains(info.dtype) else {
@@ -211,9 +269,12 @@ public struct TensorDecoder: @unchecked Sendable {
         throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "\(what) is not supported")
       }
     }
+    // Which scale applies is decided once, by `QuantizedLayers` (the converter and merger use it too).
+    let scaleInfo = QuantizedLayers.scale(of: tensor, in: file)
+    let scale = try scaleInfo.map { try scalars($0.name) ?? [] }
     switch tensor.dtype {
     case .i8:
-      guard let layer, tensor.shape.count == 2, let scales = try scalars(layer + ".weight_scale") else {
+      guard tensor.shape.count == 2, let scales = scale else {
         throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "I8 without a per-row weight_scale holds integers, not weights")
       }
       let rows = tensor.shape[0], columns = tensor.shape[1]
@@ -228,16 +289,11 @@ public struct TensorDecoder: @unchecked Sendable {
       }
       return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .int8Rows(scales: perRow, columns: columns), file: file.path)
     case .f8e4m3, .f8e5m2:
-      if let layer {
-        let marked = file.contains(MarkerKey.scaledFP8) || file.contains("scaled_fp8")
-        let scale = try marked ? scalars(layer + ".scale_weight") : nil
-        let tensorwise = try scale == nil ? scalars(layer + ".weight_scale") : nil
-        if let found = scale ?? tensorwise {
-          guard found.count == 1 else {
-            throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "fp8 scale has \(found.count) values (one expected)")
-          }
-          return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .scaledFloat(tensor.dtype, scale: found[0]), file: file.path)
+      if let found = scale {
+        guard found.count == 1 else {
+          throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "fp8 scale has \(found.count) values (one expected)")
         }
+        return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .scaledFloat(tensor.dtype, scale: found[0]), file: file.path)
       }
       return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .float(tensor.dtype), file: file.path)
     default:
@@ -274,79 +330,5 @@ public struct TensorDecoder: @unchecked Sendable {
     guard let object else { return nil }
     let name = object["format"] as? String ?? "(no format)"
     return (name, (object["convrot"] as? Bool) == true)
-  }
-}
-
-/// Encodes Float32 chunks to a dtype with an overflow policy, accumulating statistics across chunks:
-/// the streaming counterpart of `TensorDecoder`.
-public struct ChunkEncoder {
-  /// The dtype written.
-  public let target: DType
-  /// What happens to finite values the target cannot hold.
-  public let policy: OverflowPolicy
-  /// Everything seen so far (overflowed and NaN counts).
-  public private(set) var statistics = EncodeStatistics()
-  private var buffer: [UInt8] = []
-
-  /// An encoder to `target` (one of `FloatCodec.supported`).
-  public init(target: DType, policy: OverflowPolicy) throws {
-    guard FloatCodec.supported.contains(target) else {
-      throw CodecError.unsupported(file: "-", tensor: "-", reason: "\(target.rawValue) is not a float type this codec writes")
-    }
-    self.target = target
-    self.policy = policy
-  }
-
-  /// Bytes per value of the target.
-  public var width: Int { target.bitWidth / 8 }
-
-  /// Encodes `values` into `output` (at least `values.count × width` bytes); returns bytes written.
-  @discardableResult
-  public mutating func encode(_ values: UnsafeBufferPointer<Float>, into output: UnsafeMutableRawBufferPointer) -> Int {
-    statistics += FloatCodec.encode(values, to: target, into: output, policy: policy)
-    return values.count * width
-  }
-
-  /// Encodes `values` and appends the bytes to `sink` (through an internal reusable buffer).
-  public mutating func encode(_ values: UnsafeBufferPointer<Float>, into sink: TensorSink) throws {
-    let bytes = values.count * width
-    if buffer.count < bytes { buffer = [UInt8](repeating: 0, count: bytes) }
-    let stats = buffer.withUnsafeMutableBytes { FloatCodec.encode(values, to: target, into: $0, policy: policy) }
-    statistics += stats
-    try buffer.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<bytes])) }
-  }
-
-  /// Throws `CodecError.outOfRange` naming the tensor when the policy is `.refuse` and any value
-  /// overflowed (the output must then be abandoned).
-  public func checkRefusal(file: String, tensor: String) throws {
-    if policy == .refuse, statistics.overflowed > 0 {
-      throw CodecError.outOfRange(file: file, tensor: tensor, target: target, count: statistics.overflowed)
-    }
-  }
-}
-
-/// Decode → encode in one streamed pass: what `convert` does per tensor.
-public enum Transcoder {
-  /// Streams `decoder`'s values to `target` bytes in `sink`, chunk by chunk. Under `.refuse`,
-  /// throws `CodecError.outOfRange` after the pass if anything overflowed (caller abandons output).
-  @discardableResult
-  public static func transcode(
-    _ decoder: TensorDecoder, to target: DType, policy: OverflowPolicy, sink: TensorSink, file: String,
-    chunkElements: Int = TensorDecoder.defaultChunk
-  ) throws -> EncodeStatistics {
-    var encoder = try ChunkEncoder(target: target, policy: policy)
-    try decoder.forEachChunk(chunkElements: chunkElements) { _, values in try encoder.encode(values, into: sink) }
-    try encoder.checkRefusal(file: file, tensor: decoder.name)
-    return encoder.statistics
-  }
-
-  /// Counts what encoding `decoder`'s values to `target` would overflow, writing nothing.
-  public static func count(_ decoder: TensorDecoder, to target: DType, chunkElements: Int = TensorDecoder.defaultChunk) throws -> EncodeStatistics {
-    var encoder = try ChunkEncoder(target: target, policy: .refuse)
-    var scratch = [UInt8](repeating: 0, count: min(chunkElements, max(decoder.elementCount, 1)) * encoder.width)
-    decoder.forEachChunk(chunkElements: chunkElements) { _, values in
-      scratch.withUnsafeMutableBytes { _ = encoder.encode(values, into: $0) }
-    }
-    return encoder.statistics
   }
 }
