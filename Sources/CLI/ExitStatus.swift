@@ -1,3 +1,4 @@
+import Adapters
 import ArgumentParser
 import Checkpoint
 import Diffusion
@@ -41,6 +42,8 @@ public enum ExitStatus: Int32, Sendable {
     case let error as SafeTensorsError: return status(io: error.isIOFailure)
     // Checkpoint
     case let error as CheckpointError: return status(io: error.isIOFailure)
+    // Adapters
+    case let error as AdapterError: return status(io: error.isIOFailure)
     // Transforms
     case let error as MergeError: return status(io: error.isIOFailure)
     case is ConversionError: return .badInput
