@@ -95,7 +95,7 @@ struct Merge: ParsableCommand {
   @Flag(help: "Saturate merged values outside the output dtype instead of failing.")
   var clamp = false
 
-  @Option(name: .customLong("lora"), parsing: .singleValue, help: "Bake an adapter into the one input: FILE[:STRENGTH[:TE_STRENGTH]] (repeatable, applied in order).")
+  @Option(name: .customLong("lora"), parsing: .singleValue, help: ArgumentHelp("Bake an adapter into the one input: FILE[:STRENGTH[:TE_STRENGTH]] (repeatable, applied in order).", valueName: "file[:s]"))
   var loras: [String] = []
 
   @Option(help: "With --lora: multiplies every adapter's strength on the UNet.")
