@@ -111,29 +111,34 @@ extension AdapterFile {
         delta = zip(products[0], products[1]).map { $0 * $1 }
       }
     case .lokr:
-      // W1 [a, c]
-      let w1: [Float], a: Int, c: Int
-      if let s = self.shape(module, .lokrW1) {
-        (w1, a, c) = (try values(module, .lokrW1), s[0], s[1])
-      } else {
-        let sa = self.shape(module, .lokrW1a)!, sb = self.shape(module, .lokrW1b)!
-        (w1, a, c) = (DenseMath.matmul(try values(module, .lokrW1a), try values(module, .lokrW1b), m: sa[0], k: sa[1], n: sb[1]), sa[0], sb[1])
-      }
-      // W2 [b, d·hw]: stored, a product, or a Tucker rebuild.
-      let w2: [Float], b: Int, d2: Int
+      // Sizes first (W1 [a, c], W2 [b, d·hw]), so hostile factors are refused before any product.
+      let w1a = self.shape(module, .lokrW1a) ?? [], w1b = self.shape(module, .lokrW1b) ?? []
+      let w2a = self.shape(module, .lokrW2a) ?? [], w2b = self.shape(module, .lokrW2b) ?? []
+      let a: Int, c: Int, b: Int, d2: Int
+      if let s = self.shape(module, .lokrW1) { (a, c) = (s[0], s[1]) } else { (a, c) = (w1a[0], w1b[1]) }
       if let s = self.shape(module, .lokrW2) {
-        (w2, b, d2) = (try values(module, .lokrW2), s[0], s.dropFirst().reduce(1, *))
+        (b, d2) = (s[0], s.dropFirst().reduce(1, *))
       } else if let t = self.shape(module, .lokrT2) {
-        let sa = self.shape(module, .lokrW2a)!, sb = self.shape(module, .lokrW2b)!
-        let hw = t.dropFirst(2).reduce(1, *)
-        w2 = DenseMath.tucker(try values(module, .lokrT2), r1: t[0], r2: t[1], hw: hw, a: try values(module, .lokrW2a), p: sa[1], b: try values(module, .lokrW2b), q: sb[1])
-        (b, d2) = (sa[1], sb[1] * hw)
+        (b, d2) = (w2a[1], w2b[1] * t.dropFirst(2).reduce(1, *))
       } else {
-        let sa = self.shape(module, .lokrW2a)!, sb = self.shape(module, .lokrW2b)!
-        let n = sb.dropFirst().reduce(1, *)
-        (w2, b, d2) = (DenseMath.matmul(try values(module, .lokrW2a), try values(module, .lokrW2b), m: sa[0], k: sa[1], n: n), sa[0], n)
+        (b, d2) = (w2a[0], w2b.dropFirst().reduce(1, *))
       }
       guard a * b == rows, c * d2 == columns else { throw mismatch("W1 [\(a), \(c)] ⊗ W2 [\(b), \(d2)] is [\(a * b), \(c * d2)]") }
+      let w1: [Float]
+      if self.shape(module, .lokrW1) != nil {
+        w1 = try values(module, .lokrW1)
+      } else {
+        w1 = DenseMath.matmul(try values(module, .lokrW1a), try values(module, .lokrW1b), m: a, k: w1a[1], n: c)
+      }
+      let w2: [Float]
+      if self.shape(module, .lokrW2) != nil {
+        w2 = try values(module, .lokrW2)
+      } else if let t = self.shape(module, .lokrT2) {
+        let hw = t.dropFirst(2).reduce(1, *)
+        w2 = DenseMath.tucker(try values(module, .lokrT2), r1: t[0], r2: t[1], hw: hw, a: try values(module, .lokrW2a), p: b, b: try values(module, .lokrW2b), q: w2b[1])
+      } else {
+        w2 = DenseMath.matmul(try values(module, .lokrW2a), try values(module, .lokrW2b), m: b, k: w2a[1], n: d2)
+      }
       delta = [Float](repeating: 0, count: count)
       for i in 0..<a {
         for p in 0..<c {

@@ -66,6 +66,22 @@ import Weights
     #expect(a != c, "the adapters change the render")
   }
 
+  @Test func blockAndComponentStrengthsSelectWhatChanges() throws {
+    let out = TestPaths.temporaryDirectory("cli-lora-blocks") + "/b.safetensors"
+    // BASE (text encoders) 1, IN04 0, everything else 1; then the text encoders off.
+    let blocks = (0..<20).map { $0 == 5 ? "0" : "1" }.joined(separator: ",")
+    let run = try BinaryRun.run(["merge", eps, "--lora", lora("kohya_sgm"), "--blocks", blocks, "--lora-te-strength", "0", "-o", out])
+    #expect(run.status == 0, "\(run.stderr)")
+    let baked = try SafeTensorsFile(path: out), base = try SafeTensorsFile(path: eps)
+    func same(_ key: String) throws -> Bool { Array(base.data(try #require(base.info(key)))) == Array(baked.data(try #require(baked.info(key)))) }
+    let u = "model.diffusion_model."
+    #expect(try same(u + "input_blocks.4.1.proj_in.weight"))
+    #expect(try same("conditioner.embedders.0.transformer.text_model.encoder.layers.1.self_attn.q_proj.weight"))
+    #expect(try same("conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight"))
+    #expect(try !same(u + "middle_block.1.transformer_blocks.1.ff.net.0.proj.weight"))
+    #expect(try !same(u + "output_blocks.3.1.transformer_blocks.0.attn1.to_out.0.weight"))
+  }
+
   @Test func hostileAdaptersExitTwoAndWriteNothing() throws {
     let out = TestPaths.temporaryDirectory("cli-lora-hostile") + "/x.safetensors"
     for name in ["rank0", "nan_alpha", "shape_mismatch", "unmapped", "huge_rank", "rank_disagree"] {
