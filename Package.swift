@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Module map: ../shared/DESIGN.md. Dependencies run one way, lowest first:
-// C shims → SafeTensors → Checkpoint → TorchImport; Checkpoint → Weights → Adapters (LoRA files) → Transforms;
+// C shims → SafeTensors → Checkpoint → TorchImport; Checkpoint → Weights → Adapters (LoRA files) → Transforms
+// → Extraction (LoRA by SVD, + CBLAS/LAPACK);
 // CBLAS → Tensors → Diffusion (→ Weights) → Verification (→ Adapters) → CLI; Workers (the thread pool) under Weights, Transforms and Tensors.
 // Modules join this list as their issues land (Transforms, Tensors, Diffusion, Verification).
 let package = Package(
@@ -10,7 +11,7 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
-    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "TorchImport", "Workers", "Weights", "Adapters", "Transforms", "Tensors", "Diffusion", "Verification", "CLI"]),
+    .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "TorchImport", "Workers", "Weights", "Adapters", "Transforms", "Extraction", "Tensors", "Diffusion", "Verification", "CLI"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -29,6 +30,7 @@ let package = Package(
     .target(name: "Weights", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels", "Workers"]),
     .target(name: "Adapters", dependencies: ["SafeTensors", "Checkpoint", "Weights"]),
     .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Adapters", "CCodecKernels", "Workers"]),
+    .target(name: "Extraction", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Adapters", "Transforms", "CBLAS"]),
     .target(name: "CTensorKernels"),
     .target(name: "Tensors", dependencies: ["CBLAS", "CTensorKernels", "Workers"]),
     .target(name: "Diffusion", dependencies: ["CZstd", "Tensors", "SafeTensors", "Checkpoint", "Weights"], resources: [
@@ -37,8 +39,8 @@ let package = Package(
     .target(name: "Verification", dependencies: ["Diffusion", "Weights", "Adapters", "Checkpoint", "Tensors", "SafeTensors", "CPNG"]),
     .target(name: "CLI", dependencies: [
       "Workers",
-      "SafeTensors", "Checkpoint", "TorchImport", "Weights", "Adapters", "Transforms", "Tensors", "Diffusion", "Verification",
-      .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      "SafeTensors", "Checkpoint", "TorchImport", "Weights", "Adapters", "Transforms", "Extraction", "Tensors", "Diffusion",
+      "Verification", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
     .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Transforms", "Tensors", "Diffusion"]),
@@ -48,7 +50,7 @@ let package = Package(
     .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TorchImportTests", dependencies: ["TorchImport", "Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "WeightsTests", dependencies: ["Weights", "Transforms", "Checkpoint", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Weights", "Checkpoint", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Extraction", "Weights", "Checkpoint", "SafeTensors", "TestSupport"]),
     .testTarget(name: "TransformsTests", dependencies: ["Transforms", "Weights", "Checkpoint", "SafeTensors", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
     .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Weights", "Checkpoint", "Tensors", "SafeTensors", "TestSupport"]),

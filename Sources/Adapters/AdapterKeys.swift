@@ -69,6 +69,30 @@ public enum AdapterKeyMap {
   /// The SDXL weight a module name targets, or nil when it maps nowhere.
   public static func target(ofModule module: String) -> AdapterTarget? { table[module] }
 
+  /// The kohya module names (SGM UNet names, HF CLIP names) that write to the canonical weight
+  /// `key`, with their targets: one for most weights, three (q, k, v) for OpenCLIP's fused
+  /// `in_proj_weight`; empty for weights no kohya module targets. What an extractor writes.
+  public static func kohyaModules(of key: String) -> [(module: String, target: AdapterTarget)] {
+    kohyaByWeight[key] ?? []
+  }
+
+  static let kohyaByWeight: [String: [(module: String, target: AdapterTarget)]] = {
+    var result: [String: [(module: String, target: AdapterTarget)]] = [:]
+    let prefixes = ["lora_unet_", "lora_te1_", "lora_te2_"]
+    for (alias, target) in table where prefixes.contains(where: alias.hasPrefix) {
+      // Of the two UNet spellings keep the SGM one (kohya's own SDXL naming).
+      if alias.hasPrefix("lora_unet_"), !isSGM(alias) { continue }
+      result[target.key, default: []].append((alias, target))
+    }
+    for key in result.keys { result[key]?.sort { ($0.target.sliceIndex ?? 0) < ($1.target.sliceIndex ?? 0) } }
+    return result
+  }()
+
+  static func isSGM(_ alias: String) -> Bool {
+    let rest = alias.dropFirst("lora_unet_".count)
+    return ["input_blocks_", "middle_block_", "output_blocks_", "time_embed_", "label_emb_", "out_"].contains { rest.hasPrefix($0) }
+  }
+
   /// Every alias → target (built once from the SDXL template).
   public static let table: [String: AdapterTarget] = build().table
 

@@ -2,6 +2,7 @@ import Adapters
 import ArgumentParser
 import Checkpoint
 import Diffusion
+import Extraction
 import Foundation
 import SafeTensors
 import Transforms
@@ -44,6 +45,7 @@ public enum ExitStatus: Int32, Sendable {
     case let error as CheckpointError: return status(io: error.isIOFailure)
     // Adapters
     case let error as AdapterError: return status(io: error.isIOFailure)
+    case is ExtractionError: return .badInput
     // Transforms
     case let error as MergeError: return status(io: error.isIOFailure)
     case is ConversionError: return .badInput

@@ -98,6 +98,22 @@ import Weights
     #expect(try BinaryRun.run(["merge", eps, eps, "--lora", lora("kohya_sgm"), "-o", out]).status == 2)
   }
 
+  @Test func extractLoRAWritesAKohyaFileThatBakesBack() throws {
+    let directory = TestPaths.temporaryDirectory("cli-extract")
+    let base = TestPaths.fixture("lora/extract/base.safetensors"), tuned = TestPaths.fixture("lora/extract/tuned.safetensors")
+    let run = try BinaryRun.run(["extract-lora", tuned, base, "-o", directory + "/x.safetensors", "--rank", "8", "--text-encoders", "always", "--json"])
+    #expect(run.status == 0, "\(run.stderr)")
+    let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+    #expect((report["layers"] as? [Any])?.count == 9)
+    let info = try BinaryRun.run(["info", directory + "/x.safetensors"])
+    #expect(info.stdout.contains("every key maps onto SDXL") && info.stdout.contains("sdxl_base_v1-0"), "\(info.stdout)")
+    let bake = try BinaryRun.run(["merge", base, "--lora", directory + "/x.safetensors", "-o", directory + "/back.safetensors"])
+    #expect(bake.status == 0, "\(bake.stderr)")
+    #expect(try BinaryRun.run(["extract-lora", base, base, "-o", directory + "/y.safetensors"]).status == 2)
+    #expect(try BinaryRun.run(["extract-lora", tuned, base, "-o", directory + "/y.safetensors", "--energy", "2"]).status == 2)
+    #expect(try BinaryRun.run(["extract-lora", tuned, "/nonexistent.safetensors", "-o", directory + "/y.safetensors"]).status == 3)
+  }
+
   @Test func infoDescribesAnAdapter() throws {
     let run = try BinaryRun.run(["info", "--json", lora("kohya_sgm")])
     #expect(run.status == 0, "\(run.stderr)")
