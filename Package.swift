@@ -28,7 +28,7 @@ let package = Package(
     .target(name: "CCodecKernels"),
     .target(name: "Workers"),
     .target(name: "Weights", dependencies: ["SafeTensors", "Checkpoint", "CCodecKernels", "Workers"]),
-    .target(name: "Adapters", dependencies: ["SafeTensors", "Checkpoint", "Weights"]),
+    .target(name: "Adapters", dependencies: ["SafeTensors", "Checkpoint", "Weights", "CBLAS"]),
     .target(name: "Transforms", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Adapters", "CCodecKernels", "Workers"]),
     .target(name: "Extraction", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Adapters", "Transforms", "CBLAS"]),
     .target(name: "CTensorKernels"),
