@@ -1,3 +1,4 @@
+import Adapters
 import ArgumentParser
 import Checkpoint
 import Foundation
@@ -63,6 +64,15 @@ struct Info: ParsableCommand {
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue
         }
+        if case .safetensors(.loraAdapter, _) = kind {
+          let adapter = AdapterReport(try AdapterFile(path: path))
+          var document = InfoDocument(report: nil)
+          document.adapter = adapter
+          document.kind = kind.name
+          reports.append(document)
+          if !json { print(adapter.render(), terminator: paths.count > 1 ? "\n" : "") }
+          continue
+        }
         let report: InspectionReport
         if kind == .gguf {
           report = try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache)
@@ -114,7 +124,9 @@ struct InfoDocument: Encodable {
     let note: String?
   }
 
-  let report: InspectionReport
+  let report: InspectionReport?
+  /// For a LoRA/LyCORIS adapter: what it is and what it touches.
+  var adapter: AdapterReport?
   var probe: Probe?
   /// What the sniffer says the file is (`FileKind.name`).
   var kind: String?
@@ -123,7 +135,8 @@ struct InfoDocument: Encodable {
 
   /// The report's own keys (what `info --json` always printed), plus `probe` when it ran.
   func encode(to encoder: Encoder) throws {
-    try report.encode(to: encoder)
+    try report?.encode(to: encoder)
+    try adapter?.encode(to: encoder)
     var container = encoder.container(keyedBy: Keys.self)
     try container.encodeIfPresent(kind, forKey: .kind)
     if let probe { try container.encode(probe, forKey: .probe) }

@@ -1,3 +1,4 @@
+import Adapters
 import ArgumentParser
 import Checkpoint
 import Diffusion
@@ -48,17 +49,32 @@ struct ModelOptions: ParsableArguments {
   @Option(help: ArgumentHelp("Take the VAE from this file: a VAE file or a whole checkpoint (for UNet-only artifacts, or to swap the VAE).", valueName: "file"))
   var vae: String?
 
+  @Option(
+    name: .customLong("lora"), parsing: .singleValue,
+    help: ArgumentHelp(
+      "Apply a LoRA/LyCORIS adapter in memory: FILE[:STRENGTH[:TE_STRENGTH]] (repeatable; the same weights `merge --lora` bakes; a --reference renders without it).",
+      valueName: "file[:s]"))
+  var loras: [String] = []
+
+  @Flag(help: "With --lora: apply what maps onto SDXL and skip the adapter's other keys (default: refuse it).")
+  var loraSkipUnmapped = false
+
   @OptionGroup var hashCacheOptions: HashCacheOptions
 
   func validate() throws {
     if let headDim, headDim < 1 { throw ValidationError("--head-dim must be positive") }
+    for lora in loras {
+      do { _ = try AdapterSpec.parse(lora) } catch { throw ValidationError("\(error)") }
+    }
+    if loraSkipUnmapped && loras.isEmpty { throw ValidationError("--lora-skip-unmapped needs --lora") }
   }
 
   /// The library's load options these flags describe.
   var loadOptions: ModelLoadOptions {
     ModelLoadOptions(
       behaviour: predictionOptions.behaviour, headDimension: headDim, threads: threadsOption.threads,
-      hashCache: hashCacheOptions.cache(), textEncoders: textEncoders, vae: vae)
+      hashCache: hashCacheOptions.cache(), textEncoders: textEncoders, vae: vae,
+      adapters: loras.compactMap { try? AdapterSpec.parse($0) }, skipUnmappedAdapterKeys: loraSkipUnmapped)
   }
 }
 

@@ -67,6 +67,8 @@ public struct TensorDecoder: @unchecked Sendable {
   /// Stored bytes, or a tensor a weight source assembles from others (diffusers folders split
   /// OpenCLIP's fused q/k/v and transpose `text_projection`).
   let arrangement: Arrangement
+  /// Keeps bytes computed in memory alive (`owning`); nil for mapped bytes.
+  private(set) var owner: AnyObject?
 
   indirect enum Arrangement {
     case stored
@@ -126,6 +128,17 @@ public struct TensorDecoder: @unchecked Sendable {
     self.encoding = encoding
     self.bytes = UnsafeRawBufferPointer(start: nil, count: 0)
     self.arrangement = arrangement
+  }
+
+  /// A decoder over `bytes` it keeps (values computed in memory, such as a weight with adapters
+  /// applied), stored as `dtype`.
+  public static func owning(_ bytes: [UInt8], name: String, elementCount: Int, dtype: DType) throws -> TensorDecoder {
+    let box = OwnedBytes(bytes)
+    var decoder = try TensorDecoder(
+      name: name, bytes: UnsafeRawBufferPointer(rebasing: box.buffer[0..<bytes.count]), elementCount: elementCount, encoding: .float(dtype),
+      file: "(in memory)")
+    decoder.owner = box
+    return decoder
   }
 
   /// The values of `parts` one after another (tensors stacked along dimension 0), under `name`.
@@ -331,4 +344,14 @@ public struct TensorDecoder: @unchecked Sendable {
     let name = object["format"] as? String ?? "(no format)"
     return (name, (object["convrot"] as? Bool) == true)
   }
+}
+
+/// Bytes a decoder owns: copied once, freed with the last decoder that holds them.
+final class OwnedBytes: @unchecked Sendable {
+  let buffer: UnsafeMutableRawBufferPointer
+  init(_ bytes: [UInt8]) {
+    buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
+    bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+  }
+  deinit { buffer.deallocate() }
 }

@@ -1,0 +1,92 @@
+import Adapters
+import Extraction
+import Foundation
+import SafeTensors
+import TestSupport
+import Testing
+import Weights
+
+/// extract-lora on Fixtures/lora/extract (a float32 base/tuned pair with a layer of every kind),
+/// against numpy's SVD of each difference (Scripts/fixtures/make_lora_fixtures.py).
+@Suite struct ExtractionTests {
+  let base = TestPaths.fixture("lora/extract/base.safetensors")
+  let tuned = TestPaths.fixture("lora/extract/tuned.safetensors")
+
+  func golden() throws -> SafeTensorsFile { try SafeTensorsFile(path: TestPaths.fixture("lora/extract/svd.safetensors")) }
+
+  func request(rank: Int) -> ExtractionRequest {
+    var request = ExtractionRequest(tuned: tuned, base: base)
+    request.rank = rank
+    request.textEncoders = .always
+    request.dtype = .f32
+    return request
+  }
+
+  @Test func fullRankReproducesTheDifferenceToFloat32Rounding() throws {
+    let out = TestPaths.temporaryDirectory("extract-full") + "/full.safetensors"
+    let report = try LoRAExtractor.extract(request(rank: 4096), output: out)
+    #expect(report.layers.count == 9)  // te2 in_proj as q, k, v
+    #expect(report.layers.allSatisfy { abs($0.retainedEnergy - 1) < 1e-9 })
+    let adapter = try AdapterFile(path: out)
+    #expect(adapter.unmappedKeys.isEmpty)
+    let stack = try AdapterStack([AdapterApplication(adapter: adapter, unet: 1, textEncoders: 1)])
+    let b = try WeightSource(path: base), t = try WeightSource(path: tuned)
+    #expect(stack.targetKeys == Set(b.names))
+    for key in b.names {
+      var values = try b.decoder(key).decodeAll()
+      let want = try t.decoder(key).decodeAll(), original = values
+      try stack.apply(key: key, shape: b.shape(key)!, to: &values)
+      let deltaScale = zip(want, original).map { abs($0 - $1) }.max() ?? 1
+      let worst = zip(values, want).map { abs($0 - $1) }.max() ?? 0
+      // float32 SVD and products: about k·ε of the difference (k ≤ 64 singular values, ε = 1.2e-7).
+      #expect(worst <= 1e-5 * deltaScale, "\(key): \(worst) of \(deltaScale)")
+    }
+  }
+
+  @Test func reducedRankKeepsNumpysEnergyAndSingularValues() throws {
+    let svd = try golden()
+    let out = TestPaths.temporaryDirectory("extract-rank4") + "/r4.safetensors"
+    let report = try LoRAExtractor.extract(request(rank: 4), output: out)
+    let lora = try SafeTensorsFile(path: out)
+    for layer in report.layers {
+      let energy = try TensorDecoder.resolve(file: svd, tensor: #require(svd.info(layer.module + ".energy_at_rank_4"))).decodeAll()[0]
+      #expect(abs(layer.retainedEnergy - Double(energy)) < 1e-5, "\(layer.module): \(layer.retainedEnergy) vs \(energy)")
+      #expect(layer.rank == 4)
+      // lora_up = U·S with orthonormal U: its column norms are the singular values.
+      let sv = try TensorDecoder.resolve(file: svd, tensor: #require(svd.info(layer.module + ".singular_values"))).decodeAll()
+      let up = try TensorDecoder.resolve(file: lora, tensor: #require(lora.info(layer.module + ".lora_up.weight"))).decodeAll()
+      let rows = up.count / 4
+      for i in 0..<4 {
+        let norm = (0..<rows).reduce(Float(0)) { $0 + up[$1 * 4 + i] * up[$1 * 4 + i] }.squareRoot()
+        #expect(abs(norm - sv[i]) <= 1e-4 * sv[0], "\(layer.module) σ\(i): \(norm) vs \(sv[i])")
+      }
+    }
+    #expect(lora.metadata["ss_network_module"] == "networks.lora")
+    #expect(lora.metadata["ss_base_model_version"] == "sdxl_base_v1-0")
+    #expect(lora.metadata["ss_network_dim"] == "4")
+  }
+
+  @Test func energyRuleChoosesNumpysRank() throws {
+    let svd = try golden()
+    var request = request(rank: 64)
+    request.energy = 0.9
+    let report = try LoRAExtractor.extract(request, output: TestPaths.temporaryDirectory("extract-energy") + "/e.safetensors")
+    for layer in report.layers {
+      let info = try #require(svd.info(layer.module + ".rank_for_energy_0.9"))
+      let want = Int(svd.data(info).load(as: Int64.self))
+      #expect(layer.rank == want, "\(layer.module)")
+      #expect(layer.retainedEnergy >= 0.9)
+    }
+  }
+
+  @Test func identicalModelsAndBadRequestsAreRefused() throws {
+    let out = TestPaths.temporaryDirectory("extract-bad") + "/x.safetensors"
+    #expect(throws: ExtractionError.self) { try LoRAExtractor.extract(ExtractionRequest(tuned: base, base: base), output: out) }
+    var bad = request(rank: 0)
+    #expect(throws: ExtractionError.self) { try LoRAExtractor.extract(bad, output: out) }
+    bad = request(rank: 4)
+    bad.energy = 1.5
+    #expect(throws: ExtractionError.self) { try LoRAExtractor.extract(bad, output: out) }
+    #expect(!FileManager.default.fileExists(atPath: out))
+  }
+}
