@@ -13,6 +13,8 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
   case int8
   case fp8Scaled = "fp8-scaled"
   case q8_0, q5_1, q5_0, q4_1, q4_0
+  case q6_K, q5_K, q4_K, q3_K, q2_K
+  case q5_K_M = "Q5_K_M", q5_K_S = "Q5_K_S", q4_K_M = "Q4_K_M", q4_K_S = "Q4_K_S", q3_K_M = "Q3_K_M", q3_K_S = "Q3_K_S"
 
   init?(argument: String) {
     switch argument.lowercased() {
@@ -28,7 +30,14 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case "q5_0": self = .q5_0
     case "q4_1": self = .q4_1
     case "q4_0": self = .q4_0
-    default: return nil
+    case "q6_k": self = .q6_K
+    case "q5_k": self = .q5_K
+    case "q4_k": self = .q4_K
+    case "q3_k": self = .q3_K
+    case "q2_k": self = .q2_K
+    default:
+      guard let preset = GGUFPreset(name: argument), let value = TargetDType(rawValue: preset.rawValue) else { return nil }
+      self = value
     }
   }
 
@@ -41,7 +50,7 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case .fp8e5m2: return .f8e5m2
     case .int8: return .i8
     case .fp8Scaled: return .f8e4m3
-    case .q8_0, .q5_1, .q5_0, .q4_1, .q4_0: return .f16
+    default: return .f16  // GGUF block types and presets
     }
   }
 
@@ -56,10 +65,21 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case .q5_0: return .q5_0
     case .q4_1: return .q4_1
     case .q4_0: return .q4_0
+    case .q6_K: return .q6_K
+    case .q5_K: return .q5_K
+    case .q4_K: return .q4_K
+    case .q3_K: return .q3_K
+    case .q2_K: return .q2_K
     case .fp8, .fp8e5m2, .int8, .fp8Scaled: return nil
+    default: return preset?.base
     }
   }
+
+  /// The GGUF mixture this names (`Q4_K_M`, …), if any.
+  var preset: GGUFPreset? { GGUFPreset(rawValue: rawValue) }
 }
+
+extension GGMLQuantizerMethod: ExpressibleByArgument {}
 
 /// `rouwei-ckpt convert`: dtype casts, component extraction, VAE baking, prediction markers.
 struct Convert: ParsableCommand {
@@ -91,8 +111,14 @@ struct Convert: ParsableCommand {
   @Option(name: .shortAndLong, help: "The output file (never one of the inputs).")
   var output: String
 
-  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears); for .gguf output f16, f32, bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (default: keep each tensor's).")
+  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears); for .gguf output f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_M, Q3_K_S (default: keep each tensor's).")
   var dtype: TargetDType?
+
+  @Option(help: "GGUF block scales: search (least squared error, never worse than reference per block) or reference (ggml's reference quantizers, byte-identical to gguf-py/ggml).")
+  var quantizer: GGMLQuantizerMethod = .search
+
+  @Flag(help: "GGUF output: measure each quantized tensor's error (RMSE, max error relative to its range), listed worst first.")
+  var report = false
 
   @Option(help: "Components to keep, comma-separated: unet, clip_l, clip_g, vae (also text-encoders).")
   var components: String?
@@ -136,11 +162,13 @@ struct Convert: ParsableCommand {
   func validate() throws {
     if output.hasSuffix(".gguf") && !input.hasSuffix(".gguf") {
       guard let dtype, dtype.ggmlType != nil else {
-        throw ValidationError("GGUF output needs --dtype f16, f32, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0")
+        throw ValidationError("GGUF output needs --dtype f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture (Q4_K_M, …)")
       }
       if replaceVAE != nil || setPrediction != nil || !keep.isEmpty || clamp {
         throw ValidationError("--replace-vae, --set-prediction, --keep and --clamp apply to safetensors output; convert first, then to GGUF")
       }
+    } else if report || quantizer != .search {
+      throw ValidationError("--report and --quantizer apply to GGUF output")
     } else if let dtype, dtype.ggmlType?.isQuantized == true {
       throw ValidationError("\(dtype.rawValue) is a GGUF block type: write the output as .gguf")
     }
@@ -176,11 +204,12 @@ struct Convert: ParsableCommand {
     }
     if output.hasSuffix(".gguf"), let type = dtype?.ggmlType {
       let bar = ProgressBar("writing GGUF", total: 1, quiet: json)
-      let report = try GGUFExport.export(
-        input: input, output: output, type: type, components: try components.map(Convert.parseComponents),
+      let quantization = GGUFQuantization(type: type, preset: dtype?.preset, method: quantizer, measure: report)
+      let result = try GGUFExport.export(
+        input: input, output: output, quantization: quantization, components: try components.map(Convert.parseComponents),
         dropEMA: dropEMA) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
       bar.finish()
-      try show(report)
+      try show(result)
       return
     }
     var request = ConversionRequest()
@@ -214,6 +243,17 @@ struct Convert: ParsableCommand {
       }
       if !report.nanTensors.isEmpty {
         print("NaN carried over in \(report.nanTensors.count) tensors: \(report.nanTensors.keys.sorted().prefix(5).joined(separator: ", "))")
+      }
+      if let types = report.types {
+        print("types: " + types.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+      }
+      if let errors = report.quantization {
+        print("quantization error, worst first (max error / value range, RMSE / RMS value):")
+        for entry in errors {
+          let type = entry.type.padding(toLength: 6, withPad: " ", startingAt: 0)
+          let figures = String(format: "max %.3e (%.4f of range)  rmse %.3e (%.4f of rms)", entry.maxError, entry.relativeMaxError, entry.rmse, entry.relativeRMSE)
+          print("  \(type) \(figures)  \(entry.name)")
+        }
       }
       try verification.printText(output: output, partsFrom: input)
     }

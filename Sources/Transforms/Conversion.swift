@@ -80,6 +80,10 @@ public struct ConversionReport: Codable, Sendable {
   public var nanTensors: [String: Int]
   public var warnings: [String]
   public var seconds: Double
+  /// GGUF output: tensors per ggml type written.
+  public var types: [String: Int]? = nil
+  /// GGUF output with `--report`: each block-quantized tensor's error, worst first.
+  public var quantization: [QuantizationError]? = nil
 }
 
 /// Streams a safetensors checkpoint into a new one: dtype casts, component selection, VAE

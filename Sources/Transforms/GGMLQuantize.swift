@@ -1,28 +1,85 @@
 import SafeTensors
 import Weights
 
+/// How block scales are chosen.
+public enum GGMLQuantizerMethod: String, Sendable, CaseIterable {
+  /// ggml's reference quantizers (`quantize_row_*_ref`): the bytes gguf-py, ggml, stable-diffusion.cpp
+  /// and llama-quantize (without an importance matrix) write.
+  case reference
+  /// Per block, the encoding with the smallest squared error among the reference one and an
+  /// error-minimising search (legacy types: least-squares scales over a range of candidate grids;
+  /// K-quants: ggml's importance-matrix search with unit importance). Never worse than `reference`
+  /// on any block.
+  case search
+}
+
 /// ggml's reference block quantizers (`quantize_row_*_ref`), bit-exact: scales are computed in float32
 /// and stored as IEEE half; rounding is C's `roundf` for Q8_0 and truncation after `+ 0.5`/`+ 8.5`/`+ 16.5`
-/// for the 4- and 5-bit types, as in ggml.
+/// for the 4- and 5-bit types, as in ggml. K-quants are in `KQuants`; the search is `method: .search`.
 extension GGMLQuantizer {
-  /// Quantizes `values` (count a multiple of 32) into `out` (`type.byteCount(elements:)` bytes).
+  /// Quantizes `values` (count a multiple of `type.blockSize`) into `out` (`type.byteCount(elements:)` bytes).
   /// `type` must be `isQuantizable`.
-  public static func quantize(_ values: UnsafeBufferPointer<Float>, type: GGMLType, into out: UnsafeMutableRawBufferPointer) {
-    precondition(type.isQuantizable, "\(type.name) has no reference quantizer here")
-    let blocks = values.count / 32
-    precondition(out.count >= blocks * type.blockBytes, "quantize: output too short")
+  public static func quantize(
+    _ values: UnsafeBufferPointer<Float>, type: GGMLType, method: GGMLQuantizerMethod = .reference,
+    into out: UnsafeMutableRawBufferPointer
+  ) {
+    precondition(type.isQuantizable, "\(type.name) has no quantizer here")
+    let size = type.blockSize, bytes = type.blockBytes
+    let blocks = values.count / size
+    precondition(out.count >= blocks * bytes, "quantize: output too short")
+    guard blocks > 0, let source = values.baseAddress, let target = out.baseAddress else { return }
+    let scratch = KQuants.Scratch()
+    defer { scratch.deallocate() }
+    // Search: a second encoding and the dequantized values of each, to keep the better one.
+    let candidate = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
+    let decoded = UnsafeMutablePointer<Float>.allocate(capacity: size)
+    defer {
+      candidate.deallocate()
+      decoded.deallocate()
+    }
     for block in 0..<blocks {
-      let x = UnsafeBufferPointer(rebasing: values[(block * 32)..<((block + 1) * 32)])
-      let y = UnsafeMutableRawBufferPointer(rebasing: out[(block * type.blockBytes)..<((block + 1) * type.blockBytes)])
-      switch type {
-      case .q8_0: q8_0(x, y)
-      case .q4_0: q4_0(x, y)
-      case .q4_1: q4_1(x, y)
-      case .q5_0: q5_0(x, y)
-      case .q5_1: q5_1(x, y)
-      default: preconditionFailure("\(type) is not a block type")
+      let x = source + block * size
+      let y = target + block * bytes
+      let isK = size == 256
+      if isK {
+        KQuants.encode(type, x, y, scratch, unitImportance: false)
+      } else {
+        legacy(type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: y, count: bytes))
+      }
+      guard method == .search, type != .q8_0 else { continue }
+      if isK {
+        KQuants.encode(type, x, candidate, scratch, unitImportance: true)
+      } else {
+        LegacySearch.encode(type, x, candidate)
+      }
+      let reference = squaredError(x, UnsafeRawPointer(y), type, decoded)
+      if squaredError(x, UnsafeRawPointer(candidate), type, decoded) < reference {
+        y.copyMemory(from: candidate, byteCount: bytes)
       }
     }
+  }
+
+  static func legacy(_ type: GGMLType, _ x: UnsafeBufferPointer<Float>, _ y: UnsafeMutableRawBufferPointer) {
+    switch type {
+    case .q8_0: q8_0(x, y)
+    case .q4_0: q4_0(x, y)
+    case .q4_1: q4_1(x, y)
+    case .q5_0: q5_0(x, y)
+    case .q5_1: q5_1(x, y)
+    default: preconditionFailure("\(type) is not a block type")
+    }
+  }
+
+  /// Σ (x − dequantized)² of one block, in double.
+  static func squaredError(_ x: UnsafePointer<Float>, _ y: UnsafeRawPointer, _ type: GGMLType, _ scratch: UnsafeMutablePointer<Float>) -> Double {
+    let n = type.blockSize
+    dequantize(UnsafeRawBufferPointer(start: y, count: type.blockBytes), type: type, into: UnsafeMutableBufferPointer(start: scratch, count: n))
+    var sum = 0.0
+    for i in 0..<n {
+      let e = Double(x[i]) - Double(scratch[i])
+      sum += e * e
+    }
+    return sum
   }
 
   static func storeHalf(_ value: Float, _ y: UnsafeMutableRawBufferPointer, _ offset: Int) {
@@ -122,5 +179,120 @@ extension GGMLQuantizer {
       qh |= ((b & 0x10) >> 4) << UInt32(j + 16)
     }
     for k in 0..<4 { y[4 + k] = UInt8((qh >> UInt32(8 * k)) & 0xFF) }
+  }
+}
+
+/// The error-minimising search for the 32-value types: for each candidate grid (the max-based scale
+/// stretched by −0.9…+0.9 levels, as ggml's `make_qx_quants` tries), levels by rounding, then the
+/// least-squares scale (and offset) for those levels, rounded to half, then levels again for the
+/// stored scale; the candidate with the smallest squared error wins.
+enum LegacySearch {
+  static func encode(_ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+    switch type {
+    case .q4_0: symmetric(x, y, nmax: 8, five: false)
+    case .q5_0: symmetric(x, y, nmax: 16, five: true)
+    case .q4_1: affine(x, y, nmax: 15, five: false)
+    case .q5_1: affine(x, y, nmax: 31, five: true)
+    default: preconditionFailure("\(type.name) has no legacy search")
+    }
+  }
+
+  /// Levels `q` in [0, 2·nmax) for x ≈ d·(q − nmax).
+  static func symmetric(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int, five: Bool) {
+    var amax: Float = 0, peak: Float = 0
+    for i in 0..<32 where abs(x[i]) > amax {
+      amax = abs(x[i])
+      peak = x[i]
+    }
+    var bestD: Float = 0, bestError = Float.infinity
+    var levels = (0..<32).map { _ in Int8(0) }
+    var best = levels
+    if amax > 0 {
+      for step in -9...9 {
+        let iscale = -(Float(nmax) + 0.1 * Float(step)) / peak
+        var sumlx: Float = 0, suml2: Float = 0
+        for i in 0..<32 {
+          let l = max(-nmax, min(nmax - 1, Int((iscale * x[i]).rounded())))
+          sumlx += x[i] * Float(l)
+          suml2 += Float(l * l)
+        }
+        guard suml2 > 0 else { continue }
+        let d = Float(Float16(sumlx / suml2))
+        guard d != 0, d.isFinite else { continue }
+        var error: Float = 0
+        for i in 0..<32 {
+          let l = max(-nmax, min(nmax - 1, Int((x[i] / d).rounded())))
+          levels[i] = Int8(l)
+          let e = x[i] - d * Float(l)
+          error += e * e
+        }
+        if error < bestError {
+          bestError = error
+          bestD = d
+          best = levels
+        }
+      }
+    }
+    GGMLQuantizer.storeHalf(bestD, UnsafeMutableRawBufferPointer(start: y, count: 2), 0)
+    pack(best.map { UInt32(Int($0) + nmax) }, y, at: 2, five: five)
+  }
+
+  /// Levels `q` in [0, nmax] for x ≈ d·q + m.
+  static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int, five: Bool) {
+    var low = x[0], high = x[0]
+    for i in 1..<32 {
+      low = min(low, x[i])
+      high = max(high, x[i])
+    }
+    var bestD: Float = 0, bestM = low, bestError = Float.infinity
+    var levels = [UInt32](repeating: 0, count: 32)
+    var best = levels
+    if high > low {
+      for step in 0...20 {
+        let iscale = (Float(nmax) - 1 + 0.1 * Float(step)) / (high - low)
+        var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0, sumX: Float = 0
+        for i in 0..<32 {
+          let l = Float(max(0, min(nmax, Int((iscale * (x[i] - low)).rounded()))))
+          sumL += l
+          sumL2 += l * l
+          sumXL += l * x[i]
+          sumX += x[i]
+        }
+        let D = 32 * sumL2 - sumL * sumL
+        guard D > 0 else { continue }
+        let d = Float(Float16((32 * sumXL - sumX * sumL) / D))
+        let m = Float(Float16((sumL2 * sumX - sumL * sumXL) / D))
+        guard d > 0, d.isFinite, m.isFinite else { continue }
+        var error: Float = 0
+        for i in 0..<32 {
+          let l = max(0, min(nmax, Int(((x[i] - m) / d).rounded())))
+          levels[i] = UInt32(l)
+          let e = x[i] - (d * Float(l) + m)
+          error += e * e
+        }
+        if error < bestError {
+          bestError = error
+          bestD = d
+          bestM = m
+          best = levels
+        }
+      }
+    }
+    let header = UnsafeMutableRawBufferPointer(start: y, count: 4)
+    GGMLQuantizer.storeHalf(bestD, header, 0)
+    GGMLQuantizer.storeHalf(bestM, header, 2)
+    pack(best, y, at: 4, five: five)
+  }
+
+  /// Low nibbles (element j and j+16 in byte j) after the 4-byte high-bit mask for the 5-bit types.
+  static func pack(_ q: [UInt32], _ y: UnsafeMutableRawPointer, at offset: Int, five: Bool) {
+    var qh: UInt32 = 0
+    let nibbles = offset + (five ? 4 : 0)
+    for j in 0..<16 {
+      y.storeBytes(of: UInt8(q[j] & 0x0F) | UInt8(q[j + 16] & 0x0F) << 4, toByteOffset: nibbles + j, as: UInt8.self)
+      qh |= ((q[j] & 0x10) >> 4) << UInt32(j)
+      qh |= ((q[j + 16] & 0x10) >> 4) << UInt32(j + 16)
+    }
+    if five { y.storeBytes(of: qh.littleEndian, toByteOffset: offset, as: UInt32.self) }
   }
 }

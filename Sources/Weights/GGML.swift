@@ -90,10 +90,10 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
   /// Whether this is a block-quantized type.
   public var isQuantized: Bool { blockSize > 1 }
 
-  /// Whether `GGMLQuantizer.quantize` writes this type (ggml's reference quantizers we carry).
+  /// Whether `GGMLQuantizer.quantize` (in Transforms) writes this type.
   public var isQuantizable: Bool {
     switch self {
-    case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1: return true
+    case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return true
     default: return false
     }
   }

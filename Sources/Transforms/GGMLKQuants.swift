@@ -1,0 +1,633 @@
+import Weights
+
+/// ggml's K-quant encoders (256-value super-blocks), written from ggml-quants.c's algorithms and
+/// checked byte for byte against ggml built without FMA contraction (Scripts/fixtures/make_kquant_goldens.py).
+/// Two encoders per type: `reference` (`quantize_row_q*_K_ref`, what ggml, stable-diffusion.cpp and
+/// llama-quantize write without an importance matrix) and `unitImportance` (`quantize_row_q*_K_impl`
+/// with an importance matrix of ones: a longer scale search and least-squares super-block scales).
+/// Every operation follows ggml's order, without fused multiply-adds, so float results match.
+enum KQuants {
+  /// Scratch space for one super-block, allocated once per quantization call.
+  struct Scratch {
+    let L: UnsafeMutablePointer<Int8>  // signed levels (Q3_K, Q6_K) or unsigned ones (bit pattern)
+    let Laux: UnsafeMutablePointer<UInt8>
+    let weights: UnsafeMutablePointer<Float>
+    let scales: UnsafeMutablePointer<Float>
+    let mins: UnsafeMutablePointer<Float>
+    let sw: UnsafeMutablePointer<Float>
+    let Ls: UnsafeMutablePointer<UInt8>
+    let Lm: UnsafeMutablePointer<UInt8>
+    let Lq: UnsafeMutablePointer<Int8>
+
+    init() {
+      L = .allocate(capacity: 256)
+      Laux = .allocate(capacity: 32)
+      weights = .allocate(capacity: 32)
+      scales = .allocate(capacity: 16)
+      mins = .allocate(capacity: 16)
+      sw = .allocate(capacity: 16)
+      Ls = .allocate(capacity: 16)
+      Lm = .allocate(capacity: 16)
+      Lq = .allocate(capacity: 16)
+    }
+
+    func deallocate() {
+      L.deallocate()
+      Laux.deallocate()
+      weights.deallocate()
+      scales.deallocate()
+      mins.deallocate()
+      sw.deallocate()
+      Ls.deallocate()
+      Lm.deallocate()
+      Lq.deallocate()
+    }
+
+    var levels: UnsafeMutablePointer<UInt8> { UnsafeMutableRawPointer(L).assumingMemoryBound(to: UInt8.self) }
+  }
+
+  static let groupMaxEps: Float = 1e-15
+
+  /// ggml `nearest_int`: round half to even through the float adder's rounding (|f| ≤ 2^22).
+  @inline(__always) static func nearestInt(_ f: Float) -> Int {
+    let v = f + 12_582_912
+    return Int(v.bitPattern & 0x007F_FFFF) - 0x0040_0000
+  }
+
+  @inline(__always) static func storeHalf(_ value: Float, _ y: UnsafeMutableRawPointer, _ offset: Int) {
+    let bits = FloatCodec.half(value)
+    y.storeBytes(of: bits.littleEndian, toByteOffset: offset, as: UInt16.self)
+  }
+
+  @inline(__always) static func loadHalf(_ y: UnsafeMutableRawPointer, _ offset: Int) -> Float {
+    Float(Float16(bitPattern: UInt16(littleEndian: y.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
+  }
+
+  // MARK: - Searches (ggml `make_qx_quants`, `make_q3_quants`, `make_qkx2/3_quants`, `make_qp_quants`)
+
+  /// Symmetric levels in [-nmax, nmax-1] stored as `l + nmax`; weights `qw`, or x² when nil.
+  static func makeQX(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<Int8>, _ qw: UnsafePointer<Float>?) -> Float {
+    var max: Float = 0, amax: Float = 0
+    for i in 0..<n {
+      let ax = abs(x[i])
+      if ax > amax { amax = ax; max = x[i] }
+    }
+    if amax < groupMaxEps {
+      for i in 0..<n { L[i] = 0 }
+      return 0
+    }
+    let fmax = Float(nmax)
+    var iscale = Float(-nmax) / max
+    var sumlx: Float = 0, suml2: Float = 0
+    for i in 0..<n {
+      var l = nearestInt(iscale * x[i])
+      l = Swift.max(-nmax, Swift.min(nmax - 1, l))
+      L[i] = Int8(truncatingIfNeeded: l + nmax)
+      let w = qw?[i] ?? x[i] * x[i]
+      sumlx += w * x[i] * Float(l)
+      suml2 += w * Float(l) * Float(l)
+    }
+    var scale: Float = suml2 != 0 ? sumlx / suml2 : 0
+    var best = scale * sumlx
+    for step in -9...9 where step != 0 {
+      iscale = -(fmax + 0.1 * Float(step)) / max
+      sumlx = 0
+      suml2 = 0
+      for i in 0..<n {
+        var l = nearestInt(iscale * x[i])
+        l = Swift.max(-nmax, Swift.min(nmax - 1, l))
+        let w = qw?[i] ?? x[i] * x[i]
+        sumlx += w * x[i] * Float(l)
+        suml2 += w * Float(l) * Float(l)
+      }
+      if suml2 > 0 && sumlx * sumlx > best * suml2 {
+        for i in 0..<n {
+          let l = nearestInt(iscale * x[i])
+          L[i] = Int8(truncatingIfNeeded: nmax + Swift.max(-nmax, Swift.min(nmax - 1, l)))
+        }
+        scale = sumlx / suml2
+        best = scale * sumlx
+      }
+    }
+    return scale
+  }
+
+  /// `make_q3_quants(n, nmax, x, L, do_rmse: true)`.
+  static func makeQ3(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<Int8>) -> Float {
+    var max: Float = 0, amax: Float = 0
+    for i in 0..<n {
+      let ax = abs(x[i])
+      if ax > amax { amax = ax; max = x[i] }
+    }
+    if amax < groupMaxEps {
+      for i in 0..<n { L[i] = 0 }
+      return 0
+    }
+    let iscale = Float(-nmax) / max
+    var sumlx: Float = 0, suml2: Float = 0
+    for i in 0..<n {
+      var l = nearestInt(iscale * x[i])
+      l = Swift.max(-nmax, Swift.min(nmax - 1, l))
+      L[i] = Int8(l)
+      let w = x[i] * x[i]
+      sumlx += w * x[i] * Float(l)
+      suml2 += w * Float(l) * Float(l)
+    }
+    for _ in 0..<5 {
+      var changed = 0
+      for i in 0..<n {
+        let w = x[i] * x[i]
+        var slx = sumlx - w * x[i] * Float(L[i])
+        if slx > 0 {
+          var sl2 = suml2 - w * Float(L[i]) * Float(L[i])
+          var newL = nearestInt(x[i] * sl2 / slx)
+          newL = Swift.max(-nmax, Swift.min(nmax - 1, newL))
+          if newL != Int(L[i]) {
+            slx += w * x[i] * Float(newL)
+            sl2 += w * Float(newL) * Float(newL)
+            if sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+              L[i] = Int8(newL)
+              sumlx = slx
+              suml2 = sl2
+              changed += 1
+            }
+          }
+        }
+      }
+      if changed == 0 { break }
+    }
+    for i in 0..<n { L[i] += Int8(nmax) }
+    return suml2 > 0 ? sumlx / suml2 : 0
+  }
+
+  /// `make_qkx2_quants`/`make_qkx3_quants` with explicit weights (identical then): levels in
+  /// [0, nmax], returns the scale and stores `-min` in `theMin`.
+  static func makeQKX(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>,
+    _ theMin: inout Float, _ Laux: UnsafeMutablePointer<UInt8>, _ rmin: Float, _ rdelta: Float, _ nstep: Int, _ useMAD: Bool
+  ) -> Float {
+    var min = x[0], max = x[0]
+    var sumW = weights[0]
+    var sumX = sumW * x[0]
+    for i in 1..<n {
+      if x[i] < min { min = x[i] }
+      if x[i] > max { max = x[i] }
+      let w = weights[i]
+      sumW += w
+      sumX += w * x[i]
+    }
+    if min > 0 { min = 0 }
+    if max == min {
+      for i in 0..<n { L[i] = 0 }
+      theMin = -min
+      return 0
+    }
+    let fmax = Float(nmax)
+    var iscale = fmax / (max - min)
+    var scale = 1 / iscale
+    var bestError: Float = 0
+    for i in 0..<n {
+      let l = nearestInt(iscale * (x[i] - min))
+      L[i] = UInt8(Swift.max(0, Swift.min(nmax, l)))
+      var diff = scale * Float(L[i]) + min - x[i]
+      diff = useMAD ? abs(diff) : diff * diff
+      bestError += weights[i] * diff
+    }
+    if nstep < 1 {
+      theMin = -min
+      return scale
+    }
+    for step in 0...nstep {
+      iscale = (rmin + rdelta * Float(step) + fmax) / (max - min)
+      var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+      for i in 0..<n {
+        var l = nearestInt(iscale * (x[i] - min))
+        l = Swift.max(0, Swift.min(nmax, l))
+        Laux[i] = UInt8(l)
+        let w = weights[i]
+        let fl = Float(l)
+        sumL += w * fl
+        sumL2 += w * fl * fl
+        sumXL += w * fl * x[i]
+      }
+      let D = sumW * sumL2 - sumL * sumL
+      if D > 0 {
+        var thisScale = (sumW * sumXL - sumX * sumL) / D
+        var thisMin = (sumL2 * sumX - sumL * sumXL) / D
+        if thisMin > 0 {
+          thisMin = 0
+          thisScale = sumXL / sumL2
+        }
+        var error: Float = 0
+        for i in 0..<n {
+          var diff = thisScale * Float(Laux[i]) + thisMin - x[i]
+          diff = useMAD ? abs(diff) : diff * diff
+          error += weights[i] * diff
+        }
+        if error < bestError {
+          for i in 0..<n { L[i] = Laux[i] }
+          bestError = error
+          scale = thisScale
+          min = thisMin
+        }
+      }
+    }
+    theMin = -min
+    return scale
+  }
+
+  /// `make_qp_quants`: non-negative levels in [0, nmax] for the sub-block scales/mins.
+  static func makeQP(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>, _ qw: UnsafePointer<Float>) -> Float {
+    var max: Float = 0
+    for i in 0..<n { max = Swift.max(max, x[i]) }
+    if max < groupMaxEps {
+      for i in 0..<n { L[i] = 0 }
+      return 0
+    }
+    let fmax = Float(nmax)
+    var iscale = fmax / max
+    for i in 0..<n { L[i] = UInt8(truncatingIfNeeded: nearestInt(iscale * x[i])) }
+    let scale = 1 / iscale
+    var bestMSE: Float = 0
+    for i in 0..<n {
+      let diff = x[i] - scale * Float(L[i])
+      bestMSE += qw[i] * diff * diff
+    }
+    for step in -4...4 where step != 0 {
+      let iscaleStep = (0.1 * Float(step) + fmax) / max
+      let scaleStep = 1 / iscaleStep
+      var mse: Float = 0
+      for i in 0..<n {
+        let l = Swift.min(nmax, nearestInt(iscaleStep * x[i]))
+        let diff = x[i] - scaleStep * Float(l)
+        mse += qw[i] * diff * diff
+      }
+      if mse < bestMSE {
+        bestMSE = mse
+        iscale = iscaleStep
+      }
+    }
+    var sumlx: Float = 0, suml2: Float = 0
+    for i in 0..<n {
+      let l = Swift.min(nmax, nearestInt(iscale * x[i]))
+      L[i] = UInt8(truncatingIfNeeded: l)
+      let w = qw[i]
+      sumlx += w * x[i] * Float(l)
+      suml2 += w * Float(l) * Float(l)
+    }
+    for _ in 0..<5 {
+      var changed = 0
+      for i in 0..<n {
+        let w = qw[i]
+        var slx = sumlx - w * x[i] * Float(L[i])
+        var sl2 = suml2 - w * Float(L[i]) * Float(L[i])
+        if slx > 0 && sl2 > 0 {
+          let newL = Swift.min(nmax, nearestInt(x[i] * sl2 / slx))
+          if newL != Int(L[i]) {
+            slx += w * x[i] * Float(newL)
+            sl2 += w * Float(newL) * Float(newL)
+            if slx * slx * suml2 > sumlx * sumlx * sl2 {
+              L[i] = UInt8(truncatingIfNeeded: newL)
+              sumlx = slx
+              suml2 = sl2
+              changed += 1
+            }
+          }
+        }
+      }
+      if changed == 0 { break }
+    }
+    return suml2 > 0 ? sumlx / suml2 : 0
+  }
+
+  // MARK: - Q2_K: scales[16] (4-bit scale | 4-bit min << 4), qs[64], d, dmin
+
+  static func q2_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
+    let L = s.levels
+    let q4scale: Float = 15
+    if unitImportance {
+      var sumx2: Float = 0
+      for j in 0..<256 { sumx2 += x[j] * x[j] }
+      let sigma2 = sumx2 / 256
+      for j in 0..<16 {
+        var sumw: Float = 0
+        for l in 0..<16 {
+          let v = x[16 * j + l]
+          s.weights[l] = (sigma2 + v * v).squareRoot()
+          sumw += s.weights[l]
+        }
+        s.sw[j] = sumw
+        s.scales[j] = makeQKX(16, 3, x + 16 * j, s.weights, L + 16 * j, &s.mins[j], s.Laux, -0.9, 0.05, 36, false)
+      }
+      let dm = makeQP(16, 15, s.scales, s.Ls, s.sw)
+      let mm = makeQP(16, 15, s.mins, s.Lm, s.sw)
+      storeHalf(dm, y, 80)
+      storeHalf(mm, y, 82)
+      for j in 0..<16 { y.storeBytes(of: s.Ls[j] | (s.Lm[j] << 4), toByteOffset: j, as: UInt8.self) }
+    } else {
+      var maxScale: Float = 0, maxMin: Float = 0
+      for j in 0..<16 {
+        for l in 0..<16 { s.weights[l] = abs(x[16 * j + l]) }
+        s.scales[j] = makeQKX(16, 3, x + 16 * j, s.weights, L + 16 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, true)
+        if s.scales[j] > maxScale { maxScale = s.scales[j] }
+        if s.mins[j] > maxMin { maxMin = s.mins[j] }
+      }
+      if maxScale > 0 {
+        let iscale = q4scale / maxScale
+        for j in 0..<16 { y.storeBytes(of: UInt8(truncatingIfNeeded: nearestInt(iscale * s.scales[j])), toByteOffset: j, as: UInt8.self) }
+        storeHalf(maxScale / q4scale, y, 80)
+      } else {
+        for j in 0..<16 { y.storeBytes(of: 0, toByteOffset: j, as: UInt8.self) }
+        storeHalf(0, y, 80)
+      }
+      if maxMin > 0 {
+        let iscale = q4scale / maxMin
+        for j in 0..<16 {
+          let l = UInt8(truncatingIfNeeded: nearestInt(iscale * s.mins[j]))
+          let old = y.load(fromByteOffset: j, as: UInt8.self)
+          y.storeBytes(of: old | (l &<< 4), toByteOffset: j, as: UInt8.self)
+        }
+        storeHalf(maxMin / q4scale, y, 82)
+      } else {
+        storeHalf(0, y, 82)
+      }
+    }
+    let dAll = loadHalf(y, 80), mAll = loadHalf(y, 82)
+    for j in 0..<16 {
+      let sc = y.load(fromByteOffset: j, as: UInt8.self)
+      let d = dAll * Float(sc & 0xF)
+      if d == 0 { continue }
+      let dm = mAll * Float(sc >> 4)
+      for ii in 0..<16 {
+        let l = nearestInt((x[16 * j + ii] + dm) / d)
+        L[16 * j + ii] = UInt8(Swift.max(0, Swift.min(3, l)))
+      }
+    }
+    for j in stride(from: 0, to: 256, by: 128) {
+      for l in 0..<32 {
+        let byte = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6)
+        y.storeBytes(of: byte, toByteOffset: 16 + j / 4 + l, as: UInt8.self)
+      }
+    }
+  }
+
+  // MARK: - Q3_K: hmask[32], qs[64], scales[12] (6-bit, packed), d
+
+  static func q3_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
+    let L = s.L
+    let scalesAt = 96
+    for k in 0..<12 { y.storeBytes(of: 0, toByteOffset: scalesAt + k, as: UInt8.self) }
+    func putScale(_ j: Int, _ level: Int) {
+      var l = level
+      if j < 8 {
+        y.storeBytes(of: UInt8(l & 0xF), toByteOffset: scalesAt + j, as: UInt8.self)
+      } else {
+        let old = y.load(fromByteOffset: scalesAt + j - 8, as: UInt8.self)
+        y.storeBytes(of: old | UInt8((l & 0xF) << 4), toByteOffset: scalesAt + j - 8, as: UInt8.self)
+      }
+      l >>= 4
+      let at = scalesAt + j % 4 + 8
+      let old = y.load(fromByteOffset: at, as: UInt8.self)
+      y.storeBytes(of: old | UInt8(truncatingIfNeeded: l << (2 * (j / 4))), toByteOffset: at, as: UInt8.self)
+    }
+    if unitImportance {
+      var sumx2: Float = 0
+      for j in 0..<256 { sumx2 += x[j] * x[j] }
+      let sigma2 = 2 * sumx2 / 256
+      for j in 0..<16 {
+        var sumw: Float = 0
+        for l in 0..<16 {
+          let v = x[16 * j + l]
+          s.weights[l] = (sigma2 + v * v).squareRoot()
+        }
+        for l in 0..<16 { sumw += s.weights[l] }
+        s.sw[j] = sumw
+        s.scales[j] = makeQX(16, 4, x + 16 * j, L + 16 * j, s.weights)
+      }
+      let dBlock = makeQX(16, 32, s.scales, s.Lq, s.sw)
+      for j in 0..<16 { putScale(j, Int(s.Lq[j])) }
+      storeHalf(dBlock, y, 108)
+    } else {
+      var maxScale: Float = 0, amax: Float = 0
+      for j in 0..<16 {
+        s.scales[j] = makeQ3(16, 4, x + 16 * j, L + 16 * j)
+        let scale = abs(s.scales[j])
+        if scale > amax { amax = scale; maxScale = s.scales[j] }
+      }
+      if maxScale != 0 {
+        let iscale = -32 / maxScale
+        for j in 0..<16 {
+          var l = Int(Int8(truncatingIfNeeded: nearestInt(iscale * s.scales[j])))
+          l = Swift.max(-32, Swift.min(31, l)) + 32
+          putScale(j, l)
+        }
+        storeHalf(1 / iscale, y, 108)
+      } else {
+        storeHalf(0, y, 108)
+      }
+    }
+    let dAll = loadHalf(y, 108)
+    for j in 0..<16 {
+      let low = j < 8 ? Int(y.load(fromByteOffset: scalesAt + j, as: UInt8.self) & 0xF) : Int(y.load(fromByteOffset: scalesAt + j - 8, as: UInt8.self) >> 4)
+      let high = Int((y.load(fromByteOffset: scalesAt + 8 + j % 4, as: UInt8.self) >> UInt8(2 * (j / 4))) & 3)
+      let sc = (low | (high << 4)) - 32
+      let d = dAll * Float(sc)
+      if d == 0 { continue }
+      for ii in 0..<16 {
+        let l = nearestInt(x[16 * j + ii] / d)
+        L[16 * j + ii] = Int8(Swift.max(-4, Swift.min(3, l)) + 4)
+      }
+    }
+    for k in 0..<32 { y.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
+    var m = 0
+    var hm: UInt8 = 1
+    for j in 0..<256 {
+      if L[j] > 3 {
+        let old = y.load(fromByteOffset: m, as: UInt8.self)
+        y.storeBytes(of: old | hm, toByteOffset: m, as: UInt8.self)
+        L[j] -= 4
+      }
+      m += 1
+      if m == 32 {
+        m = 0
+        hm = hm &<< 1
+      }
+    }
+    let U = s.levels
+    for j in stride(from: 0, to: 256, by: 128) {
+      for l in 0..<32 {
+        let byte = U[j + l] | (U[j + l + 32] << 2) | (U[j + l + 64] << 4) | (U[j + l + 96] << 6)
+        y.storeBytes(of: byte, toByteOffset: 32 + j / 4 + l, as: UInt8.self)
+      }
+    }
+  }
+
+  // MARK: - Q4_K / Q5_K: d, dmin, scales[12] (6-bit scale and min per 32 values), [qh[32]], qs[128]
+
+  static func q45_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, five: Bool, unitImportance: Bool) {
+    let L = s.levels
+    let nmax = five ? 31 : 15
+    if unitImportance {
+      var sumx2: Float = 0
+      for l in 0..<256 { sumx2 += x[l] * x[l] }
+      let sigma2 = 2 * sumx2 / 256
+      for j in 0..<8 {
+        for l in 0..<32 {
+          let v = x[32 * j + l]
+          s.weights[l] = (sigma2 + v * v).squareRoot()
+        }
+        var sumw: Float = 0
+        for l in 0..<32 { sumw += s.weights[l] }
+        s.sw[j] = sumw
+        s.scales[j] = makeQKX(32, nmax, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.9, 0.05, 36, false)
+      }
+      let dBlock = makeQP(8, 63, s.scales, s.Ls, s.sw)
+      let mBlock = makeQP(8, 63, s.mins, s.Lm, s.sw)
+      for j in 0..<8 {
+        s.Ls[j] = Swift.min(63, s.Ls[j])
+        s.Lm[j] = Swift.min(63, s.Lm[j])
+      }
+      packScales(s.Ls, s.Lm, y)
+      storeHalf(dBlock, y, 0)
+      storeHalf(mBlock, y, 2)
+    } else {
+      var maxScale: Float = 0, maxMin: Float = 0
+      for j in 0..<8 {
+        var sumx2: Float = 0
+        for l in 0..<32 { sumx2 += x[32 * j + l] * x[32 * j + l] }
+        let avx = (sumx2 / 32).squareRoot()
+        for l in 0..<32 { s.weights[l] = avx + abs(x[32 * j + l]) }
+        s.scales[j] = five
+          ? makeQKX(32, 31, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, false)
+          : makeQKX(32, 15, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -1, 0.1, 20, false)
+        if s.scales[j] > maxScale { maxScale = s.scales[j] }
+        if s.mins[j] > maxMin { maxMin = s.mins[j] }
+      }
+      let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
+      let invMin: Float = maxMin > 0 ? 63 / maxMin : 0
+      for j in 0..<8 {
+        s.Ls[j] = Swift.min(63, UInt8(truncatingIfNeeded: nearestInt(invScale * s.scales[j])))
+        s.Lm[j] = Swift.min(63, UInt8(truncatingIfNeeded: nearestInt(invMin * s.mins[j])))
+      }
+      packScales(s.Ls, s.Lm, y)
+      storeHalf(maxScale / 63, y, 0)
+      storeHalf(maxMin / 63, y, 2)
+    }
+    let dAll = loadHalf(y, 0), mAll = loadHalf(y, 2)
+    for j in 0..<8 {
+      let (sc, m) = scaleMin(j, y + 4)
+      let d = dAll * sc
+      if d == 0 { continue }
+      let dm = mAll * m
+      for ii in 0..<32 {
+        let l = nearestInt((x[32 * j + ii] + dm) / d)
+        L[32 * j + ii] = UInt8(Swift.max(0, Swift.min(nmax, l)))
+      }
+    }
+    if five {
+      for k in 0..<32 { y.storeBytes(of: 0, toByteOffset: 16 + k, as: UInt8.self) }
+      var m1: UInt8 = 1, m2: UInt8 = 2
+      var ql = 48
+      for n in stride(from: 0, to: 256, by: 64) {
+        for j in 0..<32 {
+          var l1 = L[n + j], l2 = L[n + j + 32]
+          var qh = y.load(fromByteOffset: 16 + j, as: UInt8.self)
+          if l1 > 15 { l1 -= 16; qh |= m1 }
+          if l2 > 15 { l2 -= 16; qh |= m2 }
+          y.storeBytes(of: qh, toByteOffset: 16 + j, as: UInt8.self)
+          y.storeBytes(of: l1 | (l2 << 4), toByteOffset: ql + j, as: UInt8.self)
+        }
+        m1 = m1 &<< 2
+        m2 = m2 &<< 2
+        ql += 32
+      }
+    } else {
+      var q = 16
+      for j in stride(from: 0, to: 256, by: 64) {
+        for l in 0..<32 { y.storeBytes(of: L[j + l] | (L[j + l + 32] << 4), toByteOffset: q + l, as: UInt8.self) }
+        q += 32
+      }
+    }
+  }
+
+  /// The 12 packed bytes of eight 6-bit scales and mins (ggml's layout read by `get_scale_min_k4`).
+  static func packScales(_ ls: UnsafeMutablePointer<UInt8>, _ lm: UnsafeMutablePointer<UInt8>, _ y: UnsafeMutableRawPointer) {
+    let b = y + 4
+    for j in 0..<4 {
+      b.storeBytes(of: ls[j], toByteOffset: j, as: UInt8.self)
+      b.storeBytes(of: lm[j], toByteOffset: j + 4, as: UInt8.self)
+    }
+    for j in 4..<8 {
+      b.storeBytes(of: (ls[j] & 0xF) | ((lm[j] & 0xF) << 4), toByteOffset: j + 4, as: UInt8.self)
+      b.storeBytes(of: b.load(fromByteOffset: j - 4, as: UInt8.self) | ((ls[j] >> 4) << 6), toByteOffset: j - 4, as: UInt8.self)
+      b.storeBytes(of: b.load(fromByteOffset: j, as: UInt8.self) | ((lm[j] >> 4) << 6), toByteOffset: j, as: UInt8.self)
+    }
+  }
+
+  /// ggml `get_scale_min_k4` on the 12 packed bytes at `q`.
+  @inline(__always) static func scaleMin(_ j: Int, _ q: UnsafeMutableRawPointer) -> (Float, Float) {
+    func at(_ k: Int) -> UInt8 { q.load(fromByteOffset: k, as: UInt8.self) }
+    if j < 4 { return (Float(at(j) & 63), Float(at(j + 4) & 63)) }
+    return (Float((at(j + 4) & 0xF) | ((at(j - 4) >> 6) << 4)), Float((at(j + 4) >> 4) | ((at(j) >> 6) << 4)))
+  }
+
+  // MARK: - Q6_K: ql[128], qh[64], scales[16] (int8), d
+
+  static func q6_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
+    let L = s.L
+    var maxScale: Float = 0, maxAbsScale: Float = 0
+    if unitImportance { for l in 0..<16 { s.weights[l] = 1 } }
+    for ib in 0..<16 {
+      let scale = makeQX(16, 32, x + 16 * ib, L + 16 * ib, unitImportance ? UnsafePointer(s.weights) : nil)
+      s.scales[ib] = scale
+      if abs(scale) > maxAbsScale {
+        maxAbsScale = abs(scale)
+        maxScale = scale
+      }
+    }
+    if maxAbsScale < groupMaxEps {
+      for k in 0..<210 { y.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
+      return
+    }
+    let iscale = -128 / maxScale
+    storeHalf(1 / iscale, y, 208)
+    for ib in 0..<16 {
+      let level = Int8(truncatingIfNeeded: Swift.min(127, nearestInt(iscale * s.scales[ib])))
+      y.storeBytes(of: level, toByteOffset: 192 + ib, as: Int8.self)
+    }
+    let dAll = loadHalf(y, 208)
+    for j in 0..<16 {
+      let d = dAll * Float(y.load(fromByteOffset: 192 + j, as: Int8.self))
+      if d == 0 { continue }
+      for ii in 0..<16 {
+        let l = nearestInt(x[16 * j + ii] / d)
+        L[16 * j + ii] = Int8(Swift.max(-32, Swift.min(31, l)) + 32)
+      }
+    }
+    let U = s.levels
+    var ql = 0, qh = 128
+    for j in stride(from: 0, to: 256, by: 128) {
+      for l in 0..<32 {
+        let q1 = U[j + l] & 0xF, q2 = U[j + l + 32] & 0xF, q3 = U[j + l + 64] & 0xF, q4 = U[j + l + 96] & 0xF
+        y.storeBytes(of: q1 | (q3 << 4), toByteOffset: ql + l, as: UInt8.self)
+        y.storeBytes(of: q2 | (q4 << 4), toByteOffset: ql + l + 32, as: UInt8.self)
+        let high = (U[j + l] >> 4) | ((U[j + l + 32] >> 4) << 2) | ((U[j + l + 64] >> 4) << 4) | ((U[j + l + 96] >> 4) << 6)
+        y.storeBytes(of: high, toByteOffset: qh + l, as: UInt8.self)
+      }
+      ql += 64
+      qh += 32
+    }
+  }
+
+  /// One super-block of `type` by the chosen encoder.
+  static func encode(_ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
+    switch type {
+    case .q2_K: q2_K(x, y, s, unitImportance: unitImportance)
+    case .q3_K: q3_K(x, y, s, unitImportance: unitImportance)
+    case .q4_K: q45_K(x, y, s, five: false, unitImportance: unitImportance)
+    case .q5_K: q45_K(x, y, s, five: true, unitImportance: unitImportance)
+    case .q6_K: q6_K(x, y, s, unitImportance: unitImportance)
+    default: preconditionFailure("\(type.name) is not a K-quant")
+    }
+  }
+}
