@@ -25,6 +25,8 @@ public final class UNet {
   public var transformerBlockCount: Int { transformers.reduce(0) { $0 + $1.blocks.count } }
 
   let compute: ComputeContext
+  /// Where the layers' stored weights live (checked after each pass: they are read from the map).
+  let weights: ModelWeights
   let arena = TensorArena()
   let timeEmbedding: (LinearLayer, LinearLayer)
   let labelEmbedding: (LinearLayer, LinearLayer)?
@@ -41,8 +43,11 @@ public final class UNet {
   }
 
   /// Builds the UNet from `weights` scoped to its prefix (`model.diffusion_model.` in a
-  /// single-file checkpoint); widens every weight to Float32 (10.3 GB for SDXL).
+  /// single-file checkpoint). Weights stay as stored in the map; each layer's matrix is widened to
+  /// Float32 into one reused scratch while it runs (norms and biases, a few MB, are widened here).
   public init(weights: ModelWeights, headDimension: Int = 64, compute: ComputeContext = ComputeContext()) throws {
+    let weights = weights.withOwnScratch()
+    self.weights = weights
     self.compute = compute
     self.headDimension = headDimension
     inputConvolution = try ConvolutionLayer(weights, "input_blocks.0.0")
@@ -219,6 +224,7 @@ public final class UNet {
     outNorm.groupNorm(compute, h, silu: true, into: normalised)
     let output = Tensor(zeros: outConvolution.outputShape(for: normalised.shape))
     outConvolution(compute, normalised, into: output)
+    try weights.file.checkIntact()
     return output
   }
 

@@ -78,14 +78,15 @@ public struct VerifyRequest {
 
     let model = try LoadedModel(path: self.model, options: load)
     let settings = plan(for: model)
-    let results = try model.generate(settings, label: "verify", progress: progress)
     let changeKind = references.map {
       change ?? ChangeKind.inferred(model: model.pipeline.weights.source, reference: $0.source)
     }
     let hash = model.modelHash()
     var images: [VerifyReport.Image] = []
     var sheet: [RGBImage] = []
-    for (index, (setting, result)) in zip(settings, results).enumerated() {
+    // Each image is checked and written as it is made: only its report and 8-bit copy are kept.
+    try model.generate(settings, label: "verify", progress: progress) { index, result in
+      let setting = settings[index]
       let image = try FloatImage(tensor: result.image)
       let file = "\(directory)/\(String(format: "%02d", index + 1))-seed\(setting.seed).png"
       let bytes = image.rgbImage()
