@@ -235,6 +235,13 @@ public struct TensorDecoder: @unchecked Sendable {
     }
   }
 
+  /// The stored bytes of a tensor served as stored (not assembled from parts), else nil: an
+  /// engine uses F32 tensors in place from the map.
+  public var storedBytes: UnsafeRawBufferPointer? {
+    if case .stored = arrangement { return bytes }
+    return nil
+  }
+
   /// Drops the tensor's mapped pages from this process's resident set (`madvise(DONTNEED)`): the
   /// engine calls it for weights it is done with (text encoders once prompts are encoded). The
   /// pages stay in the page cache; reading the tensor again maps them back.

@@ -567,7 +567,7 @@ struct VAEPass {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, bandRows + 2, paddedWidth])
-    let weight = conv.weight.widened(compute)
+    let weight = conv.weight.view(compute)
     let bandOutput = arena.tensor([1, outChannels, bandRows, outWidth])
     for sample in 0..<batch {
       let source = x.pointer + sample * channels * height * width
@@ -623,7 +623,7 @@ struct VAEPass {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, 2 * bandRows + 1, paddedWidth])
-    let weight = conv.weight.widened(compute)
+    let weight = conv.weight.view(compute)
     let bandOutput = arena.tensor([1, outChannels, bandRows, outWidth])
     for sample in 0..<batch {
       let source = x.pointer + sample * channels * height * width

@@ -5,7 +5,8 @@ import Weights
 /// A layer weight kept as stored (fp16, bf16, fp8, int8 rows, ggml blocks, f32) in the mapped
 /// file, widened to Float32 into its model's scratch only while the layer runs: a full-size SDXL
 /// UNet then holds one layer's Float32 copy (≤ 118 MB) instead of 10 GB of them. The widened
-/// values are exactly the ones a whole Float32 copy would hold, so results do not change.
+/// values are exactly the ones a whole Float32 copy would hold, so results do not change. An F32
+/// weight is used in place from the map, without a copy.
 struct StoredWeight {
   let decoder: TensorDecoder
   /// The Float32 shape the layer uses (`[out, in]` or `[out, in, kh, kw]`).
@@ -17,6 +18,20 @@ struct StoredWeight {
   /// The weight as Float32, in the scratch: valid until the next `widened` on the same scratch.
   func widened(_ context: ComputeContext) -> Tensor {
     scratch.widen(decoder, start: start, shape: shape, pool: context.pool)
+  }
+
+  /// The weight as Float32 for a kernel: in place when stored as (aligned) F32, else `widened`.
+  func view(_ context: ComputeContext) -> WeightView {
+    if let direct { return WeightView(pointer: direct, shape: shape) }
+    return WeightView(widened(context))
+  }
+
+  /// The F32 values in the map, when the weight is stored plainly as aligned F32.
+  var direct: UnsafePointer<Float>? {
+    guard decoder.encoding == .float(.f32), let bytes = decoder.storedBytes, let base = bytes.baseAddress,
+      Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0
+    else { return nil }
+    return (base + start * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
   }
 
   /// Rows `rows` of this `[out, in]` weight (open_clip's packed `[q; k; v]`).
@@ -32,6 +47,10 @@ struct StoredWeight {
 /// layer, never shrunk). One per model: a model runs one layer at a time.
 final class WeightScratch {
   private var storage = TensorStorage(capacity: 0)
+  /// Floats held (the largest weight widened so far).
+  var capacity: Int { storage.capacity }
+  /// Seconds spent widening so far (what keeping weights as stored costs; for benchmarks).
+  private(set) var seconds: Double = 0
 
   /// Decodes `decoder` into the buffer, split across `pool`'s threads.
   func widen(_ decoder: TensorDecoder, start: Int = 0, shape: Shape, pool: ThreadPool) -> Tensor {
@@ -39,6 +58,8 @@ final class WeightScratch {
     if storage.capacity < shape.count { storage = TensorStorage(capacity: shape.count) }
     let result = Tensor(storage: storage, offset: 0, shape: shape)
     let base = result.pointer
+    let started = DispatchTime.now().uptimeNanoseconds
+    defer { seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
     // `decode` takes any range (a ggml block cut between two threads is decoded by both).
     pool.forEachChunk(shape.count, minimumChunk: 1 << 16) { range in
       decoder.decode(
@@ -87,7 +108,7 @@ struct LinearLayer {
 
   /// `output = x·Wᵀ + b`, or `output += x·Wᵀ + b` when `accumulate`.
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-    context.linear(x, weight: weight.widened(context), bias: bias, into: output, accumulate: accumulate)
+    context.linear(x, weight: weight.view(context), bias: bias, into: output, accumulate: accumulate)
   }
 }
 
@@ -117,7 +138,7 @@ struct ConvolutionLayer {
   }
 
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-    context.conv2d(x, weight: weight.widened(context), bias: bias, stride: stride, padding: padding, into: output, accumulate: accumulate)
+    context.conv2d(x, weight: weight.view(context), bias: bias, stride: stride, padding: padding, into: output, accumulate: accumulate)
   }
 }
 

@@ -21,13 +21,15 @@ public final class UNet {
   public let headDimension: Int
   /// How many times the latent is halved (2 in SDXL): sizes must be multiples of 2^this.
   public let downsampleCount: Int
+  /// Seconds spent widening stored weights to Float32 so far (the cost of keeping them as stored).
+  public var weightWideningSeconds: Double { weights.scratch.seconds }
   /// Number of spatial transformer blocks (70 in SDXL).
   public var transformerBlockCount: Int { transformers.reduce(0) { $0 + $1.blocks.count } }
 
   let compute: ComputeContext
   /// Where the layers' stored weights live (checked after each pass: they are read from the map).
   let weights: ModelWeights
-  let arena = TensorArena()
+  private(set) var arena = TensorArena()
   let timeEmbedding: (LinearLayer, LinearLayer)
   let labelEmbedding: (LinearLayer, LinearLayer)?
   let inputConvolution: ConvolutionLayer
@@ -226,6 +228,12 @@ public final class UNet {
     outConvolution(compute, normalised, into: output)
     try weights.file.checkIntact()
     return output
+  }
+
+  /// Frees the activation memory kept between passes (it is allocated again on the next pass):
+  /// the pipeline calls it once an image's steps are done, before the VAE needs memory.
+  public func releaseWorkingMemory() {
+    arena = TensorArena()
   }
 
   /// `time_embed(t_emb) + label_emb(y)` `[N, 4·modelChannels]` with `t_emb` the sinusoidal

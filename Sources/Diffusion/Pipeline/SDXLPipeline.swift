@@ -193,12 +193,15 @@ public final class SDXLPipeline {
         onStep?(step + 1, steps)
       })
     let samplingSeconds = Date().timeIntervalSince(clock)
-    // The UNet is done for this image: its pages need not stay resident beside the VAE's activations.
+    // The UNet is done for this image: its activations and mapped pages need not stay resident
+    // beside the VAE's.
+    unet.releaseWorkingMemory()
     weights.scoped("model.diffusion_model.").releasePages()
 
     clock = Date()
     let latent = Tensor(shape: latentShape, values: final)
     let decoded = try vae.decode(latent)
+    vae.releaseWorkingMemory()
     let image = RGBImage.unitRange(decoded: decoded)
     let decodeSeconds = Date().timeIntervalSince(clock)
     return GenerationResult(

@@ -81,7 +81,8 @@ public struct VerifyRequest {
     let changeKind = references.map {
       change ?? ChangeKind.inferred(model: model.pipeline.weights.source, reference: $0.source)
     }
-    let hash = model.modelHash()
+    // Hashed once the first image is made: the file's SHA-256 need not delay the first UNet step.
+    var hash: String?
     var images: [VerifyReport.Image] = []
     var sheet: [RGBImage] = []
     // Each image is checked and written as it is made: only its report and 8-bit copy are kept.
@@ -90,7 +91,9 @@ public struct VerifyRequest {
       let image = try FloatImage(tensor: result.image)
       let file = "\(directory)/\(String(format: "%02d", index + 1))-seed\(setting.seed).png"
       let bytes = image.rgbImage()
-      try PNGWriter.write(bytes, text: [model.parameters(setting, modelHash: hash).pngText], to: file)
+      let modelHash = hash ?? model.modelHash()
+      hash = modelHash
+      try PNGWriter.write(bytes, text: [model.parameters(setting, modelHash: modelHash).pngText], to: file)
       sheet.append(bytes)
       let reference = references.flatMap { references in
         index < references.images.count
