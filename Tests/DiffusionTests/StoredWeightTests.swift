@@ -77,4 +77,41 @@ import TestSupport
     #expect(part.shape == Shape(third, width))
     #expect(part.scalars == Array(whole[(third * width)..<(2 * third * width)]))
   }
+
+  #if os(Linux)
+    /// Encoding prompts through the pipeline leaves the text encoders' mapped pages out of the
+    /// resident set (measured on the mapping's own `Rss` in /proc/self/smaps).
+    @Test func encodedPromptsLeaveTheTextEncodersUnmapped() throws {
+      let path = TestPaths.temporaryDirectory("stored-weights-rss") + "/model.safetensors"
+      try? FileManager.default.removeItem(atPath: path)
+      try FileManager.default.copyItem(atPath: Self.fp16Path, toPath: path)
+      let pipeline = try Self.pipeline(path)
+      var settings = GenerationSettings(prompt: "a photo of a cat, white background")
+      settings.negative = "blurry"
+      // Encoding without the release maps the towers' pages in …
+      _ = try pipeline.text.encode(prompt: settings.prompt, negative: settings.negative)
+      let touched = Self.residentKilobytes(of: path)
+      // … and the pipeline's own encoding gives them back.
+      _ = try pipeline.encodePrompts([settings])
+      let released = Self.residentKilobytes(of: path)
+      #expect(touched > 0)
+      #expect(released < touched, "mapped RSS \(released) kB after encodePrompts, \(touched) kB before")
+    }
+
+    /// The `Rss` of every mapping of `path` in this process, in kB.
+    static func residentKilobytes(of path: String) -> Int {
+      // Read to the end: /proc files report no size, and a one-shot read stops at the first page.
+      guard let handle = FileHandle(forReadingAtPath: "/proc/self/smaps") else { return 0 }
+      let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+      var total = 0, inside = false
+      for line in text.split(separator: "\n") {
+        if let first = line.first, first.isHexDigit, line.contains("-") && line.split(separator: " ").count >= 5 {
+          inside = line.hasSuffix(path)
+        } else if inside, line.hasPrefix("Rss:") {
+          total += Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        }
+      }
+      return total
+    }
+  #endif
 }

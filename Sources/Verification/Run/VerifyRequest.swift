@@ -72,8 +72,7 @@ public struct VerifyRequest {
   public func run(progress: ProgressHandler? = nil) throws -> VerifyReport {
     let directory = folder
     try Self.createFolder(directory)
-    // The reference first, and released before the model is loaded: two SDXL pipelines at once
-    // would need about 28 GB.
+    // The reference first, and released (its maps closed) before the model is loaded.
     let references = try reference.map { try renderReference($0, progress: progress) }
 
     let model = try LoadedModel(path: self.model, options: load)
