@@ -125,8 +125,9 @@ public struct LoadedModel {
   }
 
   /// Runs `settings` in order and hands each result to `body` as it is made (so a caller that
-  /// keeps only what it needs holds one image at a time). Every prompt is encoded first, then the
-  /// text encoders are dropped: they are never resident beside the UNet.
+  /// keeps only what it needs holds one image at a time). Each image's prompts are encoded just
+  /// before its steps and the text encoders dropped after: they are never resident beside the
+  /// UNet, and the first UNet evaluation waits for one prompt pair only.
   public func generate(
     _ settings: [GenerationSettings], label: String, progress: ProgressHandler?,
     each body: (Int, GenerationResult) throws -> Void
@@ -134,9 +135,8 @@ public struct LoadedModel {
     let total = settings.reduce(0) { $0 + $1.steps }
     var done = 0
     progress?(RenderProgress(label: label, done: 0, total: total))
-    let prompts = try pipeline.encodePrompts(settings)
-    for (index, (setting, encoded)) in zip(settings, prompts).enumerated() {
-      let result = try pipeline.generate(setting, prompts: encoded) { _, _ in
+    for (index, setting) in settings.enumerated() {
+      let result = try pipeline.generate(setting) { _, _ in
         done += 1
         progress?(RenderProgress(label: label, done: done, total: total))
       }
