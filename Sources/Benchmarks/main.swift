@@ -9,6 +9,8 @@ let sections: [String: ([String]) throws -> Void] = [
   "kernels": KernelBench.run,
   "codecs": CodecBench.run,
   "unet": UNetBench.run,
+  "render": RenderBench.run,
+  "render-file": RenderBench.writeFile,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

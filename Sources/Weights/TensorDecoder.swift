@@ -248,6 +248,31 @@ public struct TensorDecoder: @unchecked Sendable {
     }
   }
 
+  /// The stored bytes of a tensor served as stored (not assembled from parts), else nil: an
+  /// engine uses F32 tensors in place from the map.
+  public var storedBytes: UnsafeRawBufferPointer? {
+    if case .stored = arrangement { return bytes }
+    return nil
+  }
+
+  /// Drops the tensor's mapped pages from this process's resident set (`madvise(DONTNEED)`): the
+  /// engine calls it for weights it is done with (text encoders once prompts are encoded). The
+  /// pages stay in the page cache; reading the tensor again maps them back.
+  public func releasePages() {
+    switch arrangement {
+    case .stored:
+      guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+      let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+      // Whole pages inside the tensor only: a neighbour sharing a page keeps it.
+      let start = (Int(bitPattern: base) + page - 1) / page * page
+      let end = (Int(bitPattern: base) + bytes.count) / page * page
+      guard end > start, let address = UnsafeMutableRawPointer(bitPattern: start) else { return }
+      _ = madvise(address, end - start, Int32(MADV_DONTNEED))
+    case .concatenation(let parts): for part in parts { part.releasePages() }
+    case .transpose(let source, _, _): source.releasePages()
+    }
+  }
+
   /// The whole tensor as Float32 (for small tensors: scales, norms, biases).
   public func decodeAll() -> [Float] {
     var values = [Float](repeating: 0, count: elementCount)

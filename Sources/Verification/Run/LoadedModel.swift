@@ -135,14 +135,28 @@ public struct LoadedModel {
   public func generate(
     _ settings: [GenerationSettings], label: String, progress: ProgressHandler?
   ) throws -> [GenerationResult] {
+    var results: [GenerationResult] = []
+    try generate(settings, label: label, progress: progress) { results.append($1) }
+    return results
+  }
+
+  /// Runs `settings` in order and hands each result to `body` as it is made (so a caller that
+  /// keeps only what it needs holds one image at a time). Each image's prompts are encoded just
+  /// before its steps and the text encoders dropped after: they are never resident beside the
+  /// UNet, and the first UNet evaluation waits for one prompt pair only.
+  public func generate(
+    _ settings: [GenerationSettings], label: String, progress: ProgressHandler?,
+    each body: (Int, GenerationResult) throws -> Void
+  ) throws {
     let total = settings.reduce(0) { $0 + $1.steps }
     var done = 0
     progress?(RenderProgress(label: label, done: 0, total: total))
-    return try settings.map { setting in
-      try pipeline.generate(setting) { _, _ in
+    for (index, setting) in settings.enumerated() {
+      let result = try pipeline.generate(setting) { _, _ in
         done += 1
         progress?(RenderProgress(label: label, done: done, total: total))
       }
+      try body(index, result)
     }
   }
 
