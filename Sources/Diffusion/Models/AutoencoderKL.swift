@@ -103,7 +103,7 @@ public struct AutoencoderConfiguration: Sendable, Equatable, CustomStringConvert
 /// soon as its output is complete) and the up- and down-sampling convolutions run in bands of rows,
 /// so an SDXL decode to 1024×1024 holds about four 128-channel full-resolution planes (2 GB) at its
 /// peak, not one per layer; the mid-block attention over 16 384 tokens keeps its score blocks
-/// bounded (`ComputeContext.attentionBlockBudget`). A second decode of the same size allocates
+/// bounded (`ComputeContext.attentionTile`). A second decode of the same size allocates
 /// nothing. Not thread-safe: one decode or encode at a time per instance.
 public final class AutoencoderKL {
   /// The prefix of the VAE in a single-file SDXL checkpoint.
