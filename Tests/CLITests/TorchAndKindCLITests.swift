@@ -107,8 +107,8 @@ import TestSupport
       #expect(run.stderr.split(separator: "\n").count == 1, "\(arguments): \(run.stderr)")
       #expect(files.isEmpty, "\(arguments) left \(files)")
     }
-    // info describes what it can: a LoRA is named as one.
+    // info describes what it can: a LoRA is described as an adapter (format, rank).
     let lora = try BinaryRun.run(["info", kind("lora.safetensors")])
-    #expect(lora.status == 0 && lora.stdout.contains("kind: LoRA adapter (an add-on for a base model"), "\(lora.stdout)")
+    #expect(lora.status == 0 && lora.stdout.contains("lora.safetensors: LoRA adapter (kohya") && lora.stdout.contains("rank         4"), "\(lora.stdout)")
   }
 }
