@@ -2,8 +2,8 @@ import Checkpoint
 import Foundation
 import SafeTensors
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Diffusion
 
@@ -19,7 +19,10 @@ import TestSupport
     let source = try! SafeTensorsFile(path: fp16Path)
     let weights = try! ModelWeights(path: fp16Path)
     let entries = source.tensors.map { info -> TensorEntry in
-      guard info.dtype == .f16 else { return TensorEntry(spec: TensorSpec(name: info.name, dtype: info.dtype, shape: info.shape), bytes: source.data(info)) }
+      guard info.dtype == .f16 else {
+        return TensorEntry(
+          spec: TensorSpec(name: info.name, dtype: info.dtype, shape: info.shape), bytes: source.data(info))
+      }
       return TensorEntry(spec: TensorSpec(name: info.name, dtype: .f32, shape: info.shape)) { sink in
         let values = try weights.tensor(info.name).scalars
         try values.withUnsafeBytes { try sink.write($0) }
@@ -56,7 +59,8 @@ import TestSupport
   @Test func theUNetHoldsOneLayerOfFloat32() throws {
     let weights = try ModelWeights(path: Self.fp16Path).scoped("model.diffusion_model.")
     let unet = try UNet(weights: weights, headDimension: 16)
-    let largest = weights.keys.filter { $0.hasSuffix(".weight") && (weights.shape($0)?.count ?? 0) >= 2 }
+    let largest =
+      weights.keys.filter { $0.hasSuffix(".weight") && (weights.shape($0)?.count ?? 0) >= 2 }
       .map { weights.shape($0)!.reduce(1, *) }.max() ?? 0
     let cache = try unet.crossAttention(for: [Tensor(zeros: [1, 77, 32])])
     _ = try unet(Tensor(zeros: [1, 4, 8, 8]), timesteps: [500], crossAttention: cache, y: Tensor(zeros: [1, 1552]))
