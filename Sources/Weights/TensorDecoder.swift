@@ -152,8 +152,10 @@ public struct TensorDecoder: @unchecked Sendable {
     case .concatenation(let parts):
       var start = 0
       for part in parts {
-        let overlap = max(range.lowerBound, start)..<min(range.upperBound, start + part.elementCount)
-        if !overlap.isEmpty {
+        // A part wholly before or after the range has no overlap (and no valid Range to form).
+        let lower = max(range.lowerBound, start), upper = min(range.upperBound, start + part.elementCount)
+        if lower < upper {
+          let overlap = lower..<upper
           part.decode(
             (overlap.lowerBound - start)..<(overlap.upperBound - start),
             into: UnsafeMutableBufferPointer(start: out + (overlap.lowerBound - range.lowerBound), count: overlap.count))

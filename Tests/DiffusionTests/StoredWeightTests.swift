@@ -3,6 +3,7 @@ import Foundation
 import SafeTensors
 import Tensors
 import TestSupport
+import Weights
 import Testing
 
 @testable import Diffusion
@@ -80,6 +81,25 @@ import Testing
     let part = stored.rows(third..<(2 * third)).widened(context)
     #expect(part.shape == Shape(third, width))
     #expect(part.scalars == Array(whole[(third * width)..<(2 * third * width)]))
+  }
+
+  /// Any range of a tensor assembled from parts (a diffusers folder's fused q/k/v) decodes, also
+  /// one inside a single part, as the layers' row slices and threaded chunks ask.
+  @Test func partialRangesOfAConcatenation() throws {
+    let values = (0..<12).map { Float($0) }
+    try values.withUnsafeBytes { bytes in
+      let parts = try (0..<3).map { index in
+        try TensorDecoder(
+          name: "p\(index)", bytes: UnsafeRawBufferPointer(rebasing: bytes[(index * 16)..<((index + 1) * 16)]),
+          elementCount: 4, encoding: .float(.f32), file: "memory")
+      }
+      let whole = TensorDecoder.concatenating(parts, name: "qkv")
+      for range in [4..<8, 5..<7, 2..<10, 8..<12, 0..<12] {
+        var out = [Float](repeating: -1, count: range.count)
+        out.withUnsafeMutableBufferPointer { whole.decode(range, into: $0) }
+        #expect(out == Array(values[range]), "\(range)")
+      }
+    }
   }
 
   #if os(Linux)
