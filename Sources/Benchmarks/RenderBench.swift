@@ -18,7 +18,9 @@ enum RenderBench {
       guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
       return arguments[index + 1]
     }
-    guard let path = value("--file") else { throw BenchError.usage("render --file PATH [--size N] [--steps N] [--images N]") }
+    guard let path = value("--file") else {
+      throw BenchError.usage("render --file PATH [--size N] [--steps N] [--images N]")
+    }
     let size = value("--size").flatMap(Int.init) ?? 512
     let steps = value("--steps").flatMap(Int.init) ?? 1
     let images = value("--images").flatMap(Int.init) ?? 1
@@ -29,7 +31,8 @@ enum RenderBench {
 
     report("start")
     let weights = try ModelWeights(path: path)
-    let pipeline = try SDXLPipeline(weights: weights, behaviour: ModelBehaviour(prediction: .epsilon, zeroTerminalSNR: false), compute: compute)
+    let pipeline = try SDXLPipeline(
+      weights: weights, behaviour: ModelBehaviour(prediction: .epsilon, zeroTerminalSNR: false), compute: compute)
     report("model built")
     let settings = (0..<images).map { index -> GenerationSettings in
       var settings = GenerationSettings(prompt: "a portrait of a woman, black background")
@@ -57,7 +60,10 @@ enum RenderBench {
   /// Prints `what` with the seconds since process start and the current RssAnon/RssFile.
   static func report(_ what: String) {
     let memory = residentMemory()
-    print(String(format: "%7.2f s  anon %6d MB  file %6d MB  %@", secondsSinceStart(), memory.anon / 1024, memory.file / 1024, what))
+    print(
+      String(
+        format: "%7.2f s  anon %6d MB  file %6d MB  %@", secondsSinceStart(), memory.anon / 1024, memory.file / 1024,
+        what))
     fflush(stdout)
   }
 
@@ -79,7 +85,9 @@ enum RenderBench {
     else { return ProcessInfo.processInfo.systemUptime }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     // After the command name: state is field 3, so starttime (field 22) is index 19 here.
-    guard fields.count > 19, let ticks = Double(fields[19]), let now = Double(uptime.split(separator: " ")[0]) else { return 0 }
+    guard fields.count > 19, let ticks = Double(fields[19]), let now = Double(uptime.split(separator: " ")[0]) else {
+      return 0
+    }
     return now - ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
   }
 
@@ -92,19 +100,24 @@ enum RenderBench {
     for (index, tensor) in tensors.enumerated() {
       if tensor.isInteger {
         let spec = TensorSpec(name: tensor.key, dtype: .i64, shape: tensor.shape)
-        entries.append(TensorEntry(spec: spec) { sink in
-          let values = (0..<Int64(tensor.parameterCount)).map { $0 % Int64(tensor.shape.last ?? 1) }
-          try values.withUnsafeBytes { try sink.write($0) }
-        })
+        entries.append(
+          TensorEntry(spec: spec) { sink in
+            let values = (0..<Int64(tensor.parameterCount)).map { $0 % Int64(tensor.shape.last ?? 1) }
+            try values.withUnsafeBytes { try sink.write($0) }
+          })
         continue
       }
       let spec = TensorSpec(name: tensor.key, dtype: .f16, shape: tensor.shape)
-      entries.append(TensorEntry(spec: spec) { sink in
-        try UNetBench.writeRandom(key: tensor.key, shape: tensor.shape, seed: index, to: sink)
-      })
+      entries.append(
+        TensorEntry(spec: spec) { sink in
+          try UNetBench.writeRandom(key: tensor.key, shape: tensor.shape, seed: index, to: sink)
+        })
     }
     try SafeTensorsWriter.write(to: path, entries: entries, metadata: ["rouwei.bench": "random full-size SDXL"])
-    print(String(format: "wrote random full-size SDXL (fp16, %d tensors) to %@ in %.1f s", tensors.count, path, Date().timeIntervalSince(started)))
+    print(
+      String(
+        format: "wrote random full-size SDXL (fp16, %d tensors) to %@ in %.1f s", tensors.count, path,
+        Date().timeIntervalSince(started)))
   }
 }
 

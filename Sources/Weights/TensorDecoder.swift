@@ -165,6 +165,7 @@ public struct TensorDecoder: @unchecked Sendable {
     case .concatenation(let parts):
       var start = 0
       for part in parts {
+        // A part wholly before or after the range has no overlap (and no valid Range to form).
         let lower = max(range.lowerBound, start), upper = min(range.upperBound, start + part.elementCount)
         if lower < upper {
           let overlap = lower..<upper

@@ -2,8 +2,9 @@ import Checkpoint
 import Foundation
 import SafeTensors
 import Tensors
-import Testing
 import TestSupport
+import Weights
+import Testing
 
 @testable import Diffusion
 
@@ -19,7 +20,10 @@ import TestSupport
     let source = try! SafeTensorsFile(path: fp16Path)
     let weights = try! ModelWeights(path: fp16Path)
     let entries = source.tensors.map { info -> TensorEntry in
-      guard info.dtype == .f16 else { return TensorEntry(spec: TensorSpec(name: info.name, dtype: info.dtype, shape: info.shape), bytes: source.data(info)) }
+      guard info.dtype == .f16 else {
+        return TensorEntry(
+          spec: TensorSpec(name: info.name, dtype: info.dtype, shape: info.shape), bytes: source.data(info))
+      }
       return TensorEntry(spec: TensorSpec(name: info.name, dtype: .f32, shape: info.shape)) { sink in
         let values = try weights.tensor(info.name).scalars
         try values.withUnsafeBytes { try sink.write($0) }
@@ -56,7 +60,8 @@ import TestSupport
   @Test func theUNetHoldsOneLayerOfFloat32() throws {
     let weights = try ModelWeights(path: Self.fp16Path).scoped("model.diffusion_model.")
     let unet = try UNet(weights: weights, headDimension: 16)
-    let largest = weights.keys.filter { $0.hasSuffix(".weight") && (weights.shape($0)?.count ?? 0) >= 2 }
+    let largest =
+      weights.keys.filter { $0.hasSuffix(".weight") && (weights.shape($0)?.count ?? 0) >= 2 }
       .map { weights.shape($0)!.reduce(1, *) }.max() ?? 0
     let cache = try unet.crossAttention(for: [Tensor(zeros: [1, 77, 32])])
     _ = try unet(Tensor(zeros: [1, 4, 8, 8]), timesteps: [500], crossAttention: cache, y: Tensor(zeros: [1, 1552]))
@@ -76,6 +81,25 @@ import TestSupport
     let part = stored.rows(third..<(2 * third)).widened(context)
     #expect(part.shape == Shape(third, width))
     #expect(part.scalars == Array(whole[(third * width)..<(2 * third * width)]))
+  }
+
+  /// Any range of a tensor assembled from parts (a diffusers folder's fused q/k/v) decodes, also
+  /// one inside a single part, as the layers' row slices and threaded chunks ask.
+  @Test func partialRangesOfAConcatenation() throws {
+    let values = (0..<12).map { Float($0) }
+    try values.withUnsafeBytes { bytes in
+      let parts = try (0..<3).map { index in
+        try TensorDecoder(
+          name: "p\(index)", bytes: UnsafeRawBufferPointer(rebasing: bytes[(index * 16)..<((index + 1) * 16)]),
+          elementCount: 4, encoding: .float(.f32), file: "memory")
+      }
+      let whole = TensorDecoder.concatenating(parts, name: "qkv")
+      for range in [4..<8, 5..<7, 2..<10, 8..<12, 0..<12] {
+        var out = [Float](repeating: -1, count: range.count)
+        out.withUnsafeMutableBufferPointer { whole.decode(range, into: $0) }
+        #expect(out == Array(values[range]), "\(range)")
+      }
+    }
   }
 
   #if os(Linux)

@@ -54,7 +54,8 @@ final class WeightScratch {
 
   /// Decodes `decoder` into the buffer, split across `pool`'s threads.
   func widen(_ decoder: TensorDecoder, start: Int = 0, shape: Shape, pool: ThreadPool) -> Tensor {
-    precondition(start + shape.count <= decoder.elementCount, "\(decoder.name): \(decoder.elementCount) values for \(shape)")
+    precondition(
+      start + shape.count <= decoder.elementCount, "\(decoder.name): \(decoder.elementCount) values for \(shape)")
     if storage.capacity < shape.count { storage = TensorStorage(capacity: shape.count) }
     let result = Tensor(storage: storage, offset: 0, shape: shape)
     let base = result.pointer
@@ -93,7 +94,8 @@ struct LinearLayer {
   init(_ weights: ModelWeights, _ key: String, bias hasBias: Bool? = nil) throws {
     let shape = try weights.requireShape(key + ".weight")
     guard shape.count == 2 || (shape.count == 4 && shape[2] == 1 && shape[3] == 1) else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: "[out, in] (a linear layer)")
     }
     weight = try weights.stored(key + ".weight", shape: [shape[0], shape[1]], scratch: weights.scratch)
@@ -124,7 +126,8 @@ struct ConvolutionLayer {
   init(_ weights: ModelWeights, _ key: String, stride: Int = 1, padding: Int? = nil) throws {
     let shape = try weights.requireShape(key + ".weight")
     guard shape.count == 4, shape[2] == shape[3], shape[2] % 2 == 1 else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: "[out, in, k, k] with odd k (a convolution)")
     }
     weight = try weights.stored(key + ".weight", shape: shape, scratch: weights.scratch)
@@ -138,7 +141,9 @@ struct ConvolutionLayer {
   }
 
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-    context.conv2d(x, weight: weight.view(context), bias: bias, stride: stride, padding: padding, into: output, accumulate: accumulate)
+    context.conv2d(
+      x, weight: weight.view(context), bias: bias, stride: stride, padding: padding, into: output,
+      accumulate: accumulate)
   }
 }
 
@@ -153,7 +158,8 @@ struct NormLayer {
     let shape = try weights.requireShape(key + ".weight")
     let count = channels ?? (shape.count == 1 ? shape[0] : -1)
     guard count > 0, shape == [count] else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: channels.map { "[\($0)]" } ?? "[C] (a normalisation weight)")
     }
     weight = try weights.tensor(key + ".weight", shape: [count])
@@ -162,7 +168,8 @@ struct NormLayer {
   }
 
   func groupNorm(_ context: ComputeContext, _ x: Tensor, groups: Int = 32, silu: Bool = false, into output: Tensor) {
-    context.groupNorm(x, groups: groups, epsilon: epsilon, weight: weight, bias: bias,
+    context.groupNorm(
+      x, groups: groups, epsilon: epsilon, weight: weight, bias: bias,
       activation: silu ? .silu : .none, into: output)
   }
 
