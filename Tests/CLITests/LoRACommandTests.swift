@@ -114,6 +114,36 @@ import Weights
     #expect(try BinaryRun.run(["extract-lora", tuned, "/nonexistent.safetensors", "-o", directory + "/y.safetensors"]).status == 3)
   }
 
+  /// A LoRA fine-tune of the trained tiny model (its base plus a rank-8 update) is extracted at
+  /// rank 8 and baked back into the base: the result renders like the fine-tune within `verify`'s
+  /// fp16 reference thresholds.
+  @Test func extractThenBakeRendersLikeTheTunedModel() throws {
+    let directory = TestPaths.temporaryDirectory("cli-lora-roundtrip")
+    let base = TestPaths.fixture("trained/tiny-shapes-eps.safetensors")
+    func ok(_ arguments: [String]) throws {
+      let run = try BinaryRun.run(arguments)
+      #expect(run.status == 0, "\(arguments.first ?? ""): \(run.stderr)")
+    }
+    // A low-rank fine-tune: the rank-8 part of a merge with the v-prediction model, baked in.
+    try ok(["merge", base, TestPaths.fixture("trained/tiny-shapes-vpred.safetensors"), "--alpha", "0.2", "--prediction", "eps", "-o", directory + "/merged.safetensors"])
+    try ok(["extract-lora", directory + "/merged.safetensors", base, "-o", directory + "/update.safetensors", "--rank", "8"])
+    try ok(["merge", base, "--lora", directory + "/update.safetensors", "-o", directory + "/tuned.safetensors"])
+    // The round trip.
+    try ok(["extract-lora", directory + "/tuned.safetensors", base, "-o", directory + "/extracted.safetensors", "--rank", "8"])
+    try ok(["merge", base, "--lora", directory + "/extracted.safetensors", "-o", directory + "/back.safetensors"])
+    let verify = try BinaryRun.run([
+      "verify", directory + "/back.safetensors", "--reference", directory + "/tuned.safetensors", "--change", "fp16", "--json",
+      "--out", directory + "/renders",
+    ])
+    let report = try #require(try JSONSerialization.jsonObject(with: Data(verify.stdout.utf8)) as? [String: Any], "\(verify.stderr)")
+    let images = try #require(report["images"] as? [[String: Any]])
+    #expect(!images.isEmpty)
+    for image in images {
+      let check = try #require(image["referenceCheck"] as? [String: Any])
+      #expect(check["passed"] as? Bool == true, "\(check)")
+    }
+  }
+
   @Test func infoDescribesAnAdapter() throws {
     let run = try BinaryRun.run(["info", "--json", lora("kohya_sgm")])
     #expect(run.status == 0, "\(run.stderr)")
