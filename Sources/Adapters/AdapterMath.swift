@@ -155,6 +155,19 @@ extension AdapterFile {
   /// the norm taken per output row for a [out, 1, …] `dora_scale` and per input column for a
   /// [1, in, …] one (ComfyUI's and A1111's strength rule; at m = 1 every tool agrees).
   public func apply(_ module: AdapterModule, to weight: UnsafeMutableBufferPointer<Float>, shape: [Int], strength: Float) throws {
+    // Plain LoRA: one product accumulated into the weight, W += (m·s)·U·D (no ΔW buffer).
+    if module.algorithm == .lora, module.tensors[.mid] == nil, !module.hasDoRA, let rows = shape.first, rows > 0,
+      let down = self.shape(module, .down)
+    {
+      let r = down[0], columns = weight.count / rows
+      let outRows = (self.shape(module, .up)?.reduce(1, *) ?? 0) / r
+      guard outRows == rows, down.reduce(1, *) / r == columns else { _ = try scaledDelta(module, shape: shape); return }
+      let up = try values(module, .up), d = try values(module, .down)
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(columns), Int32(r), strength * module.scale, up, Int32(r),
+        d, Int32(columns), 1, weight.baseAddress, Int32(columns))
+      return
+    }
     let delta = try scaledDelta(module, shape: shape)
     guard module.hasDoRA else {
       for i in 0..<weight.count { weight[i] += strength * delta[i] }

@@ -1,3 +1,4 @@
+import CBLAS
 import Checkpoint
 import Foundation
 
@@ -45,6 +46,10 @@ public final class AdapterStack: @unchecked Sendable {
     skippedKeys = skipped
   }
 
+  /// Makes the products single-threaded (process-wide OpenBLAS setting): a bake runs several
+  /// tensors side by side instead, which keeps OpenBLAS's spinning threads off the writer's core.
+  public static func useSingleThreadedProducts() { openblas_set_num_threads(1) }
+
   /// Every canonical key an adapter changes.
   public var targetKeys: Set<String> { Set(byKey.keys) }
 
@@ -87,7 +92,8 @@ public final class AdapterStack: @unchecked Sendable {
         try adapter.apply(module, to: region, shape: regionShape, strength: strength)
       }
     }
-    let bad = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+    var bad = 0
+    for value in values where !value.isFinite { bad += 1 }
     if bad > 0 {
       throw AdapterError.nonFinite(file: uses.map { applications[$0.application].adapter.path }.first ?? "", target: key, count: bad)
     }
