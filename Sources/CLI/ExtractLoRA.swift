@@ -11,6 +11,7 @@ struct ExtractLoRA: ParsableCommand {
     discussion: """
       Layer by layer, both weights are read, ΔW = TUNED − BASE is decomposed with LAPACK (sgesdd) and
       the first singular vectors kept: lora_up = U·S, lora_down = Vᵀ, alpha = rank (scale 1, no clamping).
+      Matrices much larger than the rank use a randomized range finder (--exact: always the full SVD).
       The modules are kohya's (attention, ResNet and resampler convolutions, text-encoder attention and
       MLP), named as kohya names SDXL LoRAs, with ss_* and modelspec metadata so A1111, Forge and
       ComfyUI load it. The text encoders are included only if a weight moved by more than 0.01
@@ -46,6 +47,9 @@ struct ExtractLoRA: ParsableCommand {
   @Option(help: "Text encoders: auto (if any weight moved by more than 0.01), always, never.")
   var textEncoders: ExtractionRequest.TextEncoders = .auto
 
+  @Flag(help: "Always LAPACK's full SVD (default: a randomized range finder, two power iterations, for matrices ≥ 4× larger than the rank + 10).")
+  var exact = false
+
   @Option(help: "Factor dtype: fp16 (default), bf16, fp32.")
   var dtype: TargetDType = .fp16
 
@@ -63,6 +67,7 @@ struct ExtractLoRA: ParsableCommand {
     request.energy = energy
     request.rankRatio = rankRatio
     request.textEncoders = textEncoders
+    request.exact = exact
     guard [.fp16, .bf16, .fp32].contains(dtype) else { throw ValidationError("--dtype: fp16, bf16 or fp32") }
     request.dtype = dtype.dtype
     let bar = ProgressBar("decomposing", total: 1, quiet: json)

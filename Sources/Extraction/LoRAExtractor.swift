@@ -28,6 +28,8 @@ public struct ExtractionRequest: Sendable {
   public var minimumDifference: Float = 0.01
   /// Stored dtype of the factors.
   public var dtype: DType = .f16
+  /// Always LAPACK's full SVD (default: a randomized range finder for matrices much larger than the rank).
+  public var exact = false
 
   public init(tuned: String, base: String) {
     self.tuned = tuned
@@ -171,11 +173,17 @@ public enum LoRAExtractor {
           unchanged += 1
           continue
         }
-        guard let svd = SVD(values, rows: rows, columns: columns) else { throw ExtractionError.decomposition(key: key) }
-        let cap = min(group == .convolution ? convRank : request.rank, svd.k)
-        let rank = chooseRank(svd.singularValues, cap: cap, energy: request.energy, ratio: request.rankRatio)
+        let wanted = group == .convolution ? convRank : request.rank
+        // Large matrices and small ranks: the leading triplets by a randomized range finder;
+        // otherwise (and with --exact) LAPACK's full thin SVD.
+        let randomized = !request.exact && min(rows, columns) >= 4 * (wanted + 10)
+        let decomposition = randomized
+          ? SVD.leading(values, rows: rows, columns: columns, rank: wanted) : SVD(values, rows: rows, columns: columns)
+        guard let svd = decomposition else { throw ExtractionError.decomposition(key: key) }
+        let cap = min(wanted, svd.k)
+        let rank = chooseRank(svd.singularValues, cap: cap, energy: request.energy, ratio: request.rankRatio, total: svd.totalEnergy)
         let energy = svd.retainedEnergy(rank: rank)
-        let sum = svd.singularValues.reduce(0.0) { $0 + Double($1) * Double($1) }
+        let sum = svd.totalEnergy
         total += sum
         kept += sum * energy
         var up = [Float](repeating: 0, count: rows * rank)
@@ -203,10 +211,11 @@ public enum LoRAExtractor {
   }
 
   /// The rank for singular values `s`: `cap`, or fewer by the energy or ratio rule (at least 1).
-  public static func chooseRank(_ s: [Float], cap: Int, energy: Double?, ratio: Double?) -> Int {
-    guard cap > 1, let first = s.first, first > 0 else { return max(1, min(cap, 1)) }
+  /// `total`: ‖ΔW‖²_F (default: Σ s², for a full decomposition).
+  public static func chooseRank(_ s: [Float], cap: Int, energy: Double?, ratio: Double?, total: Double? = nil) -> Int {
+    guard cap > 1, let first = s.first, first > 0 else { return 1 }
     if let energy {
-      let total = s.reduce(0.0) { $0 + Double($1) * Double($1) }
+      let total = total ?? s.reduce(0.0) { $0 + Double($1) * Double($1) }
       var running = 0.0
       for (index, value) in s.enumerated() {
         running += Double(value) * Double(value)

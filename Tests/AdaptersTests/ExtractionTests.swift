@@ -14,8 +14,10 @@ import Weights
 
   func golden() throws -> SafeTensorsFile { try SafeTensorsFile(path: TestPaths.fixture("lora/extract/svd.safetensors")) }
 
+  /// LAPACK's full SVD, compared with numpy's (the randomized path has its own test below).
   func request(rank: Int) -> ExtractionRequest {
     var request = ExtractionRequest(tuned: tuned, base: base)
+    request.exact = true
     request.rank = rank
     request.textEncoders = .always
     request.dtype = .f32
@@ -77,6 +79,26 @@ import Weights
       #expect(layer.rank == want, "\(layer.module)")
       #expect(layer.retainedEnergy >= 0.9)
     }
+  }
+
+  /// The randomized range finder used for large layers keeps the exact SVD's leading values and
+  /// energy on a matrix with a decaying spectrum (rank-12 signal plus noise, 600×400).
+  @Test func randomizedLeadingValuesMatchTheFullSVD() throws {
+    var state: UInt64 = 42
+    func uniform() -> Float {
+      state = state &* 6364136223846793005 &+ 1442695040888963407
+      return Float(state >> 40) / Float(1 << 24) - 0.5
+    }
+    let m = 600, n = 400, r = 12
+    let a = (0..<(m * r)).map { _ in uniform() }, b = (0..<(r * n)).map { _ in uniform() }
+    var matrix = [Float](repeating: 0, count: m * n)
+    for i in 0..<m { for k in 0..<r { let x = a[i * r + k] * Float(r - k); for j in 0..<n { matrix[i * n + j] += x * b[k * n + j] } } }
+    for i in matrix.indices { matrix[i] += 0.01 * uniform() }
+    let exact = try #require(SVD(matrix, rows: m, columns: n))
+    let fast = try #require(SVD.leading(matrix, rows: m, columns: n, rank: 8))
+    for i in 0..<8 { #expect(abs(fast.singularValues[i] - exact.singularValues[i]) <= 1e-3 * exact.singularValues[0], "σ\(i)") }
+    #expect(abs(fast.retainedEnergy(rank: 8) - exact.retainedEnergy(rank: 8)) < 1e-4)
+    #expect(abs(fast.totalEnergy - exact.totalEnergy) / exact.totalEnergy < 1e-5)
   }
 
   @Test func identicalModelsAndBadRequestsAreRefused() throws {
