@@ -262,7 +262,8 @@ public final class AdapterFile: @unchecked Sendable {
 
   /// The naming of the file's modules (`mixed` when they disagree).
   public var naming: AdapterNaming {
-    let all = Set(modules.map { AdapterNaming.of($0.name) })
+    var all = Set(modules.map { AdapterNaming.of($0.name) })
+    if all.isEmpty { all = Set(unmappedKeys.prefix(1).map { AdapterNaming.of(AdapterKeyMap.split($0)?.module ?? $0) }) }
     return all.count == 1 ? all.first! : all.isEmpty ? .kohya : .mixed
   }
 

@@ -104,7 +104,7 @@ public struct AdapterReport: Codable, Sendable {
   public func render() -> String {
     var lines: [String] = ["\(file): LoRA adapter (\(naming))"]
     let algorithmText = algorithms.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-    lines.append("  modules      \(modules) (\(algorithmText))\(doraModules > 0 ? ", DoRA on \(doraModules)" : "")")
+    lines.append("  modules      \(modules)\(algorithmText.isEmpty ? "" : " (\(algorithmText))")\(doraModules > 0 ? ", DoRA on \(doraModules)" : "")")
     lines.append("  rank         \(ranks.isEmpty ? "—" : ranks.map(String.init).joined(separator: ", "))")
     lines.append("  alpha        \(alphas.isEmpty ? "— (scale 1)" : alphas.map { String(format: "%g", $0) }.joined(separator: ", "))")
     lines.append("  dtypes       \(dtypes.joined(separator: ", "))")
