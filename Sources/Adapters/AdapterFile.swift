@@ -110,7 +110,8 @@ public final class AdapterFile: @unchecked Sendable {
         unmapped += tensors.values.map(\.name)
         continue
       }
-      modules.append(try makeModule(name: name, target: target, tensors: tensors, file: file, path: path, peftAlpha: peftAlpha))
+      modules.append(
+        try makeModule(name: name, target: target, tensors: tensors, file: file, path: path, peftAlpha: peftAlpha))
     }
     return (modules, unmapped)
   }
@@ -129,18 +130,24 @@ public final class AdapterFile: @unchecked Sendable {
     return nil
   }
 
-  static func scalar(_ info: TensorInfo?, file: SafeTensorsFile, path: String, module: String, what: String) throws -> Float? {
+  static func scalar(_ info: TensorInfo?, file: SafeTensorsFile, path: String, module: String, what: String) throws
+    -> Float?
+  {
     guard let info else { return nil }
     guard info.elementCount == 1 else {
-      throw AdapterError.malformed(file: path, module: module, reason: "\(what) has shape \(info.shape), one value expected")
+      throw AdapterError.malformed(
+        file: path, module: module, reason: "\(what) has shape \(info.shape), one value expected")
     }
     let value: Float
     do {
       value = try TensorDecoder.resolve(file: file, tensor: info).decodeAll()[0]
     } catch {
-      throw AdapterError.malformed(file: path, module: module, reason: "\(what) is not a float (\(info.dtype.rawValue))")
+      throw AdapterError.malformed(
+        file: path, module: module, reason: "\(what) is not a float (\(info.dtype.rawValue))")
     }
-    guard value.isFinite else { throw AdapterError.malformed(file: path, module: module, reason: "\(what) is \(value)") }
+    guard value.isFinite else {
+      throw AdapterError.malformed(file: path, module: module, reason: "\(what) is \(value)")
+    }
     return value
   }
 
@@ -204,7 +211,9 @@ public final class AdapterFile: @unchecked Sendable {
         guard ok else { throw fail("\(a.rawValue) \(sa) does not match \(b.rawValue) \(sb)") }
       }
       if tucker {
-        for (t, a, b) in [(AdapterRole.hadaT1, AdapterRole.hadaW1a, AdapterRole.hadaW1b), (.hadaT2, .hadaW2a, .hadaW2b)] {
+        for (t, a, b) in [
+          (AdapterRole.hadaT1, AdapterRole.hadaW1a, AdapterRole.hadaW1b), (.hadaT2, .hadaW2a, .hadaW2b),
+        ] {
           let st = shape(t)
           guard st.count >= 2, st[0] == shape(a)[0], st[1] == shape(b)[0] else {
             throw fail("\(t.rawValue) \(st) does not match \(a.rawValue) \(shape(a)) and \(b.rawValue) \(shape(b))")
@@ -236,7 +245,9 @@ public final class AdapterFile: @unchecked Sendable {
             throw fail("lokr_t2 \(t) does not match lokr_w2_a \(a) and lokr_w2_b \(b)")
           }
         } else {
-          guard a.count == 2, b.count >= 2, a[1] == b[0] else { throw fail("lokr_w2_a \(a) does not match lokr_w2_b \(b)") }
+          guard a.count == 2, b.count >= 2, a[1] == b[0] else {
+            throw fail("lokr_w2_a \(a) does not match lokr_w2_b \(b)")
+          }
         }
         try checkRank(b[0])
       }
@@ -244,7 +255,9 @@ public final class AdapterFile: @unchecked Sendable {
       // Neither factor decomposed: alpha is ignored (ComfyUI, A1111; LyCORIS forces alpha = dim).
       if rank == nil { alpha = nil }
       convolution = tensors[.lokrT2] != nil || (tensors[.lokrW2]?.shape.count ?? 2) > 2 || shape(.lokrW2b).count > 2
-    } else if roles.contains(.diff) || roles.contains(.normWeight) || roles.contains(.diffBias) || roles.contains(.normBias) {
+    } else if roles.contains(.diff) || roles.contains(.normWeight) || roles.contains(.diffBias)
+      || roles.contains(.normBias)
+    {
       algorithm = .full
       alpha = nil
     } else {

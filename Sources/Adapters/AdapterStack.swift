@@ -38,9 +38,12 @@ public final class AdapterStack: @unchecked Sendable {
         skipped[adapter.path] = adapter.unmappedKeys
       }
       for (moduleIndex, module) in adapter.modules.enumerated() {
-        let hasWeightDelta = module.algorithm != .full || module.tensors[.diff] != nil || module.tensors[.normWeight] != nil
+        let hasWeightDelta =
+          module.algorithm != .full || module.tensors[.diff] != nil || module.tensors[.normWeight] != nil
         if hasWeightDelta { byKey[module.target.key, default: []].append((index, moduleIndex, false)) }
-        if module.hasBias, let bias = module.target.biasKey { byKey[bias, default: []].append((index, moduleIndex, true)) }
+        if module.hasBias, let bias = module.target.biasKey {
+          byKey[bias, default: []].append((index, moduleIndex, true))
+        }
       }
     }
     skippedKeys = skipped
@@ -59,10 +62,13 @@ public final class AdapterStack: @unchecked Sendable {
     for (key, uses) in byKey.sorted(by: { $0.key < $1.key }) {
       for use in uses {
         let adapter = applications[use.application].adapter, module = adapter.modules[use.module]
-        guard let found = shape(key) else { throw AdapterError.missingTarget(file: adapter.path, module: module.name, target: key) }
+        guard let found = shape(key) else {
+          throw AdapterError.missingTarget(file: adapter.path, module: module.name, target: key)
+        }
         if let count = module.target.sliceCount, found.first.map({ $0 % count != 0 }) ?? true {
           throw AdapterError.shapeMismatch(
-            file: adapter.path, module: module.name, target: key, targetShape: found, reason: "rows do not split into \(count) blocks")
+            file: adapter.path, module: module.name, target: key, targetShape: found,
+            reason: "rows do not split into \(count) blocks")
         }
       }
     }
@@ -86,7 +92,8 @@ public final class AdapterStack: @unchecked Sendable {
         var regionShape = shape
         if let index = module.target.sliceIndex, let count = module.target.sliceCount {
           let rows = shape[0] / count, columns = buffer.count / max(shape[0], 1)
-          region = UnsafeMutableBufferPointer(rebasing: buffer[(index * rows * columns)..<((index + 1) * rows * columns)])
+          region = UnsafeMutableBufferPointer(
+            rebasing: buffer[(index * rows * columns)..<((index + 1) * rows * columns)])
           regionShape = [rows] + shape.dropFirst()
         }
         try adapter.apply(module, to: region, shape: regionShape, strength: strength)
@@ -95,7 +102,8 @@ public final class AdapterStack: @unchecked Sendable {
     var bad = 0
     for value in values where !value.isFinite { bad += 1 }
     if bad > 0 {
-      throw AdapterError.nonFinite(file: uses.map { applications[$0.application].adapter.path }.first ?? "", target: key, count: bad)
+      throw AdapterError.nonFinite(
+        file: uses.map { applications[$0.application].adapter.path }.first ?? "", target: key, count: bad)
     }
   }
 }

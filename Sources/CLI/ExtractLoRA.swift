@@ -47,7 +47,10 @@ struct ExtractLoRA: ParsableCommand {
   @Option(help: "Text encoders: auto (if any weight moved by more than 0.01), always, never.")
   var textEncoders: ExtractionRequest.TextEncoders = .auto
 
-  @Flag(help: "Always LAPACK's full SVD (default: a randomized range finder, two power iterations, for matrices ≥ 4× larger than the rank + 10).")
+  @Flag(
+    help:
+      "Always LAPACK's full SVD (default: a randomized range finder, two power iterations, for matrices ≥ 4× larger than the rank + 10)."
+  )
   var exact = false
 
   @Option(help: "Factor dtype: fp16 (default), bf16, fp32.")
@@ -71,10 +74,14 @@ struct ExtractLoRA: ParsableCommand {
     guard [.fp16, .bf16, .fp32].contains(dtype) else { throw ValidationError("--dtype: fp16, bf16 or fp32") }
     request.dtype = dtype.dtype
     let bar = ProgressBar("decomposing", total: 1, quiet: json)
-    let report = try LoRAExtractor.extract(request, output: output) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+    let report = try LoRAExtractor.extract(request, output: output) { done, total in
+      bar.update(Double(done) / Double(max(total, 1)))
+    }
     bar.finish()
     if json { return try printJSON(report) }
-    print("\(report.output): \(report.layers.count) modules, total retained energy \(String(format: "%.4f", report.totalRetainedEnergy)); \(report.unchanged) unchanged modules left out; text encoders \(report.textEncoders); \(String(format: "%.1f", report.seconds)) s")
+    print(
+      "\(report.output): \(report.layers.count) modules, total retained energy \(String(format: "%.4f", report.totalRetainedEnergy)); \(report.unchanged) unchanged modules left out; text encoders \(report.textEncoders); \(String(format: "%.1f", report.seconds)) s"
+    )
     let worst = report.layers.sorted { $0.retainedEnergy < $1.retainedEnergy }.prefix(5)
     print("lowest retained energy:")
     for layer in worst {

@@ -28,9 +28,12 @@ public struct LoRABakeRequest: Sendable {
   }
 
   func validate() throws {
-    guard !adapters.isEmpty else { throw MergeError.invalidRequest("name at least one adapter with --lora FILE[:STRENGTH]") }
+    guard !adapters.isEmpty else {
+      throw MergeError.invalidRequest("name at least one adapter with --lora FILE[:STRENGTH]")
+    }
     if let blocks, blocks.count != 20 {
-      throw MergeError.invalidRequest("--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
+      throw MergeError.invalidRequest(
+        "--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
     }
     for value in [unetStrength, textEncoderStrength] + (blocks ?? []) where !value.isFinite {
       throw MergeError.invalidRequest("strengths must be finite numbers")
@@ -90,7 +93,11 @@ public enum LoRABaker {
     var changed = 0, copied = 0
     for tensor in base.tensors where !QuantizedLayers.isBookkeeping(tensor.name, in: base) {
       guard targets.contains(tensor.name) else {
-        entries.append(Merger.copyEntry(file: base, tensor: tensor, dtype: tensor.dtype.isFloatingPoint && tensor.elementCount > 0 && !Merger.isMarker(tensor.name) ? request.dtype : nil, clamp: request.clamp))
+        entries.append(
+          Merger.copyEntry(
+            file: base, tensor: tensor,
+            dtype: tensor.dtype.isFloatingPoint && tensor.elementCount > 0 && !Merger.isMarker(tensor.name)
+              ? request.dtype : nil, clamp: request.clamp))
         copied += 1
         continue
       }
@@ -105,7 +112,9 @@ public enum LoRABaker {
         var bytes = [UInt8](repeating: 0, count: values.count * encoder.width)
         values.withUnsafeBufferPointer { input in bytes.withUnsafeMutableBytes { _ = encoder.encode(input, into: $0) } }
         if encoder.statistics.overflowed > 0 {
-          guard request.clamp else { throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed) }
+          guard request.clamp else {
+            throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed)
+          }
           clamped.add(tensor.name, encoder.statistics.overflowed)
         }
         return bytes
