@@ -116,18 +116,21 @@ public final class AdapterFile: @unchecked Sendable {
     return (modules, unmapped)
   }
 
-  /// diffusers files carry no alpha tensors; `lora_adapter_metadata` (a PEFT LoraConfig as JSON)
-  /// may give `lora_alpha` (and `r`), else alpha = rank.
-  static func peftAlpha(_ metadata: [String: String]) -> Float? {
+  /// diffusers files carry no alpha tensors; `lora_adapter_metadata` (the PEFT LoraConfig of each
+  /// component as JSON, keys `unet.lora_alpha`, `text_encoder.use_rslora`, … or unprefixed) may
+  /// give `lora_alpha`, else alpha = rank. Returns the alpha for a module of rank `rank` under
+  /// `component` (`unet`, `text_encoder`, `text_encoder_2`); rs-LoRA's α/√r is returned as the
+  /// alpha that gives it under α/r.
+  static func peftAlpha(_ metadata: [String: String]) -> (String, Int) -> Float? {
     guard let text = metadata["lora_adapter_metadata"], let data = text.data(using: .utf8),
       let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-    else { return nil }
-    if let alpha = object["lora_alpha"] as? Double { return Float(alpha) }
-    // diffusers nests one config per component ("unet.lora_alpha" style keys or objects).
-    for value in object.values {
-      if let nested = value as? [String: Any], let alpha = nested["lora_alpha"] as? Double { return Float(alpha) }
+    else { return { _, _ in nil } }
+    return { component, rank in
+      func value(_ key: String) -> Any? { object[component + "." + key] ?? object[key] }
+      guard let alpha = (value("lora_alpha") as? NSNumber)?.doubleValue, alpha.isFinite else { return nil }
+      let rs = (value("use_rslora") as? Bool) == true
+      return Float(rs ? alpha * Double(rank).squareRoot() : alpha)
     }
-    return nil
   }
 
   static func scalar(_ info: TensorInfo?, file: SafeTensorsFile, path: String, module: String, what: String) throws
@@ -153,7 +156,7 @@ public final class AdapterFile: @unchecked Sendable {
 
   static func makeModule(
     name: String, target: AdapterTarget, tensors: [AdapterRole: TensorInfo], file: SafeTensorsFile, path: String,
-    peftAlpha: Float?
+    peftAlpha: (String, Int) -> Float?
   ) throws -> AdapterModule {
     func fail(_ reason: String) -> AdapterError { .malformed(file: path, module: name, reason: reason) }
     for (role, info) in tensors where role != .alpha && role != .scale {
@@ -196,7 +199,9 @@ public final class AdapterFile: @unchecked Sendable {
       rank = r
       convolution = down.count == 4
       // PEFT/diffusers keys have no alpha tensor: the config's, else alpha = rank (scale 1).
-      if alpha == nil, AdapterNaming.of(name) == .peft { alpha = peftAlpha }
+      if alpha == nil, AdapterNaming.of(name) == .peft {
+        alpha = peftAlpha(String(name.prefix { $0 != "." }), r)
+      }
     } else if roles.contains(where: { $0.rawValue.hasPrefix("hada_") }) {
       algorithm = .loha
       try require([.hadaW1a, .hadaW1b, .hadaW2a, .hadaW2b])

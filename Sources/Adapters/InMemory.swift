@@ -10,7 +10,8 @@ extension AdapterStack {
   public func apply(to source: WeightSource) throws {
     try checkTargets(shape: source.shape)
     for key in targetKeys.sorted() {
-      guard let shape = source.shape(key), let base = try? source.decoder(key) else { continue }
+      guard let shape = source.shape(key) else { continue }
+      let base = try source.decoder(key)
       let dtype: DType
       if case .float(let stored) = base.encoding, [.f16, .bf16, .f32].contains(stored) {
         dtype = stored
