@@ -35,10 +35,12 @@ public enum AdapterError: Error, CustomStringConvertible, Sendable {
         + " (not an SDXL adapter, or a format this tool does not read; `rouwei-ckpt info` lists them all;"
         + " --lora-skip-unmapped applies the rest)"
     case .shapeMismatch(let file, let module, let target, let shape, let reason):
-      return "\(file): adapter module '\(SafeTensorsError.printable(module))' does not fit '\(target)' \(shape): \(reason)"
+      return
+        "\(file): adapter module '\(SafeTensorsError.printable(module))' does not fit '\(target)' \(shape): \(reason)"
         + " (an adapter for another model?)"
     case .missingTarget(let file, let module, let target):
-      return "\(file): adapter module '\(SafeTensorsError.printable(module))' targets '\(target)', which the base model lacks"
+      return
+        "\(file): adapter module '\(SafeTensorsError.printable(module))' targets '\(target)', which the base model lacks"
     case .empty(let file):
       return "\(file): holds no LoRA/LyCORIS adapter tensors"
     case .badArgument(let reason):

@@ -110,43 +110,53 @@ public final class AdapterFile: @unchecked Sendable {
         unmapped += tensors.values.map(\.name)
         continue
       }
-      modules.append(try makeModule(name: name, target: target, tensors: tensors, file: file, path: path, peftAlpha: peftAlpha))
+      modules.append(
+        try makeModule(name: name, target: target, tensors: tensors, file: file, path: path, peftAlpha: peftAlpha))
     }
     return (modules, unmapped)
   }
 
-  /// diffusers files carry no alpha tensors; `lora_adapter_metadata` (a PEFT LoraConfig as JSON)
-  /// may give `lora_alpha` (and `r`), else alpha = rank.
-  static func peftAlpha(_ metadata: [String: String]) -> Float? {
+  /// diffusers files carry no alpha tensors; `lora_adapter_metadata` (the PEFT LoraConfig of each
+  /// component as JSON, keys `unet.lora_alpha`, `text_encoder.use_rslora`, … or unprefixed) may
+  /// give `lora_alpha`, else alpha = rank. Returns the alpha for a module of rank `rank` under
+  /// `component` (`unet`, `text_encoder`, `text_encoder_2`); rs-LoRA's α/√r is returned as the
+  /// alpha that gives it under α/r.
+  static func peftAlpha(_ metadata: [String: String]) -> (String, Int) -> Float? {
     guard let text = metadata["lora_adapter_metadata"], let data = text.data(using: .utf8),
       let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-    else { return nil }
-    if let alpha = object["lora_alpha"] as? Double { return Float(alpha) }
-    // diffusers nests one config per component ("unet.lora_alpha" style keys or objects).
-    for value in object.values {
-      if let nested = value as? [String: Any], let alpha = nested["lora_alpha"] as? Double { return Float(alpha) }
+    else { return { _, _ in nil } }
+    return { component, rank in
+      func value(_ key: String) -> Any? { object[component + "." + key] ?? object[key] }
+      guard let alpha = (value("lora_alpha") as? NSNumber)?.doubleValue, alpha.isFinite else { return nil }
+      let rs = (value("use_rslora") as? Bool) == true
+      return Float(rs ? alpha * Double(rank).squareRoot() : alpha)
     }
-    return nil
   }
 
-  static func scalar(_ info: TensorInfo?, file: SafeTensorsFile, path: String, module: String, what: String) throws -> Float? {
+  static func scalar(_ info: TensorInfo?, file: SafeTensorsFile, path: String, module: String, what: String) throws
+    -> Float?
+  {
     guard let info else { return nil }
     guard info.elementCount == 1 else {
-      throw AdapterError.malformed(file: path, module: module, reason: "\(what) has shape \(info.shape), one value expected")
+      throw AdapterError.malformed(
+        file: path, module: module, reason: "\(what) has shape \(info.shape), one value expected")
     }
     let value: Float
     do {
       value = try TensorDecoder.resolve(file: file, tensor: info).decodeAll()[0]
     } catch {
-      throw AdapterError.malformed(file: path, module: module, reason: "\(what) is not a float (\(info.dtype.rawValue))")
+      throw AdapterError.malformed(
+        file: path, module: module, reason: "\(what) is not a float (\(info.dtype.rawValue))")
     }
-    guard value.isFinite else { throw AdapterError.malformed(file: path, module: module, reason: "\(what) is \(value)") }
+    guard value.isFinite else {
+      throw AdapterError.malformed(file: path, module: module, reason: "\(what) is \(value)")
+    }
     return value
   }
 
   static func makeModule(
     name: String, target: AdapterTarget, tensors: [AdapterRole: TensorInfo], file: SafeTensorsFile, path: String,
-    peftAlpha: Float?
+    peftAlpha: (String, Int) -> Float?
   ) throws -> AdapterModule {
     func fail(_ reason: String) -> AdapterError { .malformed(file: path, module: name, reason: reason) }
     for (role, info) in tensors where role != .alpha && role != .scale {
@@ -189,7 +199,9 @@ public final class AdapterFile: @unchecked Sendable {
       rank = r
       convolution = down.count == 4
       // PEFT/diffusers keys have no alpha tensor: the config's, else alpha = rank (scale 1).
-      if alpha == nil, AdapterNaming.of(name) == .peft { alpha = peftAlpha }
+      if alpha == nil, AdapterNaming.of(name) == .peft {
+        alpha = peftAlpha(String(name.prefix { $0 != "." }), r)
+      }
     } else if roles.contains(where: { $0.rawValue.hasPrefix("hada_") }) {
       algorithm = .loha
       try require([.hadaW1a, .hadaW1b, .hadaW2a, .hadaW2b])
@@ -204,7 +216,9 @@ public final class AdapterFile: @unchecked Sendable {
         guard ok else { throw fail("\(a.rawValue) \(sa) does not match \(b.rawValue) \(sb)") }
       }
       if tucker {
-        for (t, a, b) in [(AdapterRole.hadaT1, AdapterRole.hadaW1a, AdapterRole.hadaW1b), (.hadaT2, .hadaW2a, .hadaW2b)] {
+        for (t, a, b) in [
+          (AdapterRole.hadaT1, AdapterRole.hadaW1a, AdapterRole.hadaW1b), (.hadaT2, .hadaW2a, .hadaW2b),
+        ] {
           let st = shape(t)
           guard st.count >= 2, st[0] == shape(a)[0], st[1] == shape(b)[0] else {
             throw fail("\(t.rawValue) \(st) does not match \(a.rawValue) \(shape(a)) and \(b.rawValue) \(shape(b))")
@@ -236,7 +250,9 @@ public final class AdapterFile: @unchecked Sendable {
             throw fail("lokr_t2 \(t) does not match lokr_w2_a \(a) and lokr_w2_b \(b)")
           }
         } else {
-          guard a.count == 2, b.count >= 2, a[1] == b[0] else { throw fail("lokr_w2_a \(a) does not match lokr_w2_b \(b)") }
+          guard a.count == 2, b.count >= 2, a[1] == b[0] else {
+            throw fail("lokr_w2_a \(a) does not match lokr_w2_b \(b)")
+          }
         }
         try checkRank(b[0])
       }
@@ -244,7 +260,9 @@ public final class AdapterFile: @unchecked Sendable {
       // Neither factor decomposed: alpha is ignored (ComfyUI, A1111; LyCORIS forces alpha = dim).
       if rank == nil { alpha = nil }
       convolution = tensors[.lokrT2] != nil || (tensors[.lokrW2]?.shape.count ?? 2) > 2 || shape(.lokrW2b).count > 2
-    } else if roles.contains(.diff) || roles.contains(.normWeight) || roles.contains(.diffBias) || roles.contains(.normBias) {
+    } else if roles.contains(.diff) || roles.contains(.normWeight) || roles.contains(.diffBias)
+      || roles.contains(.normBias)
+    {
       algorithm = .full
       alpha = nil
     } else {
@@ -262,7 +280,8 @@ public final class AdapterFile: @unchecked Sendable {
 
   /// The naming of the file's modules (`mixed` when they disagree).
   public var naming: AdapterNaming {
-    let all = Set(modules.map { AdapterNaming.of($0.name) })
+    var all = Set(modules.map { AdapterNaming.of($0.name) })
+    if all.isEmpty { all = Set(unmappedKeys.prefix(1).map { AdapterNaming.of(AdapterKeyMap.split($0)?.module ?? $0) }) }
     return all.count == 1 ? all.first! : all.isEmpty ? .kohya : .mixed
   }
 

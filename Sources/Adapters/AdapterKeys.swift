@@ -28,12 +28,25 @@ public struct AdapterTarget: Sendable, Hashable, Codable {
 
 /// What an adapter tensor is, from its key's suffix.
 public enum AdapterRole: String, Sendable, CaseIterable, Codable {
-  case down, up, mid, alpha, scale, doraScale = "dora_scale"
-  case hadaW1a = "hada_w1_a", hadaW1b = "hada_w1_b", hadaW2a = "hada_w2_a", hadaW2b = "hada_w2_b"
-  case hadaT1 = "hada_t1", hadaT2 = "hada_t2"
-  case lokrW1 = "lokr_w1", lokrW1a = "lokr_w1_a", lokrW1b = "lokr_w1_b"
-  case lokrW2 = "lokr_w2", lokrW2a = "lokr_w2_a", lokrW2b = "lokr_w2_b", lokrT2 = "lokr_t2"
-  case diff, diffBias = "diff_b", normWeight = "w_norm", normBias = "b_norm"
+  case down, up, mid, alpha, scale
+  case doraScale = "dora_scale"
+  case hadaW1a = "hada_w1_a"
+  case hadaW1b = "hada_w1_b"
+  case hadaW2a = "hada_w2_a"
+  case hadaW2b = "hada_w2_b"
+  case hadaT1 = "hada_t1"
+  case hadaT2 = "hada_t2"
+  case lokrW1 = "lokr_w1"
+  case lokrW1a = "lokr_w1_a"
+  case lokrW1b = "lokr_w1_b"
+  case lokrW2 = "lokr_w2"
+  case lokrW2a = "lokr_w2_a"
+  case lokrW2b = "lokr_w2_b"
+  case lokrT2 = "lokr_t2"
+  case diff
+  case diffBias = "diff_b"
+  case normWeight = "w_norm"
+  case normBias = "b_norm"
 }
 
 /// Maps adapter key names onto SDXL single-file weights, the way ComfyUI does it (reference
@@ -90,7 +103,9 @@ public enum AdapterKeyMap {
 
   static func isSGM(_ alias: String) -> Bool {
     let rest = alias.dropFirst("lora_unet_".count)
-    return ["input_blocks_", "middle_block_", "output_blocks_", "time_embed_", "label_emb_", "out_"].contains { rest.hasPrefix($0) }
+    return ["input_blocks_", "middle_block_", "output_blocks_", "time_embed_", "label_emb_", "out_"].contains {
+      rest.hasPrefix($0)
+    }
   }
 
   /// Every alias → target (built once from the SDXL template).

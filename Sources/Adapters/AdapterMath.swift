@@ -10,7 +10,8 @@ enum DenseMath {
     var c = [Float](repeating: 0, count: m * n)
     guard m > 0, n > 0, k > 0 else { return c }
     cblas_sgemm(
-      CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
+      CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c,
+      Int32(n))
     return c
   }
 
@@ -46,7 +47,9 @@ extension AdapterFile {
   /// Throws `shapeMismatch` when the factors do not make a ΔW of that shape.
   public func scaledDelta(_ module: AdapterModule, shape: [Int]) throws -> [Float] {
     guard let rows = shape.first, rows > 0 else {
-      throw AdapterError.shapeMismatch(file: path, module: module.name, target: module.target.key, targetShape: shape, reason: "the target is not a weight matrix")
+      throw AdapterError.shapeMismatch(
+        file: path, module: module.name, target: module.target.key, targetShape: shape,
+        reason: "the target is not a weight matrix")
     }
     let count = shape.reduce(1, *)
     let columns = count / rows
@@ -63,7 +66,9 @@ extension AdapterFile {
       let up = try values(module, .up)
       if let mid = self.shape(module, .mid) {
         let inputs = elements(.down) / r, hw = mid[2] * mid[3]
-        guard inputs * hw == columns else { throw mismatch("lora_down × lora_mid give \(inputs)×\(hw) columns per row, not \(columns)") }
+        guard inputs * hw == columns else {
+          throw mismatch("lora_down × lora_mid give \(inputs)×\(hw) columns per row, not \(columns)")
+        }
         let um = DenseMath.matmul(up, try values(module, .mid), m: rows, k: r, n: r * hw)  // [o, n, s]
         let d = try values(module, .down)  // [n, i]
         delta = [Float](repeating: 0, count: count)
@@ -77,25 +82,35 @@ extension AdapterFile {
           }
         }
       } else {
-        guard elements(.down) / r == columns else { throw mismatch("lora_down has \(elements(.down) / r) inputs per rank, the weight \(columns)") }
+        guard elements(.down) / r == columns else {
+          throw mismatch("lora_down has \(elements(.down) / r) inputs per rank, the weight \(columns)")
+        }
         delta = DenseMath.matmul(up, try values(module, .down), m: rows, k: r, n: columns)
       }
     case .loha:
       if let t1 = self.shape(module, .hadaT1), let t2 = self.shape(module, .hadaT2) {
         var products: [[Float]] = []
-        for (t, ts, a, b) in [(AdapterRole.hadaT1, t1, AdapterRole.hadaW1a, AdapterRole.hadaW1b), (.hadaT2, t2, .hadaW2a, .hadaW2b)] {
+        for (t, ts, a, b) in [
+          (AdapterRole.hadaT1, t1, AdapterRole.hadaW1a, AdapterRole.hadaW1b), (.hadaT2, t2, .hadaW2a, .hadaW2b),
+        ] {
           let sa = self.shape(module, a)!, sb = self.shape(module, b)!
           let hw = ts.dropFirst(2).reduce(1, *)
-          guard sa[1] == rows, sb[1] * hw == columns else { throw mismatch("LoHa Tucker factors give [\(sa[1]), \(sb[1]), \(hw)]") }
+          guard sa[1] == rows, sb[1] * hw == columns else {
+            throw mismatch("LoHa Tucker factors give [\(sa[1]), \(sb[1]), \(hw)]")
+          }
           products.append(
-            DenseMath.tucker(try values(module, t), r1: ts[0], r2: ts[1], hw: hw, a: try values(module, a), p: sa[1], b: try values(module, b), q: sb[1]))
+            DenseMath.tucker(
+              try values(module, t), r1: ts[0], r2: ts[1], hw: hw, a: try values(module, a), p: sa[1],
+              b: try values(module, b), q: sb[1]))
         }
         delta = zip(products[0], products[1]).map { $0 * $1 }
       } else {
         var products: [[Float]] = []
         for (a, b) in [(AdapterRole.hadaW1a, AdapterRole.hadaW1b), (.hadaW2a, .hadaW2b)] {
           let sa = self.shape(module, a)!, r = sa[1]
-          guard sa[0] == rows, elements(b) / r == columns else { throw mismatch("\(a.rawValue)·\(b.rawValue) is [\(sa[0]), \(elements(b) / r)]") }
+          guard sa[0] == rows, elements(b) / r == columns else {
+            throw mismatch("\(a.rawValue)·\(b.rawValue) is [\(sa[0]), \(elements(b) / r)]")
+          }
           products.append(DenseMath.matmul(try values(module, a), try values(module, b), m: rows, k: r, n: columns))
         }
         delta = zip(products[0], products[1]).map { $0 * $1 }
@@ -113,7 +128,9 @@ extension AdapterFile {
       } else {
         (b, d2) = (w2a[0], w2b.dropFirst().reduce(1, *))
       }
-      guard a * b == rows, c * d2 == columns else { throw mismatch("W1 [\(a), \(c)] ⊗ W2 [\(b), \(d2)] is [\(a * b), \(c * d2)]") }
+      guard a * b == rows, c * d2 == columns else {
+        throw mismatch("W1 [\(a), \(c)] ⊗ W2 [\(b), \(d2)] is [\(a * b), \(c * d2)]")
+      }
       let w1: [Float]
       if self.shape(module, .lokrW1) != nil {
         w1 = try values(module, .lokrW1)
@@ -125,7 +142,9 @@ extension AdapterFile {
         w2 = try values(module, .lokrW2)
       } else if let t = self.shape(module, .lokrT2) {
         let hw = t.dropFirst(2).reduce(1, *)
-        w2 = DenseMath.tucker(try values(module, .lokrT2), r1: t[0], r2: t[1], hw: hw, a: try values(module, .lokrW2a), p: b, b: try values(module, .lokrW2b), q: w2b[1])
+        w2 = DenseMath.tucker(
+          try values(module, .lokrT2), r1: t[0], r2: t[1], hw: hw, a: try values(module, .lokrW2a), p: b,
+          b: try values(module, .lokrW2b), q: w2b[1])
       } else {
         w2 = DenseMath.matmul(try values(module, .lokrW2a), try values(module, .lokrW2b), m: b, k: w2a[1], n: d2)
       }
@@ -140,7 +159,8 @@ extension AdapterFile {
         }
       }
     case .full:
-      let role: AdapterRole? = module.tensors[.diff] != nil ? .diff : module.tensors[.normWeight] != nil ? .normWeight : nil
+      let role: AdapterRole? =
+        module.tensors[.diff] != nil ? .diff : module.tensors[.normWeight] != nil ? .normWeight : nil
       guard let role else { return [Float](repeating: 0, count: count) }  // only a bias delta
       guard elements(role) == count else { throw mismatch("\(role.rawValue) has \(elements(role)) values") }
       delta = try values(module, role)
@@ -154,7 +174,23 @@ extension AdapterFile {
   /// with DoRA, rescales it to the stored magnitude: V = W + s·ΔW, W′ = W + m·(V·d/‖V‖ − W),
   /// the norm taken per output row for a [out, 1, …] `dora_scale` and per input column for a
   /// [1, in, …] one (ComfyUI's and A1111's strength rule; at m = 1 every tool agrees).
-  public func apply(_ module: AdapterModule, to weight: UnsafeMutableBufferPointer<Float>, shape: [Int], strength: Float) throws {
+  public func apply(
+    _ module: AdapterModule, to weight: UnsafeMutableBufferPointer<Float>, shape: [Int], strength: Float
+  ) throws {
+    // Plain LoRA: one product accumulated into the weight, W += (m·s)·U·D (no ΔW buffer).
+    if module.algorithm == .lora, module.tensors[.mid] == nil, !module.hasDoRA, let rows = shape.first, rows > 0,
+      let down = self.shape(module, .down)
+    {
+      let r = down[0], columns = weight.count / rows
+      let outRows = (self.shape(module, .up)?.reduce(1, *) ?? 0) / r
+      guard outRows == rows, down.reduce(1, *) / r == columns else { _ = try scaledDelta(module, shape: shape); return }
+      let up = try values(module, .up), d = try values(module, .down)
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(columns), Int32(r), strength * module.scale, up,
+        Int32(r),
+        d, Int32(columns), 1, weight.baseAddress, Int32(columns))
+      return
+    }
     let delta = try scaledDelta(module, shape: shape)
     guard module.hasDoRA else {
       for i in 0..<weight.count { weight[i] += strength * delta[i] }

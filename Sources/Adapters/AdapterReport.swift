@@ -58,7 +58,9 @@ public struct AdapterReport: Codable, Sendable {
     self.algorithms = algorithms
     self.components = components
     let order = ["IN", "M0", "OU"]
-    self.blocks = blocks.sorted { (order.firstIndex(of: String($0.prefix(2))) ?? 0, $0) < (order.firstIndex(of: String($1.prefix(2))) ?? 0, $1) }
+    self.blocks = blocks.sorted {
+      (order.firstIndex(of: String($0.prefix(2))) ?? 0, $0) < (order.firstIndex(of: String($1.prefix(2))) ?? 0, $1)
+    }
     modules = adapter.modules.count
     doraModules = adapter.modules.filter(\.hasDoRA).count
     ranks = Array(Set(adapter.modules.compactMap(\.rank))).sorted()
@@ -69,8 +71,12 @@ public struct AdapterReport: Codable, Sendable {
     outputName = metadata["ss_output_name"]
     networkModule = metadata["ss_network_module"]
     triggerWords = Self.tags(metadata["ss_tag_frequency"] ?? "").prefix(20).map { $0 }
-    let bulky: Set<String> = ["ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_bucket_info", "modelspec.thumbnail"]
-    self.metadata = metadata.filter { ($0.key.hasPrefix("ss_") || $0.key.hasPrefix("modelspec.")) && !bulky.contains($0.key) }
+    let bulky: Set<String> = [
+      "ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_bucket_info", "modelspec.thumbnail",
+    ]
+    self.metadata = metadata.filter {
+      ($0.key.hasPrefix("ss_") || $0.key.hasPrefix("modelspec.")) && !bulky.contains($0.key)
+    }
     unmappedKeys = adapter.unmappedKeys
     allKeysMapped = adapter.unmappedKeys.isEmpty
   }
@@ -82,7 +88,9 @@ public struct AdapterReport: Codable, Sendable {
     else { return [] }
     var counts: [String: Int] = [:]
     for case let folder as [String: Any] in object.values {
-      for (tag, count) in folder { counts[tag.trimmingCharacters(in: .whitespaces), default: 0] += (count as? Int) ?? 0 }
+      for (tag, count) in folder {
+        counts[tag.trimmingCharacters(in: .whitespaces), default: 0] += (count as? Int) ?? 0
+      }
     }
     return counts.sorted { ($1.value, $0.key) < ($0.value, $1.key) }.map(\.key)
   }
@@ -95,7 +103,9 @@ public struct AdapterReport: Codable, Sendable {
     if rest.hasPrefix("middle_block.") { return "M00" }
     if rest.hasPrefix("out.") { return "OUT08" }
     for (group, label) in [("input_blocks.", "IN0"), ("output_blocks.", "OUT0")] where rest.hasPrefix(group) {
-      if let number = Int(rest.dropFirst(group.count).prefix { $0 != "." }), (0...8).contains(number) { return label + String(number) }
+      if let number = Int(rest.dropFirst(group.count).prefix { $0 != "." }), (0...8).contains(number) {
+        return label + String(number)
+      }
     }
     return nil
   }
@@ -104,9 +114,13 @@ public struct AdapterReport: Codable, Sendable {
   public func render() -> String {
     var lines: [String] = ["\(file): LoRA adapter (\(naming))"]
     let algorithmText = algorithms.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-    lines.append("  modules      \(modules) (\(algorithmText))\(doraModules > 0 ? ", DoRA on \(doraModules)" : "")")
+    lines.append(
+      "  modules      \(modules)\(algorithmText.isEmpty ? "" : " (\(algorithmText))")\(doraModules > 0 ? ", DoRA on \(doraModules)" : "")"
+    )
     lines.append("  rank         \(ranks.isEmpty ? "—" : ranks.map(String.init).joined(separator: ", "))")
-    lines.append("  alpha        \(alphas.isEmpty ? "— (scale 1)" : alphas.map { String(format: "%g", $0) }.joined(separator: ", "))")
+    lines.append(
+      "  alpha        \(alphas.isEmpty ? "— (scale 1)" : alphas.map { String(format: "%g", $0) }.joined(separator: ", "))"
+    )
     lines.append("  dtypes       \(dtypes.joined(separator: ", "))")
     let componentText = components.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     lines.append("  components   \(componentText.isEmpty ? "none" : componentText)")
@@ -118,7 +132,8 @@ public struct AdapterReport: Codable, Sendable {
     if allKeysMapped {
       lines.append("  keys         every key maps onto SDXL")
     } else {
-      lines.append("  ! \(unmappedKeys.count) keys map onto no SDXL weight (refused by merge --lora unless --lora-skip-unmapped):")
+      lines.append(
+        "  ! \(unmappedKeys.count) keys map onto no SDXL weight (refused by merge --lora unless --lora-skip-unmapped):")
       for key in unmappedKeys.prefix(20) { lines.append("    \(SafeTensorsError.printable(key))") }
       if unmappedKeys.count > 20 { lines.append("    … and \(unmappedKeys.count - 20) more (--json lists all)") }
     }

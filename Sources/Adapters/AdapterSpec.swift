@@ -20,13 +20,18 @@ public struct AdapterSpec: Codable, Sendable, Equatable {
     var parts = text.components(separatedBy: ":")
     var numbers: [Double] = []
     while parts.count > 1, numbers.count < 2, let value = Double(parts.last!) {
-      guard value.isFinite else { throw AdapterError.badArgument("--lora \(text): the strength must be a finite number") }
+      guard value.isFinite else {
+        throw AdapterError.badArgument("--lora \(text): the strength must be a finite number")
+      }
       numbers.insert(value, at: 0)
       parts.removeLast()
     }
     let path = parts.joined(separator: ":")
-    guard !path.isEmpty else { throw AdapterError.badArgument("--lora \(text): no file named (FILE[:STRENGTH[:TE_STRENGTH]])") }
-    return AdapterSpec(path: path, strength: numbers.first ?? 1, textEncoderStrength: numbers.count > 1 ? numbers[1] : nil)
+    guard !path.isEmpty else {
+      throw AdapterError.badArgument("--lora \(text): no file named (FILE[:STRENGTH[:TE_STRENGTH]])")
+    }
+    return AdapterSpec(
+      path: path, strength: numbers.first ?? 1, textEncoderStrength: numbers.count > 1 ? numbers[1] : nil)
   }
 
   /// The file name (what output metadata records: never a path).

@@ -1,3 +1,4 @@
+import CBLAS
 import Checkpoint
 import Foundation
 
@@ -37,13 +38,20 @@ public final class AdapterStack: @unchecked Sendable {
         skipped[adapter.path] = adapter.unmappedKeys
       }
       for (moduleIndex, module) in adapter.modules.enumerated() {
-        let hasWeightDelta = module.algorithm != .full || module.tensors[.diff] != nil || module.tensors[.normWeight] != nil
+        let hasWeightDelta =
+          module.algorithm != .full || module.tensors[.diff] != nil || module.tensors[.normWeight] != nil
         if hasWeightDelta { byKey[module.target.key, default: []].append((index, moduleIndex, false)) }
-        if module.hasBias, let bias = module.target.biasKey { byKey[bias, default: []].append((index, moduleIndex, true)) }
+        if module.hasBias, let bias = module.target.biasKey {
+          byKey[bias, default: []].append((index, moduleIndex, true))
+        }
       }
     }
     skippedKeys = skipped
   }
+
+  /// Makes the products single-threaded (process-wide OpenBLAS setting): a bake runs several
+  /// tensors side by side instead, which keeps OpenBLAS's spinning threads off the writer's core.
+  public static func useSingleThreadedProducts() { openblas_set_num_threads(1) }
 
   /// Every canonical key an adapter changes.
   public var targetKeys: Set<String> { Set(byKey.keys) }
@@ -54,10 +62,13 @@ public final class AdapterStack: @unchecked Sendable {
     for (key, uses) in byKey.sorted(by: { $0.key < $1.key }) {
       for use in uses {
         let adapter = applications[use.application].adapter, module = adapter.modules[use.module]
-        guard let found = shape(key) else { throw AdapterError.missingTarget(file: adapter.path, module: module.name, target: key) }
+        guard let found = shape(key) else {
+          throw AdapterError.missingTarget(file: adapter.path, module: module.name, target: key)
+        }
         if let count = module.target.sliceCount, found.first.map({ $0 % count != 0 }) ?? true {
           throw AdapterError.shapeMismatch(
-            file: adapter.path, module: module.name, target: key, targetShape: found, reason: "rows do not split into \(count) blocks")
+            file: adapter.path, module: module.name, target: key, targetShape: found,
+            reason: "rows do not split into \(count) blocks")
         }
       }
     }
@@ -81,15 +92,18 @@ public final class AdapterStack: @unchecked Sendable {
         var regionShape = shape
         if let index = module.target.sliceIndex, let count = module.target.sliceCount {
           let rows = shape[0] / count, columns = buffer.count / max(shape[0], 1)
-          region = UnsafeMutableBufferPointer(rebasing: buffer[(index * rows * columns)..<((index + 1) * rows * columns)])
+          region = UnsafeMutableBufferPointer(
+            rebasing: buffer[(index * rows * columns)..<((index + 1) * rows * columns)])
           regionShape = [rows] + shape.dropFirst()
         }
         try adapter.apply(module, to: region, shape: regionShape, strength: strength)
       }
     }
-    let bad = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+    var bad = 0
+    for value in values where !value.isFinite { bad += 1 }
     if bad > 0 {
-      throw AdapterError.nonFinite(file: uses.map { applications[$0.application].adapter.path }.first ?? "", target: key, count: bad)
+      throw AdapterError.nonFinite(
+        file: uses.map { applications[$0.application].adapter.path }.first ?? "", target: key, count: bad)
     }
   }
 }

@@ -10,14 +10,20 @@ extension AdapterStack {
   public func apply(to source: WeightSource) throws {
     try checkTargets(shape: source.shape)
     for key in targetKeys.sorted() {
-      guard let shape = source.shape(key), let base = try? source.decoder(key) else { continue }
+      guard let shape = source.shape(key) else { continue }
+      let base = try source.decoder(key)
       let dtype: DType
-      if case .float(let stored) = base.encoding, [.f16, .bf16, .f32].contains(stored) { dtype = stored } else { dtype = .f32 }
+      if case .float(let stored) = base.encoding, [.f16, .bf16, .f32].contains(stored) {
+        dtype = stored
+      } else {
+        dtype = .f32
+      }
       let stored = source.storedType(key) ?? dtype.rawValue
       try source.replace(key, storedType: "\(stored) + adapters") { [self] in
         var values = base.decodeAll()
         try self.apply(key: key, shape: shape, to: &values)
-        return try TensorDecoder.owning(Self.encode(values, as: dtype), name: key, elementCount: values.count, dtype: dtype)
+        return try TensorDecoder.owning(
+          Self.encode(values, as: dtype), name: key, elementCount: values.count, dtype: dtype)
       }
     }
   }

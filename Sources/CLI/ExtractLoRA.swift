@@ -11,6 +11,7 @@ struct ExtractLoRA: ParsableCommand {
     discussion: """
       Layer by layer, both weights are read, ΔW = TUNED − BASE is decomposed with LAPACK (sgesdd) and
       the first singular vectors kept: lora_up = U·S, lora_down = Vᵀ, alpha = rank (scale 1, no clamping).
+      Matrices much larger than the rank use a randomized range finder (--exact: always the full SVD).
       The modules are kohya's (attention, ResNet and resampler convolutions, text-encoder attention and
       MLP), named as kohya names SDXL LoRAs, with ss_* and modelspec metadata so A1111, Forge and
       ComfyUI load it. The text encoders are included only if a weight moved by more than 0.01
@@ -46,6 +47,12 @@ struct ExtractLoRA: ParsableCommand {
   @Option(help: "Text encoders: auto (if any weight moved by more than 0.01), always, never.")
   var textEncoders: ExtractionRequest.TextEncoders = .auto
 
+  @Flag(
+    help:
+      "Always LAPACK's full SVD (default: a randomized range finder, two power iterations, for matrices ≥ 4× larger than the rank + 10)."
+  )
+  var exact = false
+
   @Option(help: "Factor dtype: fp16 (default), bf16, fp32.")
   var dtype: TargetDType = .fp16
 
@@ -63,13 +70,18 @@ struct ExtractLoRA: ParsableCommand {
     request.energy = energy
     request.rankRatio = rankRatio
     request.textEncoders = textEncoders
+    request.exact = exact
     guard [.fp16, .bf16, .fp32].contains(dtype) else { throw ValidationError("--dtype: fp16, bf16 or fp32") }
     request.dtype = dtype.dtype
     let bar = ProgressBar("decomposing", total: 1, quiet: json)
-    let report = try LoRAExtractor.extract(request, output: output) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+    let report = try LoRAExtractor.extract(request, output: output) { done, total in
+      bar.update(Double(done) / Double(max(total, 1)))
+    }
     bar.finish()
     if json { return try printJSON(report) }
-    print("\(report.output): \(report.layers.count) modules, total retained energy \(String(format: "%.4f", report.totalRetainedEnergy)); \(report.unchanged) unchanged modules left out; text encoders \(report.textEncoders); \(String(format: "%.1f", report.seconds)) s")
+    print(
+      "\(report.output): \(report.layers.count) modules, total retained energy \(String(format: "%.4f", report.totalRetainedEnergy)); \(report.unchanged) unchanged modules left out; text encoders \(report.textEncoders); \(String(format: "%.1f", report.seconds)) s"
+    )
     let worst = report.layers.sorted { $0.retainedEnergy < $1.retainedEnergy }.prefix(5)
     print("lowest retained energy:")
     for layer in worst {

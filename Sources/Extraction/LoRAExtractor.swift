@@ -28,6 +28,8 @@ public struct ExtractionRequest: Sendable {
   public var minimumDifference: Float = 0.01
   /// Stored dtype of the factors.
   public var dtype: DType = .f16
+  /// Always LAPACK's full SVD (default: a randomized range finder for matrices much larger than the rank).
+  public var exact = false
 
   public init(tuned: String, base: String) {
     self.tuned = tuned
@@ -35,12 +37,22 @@ public struct ExtractionRequest: Sendable {
   }
 
   func validate() throws {
-    guard rank >= 1, rank <= AdapterFile.maximumRank else { throw ExtractionError.invalidRequest("--rank must be in 1…\(AdapterFile.maximumRank)") }
-    if let convRank, convRank < 0 || convRank > AdapterFile.maximumRank { throw ExtractionError.invalidRequest("--conv-rank must be in 0…\(AdapterFile.maximumRank)") }
+    guard rank >= 1, rank <= AdapterFile.maximumRank else {
+      throw ExtractionError.invalidRequest("--rank must be in 1…\(AdapterFile.maximumRank)")
+    }
+    if let convRank, convRank < 0 || convRank > AdapterFile.maximumRank {
+      throw ExtractionError.invalidRequest("--conv-rank must be in 0…\(AdapterFile.maximumRank)")
+    }
     if let energy, !(energy > 0 && energy <= 1) { throw ExtractionError.invalidRequest("--energy must be in (0, 1]") }
-    if let rankRatio, !(rankRatio >= 1 && rankRatio.isFinite) { throw ExtractionError.invalidRequest("--rank-ratio must be ≥ 1") }
-    if energy != nil && rankRatio != nil { throw ExtractionError.invalidRequest("give --energy or --rank-ratio, not both") }
-    guard [.f16, .bf16, .f32].contains(dtype) else { throw ExtractionError.invalidRequest("factors are stored as fp16, bf16 or fp32") }
+    if let rankRatio, !(rankRatio >= 1 && rankRatio.isFinite) {
+      throw ExtractionError.invalidRequest("--rank-ratio must be ≥ 1")
+    }
+    if energy != nil && rankRatio != nil {
+      throw ExtractionError.invalidRequest("give --energy or --rank-ratio, not both")
+    }
+    guard [.f16, .bf16, .f32].contains(dtype) else {
+      throw ExtractionError.invalidRequest("factors are stored as fp16, bf16 or fp32")
+    }
   }
 }
 
@@ -107,14 +119,19 @@ public enum LoRAExtractor {
       guard local.hasPrefix("input_blocks.") || local.hasPrefix("middle_block.") || local.hasPrefix("output_blocks."),
         !local.hasPrefix("input_blocks.0.")
       else { return nil }
-      if local.contains(".transformer_blocks.") || local.contains(".proj_in.") || local.contains(".proj_out.") { return .linear }
-      for part in [".in_layers.2.", ".out_layers.3.", ".skip_connection.", ".emb_layers.1.", ".op.", ".conv."] where local.contains(part) {
+      if local.contains(".transformer_blocks.") || local.contains(".proj_in.") || local.contains(".proj_out.") {
+        return .linear
+      }
+      for part in [".in_layers.2.", ".out_layers.3.", ".skip_connection.", ".emb_layers.1.", ".op.", ".conv."]
+      where local.contains(part) {
         return .convolution
       }
       return nil
     }
     if key.hasPrefix(SingleFilePrefix.clipL) || key.hasPrefix(SingleFilePrefix.clipG) {
-      for part in ["self_attn.", ".mlp.", ".attn.in_proj_weight", ".attn.out_proj."] where key.contains(part) { return .textEncoder }
+      for part in ["self_attn.", ".mlp.", ".attn.in_proj_weight", ".attn.out_proj."] where key.contains(part) {
+        return .textEncoder
+      }
     }
     return nil
   }
@@ -130,10 +147,14 @@ public enum LoRAExtractor {
     let convRank = request.convRank ?? request.rank
     var keys: [(String, Group)] = []
     for key in base.names {
-      guard let group = group(of: key), let shape = base.shape(key), shape.count >= 2, !AdapterKeyMap.kohyaModules(of: key).isEmpty else { continue }
+      guard let group = group(of: key), let shape = base.shape(key), shape.count >= 2,
+        !AdapterKeyMap.kohyaModules(of: key).isEmpty
+      else { continue }
       if group == .convolution && convRank == 0 { continue }
       if group == .textEncoder && request.textEncoders == .never { continue }
-      guard let other = tuned.shape(key) else { throw ExtractionError.mismatch(key: key, reason: "missing from \(request.tuned)") }
+      guard let other = tuned.shape(key) else {
+        throw ExtractionError.mismatch(key: key, reason: "missing from \(request.tuned)")
+      }
       guard other == shape else { throw ExtractionError.mismatch(key: key, reason: "shape \(other) vs \(shape)") }
       keys.append((key, group))
     }
@@ -146,7 +167,8 @@ public enum LoRAExtractor {
       }
       if largest <= request.minimumDifference {
         keys.removeAll { $0.1 == .textEncoder }
-        textEncoderNote = "left out: no weight differs by more than \(request.minimumDifference) (max \(largest); --text-encoders always to force)"
+        textEncoderNote =
+          "left out: no weight differs by more than \(request.minimumDifference) (max \(largest); --text-encoders always to force)"
       }
     }
     var layers: [ExtractedLayer] = []
@@ -171,11 +193,19 @@ public enum LoRAExtractor {
           unchanged += 1
           continue
         }
-        guard let svd = SVD(values, rows: rows, columns: columns) else { throw ExtractionError.decomposition(key: key) }
-        let cap = min(group == .convolution ? convRank : request.rank, svd.k)
-        let rank = chooseRank(svd.singularValues, cap: cap, energy: request.energy, ratio: request.rankRatio)
+        let wanted = group == .convolution ? convRank : request.rank
+        // Large matrices and small ranks: the leading triplets by a randomized range finder;
+        // otherwise (and with --exact) LAPACK's full thin SVD.
+        let randomized = !request.exact && min(rows, columns) >= 4 * (wanted + 10)
+        let decomposition =
+          randomized
+          ? SVD.leading(values, rows: rows, columns: columns, rank: wanted) : SVD(values, rows: rows, columns: columns)
+        guard let svd = decomposition else { throw ExtractionError.decomposition(key: key) }
+        let cap = min(wanted, svd.k)
+        let rank = chooseRank(
+          svd.singularValues, cap: cap, energy: request.energy, ratio: request.rankRatio, total: svd.totalEnergy)
         let energy = svd.retainedEnergy(rank: rank)
-        let sum = svd.singularValues.reduce(0.0) { $0 + Double($1) * Double($1) }
+        let sum = svd.totalEnergy
         total += sum
         kept += sum * energy
         var up = [Float](repeating: 0, count: rows * rank)
@@ -184,18 +214,34 @@ public enum LoRAExtractor {
         let isConvolution = shape.count == 4
         let downShape = isConvolution ? [rank] + shape.dropFirst() : [rank, columns]
         let upShape = isConvolution ? [rows, rank, 1, 1] : [rows, rank]
-        stored.append((TensorSpec(name: module + ".lora_down.weight", dtype: request.dtype, shape: downShape), encode(down, request.dtype)))
-        stored.append((TensorSpec(name: module + ".lora_up.weight", dtype: request.dtype, shape: upShape), encode(up, request.dtype)))
-        stored.append((TensorSpec(name: module + ".alpha", dtype: request.dtype, shape: []), encode([Float(rank)], request.dtype)))
-        layers.append(ExtractedLayer(module: module, shape: [rows] + shape.dropFirst(), rank: rank, retainedEnergy: energy, maxDifference: largest))
+        stored.append(
+          (
+            TensorSpec(name: module + ".lora_down.weight", dtype: request.dtype, shape: downShape),
+            encode(down, request.dtype)
+          ))
+        stored.append(
+          (
+            TensorSpec(name: module + ".lora_up.weight", dtype: request.dtype, shape: upShape),
+            encode(up, request.dtype)
+          ))
+        stored.append(
+          (TensorSpec(name: module + ".alpha", dtype: request.dtype, shape: []), encode([Float(rank)], request.dtype)))
+        layers.append(
+          ExtractedLayer(
+            module: module, shape: [rows] + shape.dropFirst(), rank: rank, retainedEnergy: energy,
+            maxDifference: largest))
       }
     }
     progress?(keys.count, keys.count)
-    guard !layers.isEmpty else { throw ExtractionError.nothingToExtract("the two models have identical weights in every layer a LoRA targets") }
+    guard !layers.isEmpty else {
+      throw ExtractionError.nothingToExtract("the two models have identical weights in every layer a LoRA targets")
+    }
     let metadata = Self.metadata(request: request, output: output, layers: layers, tuned: tuned, convRank: convRank)
     try SafeTensorsWriter.write(
       to: output,
-      entries: stored.map { spec, bytes in TensorEntry(spec: spec) { sink in try bytes.withUnsafeBytes { try sink.write($0) } } },
+      entries: stored.map { spec, bytes in
+        TensorEntry(spec: spec) { sink in try bytes.withUnsafeBytes { try sink.write($0) } }
+      },
       metadata: metadata, inputs: [request.tuned, request.base])
     return ExtractionReport(
       output: output, layers: layers, unchanged: unchanged, textEncoders: textEncoderNote,
@@ -203,10 +249,11 @@ public enum LoRAExtractor {
   }
 
   /// The rank for singular values `s`: `cap`, or fewer by the energy or ratio rule (at least 1).
-  public static func chooseRank(_ s: [Float], cap: Int, energy: Double?, ratio: Double?) -> Int {
-    guard cap > 1, let first = s.first, first > 0 else { return max(1, min(cap, 1)) }
+  /// `total`: ‖ΔW‖²_F (default: Σ s², for a full decomposition).
+  public static func chooseRank(_ s: [Float], cap: Int, energy: Double?, ratio: Double?, total: Double? = nil) -> Int {
+    guard cap > 1, let first = s.first, first > 0 else { return 1 }
     if let energy {
-      let total = s.reduce(0.0) { $0 + Double($1) * Double($1) }
+      let total = total ?? s.reduce(0.0) { $0 + Double($1) * Double($1) }
       var running = 0.0
       for (index, value) in s.enumerated() {
         running += Double(value) * Double(value)
@@ -241,9 +288,16 @@ public enum LoRAExtractor {
     let dynamic = request.energy != nil || request.rankRatio != nil
     let title = ((output as NSString).lastPathComponent as NSString).deletingPathExtension
     var args: [String: Any] = [:]
-    if convRank > 0 { args["conv_dim"] = dynamic ? "Dynamic" : String(convRank); args["conv_alpha"] = dynamic ? "Dynamic" : String(convRank) }
-    let argsText = (try? JSONSerialization.data(withJSONObject: args, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-    let prediction = tuned.contains(MarkerKey.vPrediction) || tuned.metadata["modelspec.prediction_type"] == "v" ? "v" : "epsilon"
+    if convRank > 0 {
+      args["conv_dim"] = dynamic ? "Dynamic" : String(convRank);
+      args["conv_alpha"] = dynamic ? "Dynamic" : String(convRank)
+    }
+    let argsText =
+      (try? JSONSerialization.data(withJSONObject: args, options: [.sortedKeys])).map {
+        String(decoding: $0, as: UTF8.self)
+      } ?? "{}"
+    let prediction =
+      tuned.contains(MarkerKey.vPrediction) || tuned.metadata["modelspec.prediction_type"] == "v" ? "v" : "epsilon"
     return [
       "ss_network_module": "networks.lora",
       "ss_network_dim": dynamic ? "Dynamic" : String(request.rank),
@@ -253,7 +307,8 @@ public enum LoRAExtractor {
       "ss_v2": "False",
       "ss_output_name": title,
       "ss_sd_model_name": (request.base as NSString).lastPathComponent,
-      "ss_training_comment": "extracted by \(ToolInfo.name) extract-lora from \((request.tuned as NSString).lastPathComponent) − \((request.base as NSString).lastPathComponent)",
+      "ss_training_comment":
+        "extracted by \(ToolInfo.name) extract-lora from \((request.tuned as NSString).lastPathComponent) − \((request.base as NSString).lastPathComponent)",
       "modelspec.sai_model_spec": "1.0.1",
       "modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
       "modelspec.implementation": "https://github.com/Stability-AI/generative-models",

@@ -12,6 +12,8 @@ public struct SVD: Sendable {
   public let u: [Float]
   /// Vᵀ, row-major k×n.
   public let vt: [Float]
+  /// ‖A‖²_F (for a truncated decomposition, more than the sum of the kept S²).
+  public let totalEnergy: Double
 
   public var k: Int { singularValues.count }
 
@@ -45,12 +47,65 @@ public struct SVD: Sendable {
     singularValues = s
     u = vtPrime
     vt = uPrime
+    totalEnergy = s.reduce(0.0) { $0 + Double($1) * Double($1) }
+  }
+
+  init(rows: Int, columns: Int, singularValues: [Float], u: [Float], vt: [Float], totalEnergy: Double) {
+    self.rows = rows
+    self.columns = columns
+    self.singularValues = singularValues
+    self.u = u
+    self.vt = vt
+    self.totalEnergy = totalEnergy
+  }
+
+  /// The leading `rank` singular triplets by a randomized range finder (Halko, Martinsson & Tropp
+  /// 2011): Y = A·Ω with `rank` + 10 Gaussian columns (seeded), two power iterations with
+  /// re-orthonormalisation, then the exact SVD of the small Qᵀ·A. Cost O(m·n·(rank + 10)) instead of
+  /// O(m·n·min(m, n)); the kept values are accurate where the spectrum decays past the rank.
+  public static func leading(_ matrix: [Float], rows m: Int, columns n: Int, rank: Int, seed: UInt64 = 0x5EED) -> SVD? {
+    let l = min(rank + 10, min(m, n))
+    var state = seed
+    func gaussian() -> Float {
+      // SplitMix64 → two uniforms → Box–Muller.
+      func next() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
+      }
+      let u1 = max(next(), 1e-300), u2 = next()
+      return Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2))
+    }
+    let omega = (0..<(n * l)).map { _ in gaussian() }
+    func product(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int, transposeA: Bool = false) -> [Float] {
+      var c = [Float](repeating: 0, count: m * n)
+      cblas_sgemm(
+        CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a,
+        Int32(transposeA ? m : k), b, Int32(n), 0, &c, Int32(n))
+      return c
+    }
+    /// An orthonormal basis of the columns of a rows×l matrix (the U of its thin SVD).
+    func orthonormal(_ y: [Float], rows: Int) -> [Float]? { SVD(y, rows: rows, columns: l)?.u }
+    var y = product(matrix, omega, m: m, k: n, n: l)  // A·Ω, m×l
+    for _ in 0..<2 {
+      guard let q = orthonormal(y, rows: m) else { return nil }
+      let z = product(matrix, q, m: n, k: m, n: l, transposeA: true)  // Aᵀ·Q, n×l
+      guard let qz = orthonormal(z, rows: n) else { return nil }
+      y = product(matrix, qz, m: m, k: n, n: l)
+    }
+    guard let q = orthonormal(y, rows: m) else { return nil }
+    let b = product(q, matrix, m: l, k: m, n: n, transposeA: true)  // Qᵀ·A, l×n
+    guard let small = SVD(b, rows: l, columns: n) else { return nil }
+    let u = product(q, small.u, m: m, k: l, n: small.k)  // m×l
+    let total = matrix.reduce(0.0) { $0 + Double($1) * Double($1) }
+    return SVD(rows: m, columns: n, singularValues: small.singularValues, u: u, vt: small.vt, totalEnergy: total)
   }
 
   /// The fraction of the squared Frobenius norm the first `rank` values keep (1 for a zero matrix).
   public func retainedEnergy(rank: Int) -> Double {
-    let total = singularValues.reduce(0.0) { $0 + Double($1) * Double($1) }
-    guard total > 0 else { return 1 }
-    return singularValues.prefix(rank).reduce(0.0) { $0 + Double($1) * Double($1) } / total
+    guard totalEnergy > 0 else { return 1 }
+    return min(1, singularValues.prefix(rank).reduce(0.0) { $0 + Double($1) * Double($1) } / totalEnergy)
   }
 }

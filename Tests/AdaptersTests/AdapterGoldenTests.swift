@@ -10,11 +10,12 @@ import Weights
 /// loader agrees for the kohya and PEFT files): max |Δ| ≤ 1e-6 × max |W′|.
 @Suite struct AdapterGoldenTests {
   static let base = TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")
-  static let adapters = ["kohya_sgm", "kohya_diffusers", "peft", "locon", "loha", "lokr", "dora_out", "dora_in"]
+  static let adapters = ["kohya_sgm", "kohya_diffusers", "peft", "peft_alpha", "locon", "loha", "lokr", "dora_out", "dora_in"]
 
   static func expected() throws -> (SafeTensorsFile, [String: Double]) {
     let file = try SafeTensorsFile(path: TestPaths.fixture("lora/expected.safetensors"))
-    let strengths = try JSONSerialization.jsonObject(with: Data((file.metadata["strengths"] ?? "{}").utf8)) as? [String: Double]
+    let strengths =
+      try JSONSerialization.jsonObject(with: Data((file.metadata["strengths"] ?? "{}").utf8)) as? [String: Double]
     return (file, strengths ?? [:])
   }
 
@@ -23,9 +24,13 @@ import Weights
     let strength = try #require(strengths[name])
     let adapter = try AdapterFile(path: TestPaths.fixture("lora/\(name).safetensors"))
     #expect(adapter.unmappedKeys.isEmpty)
-    let stack = try AdapterStack([AdapterApplication(adapter: adapter, unet: Float(strength), textEncoders: Float(strength))])
+    let stack = try AdapterStack([
+      AdapterApplication(adapter: adapter, unet: Float(strength), textEncoders: Float(strength))
+    ])
     let source = try WeightSource(path: Self.base)
-    let keys = expected.tensors.map(\.name).filter { $0.hasPrefix(name + "/") }.map { String($0.dropFirst(name.count + 1)) }
+    let keys = expected.tensors.map(\.name).filter { $0.hasPrefix(name + "/") }.map {
+      String($0.dropFirst(name.count + 1))
+    }
     #expect(!keys.isEmpty)
     #expect(Set(keys) == stack.targetKeys, "\(name): the adapter changes exactly the expected weights")
     for key in keys {
@@ -62,17 +67,23 @@ import Weights
 
   @Test func unmappedKeysAreListedAndRefusedUnlessSkipped() throws {
     let adapter = try AdapterFile(path: TestPaths.fixture("lora/hostile/unmapped.safetensors"))
-    #expect(Set(adapter.unmappedKeys) == [
-      "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
-      "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", "bundle_emb.tinystyle.string_to_param.*",
-    ])
+    #expect(
+      Set(adapter.unmappedKeys) == [
+        "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+        "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", "bundle_emb.tinystyle.string_to_param.*",
+      ])
     #expect(adapter.modules.count == 1)
-    #expect(throws: AdapterError.self) { try AdapterStack([AdapterApplication(adapter: adapter, unet: 1, textEncoders: 1)]) }
-    let skipping = try AdapterStack([AdapterApplication(adapter: adapter, unet: 1, textEncoders: 1)], skipUnmapped: true)
+    #expect(throws: AdapterError.self) {
+      try AdapterStack([AdapterApplication(adapter: adapter, unet: 1, textEncoders: 1)])
+    }
+    let skipping = try AdapterStack(
+      [AdapterApplication(adapter: adapter, unet: 1, textEncoders: 1)], skipUnmapped: true)
     #expect(skipping.skippedKeys.values.first?.count == 3)
   }
 
-  @Test(arguments: ["rank0", "nan_alpha", "rank_disagree", "huge_rank"]) func hostileAdaptersAreRefusedWhenRead(_ name: String) {
+  @Test(arguments: ["rank0", "nan_alpha", "rank_disagree", "huge_rank"]) func hostileAdaptersAreRefusedWhenRead(
+    _ name: String
+  ) {
     let path = TestPaths.fixture("lora/hostile/\(name).safetensors")
     do {
       _ = try AdapterFile(path: path)
@@ -104,7 +115,9 @@ import Weights
   @Test func strengthArgumentsParseFromTheRight() throws {
     #expect(try AdapterSpec.parse("a.safetensors") == AdapterSpec(path: "a.safetensors", strength: 1))
     #expect(try AdapterSpec.parse("a.safetensors:0.8") == AdapterSpec(path: "a.safetensors", strength: 0.8))
-    #expect(try AdapterSpec.parse("dir:x/a.safetensors:0.8:0.5") == AdapterSpec(path: "dir:x/a.safetensors", strength: 0.8, textEncoderStrength: 0.5))
+    #expect(
+      try AdapterSpec.parse("dir:x/a.safetensors:0.8:0.5")
+        == AdapterSpec(path: "dir:x/a.safetensors", strength: 0.8, textEncoderStrength: 0.5))
     #expect(throws: AdapterError.self) { try AdapterSpec.parse(":0.5") }
   }
 }

@@ -9,7 +9,8 @@ import Testing
 
   @Test func kohyaSGMAndDiffusersNamesMapToTheSameWeight() {
     let sgm = AdapterKeyMap.target(ofModule: "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k")
-    let diffusers = AdapterKeyMap.target(ofModule: "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k")
+    let diffusers = AdapterKeyMap.target(
+      ofModule: "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k")
     let peft = AdapterKeyMap.target(ofModule: "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k")
     #expect(sgm?.key == "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")
     #expect(diffusers == sgm)
@@ -29,7 +30,11 @@ import Testing
       AdapterKeyMap.target(ofModule: "lora_te1_text_model_encoder_layers_3_self_attn_q_proj")?.key
         == "conditioner.embedders.0.transformer.text_model.encoder.layers.3.self_attn.q_proj.weight")
     let v = AdapterKeyMap.target(ofModule: "lora_te2_text_model_encoder_layers_5_self_attn_v_proj")
-    #expect(v == AdapterTarget(key: "conditioner.embedders.1.model.transformer.resblocks.5.attn.in_proj_weight", sliceIndex: 2, sliceCount: 3))
+    #expect(
+      v
+        == AdapterTarget(
+          key: "conditioner.embedders.1.model.transformer.resblocks.5.attn.in_proj_weight", sliceIndex: 2, sliceCount: 3
+        ))
     #expect(AdapterKeyMap.target(ofModule: "text_encoder_2.text_model.encoder.layers.5.self_attn.v_proj") == v)
     #expect(
       AdapterKeyMap.target(ofModule: "lora_te2_text_model_encoder_layers_0_mlp_fc1")?.key

@@ -12,10 +12,14 @@ import Weights
   let base = TestPaths.fixture("lora/extract/base.safetensors")
   let tuned = TestPaths.fixture("lora/extract/tuned.safetensors")
 
-  func golden() throws -> SafeTensorsFile { try SafeTensorsFile(path: TestPaths.fixture("lora/extract/svd.safetensors")) }
+  func golden() throws -> SafeTensorsFile {
+    try SafeTensorsFile(path: TestPaths.fixture("lora/extract/svd.safetensors"))
+  }
 
+  /// LAPACK's full SVD, compared with numpy's (the randomized path has its own test below).
   func request(rank: Int) -> ExtractionRequest {
     var request = ExtractionRequest(tuned: tuned, base: base)
+    request.exact = true
     request.rank = rank
     request.textEncoders = .always
     request.dtype = .f32
@@ -49,12 +53,16 @@ import Weights
     let report = try LoRAExtractor.extract(request(rank: 4), output: out)
     let lora = try SafeTensorsFile(path: out)
     for layer in report.layers {
-      let energy = try TensorDecoder.resolve(file: svd, tensor: #require(svd.info(layer.module + ".energy_at_rank_4"))).decodeAll()[0]
-      #expect(abs(layer.retainedEnergy - Double(energy)) < 1e-5, "\(layer.module): \(layer.retainedEnergy) vs \(energy)")
+      let energy = try TensorDecoder.resolve(file: svd, tensor: #require(svd.info(layer.module + ".energy_at_rank_4")))
+        .decodeAll()[0]
+      #expect(
+        abs(layer.retainedEnergy - Double(energy)) < 1e-5, "\(layer.module): \(layer.retainedEnergy) vs \(energy)")
       #expect(layer.rank == 4)
       // lora_up = U·S with orthonormal U: its column norms are the singular values.
-      let sv = try TensorDecoder.resolve(file: svd, tensor: #require(svd.info(layer.module + ".singular_values"))).decodeAll()
-      let up = try TensorDecoder.resolve(file: lora, tensor: #require(lora.info(layer.module + ".lora_up.weight"))).decodeAll()
+      let sv = try TensorDecoder.resolve(file: svd, tensor: #require(svd.info(layer.module + ".singular_values")))
+        .decodeAll()
+      let up = try TensorDecoder.resolve(file: lora, tensor: #require(lora.info(layer.module + ".lora_up.weight")))
+        .decodeAll()
       let rows = up.count / 4
       for i in 0..<4 {
         let norm = (0..<rows).reduce(Float(0)) { $0 + up[$1 * 4 + i] * up[$1 * 4 + i] }.squareRoot()
@@ -70,7 +78,8 @@ import Weights
     let svd = try golden()
     var request = request(rank: 64)
     request.energy = 0.9
-    let report = try LoRAExtractor.extract(request, output: TestPaths.temporaryDirectory("extract-energy") + "/e.safetensors")
+    let report = try LoRAExtractor.extract(
+      request, output: TestPaths.temporaryDirectory("extract-energy") + "/e.safetensors")
     for layer in report.layers {
       let info = try #require(svd.info(layer.module + ".rank_for_energy_0.9"))
       let want = Int(svd.data(info).load(as: Int64.self))
@@ -79,9 +88,35 @@ import Weights
     }
   }
 
+  /// The randomized range finder used for large layers keeps the exact SVD's leading values and
+  /// energy on a matrix with a decaying spectrum (rank-12 signal plus noise, 600×400).
+  @Test func randomizedLeadingValuesMatchTheFullSVD() throws {
+    var state: UInt64 = 42
+    func uniform() -> Float {
+      state = state &* 6364136223846793005 &+ 1442695040888963407
+      return Float(state >> 40) / Float(1 << 24) - 0.5
+    }
+    let m = 600, n = 400, r = 12
+    let a = (0..<(m * r)).map { _ in uniform() }, b = (0..<(r * n)).map { _ in uniform() }
+    var matrix = [Float](repeating: 0, count: m * n)
+    for i in 0..<m {
+      for k in 0..<r { let x = a[i * r + k] * Float(r - k); for j in 0..<n { matrix[i * n + j] += x * b[k * n + j] } }
+    }
+    for i in matrix.indices { matrix[i] += 0.01 * uniform() }
+    let exact = try #require(SVD(matrix, rows: m, columns: n))
+    let fast = try #require(SVD.leading(matrix, rows: m, columns: n, rank: 8))
+    for i in 0..<8 {
+      #expect(abs(fast.singularValues[i] - exact.singularValues[i]) <= 1e-3 * exact.singularValues[0], "σ\(i)")
+    }
+    #expect(abs(fast.retainedEnergy(rank: 8) - exact.retainedEnergy(rank: 8)) < 1e-4)
+    #expect(abs(fast.totalEnergy - exact.totalEnergy) / exact.totalEnergy < 1e-5)
+  }
+
   @Test func identicalModelsAndBadRequestsAreRefused() throws {
     let out = TestPaths.temporaryDirectory("extract-bad") + "/x.safetensors"
-    #expect(throws: ExtractionError.self) { try LoRAExtractor.extract(ExtractionRequest(tuned: base, base: base), output: out) }
+    #expect(throws: ExtractionError.self) {
+      try LoRAExtractor.extract(ExtractionRequest(tuned: base, base: base), output: out)
+    }
     var bad = request(rank: 0)
     #expect(throws: ExtractionError.self) { try LoRAExtractor.extract(bad, output: out) }
     bad = request(rank: 4)

@@ -34,7 +34,10 @@ import Weights
     }
     #expect(compared == 10)
     // Untouched tensors are copied byte for byte; markers and the model's metadata are kept.
-    for key in ["model.diffusion_model.out.2.weight", "conditioner.embedders.0.transformer.text_model.embeddings.position_ids", "v_pred", "ztsnr"] {
+    for key in [
+      "model.diffusion_model.out.2.weight", "conditioner.embedders.0.transformer.text_model.embeddings.position_ids",
+      "v_pred", "ztsnr",
+    ] {
       let a = try #require(base.info(key)), b = try #require(baked.info(key))
       #expect(a.dtype == b.dtype && a.shape == b.shape)
       #expect(Array(base.data(a)) == Array(baked.data(b)), "\(key)")
@@ -47,15 +50,25 @@ import Weights
 
   @Test func renderingWithLoraEqualsRenderingTheBakedFileBitForBit() throws {
     let directory = TestPaths.temporaryDirectory("cli-lora-render")
-    let adapters = ["--lora", lora("kohya_sgm") + ":0.8", "--lora", lora("dora_out"), "--lora", lora("lokr") + ":0.6:0.3"]
+    let adapters = [
+      "--lora", lora("kohya_sgm") + ":0.8", "--lora", lora("dora_out"), "--lora", lora("lokr") + ":0.6:0.3",
+    ]
     let bake = try BinaryRun.run(["merge", eps, "-o", directory + "/baked.safetensors"] + adapters)
     #expect(bake.status == 0, "\(bake.stderr)")
     let common = ["-p", "a red cube", "--steps", "2", "--seed", "7"]
-    let baked = try BinaryRun.run(["sample", directory + "/baked.safetensors", "-o", directory + "/baked.png", "--save-latents", directory + "/baked-latents.safetensors"] + common)
+    let baked = try BinaryRun.run(
+      [
+        "sample", directory + "/baked.safetensors", "-o", directory + "/baked.png", "--save-latents",
+        directory + "/baked-latents.safetensors",
+      ] + common)
     #expect(baked.status == 0, "\(baked.stderr)")
-    let memory = try BinaryRun.run(["sample", eps, "-o", directory + "/lora.png", "--save-latents", directory + "/lora-latents.safetensors"] + common + adapters)
+    let memory = try BinaryRun.run(
+      ["sample", eps, "-o", directory + "/lora.png", "--save-latents", directory + "/lora-latents.safetensors"] + common
+        + adapters)
     #expect(memory.status == 0, "\(memory.stderr)")
-    let plain = try BinaryRun.run(["sample", eps, "-o", directory + "/plain.png", "--save-latents", directory + "/plain-latents.safetensors"] + common)
+    let plain = try BinaryRun.run(
+      ["sample", eps, "-o", directory + "/plain.png", "--save-latents", directory + "/plain-latents.safetensors"]
+        + common)
     #expect(plain.status == 0, "\(plain.stderr)")
     func latents(_ name: String) throws -> [String: [UInt8]] {
       let file = try SafeTensorsFile(path: directory + "/\(name)-latents.safetensors")
@@ -70,10 +83,14 @@ import Weights
     let out = TestPaths.temporaryDirectory("cli-lora-blocks") + "/b.safetensors"
     // BASE (text encoders) 1, IN04 0, everything else 1; then the text encoders off.
     let blocks = (0..<20).map { $0 == 5 ? "0" : "1" }.joined(separator: ",")
-    let run = try BinaryRun.run(["merge", eps, "--lora", lora("kohya_sgm"), "--blocks", blocks, "--lora-te-strength", "0", "-o", out])
+    let run = try BinaryRun.run([
+      "merge", eps, "--lora", lora("kohya_sgm"), "--blocks", blocks, "--lora-te-strength", "0", "-o", out,
+    ])
     #expect(run.status == 0, "\(run.stderr)")
     let baked = try SafeTensorsFile(path: out), base = try SafeTensorsFile(path: eps)
-    func same(_ key: String) throws -> Bool { Array(base.data(try #require(base.info(key)))) == Array(baked.data(try #require(baked.info(key)))) }
+    func same(_ key: String) throws -> Bool {
+      Array(base.data(try #require(base.info(key)))) == Array(baked.data(try #require(baked.info(key))))
+    }
     let u = "model.diffusion_model."
     #expect(try same(u + "input_blocks.4.1.proj_in.weight"))
     #expect(try same("conditioner.embedders.0.transformer.text_model.encoder.layers.1.self_attn.q_proj.weight"))
@@ -89,10 +106,14 @@ import Weights
       #expect(run.status == 2, "\(name): \(run.stderr)")
       #expect(run.stderr.contains("\(name).safetensors"), "\(name): \(run.stderr)")
       #expect(!FileManager.default.fileExists(atPath: out))
-      let render = try BinaryRun.run(["sample", eps, "-p", "x", "--steps", "1", "-o", out + ".png", "--lora", lora("hostile/\(name)")])
+      let render = try BinaryRun.run([
+        "sample", eps, "-p", "x", "--steps", "1", "-o", out + ".png", "--lora", lora("hostile/\(name)"),
+      ])
       #expect(render.status == 2, "\(name): \(render.stderr)")
     }
-    let skipping = try BinaryRun.run(["merge", eps, "--lora", lora("hostile/unmapped"), "--lora-skip-unmapped", "-o", out])
+    let skipping = try BinaryRun.run([
+      "merge", eps, "--lora", lora("hostile/unmapped"), "--lora-skip-unmapped", "-o", out,
+    ])
     #expect(skipping.status == 0, "\(skipping.stderr)")
     #expect(skipping.stdout.contains("skipped 3 unmapped keys"))
     #expect(try BinaryRun.run(["merge", eps, eps, "--lora", lora("kohya_sgm"), "-o", out]).status == 2)
@@ -100,18 +121,67 @@ import Weights
 
   @Test func extractLoRAWritesAKohyaFileThatBakesBack() throws {
     let directory = TestPaths.temporaryDirectory("cli-extract")
-    let base = TestPaths.fixture("lora/extract/base.safetensors"), tuned = TestPaths.fixture("lora/extract/tuned.safetensors")
-    let run = try BinaryRun.run(["extract-lora", tuned, base, "-o", directory + "/x.safetensors", "--rank", "8", "--text-encoders", "always", "--json"])
+    let base = TestPaths.fixture("lora/extract/base.safetensors"),
+      tuned = TestPaths.fixture("lora/extract/tuned.safetensors")
+    let run = try BinaryRun.run([
+      "extract-lora", tuned, base, "-o", directory + "/x.safetensors", "--rank", "8", "--text-encoders", "always",
+      "--json",
+    ])
     #expect(run.status == 0, "\(run.stderr)")
     let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
     #expect((report["layers"] as? [Any])?.count == 9)
     let info = try BinaryRun.run(["info", directory + "/x.safetensors"])
-    #expect(info.stdout.contains("every key maps onto SDXL") && info.stdout.contains("sdxl_base_v1-0"), "\(info.stdout)")
-    let bake = try BinaryRun.run(["merge", base, "--lora", directory + "/x.safetensors", "-o", directory + "/back.safetensors"])
+    #expect(
+      info.stdout.contains("every key maps onto SDXL") && info.stdout.contains("sdxl_base_v1-0"), "\(info.stdout)")
+    let bake = try BinaryRun.run([
+      "merge", base, "--lora", directory + "/x.safetensors", "-o", directory + "/back.safetensors",
+    ])
     #expect(bake.status == 0, "\(bake.stderr)")
     #expect(try BinaryRun.run(["extract-lora", base, base, "-o", directory + "/y.safetensors"]).status == 2)
-    #expect(try BinaryRun.run(["extract-lora", tuned, base, "-o", directory + "/y.safetensors", "--energy", "2"]).status == 2)
-    #expect(try BinaryRun.run(["extract-lora", tuned, "/nonexistent.safetensors", "-o", directory + "/y.safetensors"]).status == 3)
+    #expect(
+      try BinaryRun.run(["extract-lora", tuned, base, "-o", directory + "/y.safetensors", "--energy", "2"]).status == 2)
+    #expect(
+      try BinaryRun.run(["extract-lora", tuned, "/nonexistent.safetensors", "-o", directory + "/y.safetensors"]).status
+        == 3)
+  }
+
+  /// A LoRA fine-tune of the trained tiny model (its base plus a rank-8 update) is extracted at
+  /// rank 8 and baked back into the base: the result renders like the fine-tune within `verify`'s
+  /// fp16 reference thresholds.
+  @Test func extractThenBakeRendersLikeTheTunedModel() throws {
+    let directory = TestPaths.temporaryDirectory("cli-lora-roundtrip")
+    let base = TestPaths.fixture("trained/tiny-shapes-eps.safetensors")
+    func ok(_ arguments: [String]) throws {
+      let run = try BinaryRun.run(arguments)
+      #expect(run.status == 0, "\(arguments.first ?? ""): \(run.stderr)")
+    }
+    // A low-rank fine-tune: the rank-8 part of a merge with the v-prediction model, baked in.
+    try ok([
+      "merge", base, TestPaths.fixture("trained/tiny-shapes-vpred.safetensors"), "--alpha", "0.2", "--prediction",
+      "eps", "-o", directory + "/merged.safetensors",
+    ])
+    try ok([
+      "extract-lora", directory + "/merged.safetensors", base, "-o", directory + "/update.safetensors", "--rank", "8",
+    ])
+    try ok(["merge", base, "--lora", directory + "/update.safetensors", "-o", directory + "/tuned.safetensors"])
+    // The round trip.
+    try ok([
+      "extract-lora", directory + "/tuned.safetensors", base, "-o", directory + "/extracted.safetensors", "--rank", "8",
+    ])
+    try ok(["merge", base, "--lora", directory + "/extracted.safetensors", "-o", directory + "/back.safetensors"])
+    let verify = try BinaryRun.run([
+      "verify", directory + "/back.safetensors", "--reference", directory + "/tuned.safetensors", "--change", "fp16",
+      "--json",
+      "--out", directory + "/renders",
+    ])
+    let report = try #require(
+      try JSONSerialization.jsonObject(with: Data(verify.stdout.utf8)) as? [String: Any], "\(verify.stderr)")
+    let images = try #require(report["images"] as? [[String: Any]])
+    #expect(!images.isEmpty)
+    for image in images {
+      let check = try #require(image["referenceCheck"] as? [String: Any])
+      #expect(check["passed"] as? Bool == true, "\(check)")
+    }
   }
 
   @Test func infoDescribesAnAdapter() throws {

@@ -28,9 +28,12 @@ public struct LoRABakeRequest: Sendable {
   }
 
   func validate() throws {
-    guard !adapters.isEmpty else { throw MergeError.invalidRequest("name at least one adapter with --lora FILE[:STRENGTH]") }
+    guard !adapters.isEmpty else {
+      throw MergeError.invalidRequest("name at least one adapter with --lora FILE[:STRENGTH]")
+    }
     if let blocks, blocks.count != 20 {
-      throw MergeError.invalidRequest("--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
+      throw MergeError.invalidRequest(
+        "--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
     }
     for value in [unetStrength, textEncoderStrength] + (blocks ?? []) where !value.isFinite {
       throw MergeError.invalidRequest("strengths must be finite numbers")
@@ -79,12 +82,22 @@ public enum LoRABaker {
     let base = try Merger.openInputs([request.base])[0]
     try stack.checkTargets { base.info($0)?.shape }
     let targets = stack.targetKeys
-    let clamped = Merger.ClampTally()
+    let clamped = Tally()
+    // Adapted weights are computed on worker threads (one per core, single-threaded products),
+    // a few tensors ahead of the writer, so the products overlap the copying and writing.
+    AdapterStack.useSingleThreadedProducts()
+    let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8))
+    let lookahead = Lookahead(depth: workers + 1, workers: workers)
     var entries: [TensorEntry] = []
+    var jobs: [String: () throws -> [UInt8]] = [:]
     var changed = 0, copied = 0
     for tensor in base.tensors where !QuantizedLayers.isBookkeeping(tensor.name, in: base) {
       guard targets.contains(tensor.name) else {
-        entries.append(Merger.copyEntry(file: base, tensor: tensor, dtype: tensor.dtype.isFloatingPoint && tensor.elementCount > 0 && !Merger.isMarker(tensor.name) ? request.dtype : nil, clamp: request.clamp))
+        entries.append(
+          Merger.copyEntry(
+            file: base, tensor: tensor,
+            dtype: tensor.dtype.isFloatingPoint && tensor.elementCount > 0 && !Merger.isMarker(tensor.name)
+              ? request.dtype : nil, clamp: request.clamp))
         copied += 1
         continue
       }
@@ -92,16 +105,24 @@ public enum LoRABaker {
       let quantized: Bool = { if case .float = decoder.encoding { return false } else { return true } }()
       let target = request.dtype ?? (quantized ? .f16 : tensor.dtype)
       let policy: OverflowPolicy = request.clamp ? .clamp : .refuse
+      jobs[tensor.name] = {
+        var values = decoder.decodeAll()
+        try stack.apply(key: tensor.name, shape: tensor.shape, to: &values)
+        var encoder = try ChunkEncoder(target: target, policy: policy)
+        var bytes = [UInt8](repeating: 0, count: values.count * encoder.width)
+        values.withUnsafeBufferPointer { input in bytes.withUnsafeMutableBytes { _ = encoder.encode(input, into: $0) } }
+        if encoder.statistics.overflowed > 0 {
+          guard request.clamp else {
+            throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed)
+          }
+          clamped.add(tensor.name, encoder.statistics.overflowed)
+        }
+        return bytes
+      }
       entries.append(
         TensorEntry(spec: TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)) { sink in
-          var values = decoder.decodeAll()
-          try stack.apply(key: tensor.name, shape: tensor.shape, to: &values)
-          var encoder = try ChunkEncoder(target: target, policy: policy)
-          try values.withUnsafeBufferPointer { try encoder.encode($0, into: sink) }
-          if encoder.statistics.overflowed > 0 {
-            guard request.clamp else { throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed) }
-            clamped.values[tensor.name] = encoder.statistics.overflowed
-          }
+          let bytes = try lookahead.take(tensor.name)
+          try bytes.withUnsafeBytes { try sink.write($0) }
         })
       changed += 1
     }
@@ -114,6 +135,12 @@ public enum LoRABaker {
     if let blocks = request.blocks { recipe["blocks"] = blocks }
     if let dtype = request.dtype { recipe["dtype"] = dtype.rawValue }
     metadata["rouwei.lora.recipe"] = jsonString(recipe)
+    // The writer asks for tensors in safetensors file order (dtype, then name): so do the jobs.
+    for spec in SafeTensorsWriter.fileOrder(entries.map(\.spec)) {
+      if let job = jobs[spec.name] { lookahead.add(spec.name, job) }
+    }
+    lookahead.start()
+    defer { lookahead.cancel() }
     try SafeTensorsWriter.write(
       to: output, entries: entries, metadata: metadata, inputs: [request.base] + request.adapters.map(\.path),
       progress: { _, _, done, total in progress?(done, total) })
@@ -121,7 +148,86 @@ public enum LoRABaker {
     for (path, keys) in stack.skippedKeys { skipped[(path as NSString).lastPathComponent] = keys }
     return LoRABakeReport(
       output: output, adapters: applied, tensorsChanged: changed, tensorsCopied: copied, skippedKeys: skipped,
-      clamped: clamped.values, seconds: Date().timeIntervalSince(start))
+      clamped: clamped.snapshot, seconds: Date().timeIntervalSince(start))
+  }
+
+  /// Values clamped per tensor, written from the lookahead thread.
+  final class Tally: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [String: Int] = [:]
+    func add(_ key: String, _ count: Int) {
+      lock.lock()
+      values[key] = count
+      lock.unlock()
+    }
+    var snapshot: [String: Int] {
+      lock.lock()
+      defer { lock.unlock() }
+      return values
+    }
+  }
+
+  /// Runs named jobs in order on `workers` background threads, at most `depth` results ahead of
+  /// `take` (memory: `depth` results); `take` waits for a job's result (or rethrows its error).
+  final class Lookahead: @unchecked Sendable {
+    private let depth: Int
+    private let workers: Int
+    private var jobs: [(String, () throws -> [UInt8])] = []
+    private var results: [String: Result<[UInt8], Error>] = [:]
+    private var next = 0, taken = 0
+    private var cancelled = false
+    private let condition = NSCondition()
+
+    init(depth: Int, workers: Int) {
+      self.depth = max(depth, workers)
+      self.workers = workers
+    }
+
+    func add(_ name: String, _ job: @escaping () throws -> [UInt8]) { jobs.append((name, job)) }
+
+    func start() {
+      guard !jobs.isEmpty else { return }
+      for _ in 0..<workers {
+        let thread = Thread { [self] in
+          while true {
+            condition.lock()
+            while next < jobs.count && next - taken >= depth && !cancelled { condition.wait() }
+            guard next < jobs.count, !cancelled else {
+              condition.unlock()
+              return
+            }
+            let (name, job) = jobs[next]
+            next += 1
+            condition.unlock()
+            let result = Result { try job() }
+            condition.lock()
+            results[name] = result
+            condition.broadcast()
+            condition.unlock()
+          }
+        }
+        thread.stackSize = 1 << 22
+        thread.start()
+      }
+    }
+
+    func take(_ name: String) throws -> [UInt8] {
+      condition.lock()
+      defer { condition.unlock() }
+      while results[name] == nil && !cancelled { condition.wait() }
+      guard let result = results.removeValue(forKey: name) else { throw CancellationError() }
+      taken += 1
+      condition.broadcast()
+      return try result.get()
+    }
+
+    /// Stops the thread after its current job (the writer is done or failed).
+    func cancel() {
+      condition.lock()
+      cancelled = true
+      condition.broadcast()
+      condition.unlock()
+    }
   }
 
   static func jsonString<T: Encodable>(_ value: T) -> String {
