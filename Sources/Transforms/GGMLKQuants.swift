@@ -60,7 +60,7 @@ enum KQuants {
   }
 
   @inline(__always) static func loadHalf(_ y: UnsafeMutableRawPointer, _ offset: Int) -> Float {
-    Float(Float16(bitPattern: UInt16(littleEndian: y.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
+    FloatCodec.floatFromHalf(UInt16(littleEndian: y.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
   }
 
   // MARK: - Searches (ggml `make_qx_quants`, `make_q3_quants`, `make_qkx2/3_quants`, `make_qp_quants`)

@@ -199,93 +199,110 @@ enum LegacySearch {
 
   /// Levels `q` in [0, 2·nmax) for x ≈ d·(q − nmax).
   static func symmetric(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int, five: Bool) {
-    var amax: Float = 0, peak: Float = 0
-    for i in 0..<32 where abs(x[i]) > amax {
-      amax = abs(x[i])
-      peak = x[i]
-    }
-    var bestD: Float = 0, bestError = Float.infinity
-    var levels = (0..<32).map { _ in Int8(0) }
-    var best = levels
-    if amax > 0 {
-      for step in -9...9 {
-        let iscale = -(Float(nmax) + 0.1 * Float(step)) / peak
-        var sumlx: Float = 0, suml2: Float = 0
-        for i in 0..<32 {
-          let l = max(-nmax, min(nmax - 1, Int((iscale * x[i]).rounded())))
-          sumlx += x[i] * Float(l)
-          suml2 += Float(l * l)
-        }
-        guard suml2 > 0 else { continue }
-        let d = Float(Float16(sumlx / suml2))
-        guard d != 0, d.isFinite else { continue }
-        var error: Float = 0
-        for i in 0..<32 {
-          let l = max(-nmax, min(nmax - 1, Int((x[i] / d).rounded())))
-          levels[i] = Int8(l)
-          let e = x[i] - d * Float(l)
-          error += e * e
-        }
-        if error < bestError {
-          bestError = error
-          bestD = d
-          best = levels
+    withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { buffer in
+      let levels = buffer.baseAddress!, best = levels + 32
+      var amax: Float = 0, peak: Float = 0
+      for i in 0..<32 where abs(x[i]) > amax {
+        amax = abs(x[i])
+        peak = x[i]
+      }
+      var bestD: Float = 0, bestError = Float.infinity
+      for i in 0..<32 { best[i] = UInt32(nmax) }
+      let low = Float(-nmax), high = Float(nmax - 1)
+      if amax > 0 {
+        for step in -9...9 {
+          let iscale = -(Float(nmax) + 0.1 * Float(step)) / peak
+          var sumlx: Float = 0, suml2: Float = 0
+          for i in 0..<32 {
+            let l = round(min(high + 1, max(low - 1, iscale * x[i])), low, high)
+            sumlx += x[i] * l
+            suml2 += l * l
+          }
+          guard suml2 > 0 else { continue }
+          let d = halfRounded(sumlx / suml2)
+          guard d != 0, d.isFinite else { continue }
+          let id = 1 / d
+          var error: Float = 0
+          for i in 0..<32 {
+            let l = round(min(high + 1, max(low - 1, x[i] * id)), low, high)
+            levels[i] = UInt32(Int(l) + nmax)
+            let e = x[i] - d * l
+            error += e * e
+          }
+          if error < bestError {
+            bestError = error
+            bestD = d
+            best.update(from: levels, count: 32)
+          }
         }
       }
+      GGMLQuantizer.storeHalf(bestD, UnsafeMutableRawBufferPointer(start: y, count: 2), 0)
+      pack(best, y, at: 2, five: five)
     }
-    GGMLQuantizer.storeHalf(bestD, UnsafeMutableRawBufferPointer(start: y, count: 2), 0)
-    pack(best.map { UInt32(Int($0) + nmax) }, y, at: 2, five: five)
   }
 
   /// Levels `q` in [0, nmax] for x ≈ d·q + m.
   static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int, five: Bool) {
-    var low = x[0], high = x[0]
-    for i in 1..<32 {
-      low = min(low, x[i])
-      high = max(high, x[i])
-    }
-    var bestD: Float = 0, bestM = low, bestError = Float.infinity
-    var levels = [UInt32](repeating: 0, count: 32)
-    var best = levels
-    if high > low {
-      for step in 0...20 {
-        let iscale = (Float(nmax) - 1 + 0.1 * Float(step)) / (high - low)
-        var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0, sumX: Float = 0
-        for i in 0..<32 {
-          let l = Float(max(0, min(nmax, Int((iscale * (x[i] - low)).rounded()))))
-          sumL += l
-          sumL2 += l * l
-          sumXL += l * x[i]
-          sumX += x[i]
-        }
-        let D = 32 * sumL2 - sumL * sumL
-        guard D > 0 else { continue }
-        let d = Float(Float16((32 * sumXL - sumX * sumL) / D))
-        let m = Float(Float16((sumL2 * sumX - sumL * sumXL) / D))
-        guard d > 0, d.isFinite, m.isFinite else { continue }
-        var error: Float = 0
-        for i in 0..<32 {
-          let l = max(0, min(nmax, Int(((x[i] - m) / d).rounded())))
-          levels[i] = UInt32(l)
-          let e = x[i] - (d * Float(l) + m)
-          error += e * e
-        }
-        if error < bestError {
-          bestError = error
-          bestD = d
-          bestM = m
-          best = levels
+    withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { buffer in
+      let levels = buffer.baseAddress!, best = levels + 32
+      var low = x[0], high = x[0], sumX: Float = 0
+      for i in 0..<32 {
+        low = min(low, x[i])
+        high = max(high, x[i])
+        sumX += x[i]
+      }
+      var bestD: Float = 0, bestM = low, bestError = Float.infinity
+      for i in 0..<32 { best[i] = 0 }
+      let top = Float(nmax)
+      if high > low {
+        for step in 0...20 {
+          let iscale = (top - 1 + 0.1 * Float(step)) / (high - low)
+          var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+          for i in 0..<32 {
+            let l = round(min(top + 1, max(-1, iscale * (x[i] - low))), 0, top)
+            sumL += l
+            sumL2 += l * l
+            sumXL += l * x[i]
+          }
+          let D = 32 * sumL2 - sumL * sumL
+          guard D > 0 else { continue }
+          let d = halfRounded((32 * sumXL - sumX * sumL) / D)
+          let m = halfRounded((sumL2 * sumX - sumL * sumXL) / D)
+          guard d > 0, d.isFinite, m.isFinite else { continue }
+          let id = 1 / d
+          var error: Float = 0
+          for i in 0..<32 {
+            let l = round(min(top + 1, max(-1, (x[i] - m) * id)), 0, top)
+            levels[i] = UInt32(l)
+            let e = x[i] - (d * l + m)
+            error += e * e
+          }
+          if error < bestError {
+            bestError = error
+            bestD = d
+            bestM = m
+            best.update(from: levels, count: 32)
+          }
         }
       }
+      let header = UnsafeMutableRawBufferPointer(start: y, count: 4)
+      GGMLQuantizer.storeHalf(bestD, header, 0)
+      GGMLQuantizer.storeHalf(bestM, header, 2)
+      pack(best, y, at: 4, five: five)
     }
-    let header = UnsafeMutableRawBufferPointer(start: y, count: 4)
-    GGMLQuantizer.storeHalf(bestD, header, 0)
-    GGMLQuantizer.storeHalf(bestM, header, 2)
-    pack(best, y, at: 4, five: five)
+  }
+
+  /// `value` as the stored half makes it (round to nearest even).
+  @inline(__always) static func halfRounded(_ value: Float) -> Float { FloatCodec.floatFromHalf(FloatCodec.half(value)) }
+
+  /// `value` (already within ±1 of [low, high]) rounded to the nearest integer and clamped, without
+  /// a libm call (ggml's `nearest_int` trick).
+  @inline(__always) static func round(_ value: Float, _ low: Float, _ high: Float) -> Float {
+    min(high, max(low, Float(KQuants.nearestInt(value))))
   }
 
   /// Low nibbles (element j and j+16 in byte j) after the 4-byte high-bit mask for the 5-bit types.
-  static func pack(_ q: [UInt32], _ y: UnsafeMutableRawPointer, at offset: Int, five: Bool) {
+  static func pack(_ q: UnsafeMutablePointer<UInt32>, _ y: UnsafeMutableRawPointer, at offset: Int, five: Bool) {
     var qh: UInt32 = 0
     let nibbles = offset + (five ? 4 : 0)
     for j in 0..<16 {
