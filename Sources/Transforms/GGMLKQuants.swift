@@ -619,6 +619,36 @@ enum KQuants {
     }
   }
 
+  // MARK: - Legacy types with unit importance (`quantize_row_q4_0_impl`, … with weights of one)
+
+  /// One 32-value block; `sigma2` is the row's mean square (ggml: `sum_x2 / n_per_row`).
+  static func legacyUnit(_ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch) {
+    for j in 0..<32 { s.weights[j] = (sigma2 + x[j] * x[j]).squareRoot() }
+    let levels = s.levels
+    var nibbles = 2
+    switch type {
+    case .q4_0, .q5_0:
+      let d = makeQX(32, type == .q4_0 ? 8 : 16, x, s.L, s.weights)
+      storeHalf(d, y, 0)
+      nibbles = type == .q4_0 ? 2 : 6
+    case .q4_1, .q5_1:
+      var theMin: Float = 0
+      let d = makeQKX(32, type == .q4_1 ? 15 : 31, x, s.weights, levels, &theMin, s.Laux, -0.9, 0.05, 36, false)
+      storeHalf(d, y, 0)
+      storeHalf(-theMin, y, 2)
+      nibbles = type == .q4_1 ? 4 : 8
+    default: preconditionFailure("\(type.name) has no unit-importance encoder")
+    }
+    var qh: UInt32 = 0
+    for j in 0..<16 {
+      let a = levels[j], b = levels[j + 16]
+      y.storeBytes(of: (a & 0x0F) | ((b & 0x0F) << 4), toByteOffset: nibbles + j, as: UInt8.self)
+      qh |= UInt32((a & 0x10) >> 4) << UInt32(j)
+      qh |= UInt32((b & 0x10) >> 4) << UInt32(j + 16)
+    }
+    if type == .q5_0 || type == .q5_1 { y.storeBytes(of: qh.littleEndian, toByteOffset: nibbles - 4, as: UInt32.self) }
+  }
+
   /// One super-block of `type` by the chosen encoder.
   static func encode(_ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
     switch type {

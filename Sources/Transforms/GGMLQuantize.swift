@@ -3,24 +3,30 @@ import Weights
 
 /// How block scales are chosen.
 public enum GGMLQuantizerMethod: String, Sendable, CaseIterable {
-  /// ggml's reference quantizers (`quantize_row_*_ref`): the bytes gguf-py, ggml, stable-diffusion.cpp
-  /// and llama-quantize (without an importance matrix) write.
+  /// ggml's reference quantizers (`quantize_row_*_ref`): the bytes gguf-py, ggml and llama-quantize
+  /// (without an importance matrix) write.
   case reference
-  /// Per block, the encoding with the smallest squared error among the reference one and an
-  /// error-minimising search (legacy types: least-squares scales over a range of candidate grids;
-  /// K-quants: ggml's importance-matrix search with unit importance). Never worse than `reference`
-  /// on any block.
+  /// ggml's importance-matrix quantizers (`quantize_row_*_impl`) with an importance of one for
+  /// every column: what stable-diffusion.cpp's converter writes (it passes a matrix of ones). Q8_0
+  /// has no such variant (ggml ignores the weights): it is the reference.
+  case unitImportance = "unit-importance"
+  /// Per block, the encoding with the smallest squared error among `reference`, `unitImportance`
+  /// and, for the 32-value types, our own search (least-squares scales over a range of candidate
+  /// grids). Never worse than either ggml variant on any block.
   case search
 }
 
 /// ggml's reference block quantizers (`quantize_row_*_ref`), bit-exact: scales are computed in float32
 /// and stored as IEEE half; rounding is C's `roundf` for Q8_0 and truncation after `+ 0.5`/`+ 8.5`/`+ 16.5`
-/// for the 4- and 5-bit types, as in ggml. K-quants are in `KQuants`; the search is `method: .search`.
+/// for the 4- and 5-bit types, as in ggml. K-quants and the importance-matrix variants are in
+/// `KQuants`; `method` chooses.
 extension GGMLQuantizer {
-  /// Quantizes `values` (count a multiple of `type.blockSize`) into `out` (`type.byteCount(elements:)` bytes).
-  /// `type` must be `isQuantizable`.
+  /// Quantizes `values` (rows of `rowLength` values, a multiple of `type.blockSize`; default: one
+  /// row) into `out` (`type.byteCount(elements:)` bytes). `type` must be `isQuantizable`. The row
+  /// length matters only to the unit-importance encoders of the 32-value types (their weights use
+  /// the row's mean square, as ggml's do).
   public static func quantize(
-    _ values: UnsafeBufferPointer<Float>, type: GGMLType, method: GGMLQuantizerMethod = .reference,
+    _ values: UnsafeBufferPointer<Float>, type: GGMLType, method: GGMLQuantizerMethod = .reference, rowLength: Int? = nil,
     into out: UnsafeMutableRawBufferPointer
   ) {
     precondition(type.isQuantizable, "\(type.name) has no quantizer here")
@@ -28,6 +34,8 @@ extension GGMLQuantizer {
     let blocks = values.count / size
     precondition(out.count >= blocks * bytes, "quantize: output too short")
     guard blocks > 0, let source = values.baseAddress, let target = out.baseAddress else { return }
+    let row = rowLength ?? blocks * size
+    precondition(row > 0 && row % size == 0 && (blocks * size) % row == 0, "quantize: rows must be whole blocks")
     let scratch = KQuants.Scratch()
     defer { scratch.deallocate() }
     // Search: a second encoding and the dequantized values of each, to keep the better one.
@@ -37,24 +45,45 @@ extension GGMLQuantizer {
       candidate.deallocate()
       decoded.deallocate()
     }
-    for block in 0..<blocks {
-      let x = source + block * size
-      let y = target + block * bytes
-      let isK = size == 256
-      if isK {
-        KQuants.encode(type, x, y, scratch, unitImportance: false)
-      } else {
-        legacy(type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: y, count: bytes))
+    let isK = size == 256
+    let needsSigma = !isK && type != .q8_0 && method != .reference
+    for start in stride(from: 0, to: blocks * size, by: row) {
+      var sigma2: Float = 0
+      if needsSigma {
+        var sumX2: Float = 0
+        for j in 0..<row { sumX2 += source[start + j] * source[start + j] }
+        sigma2 = sumX2 / Float(row)
       }
-      guard method == .search, type != .q8_0 else { continue }
-      if isK {
-        KQuants.encode(type, x, candidate, scratch, unitImportance: true)
-      } else {
-        LegacySearch.encode(type, x, candidate)
-      }
-      let reference = squaredError(x, UnsafeRawPointer(y), type, decoded)
-      if squaredError(x, UnsafeRawPointer(candidate), type, decoded) < reference {
-        y.copyMemory(from: candidate, byteCount: bytes)
+      for offset in stride(from: start, to: start + row, by: size) {
+        let x = source + offset
+        let y = target + offset / size * bytes
+        func encode(_ unit: Bool, _ into: UnsafeMutableRawPointer) {
+          if isK {
+            KQuants.encode(type, x, into, scratch, unitImportance: unit)
+          } else if unit && type != .q8_0 {
+            KQuants.legacyUnit(type, x, into, sigma2, scratch)
+          } else {
+            legacy(type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: into, count: bytes))
+          }
+        }
+        switch method {
+        case .reference: encode(false, y)
+        case .unitImportance: encode(true, y)
+        case .search:
+          encode(false, y)
+          guard type != .q8_0 else { continue }
+          var best = squaredError(x, UnsafeRawPointer(y), type, decoded)
+          encode(true, candidate)
+          let unit = squaredError(x, UnsafeRawPointer(candidate), type, decoded)
+          if unit < best {
+            best = unit
+            y.copyMemory(from: candidate, byteCount: bytes)
+          }
+          if !isK {
+            LegacySearch.encode(type, x, candidate)
+            if squaredError(x, UnsafeRawPointer(candidate), type, decoded) < best { y.copyMemory(from: candidate, byteCount: bytes) }
+          }
+        }
       }
     }
   }

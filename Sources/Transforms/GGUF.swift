@@ -206,7 +206,8 @@ public struct GGUFQuantization: Sendable {
 /// other quantizable tensors fall back to the legacy type llama.cpp uses (Q4_K → Q5_0, …), where
 /// sd.cpp would keep them f16.
 public enum GGUFExport {
-  /// Whether sd.cpp's rules quantize this tensor.
+  /// Whether sd.cpp's rules quantize this tensor (except that sd.cpp also quantizes 1-D tensors
+  /// whose length fills blocks, norms included; we keep every 1-D tensor float).
   public static func quantizes(_ tensor: TensorInfo) -> Bool {
     guard tensor.shape.count >= 2, let inner = tensor.shape.last, inner % 32 == 0, tensor.dtype.isFloatingPoint else { return false }
     let name = tensor.name
@@ -369,9 +370,10 @@ public enum GGUFExport {
         let slice = UnsafeRawBufferPointer(rebasing: bytes[(row * columns * width)..<(row * columns * width + n * width)])
         values.withUnsafeMutableBufferPointer { FloatCodec.decode(slice, dtype: tensor.dtype, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n])) }
         let outCount = type.byteCount(elements: n)
-        let blocks = n / type.blockSize
         values.withUnsafeBufferPointer { input in
-          out.withUnsafeMutableBytes { output in quantizeBlocks(input, blocks: blocks, type: type, method: method, into: output) }
+          out.withUnsafeMutableBytes { output in
+            quantizeRows(UnsafeBufferPointer(rebasing: input[0..<n]), columns: columns, type: type, method: method, into: output)
+          }
         }
         if measure {
           out.withUnsafeBytes { raw in
@@ -390,15 +392,16 @@ public enum GGUFExport {
 }
 
 extension GGUFExport {
-  /// Quantizes `blocks` blocks of `input` into `output`, spread over the shared pool's threads.
-  static func quantizeBlocks(
-    _ input: UnsafeBufferPointer<Float>, blocks: Int, type: GGMLType, method: GGMLQuantizerMethod, into output: UnsafeMutableRawBufferPointer
+  /// Quantizes the whole rows of `columns` values in `input` into `output`, the rows spread over
+  /// the shared pool's threads (each row is independent, so the bytes do not depend on threads).
+  static func quantizeRows(
+    _ input: UnsafeBufferPointer<Float>, columns: Int, type: GGMLType, method: GGMLQuantizerMethod, into output: UnsafeMutableRawBufferPointer
   ) {
-    let size = type.blockSize, blockBytes = type.blockBytes
-    ThreadPool.shared.forEachChunk(blocks, minimumChunk: 2048 * 32 / size) { range in
-      let values = UnsafeBufferPointer(rebasing: input[(range.lowerBound * size)..<(range.upperBound * size)])
-      let bytes = UnsafeMutableRawBufferPointer(rebasing: output[(range.lowerBound * blockBytes)..<(range.upperBound * blockBytes)])
-      GGMLQuantizer.quantize(values, type: type, method: method, into: bytes)
+    let rowBytes = type.byteCount(elements: columns)
+    ThreadPool.shared.forEachChunk(input.count / columns, minimumChunk: max(1, 65536 / columns)) { rows in
+      let values = UnsafeBufferPointer(rebasing: input[(rows.lowerBound * columns)..<(rows.upperBound * columns)])
+      let bytes = UnsafeMutableRawBufferPointer(rebasing: output[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)])
+      GGMLQuantizer.quantize(values, type: type, method: method, rowLength: columns, into: bytes)
     }
   }
 }

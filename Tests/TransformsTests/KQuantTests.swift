@@ -52,6 +52,22 @@ import Workers
     #expect(restored.map(\.bitPattern) == expected.map(\.bitPattern), "\(type.name) dequantization")
   }
 
+  /// stable-diffusion.cpp's bytes: ggml's importance-matrix quantizers with a matrix of ones
+  /// (`quantize_<type>(src, dst, nrows, n_per_row, ones)`), rows of 512.
+  @Test(arguments: [GGMLType.q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q4_0, .q4_1, .q5_0, .q5_1])
+  func unitImportanceMatchesGGML(type: GGMLType) throws {
+    let file = try #require(Self.golden)
+    let values = try Self.floats(file, "input")
+    var ours = [UInt8](repeating: 0, count: type.byteCount(elements: values.count))
+    values.withUnsafeBufferPointer { v in
+      ours.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, method: .unitImportance, rowLength: 512, into: $0) }
+    }
+    let theirs = Array(try file.data(named: "unit_" + type.name.lowercased()))
+    let first = zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+    #expect(ours.count == theirs.count)
+    #expect(first == nil, "\(type.name): first differing byte \(first ?? -1) (block \((first ?? 0) / type.blockBytes))")
+  }
+
   /// Per block the search is never worse than the reference, and over the tensor it is better.
   @Test(arguments: [GGMLType.q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q4_0, .q4_1, .q5_0, .q5_1])
   func searchNeverLosesToReference(type: GGMLType) throws {
@@ -64,10 +80,12 @@ import Workers
     }
     let reference = Self.quantize(values, type, .reference)
     let searched = Self.quantize(values, type, .search)
+    let unit = Self.quantize(values, type, .unitImportance)
     let refError = Self.squaredError(values, Self.dequantize(reference, type, count: values.count), block: type.blockSize)
     let searchError = Self.squaredError(values, Self.dequantize(searched, type, count: values.count), block: type.blockSize)
+    let unitError = Self.squaredError(values, Self.dequantize(unit, type, count: values.count), block: type.blockSize)
     for (block, (s, r)) in zip(searchError, refError).enumerated() {
-      #expect(s <= r, "\(type.name) block \(block): search \(s) > reference \(r)")
+      #expect(s <= r && s <= unitError[block], "\(type.name) block \(block): search \(s) > reference \(r) or unit \(unitError[block])")
     }
     // On the trained-weight-like rows the search gains at least 1 % in squared error.
     let laplace = (16 * 512 / type.blockSize)...
@@ -135,17 +153,17 @@ import Workers
 
   @Test func searchBeatsReferenceOnEveryTensorAndBytesDoNotDependOnThreads() throws {
     let directory = TestPaths.temporaryDirectory("gguf-search")
-    for type in [GGMLType.q4_0, .q5_1, .q4_K] {
-      let reference = try GGUFExport.export(
-        input: Self.tiny, output: directory + "/ref.gguf", quantization: GGUFQuantization(type: type, method: .reference, measure: true),
-        components: [.unet], dropEMA: false)
-      let searched = try GGUFExport.export(
-        input: Self.tiny, output: directory + "/search.gguf", quantization: GGUFQuantization(type: type, method: .search, measure: true),
-        components: [.unet], dropEMA: false)
-      let refRMSE = Dictionary(uniqueKeysWithValues: (reference.quantization ?? []).map { ($0.name, $0.rmse) })
-      for entry in searched.quantization ?? [] {
-        let ref = try #require(refRMSE[entry.name])
-        #expect(entry.rmse <= ref, "\(type.name) \(entry.name): search \(entry.rmse) > reference \(ref)")
+    for type in [GGMLType.q5_1, .q4_K] {
+      var rmse: [GGMLQuantizerMethod: [String: Double]] = [:]
+      for method in GGMLQuantizerMethod.allCases {
+        let report = try GGUFExport.export(
+          input: Self.tiny, output: directory + "/\(method.rawValue).gguf", quantization: GGUFQuantization(type: type, method: method, measure: true),
+          components: [.unet], dropEMA: false)
+        rmse[method] = Dictionary(uniqueKeysWithValues: (report.quantization ?? []).map { ($0.name, $0.rmse) })
+      }
+      for (name, searched) in rmse[.search] ?? [:] {
+        let reference = try #require(rmse[.reference]?[name]), unit = try #require(rmse[.unitImportance]?[name])
+        #expect(searched <= reference && searched <= unit, "\(type.name) \(name): search \(searched), reference \(reference), unit \(unit)")
       }
       let before = ThreadPool.shared.threadCount
       ThreadPool.useShared(threadCount: 1)
