@@ -9,6 +9,11 @@ let sections: [String: ([String]) throws -> Void] = [
   "kernels": KernelBench.run,
   "codecs": CodecBench.run,
   "unet": UNetBench.run,
+  // The random full-size SDXL UNet (fp16) the unet section uses, written to PATH: `random-unet PATH`.
+  "random-unet": { arguments in
+    guard let path = arguments.first else { throw CocoaError(.fileNoSuchFile) }
+    try UNetBench.writeRandomUNet(to: path)
+  },
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

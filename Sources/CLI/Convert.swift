@@ -114,7 +114,7 @@ struct Convert: ParsableCommand {
   @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears); for .gguf output f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_M, Q3_K_S (default: keep each tensor's).")
   var dtype: TargetDType?
 
-  @Option(help: "GGUF block scales: search (least squared error, never worse than reference per block) or reference (ggml's reference quantizers, byte-identical to gguf-py/ggml).")
+  @Option(help: "GGUF block scales: search (per block the least squared error of the others and our own search), reference (ggml's reference quantizers: gguf-py's bytes) or unit-importance (ggml's importance search with weights of one: stable-diffusion.cpp's converter's bytes).")
   var quantizer: GGMLQuantizerMethod = .search
 
   @Flag(help: "GGUF output: measure each quantized tensor's error (RMSE, max error relative to its range), listed worst first.")
