@@ -66,7 +66,9 @@ enum KQuants {
   // MARK: - Searches (ggml `make_qx_quants`, `make_q3_quants`, `make_qkx2/3_quants`, `make_qp_quants`)
 
   /// Symmetric levels in [-nmax, nmax-1] stored as `l + nmax`; weights `qw`, or x² when nil.
-  static func makeQX(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<Int8>, _ qw: UnsafePointer<Float>?) -> Float {
+  static func makeQX(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<Int8>, _ qw: UnsafePointer<Float>?
+  ) -> Float {
     var max: Float = 0, amax: Float = 0
     for i in 0..<n {
       let ax = abs(x[i])
@@ -164,7 +166,8 @@ enum KQuants {
   /// [0, nmax], returns the scale and stores `-min` in `theMin`.
   static func makeQKX(
     _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>,
-    _ theMin: inout Float, _ Laux: UnsafeMutablePointer<UInt8>, _ rmin: Float, _ rdelta: Float, _ nstep: Int, _ useMAD: Bool
+    _ theMin: inout Float, _ Laux: UnsafeMutablePointer<UInt8>, _ rmin: Float, _ rdelta: Float, _ nstep: Int,
+    _ useMAD: Bool
   ) -> Float {
     var min = x[0], max = x[0]
     var sumW = weights[0]
@@ -237,7 +240,9 @@ enum KQuants {
   }
 
   /// `make_qp_quants`: non-negative levels in [0, nmax] for the sub-block scales/mins.
-  static func makeQP(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>, _ qw: UnsafePointer<Float>) -> Float {
+  static func makeQP(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>, _ qw: UnsafePointer<Float>
+  ) -> Float {
     var max: Float = 0
     for i in 0..<n { max = Swift.max(max, x[i]) }
     if max < groupMaxEps {
@@ -334,7 +339,9 @@ enum KQuants {
       }
       if maxScale > 0 {
         let iscale = q4scale / maxScale
-        for j in 0..<16 { y.storeBytes(of: UInt8(truncatingIfNeeded: nearestInt(iscale * s.scales[j])), toByteOffset: j, as: UInt8.self) }
+        for j in 0..<16 {
+          y.storeBytes(of: UInt8(truncatingIfNeeded: nearestInt(iscale * s.scales[j])), toByteOffset: j, as: UInt8.self)
+        }
         storeHalf(maxScale / q4scale, y, 80)
       } else {
         for j in 0..<16 { y.storeBytes(of: 0, toByteOffset: j, as: UInt8.self) }
@@ -428,7 +435,10 @@ enum KQuants {
     }
     let dAll = loadHalf(y, 108)
     for j in 0..<16 {
-      let low = j < 8 ? Int(y.load(fromByteOffset: scalesAt + j, as: UInt8.self) & 0xF) : Int(y.load(fromByteOffset: scalesAt + j - 8, as: UInt8.self) >> 4)
+      let low =
+        j < 8
+        ? Int(y.load(fromByteOffset: scalesAt + j, as: UInt8.self) & 0xF)
+        : Int(y.load(fromByteOffset: scalesAt + j - 8, as: UInt8.self) >> 4)
       let high = Int((y.load(fromByteOffset: scalesAt + 8 + j % 4, as: UInt8.self) >> UInt8(2 * (j / 4))) & 3)
       let sc = (low | (high << 4)) - 32
       let d = dAll * Float(sc)
@@ -464,7 +474,9 @@ enum KQuants {
 
   // MARK: - Q4_K / Q5_K: d, dmin, scales[12] (6-bit scale and min per 32 values), [qh[32]], qs[128]
 
-  static func q45_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, five: Bool, unitImportance: Bool) {
+  static func q45_K(
+    _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, five: Bool, unitImportance: Bool
+  ) {
     let L = s.levels
     let nmax = five ? 31 : 15
     if unitImportance {
@@ -497,7 +509,8 @@ enum KQuants {
         for l in 0..<32 { sumx2 += x[32 * j + l] * x[32 * j + l] }
         let avx = (sumx2 / 32).squareRoot()
         for l in 0..<32 { s.weights[l] = avx + abs(x[32 * j + l]) }
-        s.scales[j] = five
+        s.scales[j] =
+          five
           ? makeQKX(32, 31, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, false)
           : makeQKX(32, 15, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -1, 0.1, 20, false)
         if s.scales[j] > maxScale { maxScale = s.scales[j] }
@@ -551,7 +564,9 @@ enum KQuants {
   }
 
   /// The 12 packed bytes of eight 6-bit scales and mins (ggml's layout read by `get_scale_min_k4`).
-  static func packScales(_ ls: UnsafeMutablePointer<UInt8>, _ lm: UnsafeMutablePointer<UInt8>, _ y: UnsafeMutableRawPointer) {
+  static func packScales(
+    _ ls: UnsafeMutablePointer<UInt8>, _ lm: UnsafeMutablePointer<UInt8>, _ y: UnsafeMutableRawPointer
+  ) {
     let b = y + 4
     for j in 0..<4 {
       b.storeBytes(of: ls[j], toByteOffset: j, as: UInt8.self)
@@ -559,7 +574,8 @@ enum KQuants {
     }
     for j in 4..<8 {
       b.storeBytes(of: (ls[j] & 0xF) | ((lm[j] & 0xF) << 4), toByteOffset: j + 4, as: UInt8.self)
-      b.storeBytes(of: b.load(fromByteOffset: j - 4, as: UInt8.self) | ((ls[j] >> 4) << 6), toByteOffset: j - 4, as: UInt8.self)
+      b.storeBytes(
+        of: b.load(fromByteOffset: j - 4, as: UInt8.self) | ((ls[j] >> 4) << 6), toByteOffset: j - 4, as: UInt8.self)
       b.storeBytes(of: b.load(fromByteOffset: j, as: UInt8.self) | ((lm[j] >> 4) << 6), toByteOffset: j, as: UInt8.self)
     }
   }
@@ -611,7 +627,8 @@ enum KQuants {
         let q1 = U[j + l] & 0xF, q2 = U[j + l + 32] & 0xF, q3 = U[j + l + 64] & 0xF, q4 = U[j + l + 96] & 0xF
         y.storeBytes(of: q1 | (q3 << 4), toByteOffset: ql + l, as: UInt8.self)
         y.storeBytes(of: q2 | (q4 << 4), toByteOffset: ql + l + 32, as: UInt8.self)
-        let high = (U[j + l] >> 4) | ((U[j + l + 32] >> 4) << 2) | ((U[j + l + 64] >> 4) << 4) | ((U[j + l + 96] >> 4) << 6)
+        let high =
+          (U[j + l] >> 4) | ((U[j + l + 32] >> 4) << 2) | ((U[j + l + 64] >> 4) << 4) | ((U[j + l + 96] >> 4) << 6)
         y.storeBytes(of: high, toByteOffset: qh + l, as: UInt8.self)
       }
       ql += 64
@@ -622,7 +639,9 @@ enum KQuants {
   // MARK: - Legacy types with unit importance (`quantize_row_q4_0_impl`, … with weights of one)
 
   /// One 32-value block; `sigma2` is the row's mean square (ggml: `sum_x2 / n_per_row`).
-  static func legacyUnit(_ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch) {
+  static func legacyUnit(
+    _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch
+  ) {
     for j in 0..<32 { s.weights[j] = (sigma2 + x[j] * x[j]).squareRoot() }
     let levels = s.levels
     var nibbles = 2
@@ -650,7 +669,9 @@ enum KQuants {
   }
 
   /// One super-block of `type` by the chosen encoder.
-  static func encode(_ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
+  static func encode(
+    _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool
+  ) {
     switch type {
     case .q2_K: q2_K(x, y, s, unitImportance: unitImportance)
     case .q3_K: q3_K(x, y, s, unitImportance: unitImportance)

@@ -26,7 +26,8 @@ extension GGMLQuantizer {
   /// length matters only to the unit-importance encoders of the 32-value types (their weights use
   /// the row's mean square, as ggml's do).
   public static func quantize(
-    _ values: UnsafeBufferPointer<Float>, type: GGMLType, method: GGMLQuantizerMethod = .reference, rowLength: Int? = nil,
+    _ values: UnsafeBufferPointer<Float>, type: GGMLType, method: GGMLQuantizerMethod = .reference,
+    rowLength: Int? = nil,
     into out: UnsafeMutableRawBufferPointer
   ) {
     precondition(type.isQuantizable, "\(type.name) has no quantizer here")
@@ -63,7 +64,8 @@ extension GGMLQuantizer {
           } else if unit && type != .q8_0 {
             KQuants.legacyUnit(type, x, into, sigma2, scratch)
           } else {
-            legacy(type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: into, count: bytes))
+            legacy(
+              type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: into, count: bytes))
           }
         }
         switch method {
@@ -81,7 +83,9 @@ extension GGMLQuantizer {
           }
           if !isK {
             LegacySearch.encode(type, x, candidate)
-            if squaredError(x, UnsafeRawPointer(candidate), type, decoded) < best { y.copyMemory(from: candidate, byteCount: bytes) }
+            if squaredError(x, UnsafeRawPointer(candidate), type, decoded) < best {
+              y.copyMemory(from: candidate, byteCount: bytes)
+            }
           }
         }
       }
@@ -100,9 +104,13 @@ extension GGMLQuantizer {
   }
 
   /// Σ (x − dequantized)² of one block, in double.
-  static func squaredError(_ x: UnsafePointer<Float>, _ y: UnsafeRawPointer, _ type: GGMLType, _ scratch: UnsafeMutablePointer<Float>) -> Double {
+  static func squaredError(
+    _ x: UnsafePointer<Float>, _ y: UnsafeRawPointer, _ type: GGMLType, _ scratch: UnsafeMutablePointer<Float>
+  ) -> Double {
     let n = type.blockSize
-    dequantize(UnsafeRawBufferPointer(start: y, count: type.blockBytes), type: type, into: UnsafeMutableBufferPointer(start: scratch, count: n))
+    dequantize(
+      UnsafeRawBufferPointer(start: y, count: type.blockBytes), type: type,
+      into: UnsafeMutableBufferPointer(start: scratch, count: n))
     var sum = 0.0
     for i in 0..<n {
       let e = Double(x[i]) - Double(scratch[i])
@@ -322,7 +330,9 @@ enum LegacySearch {
   }
 
   /// `value` as the stored half makes it (round to nearest even).
-  @inline(__always) static func halfRounded(_ value: Float) -> Float { FloatCodec.floatFromHalf(FloatCodec.half(value)) }
+  @inline(__always) static func halfRounded(_ value: Float) -> Float {
+    FloatCodec.floatFromHalf(FloatCodec.half(value))
+  }
 
   /// `value` (already within ±1 of [low, high]) rounded to the nearest integer and clamped, without
   /// a libm call (ggml's `nearest_int` trick).

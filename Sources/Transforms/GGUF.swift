@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 import Workers
 
 /// Writes GGUF v3 files (ggml `docs/gguf.md`): header, key/values, tensor infos with ggml-order
@@ -45,7 +45,8 @@ public enum GGUFWriter {
         (tensor.shape.last ?? 1) % tensor.type.blockSize == 0
       else {
         throw GGUFError.invalidEntry(
-          file: path, tensor: tensor.name, reason: "shape \(tensor.shape) is not storable as \(tensor.type.name) (at most 4 dims, rows of whole blocks)")
+          file: path, tensor: tensor.name,
+          reason: "shape \(tensor.shape) is not storable as \(tensor.type.name) (at most 4 dims, rows of whole blocks)")
       }
     }
     var header = ByteWriter()
@@ -168,7 +169,9 @@ public enum GGUFPreset: String, CaseIterable, Sendable {
 
   /// Parses `Q4_K_M`, `q4_k_m`, ….
   public init?(name: String) {
-    guard let preset = GGUFPreset.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else { return nil }
+    guard let preset = GGUFPreset.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
+      return nil
+    }
     self = preset
   }
 }
@@ -209,7 +212,9 @@ public enum GGUFExport {
   /// Whether sd.cpp's rules quantize this tensor (except that sd.cpp also quantizes 1-D tensors
   /// whose length fills blocks, norms included; we keep every 1-D tensor float).
   public static func quantizes(_ tensor: TensorInfo) -> Bool {
-    guard tensor.shape.count >= 2, let inner = tensor.shape.last, inner % 32 == 0, tensor.dtype.isFloatingPoint else { return false }
+    guard tensor.shape.count >= 2, let inner = tensor.shape.last, inner % 32 == 0, tensor.dtype.isFloatingPoint else {
+      return false
+    }
     let name = tensor.name
     return !name.hasSuffix(".bias") && !name.contains("time_embed.") && !name.contains("label_emb.")
       && !name.contains("embedding") && !name.hasSuffix(".scale_weight")
@@ -250,7 +255,8 @@ public enum GGUFExport {
       case .vae: return float
       case .clipL, .clipG: chosen = preset.textEncoders
       default:
-        let unetName = name.hasPrefix(SingleFilePrefix.unet) ? String(name.dropFirst(SingleFilePrefix.unet.count)) : name
+        let unetName =
+          name.hasPrefix(SingleFilePrefix.unet) ? String(name.dropFirst(SingleFilePrefix.unet.count)) : name
         if unetName.hasPrefix("input_blocks.0.") || unetName.hasPrefix("out.") { return float }
         if name.hasSuffix(".to_v.weight") || name.hasSuffix(".ff.net.2.weight") { chosen = preset.raised }
       }
@@ -263,7 +269,8 @@ public enum GGUFExport {
 
   /// `general.architecture` as ComfyUI-GGUF names SDXL (`label_emb` is SDXL's, not SD1's).
   static func architecture(keys: Set<String>) -> String? {
-    keys.contains(SingleFilePrefix.unet + "label_emb.0.0.weight") || keys.contains("label_emb.0.0.weight") ? "sdxl" : nil
+    keys.contains(SingleFilePrefix.unet + "label_emb.0.0.weight") || keys.contains("label_emb.0.0.weight")
+      ? "sdxl" : nil
   }
 
   public static func export(
@@ -271,7 +278,8 @@ public enum GGUFExport {
     progress: ((UInt64, UInt64) -> Void)? = nil
   ) throws -> ConversionReport {
     try export(
-      input: input, output: output, quantization: GGUFQuantization(type: requested), components: components, dropEMA: dropEMA,
+      input: input, output: output, quantization: GGUFQuantization(type: requested), components: components,
+      dropEMA: dropEMA,
       progress: progress)
   }
 
@@ -294,20 +302,29 @@ public enum GGUFExport {
         throw ConversionError.unsupportedDType(file: input, tensor: tensor.name, dtype: tensor.dtype)
       }
       if type.isQuantized {
-        if let counts = NonFiniteScan.count(source.data(tensor), dtype: tensor.dtype), counts.nan + counts.infinite > 0 {
-          throw ConversionError.invalidRequest("\(input): '\(tensor.name)' holds NaN or Inf values, which cannot be block-quantized")
+        if let counts = NonFiniteScan.count(source.data(tensor), dtype: tensor.dtype), counts.nan + counts.infinite > 0
+        {
+          throw ConversionError.invalidRequest(
+            "\(input): '\(tensor.name)' holds NaN or Inf values, which cannot be block-quantized")
         }
       }
-      let unchanged: [GGMLType: DType] = [.f32: .f32, .f16: .f16, .bf16: .bf16, .f64: .f64, .i64: .i64, .i32: .i32, .i16: .i16, .i8: .i8]
+      let unchanged: [GGMLType: DType] = [
+        .f32: .f32, .f16: .f16, .bf16: .bf16, .f64: .f64, .i64: .i64, .i32: .i32, .i16: .i16, .i8: .i8,
+      ]
       if unchanged[type] != tensor.dtype { converted += 1 }
-      tensors.append(GGUFWriter.Tensor(name: tensor.name, shape: tensor.shape, type: type) { sink in
-        let error = try produce(file: source, tensor: tensor, type: type, method: quantization.method, measure: quantization.measure, sink: sink)
-        if let error { errors.append(error) }
-      })
+      tensors.append(
+        GGUFWriter.Tensor(name: tensor.name, shape: tensor.shape, type: type) { sink in
+          let error = try produce(
+            file: source, tensor: tensor, type: type, method: quantization.method, measure: quantization.measure,
+            sink: sink)
+          if let error { errors.append(error) }
+        })
     }
     var metadata: [(String, GGUFValue)] = []
     if let architecture = architecture(keys: keys) { metadata.append(("general.architecture", .string(architecture))) }
-    if tensors.contains(where: { $0.type.isQuantized }) { metadata.append(("general.quantization_version", .uint32(2))) }
+    if tensors.contains(where: { $0.type.isQuantized }) {
+      metadata.append(("general.quantization_version", .uint32(2)))
+    }
     metadata.append(("general.file_type", .uint32(quantization.fileType)))
     metadata.append(("rouwei.tool", .string("rouwei-ckpt")))
     metadata.append(("rouwei.version", .string(ToolInfo.version)))
@@ -316,7 +333,8 @@ public enum GGUFExport {
     // The model's own metadata (modelspec.*, prediction type, head size) travels as GGUF strings,
     // as a safetensors conversion keeps it, so readers of the GGUF decide the same way.
     let written = Set(metadata.map(\.0))
-    for (key, value) in source.metadata.sorted(by: { $0.key < $1.key }) where !written.contains(key) && key != GGUFImport.scalarsKey {
+    for (key, value) in source.metadata.sorted(by: { $0.key < $1.key })
+    where !written.contains(key) && key != GGUFImport.scalarsKey {
       metadata.append((key, .string(value)))
     }
     // GGUF has no rank-0 tensors (ggml stores them as [1]); remember which were scalars.
@@ -328,7 +346,8 @@ public enum GGUFExport {
     for tensor in tensors { typeCounts[tensor.type.name, default: 0] += 1 }
     var report = ConversionReport(
       input: input, output: output, tensorsWritten: tensors.count, tensorsConverted: converted,
-      tensorsKeptWide: tensors.count - converted, tensorsDropped: dropped, bytesIn: source.fileSize, bytesOut: outSize ?? 0, clamped: [:],
+      tensorsKeptWide: tensors.count - converted, tensorsDropped: dropped, bytesIn: source.fileSize,
+      bytesOut: outSize ?? 0, clamped: [:],
       nanTensors: [:], warnings: [], seconds: Date().timeIntervalSince(start))
     report.types = typeCounts
     if quantization.measure { report.quantization = errors.sorted() }
@@ -337,7 +356,8 @@ public enum GGUFExport {
 
   /// Writes `tensor` as `type`; for block types with `measure`, returns its quantization error.
   static func produce(
-    file: SafeTensorsFile, tensor: TensorInfo, type: GGMLType, method: GGMLQuantizerMethod = .search, measure: Bool = false,
+    file: SafeTensorsFile, tensor: TensorInfo, type: GGMLType, method: GGMLQuantizerMethod = .search,
+    measure: Bool = false,
     sink: TensorSink
   ) throws -> QuantizationError? {
     switch type {
@@ -367,18 +387,24 @@ public enum GGUFExport {
       var row = 0
       while row < rows {
         let n = min(rowsPerChunk, rows - row) * columns
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[(row * columns * width)..<(row * columns * width + n * width)])
-        values.withUnsafeMutableBufferPointer { FloatCodec.decode(slice, dtype: tensor.dtype, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n])) }
+        let slice = UnsafeRawBufferPointer(
+          rebasing: bytes[(row * columns * width)..<(row * columns * width + n * width)])
+        values.withUnsafeMutableBufferPointer {
+          FloatCodec.decode(slice, dtype: tensor.dtype, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n]))
+        }
         let outCount = type.byteCount(elements: n)
         values.withUnsafeBufferPointer { input in
           out.withUnsafeMutableBytes { output in
-            quantizeRows(UnsafeBufferPointer(rebasing: input[0..<n]), columns: columns, type: type, method: method, into: output)
+            quantizeRows(
+              UnsafeBufferPointer(rebasing: input[0..<n]), columns: columns, type: type, method: method, into: output)
           }
         }
         if measure {
           out.withUnsafeBytes { raw in
             restored.withUnsafeMutableBufferPointer {
-              GGMLQuantizer.dequantize(UnsafeRawBufferPointer(rebasing: raw[0..<outCount]), type: type, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n]))
+              GGMLQuantizer.dequantize(
+                UnsafeRawBufferPointer(rebasing: raw[0..<outCount]), type: type,
+                into: UnsafeMutableBufferPointer(rebasing: $0[0..<n]))
             }
           }
           for i in 0..<n { stats.add(values[i], restored[i]) }
@@ -395,12 +421,14 @@ extension GGUFExport {
   /// Quantizes the whole rows of `columns` values in `input` into `output`, the rows spread over
   /// the shared pool's threads (each row is independent, so the bytes do not depend on threads).
   static func quantizeRows(
-    _ input: UnsafeBufferPointer<Float>, columns: Int, type: GGMLType, method: GGMLQuantizerMethod, into output: UnsafeMutableRawBufferPointer
+    _ input: UnsafeBufferPointer<Float>, columns: Int, type: GGMLType, method: GGMLQuantizerMethod,
+    into output: UnsafeMutableRawBufferPointer
   ) {
     let rowBytes = type.byteCount(elements: columns)
     ThreadPool.shared.forEachChunk(input.count / columns, minimumChunk: max(1, 65536 / columns)) { rows in
       let values = UnsafeBufferPointer(rebasing: input[(rows.lowerBound * columns)..<(rows.upperBound * columns)])
-      let bytes = UnsafeMutableRawBufferPointer(rebasing: output[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)])
+      let bytes = UnsafeMutableRawBufferPointer(
+        rebasing: output[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)])
       GGMLQuantizer.quantize(values, type: type, method: method, rowLength: columns, into: bytes)
     }
   }
