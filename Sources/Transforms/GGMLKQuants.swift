@@ -21,7 +21,7 @@ enum KQuants {
 
     init() {
       L = .allocate(capacity: 256)
-      Laux = .allocate(capacity: 32)
+      Laux = .allocate(capacity: 64)
       weights = .allocate(capacity: 32)
       scales = .allocate(capacity: 16)
       mins = .allocate(capacity: 16)
@@ -186,7 +186,7 @@ enum KQuants {
       return 0
     }
     let fmax = Float(nmax)
-    var iscale = fmax / (max - min)
+    let iscale = fmax / (max - min)
     var scale = 1 / iscale
     var bestError: Float = 0
     for i in 0..<n {
@@ -200,43 +200,93 @@ enum KQuants {
       theMin = -min
       return scale
     }
-    for step in 0...nstep {
-      iscale = (rmin + rdelta * Float(step) + fmax) / (max - min)
-      var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
-      for i in 0..<n {
-        var l = nearestInt(iscale * (x[i] - min))
-        l = Swift.max(0, Swift.min(nmax, l))
-        Laux[i] = UInt8(l)
-        let w = weights[i]
-        let fl = Float(l)
-        sumL += w * fl
-        sumL2 += w * fl * fl
-        sumXL += w * fl * x[i]
-      }
-      let D = sumW * sumL2 - sumL * sumL
-      if D > 0 {
-        var thisScale = (sumW * sumXL - sumX * sumL) / D
-        var thisMin = (sumL2 * sumX - sumL * sumXL) / D
-        if thisMin > 0 {
-          thisMin = 0
-          thisScale = sumXL / sumL2
-        }
-        var error: Float = 0
+    // Steps run in pairs: the sums of step s+1 are taken in the same pass as those of step s
+    // (independent accumulators, so twice the work per float-add latency), and are used only when
+    // step s left `min` unchanged; otherwise step s+1 is summed again with the new `min`. Every
+    // sum is the one ggml computes, in ggml's order.
+    let LauxB = Laux + n
+    var step = 0
+    while step <= nstep {
+      let paired = step + 1 <= nstep
+      let iscaleA = (rmin + rdelta * Float(step) + fmax) / (max - min)
+      let iscaleB = (rmin + rdelta * Float(step + 1) + fmax) / (max - min)
+      var a: (Float, Float, Float) = (0, 0, 0), b: (Float, Float, Float) = (0, 0, 0)
+      if paired {
         for i in 0..<n {
-          var diff = thisScale * Float(Laux[i]) + thisMin - x[i]
-          diff = useMAD ? abs(diff) : diff * diff
-          error += weights[i] * diff
+          let la = Swift.max(0, Swift.min(nmax, nearestInt(iscaleA * (x[i] - min))))
+          let lb = Swift.max(0, Swift.min(nmax, nearestInt(iscaleB * (x[i] - min))))
+          Laux[i] = UInt8(la)
+          LauxB[i] = UInt8(lb)
+          let w = weights[i]
+          let fa = Float(la), fb = Float(lb)
+          a.0 += w * fa
+          a.1 += w * fa * fa
+          a.2 += w * fa * x[i]
+          b.0 += w * fb
+          b.1 += w * fb * fb
+          b.2 += w * fb * x[i]
         }
-        if error < bestError {
-          for i in 0..<n { L[i] = Laux[i] }
-          bestError = error
-          scale = thisScale
-          min = thisMin
-        }
+      } else {
+        a = qkxSums(n, nmax, x, weights, Laux, iscaleA, min)
       }
+      if qkxTry(n, x, weights, Laux, L, a, sumW, sumX, useMAD, &bestError, &scale, &min) && paired {
+        b = qkxSums(n, nmax, x, weights, LauxB, (rmin + rdelta * Float(step + 1) + fmax) / (max - min), min)
+      }
+      if paired { _ = qkxTry(n, x, weights, LauxB, L, b, sumW, sumX, useMAD, &bestError, &scale, &min) }
+      step += 2
     }
     theMin = -min
     return scale
+  }
+
+  /// One step's level sums (Σw·l, Σw·l², Σw·l·x) for `iscale`, levels into `Laux`.
+  @inline(__always)
+  static func qkxSums(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ Laux: UnsafeMutablePointer<UInt8>,
+    _ iscale: Float, _ min: Float
+  ) -> (Float, Float, Float) {
+    var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+    for i in 0..<n {
+      let l = Swift.max(0, Swift.min(nmax, nearestInt(iscale * (x[i] - min))))
+      Laux[i] = UInt8(l)
+      let w = weights[i]
+      let fl = Float(l)
+      sumL += w * fl
+      sumL2 += w * fl * fl
+      sumXL += w * fl * x[i]
+    }
+    return (sumL, sumL2, sumXL)
+  }
+
+  /// One step's least-squares scale and min for the levels in `Laux`; kept (into `L`, `scale`,
+  /// `min`) when its error beats `bestError`. Returns whether it was kept.
+  @inline(__always)
+  static func qkxTry(
+    _ n: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ Laux: UnsafeMutablePointer<UInt8>,
+    _ L: UnsafeMutablePointer<UInt8>, _ sums: (Float, Float, Float), _ sumW: Float, _ sumX: Float, _ useMAD: Bool,
+    _ bestError: inout Float, _ scale: inout Float, _ min: inout Float
+  ) -> Bool {
+    let (sumL, sumL2, sumXL) = sums
+    let D = sumW * sumL2 - sumL * sumL
+    guard D > 0 else { return false }
+    var thisScale = (sumW * sumXL - sumX * sumL) / D
+    var thisMin = (sumL2 * sumX - sumL * sumXL) / D
+    if thisMin > 0 {
+      thisMin = 0
+      thisScale = sumXL / sumL2
+    }
+    var error: Float = 0
+    for i in 0..<n {
+      var diff = thisScale * Float(Laux[i]) + thisMin - x[i]
+      diff = useMAD ? abs(diff) : diff * diff
+      error += weights[i] * diff
+    }
+    guard error < bestError else { return false }
+    for i in 0..<n { L[i] = Laux[i] }
+    bestError = error
+    scale = thisScale
+    min = thisMin
+    return true
   }
 
   /// `make_qp_quants`: non-negative levels in [0, nmax] for the sub-block scales/mins.
