@@ -12,7 +12,10 @@ public enum GGMLQuantizerMethod: String, Sendable, CaseIterable {
   case unitImportance = "unit-importance"
   /// Per block, the encoding with the smallest squared error among `reference`, `unitImportance`
   /// and, for the 32-value types, our own search (least-squares scales over a range of candidate
-  /// grids). Never worse than either ggml variant on any block.
+  /// grids). Never worse than either ggml variant on any block in squared error — but least-squares
+  /// scales make the error correlate with the weight (Σx·x̂ = Σx̂², so ‖x̂‖² = ‖x‖² − ‖e‖²: weights
+  /// shrink), which compounds through layers: on the tiny trained fixture q4_0/q5_0 renders lose
+  /// PSNR against `reference` (Manuals/convert.md). Not the default for that reason.
   case search
 }
 

@@ -184,7 +184,7 @@ public struct GGUFQuantization: Sendable {
   /// Measure every quantized tensor's error (`ConversionReport.quantization`).
   public var measure: Bool
 
-  public init(type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .search, measure: Bool = false) {
+  public init(type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .reference, measure: Bool = false) {
     self.type = preset?.base ?? type
     self.preset = preset
     self.method = method
@@ -356,7 +356,7 @@ public enum GGUFExport {
 
   /// Writes `tensor` as `type`; for block types with `measure`, returns its quantization error.
   static func produce(
-    file: SafeTensorsFile, tensor: TensorInfo, type: GGMLType, method: GGMLQuantizerMethod = .search,
+    file: SafeTensorsFile, tensor: TensorInfo, type: GGMLType, method: GGMLQuantizerMethod = .reference,
     measure: Bool = false,
     sink: TensorSink
   ) throws -> QuantizationError? {
