@@ -389,14 +389,12 @@ public enum GGUFExport {
         let n = min(rowsPerChunk, rows - row) * columns
         let slice = UnsafeRawBufferPointer(
           rebasing: bytes[(row * columns * width)..<(row * columns * width + n * width)])
-        values.withUnsafeMutableBufferPointer {
-          FloatCodec.decode(slice, dtype: tensor.dtype, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n]))
-        }
         let outCount = type.byteCount(elements: n)
-        values.withUnsafeBufferPointer { input in
+        values.withUnsafeMutableBufferPointer { input in
           out.withUnsafeMutableBytes { output in
             quantizeRows(
-              UnsafeBufferPointer(rebasing: input[0..<n]), columns: columns, type: type, method: method, into: output)
+              slice, dtype: tensor.dtype, scratch: UnsafeMutableBufferPointer(rebasing: input[0..<n]), columns: columns,
+              type: type, method: method, into: output)
           }
         }
         if measure {
@@ -420,13 +418,21 @@ public enum GGUFExport {
 extension GGUFExport {
   /// Quantizes the whole rows of `columns` values in `input` into `output`, the rows spread over
   /// the shared pool's threads (each row is independent, so the bytes do not depend on threads).
+  /// Each thread decodes its rows of `source` (stored as `dtype`) into its part of `scratch`, which
+  /// then holds the values (for `--report`).
   static func quantizeRows(
-    _ input: UnsafeBufferPointer<Float>, columns: Int, type: GGMLType, method: GGMLQuantizerMethod,
-    into output: UnsafeMutableRawBufferPointer
+    _ source: UnsafeRawBufferPointer, dtype: DType, scratch: UnsafeMutableBufferPointer<Float>, columns: Int, type: GGMLType,
+    method: GGMLQuantizerMethod, into output: UnsafeMutableRawBufferPointer
   ) {
     let rowBytes = type.byteCount(elements: columns)
-    ThreadPool.shared.forEachChunk(input.count / columns, minimumChunk: max(1, 65536 / columns)) { rows in
-      let values = UnsafeBufferPointer(rebasing: input[(rows.lowerBound * columns)..<(rows.upperBound * columns)])
+    let width = FloatCodec.width(dtype)
+    ThreadPool.shared.forEachChunk(scratch.count / columns, minimumChunk: max(1, 65536 / columns)) { rows in
+      let range = (rows.lowerBound * columns)..<(rows.upperBound * columns)
+      let mutable = UnsafeMutableBufferPointer(rebasing: scratch[range])
+      FloatCodec.decode(
+        UnsafeRawBufferPointer(rebasing: source[(range.lowerBound * width)..<(range.upperBound * width)]), dtype: dtype,
+        into: mutable)
+      let values = UnsafeBufferPointer(mutable)
       let bytes = UnsafeMutableRawBufferPointer(
         rebasing: output[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)])
       GGMLQuantizer.quantize(values, type: type, method: method, rowLength: columns, into: bytes)
