@@ -37,10 +37,14 @@ enum CodecBench {
     time("decode F32 → f32", bytesIn: count * 4) {
       bytes.withUnsafeBytes { raw in out.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f32, into: $0) } }
     }
-    for type in [GGMLType.q8_0, .q4_0] {
+    for type in [GGMLType.q8_0, .q4_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K] {
       let size = type.byteCount(elements: count)
-      time("quantize \(type.name)", bytesIn: count * 4) {
-        values.withUnsafeBufferPointer { v in bytes.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<size])) } }
+      for method in GGMLQuantizerMethod.allCases where method == .reference || type != .q8_0 {
+        time("quantize \(type.name) (\(method.rawValue))", bytesIn: count * 4) {
+          values.withUnsafeBufferPointer { v in
+            bytes.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, method: method, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<size])) }
+          }
+        }
       }
       time("dequantize \(type.name)", bytesIn: size) {
         bytes.withUnsafeBytes { raw in out.withUnsafeMutableBufferPointer { GGMLQuantizer.dequantize(UnsafeRawBufferPointer(rebasing: raw[0..<size]), type: type, into: $0) } }

@@ -12,6 +12,11 @@ let sections: [String: ([String]) throws -> Void] = [
   "render": RenderBench.run,
   "widen": WidenBench.run,
   "render-file": RenderBench.writeFile,
+  // The random full-size SDXL UNet (fp16) the unet section uses, written to PATH: `random-unet PATH`.
+  "random-unet": { arguments in
+    guard let path = arguments.first else { throw CocoaError(.fileNoSuchFile) }
+    try UNetBench.writeRandomUNet(to: path)
+  },
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -114,8 +114,8 @@ struct Convert: ParsableCommand {
   @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears); for .gguf output f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_M, Q3_K_S (default: keep each tensor's).")
   var dtype: TargetDType?
 
-  @Option(help: "GGUF block scales: search (least squared error, never worse than reference per block) or reference (ggml's reference quantizers, byte-identical to gguf-py/ggml).")
-  var quantizer: GGMLQuantizerMethod = .search
+  @Option(help: "GGUF block scales: reference (ggml's reference quantizers: gguf-py's bytes), unit-importance (ggml's importance search with weights of one: stable-diffusion.cpp's converter's bytes) or search (per block the least squared error of both and our own search; lower RMSE, but least-squares scales shrink weights and can hurt renders: check with --verify).")
+  var quantizer: GGMLQuantizerMethod = .reference
 
   @Flag(help: "GGUF output: measure each quantized tensor's error (RMSE, max error relative to its range), listed worst first.")
   var report = false
@@ -167,7 +167,7 @@ struct Convert: ParsableCommand {
       if replaceVAE != nil || setPrediction != nil || !keep.isEmpty || clamp {
         throw ValidationError("--replace-vae, --set-prediction, --keep and --clamp apply to safetensors output; convert first, then to GGUF")
       }
-    } else if report || quantizer != .search {
+    } else if report || quantizer != .reference {
       throw ValidationError("--report and --quantizer apply to GGUF output")
     } else if let dtype, dtype.ggmlType?.isQuantized == true {
       throw ValidationError("\(dtype.rawValue) is a GGUF block type: write the output as .gguf")

@@ -21,7 +21,7 @@ enum KQuants {
 
     init() {
       L = .allocate(capacity: 256)
-      Laux = .allocate(capacity: 32)
+      Laux = .allocate(capacity: 64)
       weights = .allocate(capacity: 32)
       scales = .allocate(capacity: 16)
       mins = .allocate(capacity: 16)
@@ -60,13 +60,15 @@ enum KQuants {
   }
 
   @inline(__always) static func loadHalf(_ y: UnsafeMutableRawPointer, _ offset: Int) -> Float {
-    Float(Float16(bitPattern: UInt16(littleEndian: y.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
+    FloatCodec.floatFromHalf(UInt16(littleEndian: y.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
   }
 
   // MARK: - Searches (ggml `make_qx_quants`, `make_q3_quants`, `make_qkx2/3_quants`, `make_qp_quants`)
 
   /// Symmetric levels in [-nmax, nmax-1] stored as `l + nmax`; weights `qw`, or x² when nil.
-  static func makeQX(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<Int8>, _ qw: UnsafePointer<Float>?) -> Float {
+  static func makeQX(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<Int8>, _ qw: UnsafePointer<Float>?
+  ) -> Float {
     var max: Float = 0, amax: Float = 0
     for i in 0..<n {
       let ax = abs(x[i])
@@ -164,7 +166,8 @@ enum KQuants {
   /// [0, nmax], returns the scale and stores `-min` in `theMin`.
   static func makeQKX(
     _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>,
-    _ theMin: inout Float, _ Laux: UnsafeMutablePointer<UInt8>, _ rmin: Float, _ rdelta: Float, _ nstep: Int, _ useMAD: Bool
+    _ theMin: inout Float, _ Laux: UnsafeMutablePointer<UInt8>, _ rmin: Float, _ rdelta: Float, _ nstep: Int,
+    _ useMAD: Bool
   ) -> Float {
     var min = x[0], max = x[0]
     var sumW = weights[0]
@@ -183,7 +186,7 @@ enum KQuants {
       return 0
     }
     let fmax = Float(nmax)
-    var iscale = fmax / (max - min)
+    let iscale = fmax / (max - min)
     var scale = 1 / iscale
     var bestError: Float = 0
     for i in 0..<n {
@@ -197,47 +200,99 @@ enum KQuants {
       theMin = -min
       return scale
     }
-    for step in 0...nstep {
-      iscale = (rmin + rdelta * Float(step) + fmax) / (max - min)
-      var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
-      for i in 0..<n {
-        var l = nearestInt(iscale * (x[i] - min))
-        l = Swift.max(0, Swift.min(nmax, l))
-        Laux[i] = UInt8(l)
-        let w = weights[i]
-        let fl = Float(l)
-        sumL += w * fl
-        sumL2 += w * fl * fl
-        sumXL += w * fl * x[i]
-      }
-      let D = sumW * sumL2 - sumL * sumL
-      if D > 0 {
-        var thisScale = (sumW * sumXL - sumX * sumL) / D
-        var thisMin = (sumL2 * sumX - sumL * sumXL) / D
-        if thisMin > 0 {
-          thisMin = 0
-          thisScale = sumXL / sumL2
-        }
-        var error: Float = 0
+    // Steps run in pairs: the sums of step s+1 are taken in the same pass as those of step s
+    // (independent accumulators, so twice the work per float-add latency), and are used only when
+    // step s left `min` unchanged; otherwise step s+1 is summed again with the new `min`. Every
+    // sum is the one ggml computes, in ggml's order.
+    let LauxB = Laux + n
+    var step = 0
+    while step <= nstep {
+      let paired = step + 1 <= nstep
+      let iscaleA = (rmin + rdelta * Float(step) + fmax) / (max - min)
+      let iscaleB = (rmin + rdelta * Float(step + 1) + fmax) / (max - min)
+      var a: (Float, Float, Float) = (0, 0, 0), b: (Float, Float, Float) = (0, 0, 0)
+      if paired {
         for i in 0..<n {
-          var diff = thisScale * Float(Laux[i]) + thisMin - x[i]
-          diff = useMAD ? abs(diff) : diff * diff
-          error += weights[i] * diff
+          let la = Swift.max(0, Swift.min(nmax, nearestInt(iscaleA * (x[i] - min))))
+          let lb = Swift.max(0, Swift.min(nmax, nearestInt(iscaleB * (x[i] - min))))
+          Laux[i] = UInt8(la)
+          LauxB[i] = UInt8(lb)
+          let w = weights[i]
+          let fa = Float(la), fb = Float(lb)
+          a.0 += w * fa
+          a.1 += w * fa * fa
+          a.2 += w * fa * x[i]
+          b.0 += w * fb
+          b.1 += w * fb * fb
+          b.2 += w * fb * x[i]
         }
-        if error < bestError {
-          for i in 0..<n { L[i] = Laux[i] }
-          bestError = error
-          scale = thisScale
-          min = thisMin
-        }
+      } else {
+        a = qkxSums(n, nmax, x, weights, Laux, iscaleA, min)
       }
+      if qkxTry(n, x, weights, Laux, L, a, sumW, sumX, useMAD, &bestError, &scale, &min) && paired {
+        b = qkxSums(n, nmax, x, weights, LauxB, (rmin + rdelta * Float(step + 1) + fmax) / (max - min), min)
+      }
+      if paired { _ = qkxTry(n, x, weights, LauxB, L, b, sumW, sumX, useMAD, &bestError, &scale, &min) }
+      step += 2
     }
     theMin = -min
     return scale
   }
 
+  /// One step's level sums (Σw·l, Σw·l², Σw·l·x) for `iscale`, levels into `Laux`.
+  @inline(__always)
+  static func qkxSums(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ Laux: UnsafeMutablePointer<UInt8>,
+    _ iscale: Float, _ min: Float
+  ) -> (Float, Float, Float) {
+    var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+    for i in 0..<n {
+      let l = Swift.max(0, Swift.min(nmax, nearestInt(iscale * (x[i] - min))))
+      Laux[i] = UInt8(l)
+      let w = weights[i]
+      let fl = Float(l)
+      sumL += w * fl
+      sumL2 += w * fl * fl
+      sumXL += w * fl * x[i]
+    }
+    return (sumL, sumL2, sumXL)
+  }
+
+  /// One step's least-squares scale and min for the levels in `Laux`; kept (into `L`, `scale`,
+  /// `min`) when its error beats `bestError`. Returns whether it was kept.
+  @inline(__always)
+  static func qkxTry(
+    _ n: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ Laux: UnsafeMutablePointer<UInt8>,
+    _ L: UnsafeMutablePointer<UInt8>, _ sums: (Float, Float, Float), _ sumW: Float, _ sumX: Float, _ useMAD: Bool,
+    _ bestError: inout Float, _ scale: inout Float, _ min: inout Float
+  ) -> Bool {
+    let (sumL, sumL2, sumXL) = sums
+    let D = sumW * sumL2 - sumL * sumL
+    guard D > 0 else { return false }
+    var thisScale = (sumW * sumXL - sumX * sumL) / D
+    var thisMin = (sumL2 * sumX - sumL * sumXL) / D
+    if thisMin > 0 {
+      thisMin = 0
+      thisScale = sumXL / sumL2
+    }
+    var error: Float = 0
+    for i in 0..<n {
+      var diff = thisScale * Float(Laux[i]) + thisMin - x[i]
+      diff = useMAD ? abs(diff) : diff * diff
+      error += weights[i] * diff
+    }
+    guard error < bestError else { return false }
+    for i in 0..<n { L[i] = Laux[i] }
+    bestError = error
+    scale = thisScale
+    min = thisMin
+    return true
+  }
+
   /// `make_qp_quants`: non-negative levels in [0, nmax] for the sub-block scales/mins.
-  static func makeQP(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>, _ qw: UnsafePointer<Float>) -> Float {
+  static func makeQP(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ L: UnsafeMutablePointer<UInt8>, _ qw: UnsafePointer<Float>
+  ) -> Float {
     var max: Float = 0
     for i in 0..<n { max = Swift.max(max, x[i]) }
     if max < groupMaxEps {
@@ -334,7 +389,9 @@ enum KQuants {
       }
       if maxScale > 0 {
         let iscale = q4scale / maxScale
-        for j in 0..<16 { y.storeBytes(of: UInt8(truncatingIfNeeded: nearestInt(iscale * s.scales[j])), toByteOffset: j, as: UInt8.self) }
+        for j in 0..<16 {
+          y.storeBytes(of: UInt8(truncatingIfNeeded: nearestInt(iscale * s.scales[j])), toByteOffset: j, as: UInt8.self)
+        }
         storeHalf(maxScale / q4scale, y, 80)
       } else {
         for j in 0..<16 { y.storeBytes(of: 0, toByteOffset: j, as: UInt8.self) }
@@ -428,7 +485,10 @@ enum KQuants {
     }
     let dAll = loadHalf(y, 108)
     for j in 0..<16 {
-      let low = j < 8 ? Int(y.load(fromByteOffset: scalesAt + j, as: UInt8.self) & 0xF) : Int(y.load(fromByteOffset: scalesAt + j - 8, as: UInt8.self) >> 4)
+      let low =
+        j < 8
+        ? Int(y.load(fromByteOffset: scalesAt + j, as: UInt8.self) & 0xF)
+        : Int(y.load(fromByteOffset: scalesAt + j - 8, as: UInt8.self) >> 4)
       let high = Int((y.load(fromByteOffset: scalesAt + 8 + j % 4, as: UInt8.self) >> UInt8(2 * (j / 4))) & 3)
       let sc = (low | (high << 4)) - 32
       let d = dAll * Float(sc)
@@ -464,7 +524,9 @@ enum KQuants {
 
   // MARK: - Q4_K / Q5_K: d, dmin, scales[12] (6-bit scale and min per 32 values), [qh[32]], qs[128]
 
-  static func q45_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, five: Bool, unitImportance: Bool) {
+  static func q45_K(
+    _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, five: Bool, unitImportance: Bool
+  ) {
     let L = s.levels
     let nmax = five ? 31 : 15
     if unitImportance {
@@ -497,7 +559,8 @@ enum KQuants {
         for l in 0..<32 { sumx2 += x[32 * j + l] * x[32 * j + l] }
         let avx = (sumx2 / 32).squareRoot()
         for l in 0..<32 { s.weights[l] = avx + abs(x[32 * j + l]) }
-        s.scales[j] = five
+        s.scales[j] =
+          five
           ? makeQKX(32, 31, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, false)
           : makeQKX(32, 15, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -1, 0.1, 20, false)
         if s.scales[j] > maxScale { maxScale = s.scales[j] }
@@ -551,7 +614,9 @@ enum KQuants {
   }
 
   /// The 12 packed bytes of eight 6-bit scales and mins (ggml's layout read by `get_scale_min_k4`).
-  static func packScales(_ ls: UnsafeMutablePointer<UInt8>, _ lm: UnsafeMutablePointer<UInt8>, _ y: UnsafeMutableRawPointer) {
+  static func packScales(
+    _ ls: UnsafeMutablePointer<UInt8>, _ lm: UnsafeMutablePointer<UInt8>, _ y: UnsafeMutableRawPointer
+  ) {
     let b = y + 4
     for j in 0..<4 {
       b.storeBytes(of: ls[j], toByteOffset: j, as: UInt8.self)
@@ -559,7 +624,8 @@ enum KQuants {
     }
     for j in 4..<8 {
       b.storeBytes(of: (ls[j] & 0xF) | ((lm[j] & 0xF) << 4), toByteOffset: j + 4, as: UInt8.self)
-      b.storeBytes(of: b.load(fromByteOffset: j - 4, as: UInt8.self) | ((ls[j] >> 4) << 6), toByteOffset: j - 4, as: UInt8.self)
+      b.storeBytes(
+        of: b.load(fromByteOffset: j - 4, as: UInt8.self) | ((ls[j] >> 4) << 6), toByteOffset: j - 4, as: UInt8.self)
       b.storeBytes(of: b.load(fromByteOffset: j, as: UInt8.self) | ((lm[j] >> 4) << 6), toByteOffset: j, as: UInt8.self)
     }
   }
@@ -611,7 +677,8 @@ enum KQuants {
         let q1 = U[j + l] & 0xF, q2 = U[j + l + 32] & 0xF, q3 = U[j + l + 64] & 0xF, q4 = U[j + l + 96] & 0xF
         y.storeBytes(of: q1 | (q3 << 4), toByteOffset: ql + l, as: UInt8.self)
         y.storeBytes(of: q2 | (q4 << 4), toByteOffset: ql + l + 32, as: UInt8.self)
-        let high = (U[j + l] >> 4) | ((U[j + l + 32] >> 4) << 2) | ((U[j + l + 64] >> 4) << 4) | ((U[j + l + 96] >> 4) << 6)
+        let high =
+          (U[j + l] >> 4) | ((U[j + l + 32] >> 4) << 2) | ((U[j + l + 64] >> 4) << 4) | ((U[j + l + 96] >> 4) << 6)
         y.storeBytes(of: high, toByteOffset: qh + l, as: UInt8.self)
       }
       ql += 64
@@ -619,8 +686,42 @@ enum KQuants {
     }
   }
 
+  // MARK: - Legacy types with unit importance (`quantize_row_q4_0_impl`, … with weights of one)
+
+  /// One 32-value block; `sigma2` is the row's mean square (ggml: `sum_x2 / n_per_row`).
+  static func legacyUnit(
+    _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch
+  ) {
+    for j in 0..<32 { s.weights[j] = (sigma2 + x[j] * x[j]).squareRoot() }
+    let levels = s.levels
+    var nibbles = 2
+    switch type {
+    case .q4_0, .q5_0:
+      let d = makeQX(32, type == .q4_0 ? 8 : 16, x, s.L, s.weights)
+      storeHalf(d, y, 0)
+      nibbles = type == .q4_0 ? 2 : 6
+    case .q4_1, .q5_1:
+      var theMin: Float = 0
+      let d = makeQKX(32, type == .q4_1 ? 15 : 31, x, s.weights, levels, &theMin, s.Laux, -0.9, 0.05, 36, false)
+      storeHalf(d, y, 0)
+      storeHalf(-theMin, y, 2)
+      nibbles = type == .q4_1 ? 4 : 8
+    default: preconditionFailure("\(type.name) has no unit-importance encoder")
+    }
+    var qh: UInt32 = 0
+    for j in 0..<16 {
+      let a = levels[j], b = levels[j + 16]
+      y.storeBytes(of: (a & 0x0F) | ((b & 0x0F) << 4), toByteOffset: nibbles + j, as: UInt8.self)
+      qh |= UInt32((a & 0x10) >> 4) << UInt32(j)
+      qh |= UInt32((b & 0x10) >> 4) << UInt32(j + 16)
+    }
+    if type == .q5_0 || type == .q5_1 { y.storeBytes(of: qh.littleEndian, toByteOffset: nibbles - 4, as: UInt32.self) }
+  }
+
   /// One super-block of `type` by the chosen encoder.
-  static func encode(_ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
+  static func encode(
+    _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool
+  ) {
     switch type {
     case .q2_K: q2_K(x, y, s, unitImportance: unitImportance)
     case .q3_K: q3_K(x, y, s, unitImportance: unitImportance)

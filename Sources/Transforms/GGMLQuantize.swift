@@ -3,24 +3,34 @@ import Weights
 
 /// How block scales are chosen.
 public enum GGMLQuantizerMethod: String, Sendable, CaseIterable {
-  /// ggml's reference quantizers (`quantize_row_*_ref`): the bytes gguf-py, ggml, stable-diffusion.cpp
-  /// and llama-quantize (without an importance matrix) write.
+  /// ggml's reference quantizers (`quantize_row_*_ref`): the bytes gguf-py, ggml and llama-quantize
+  /// (without an importance matrix) write.
   case reference
-  /// Per block, the encoding with the smallest squared error among the reference one and an
-  /// error-minimising search (legacy types: least-squares scales over a range of candidate grids;
-  /// K-quants: ggml's importance-matrix search with unit importance). Never worse than `reference`
-  /// on any block.
+  /// ggml's importance-matrix quantizers (`quantize_row_*_impl`) with an importance of one for
+  /// every column: what stable-diffusion.cpp's converter writes (it passes a matrix of ones). Q8_0
+  /// has no such variant (ggml ignores the weights): it is the reference.
+  case unitImportance = "unit-importance"
+  /// Per block, the encoding with the smallest squared error among `reference`, `unitImportance`
+  /// and, for the 32-value types, our own search (least-squares scales over a range of candidate
+  /// grids). Never worse than either ggml variant on any block in squared error — but least-squares
+  /// scales make the error correlate with the weight (Σx·x̂ = Σx̂², so ‖x̂‖² = ‖x‖² − ‖e‖²: weights
+  /// shrink), which compounds through layers: on the tiny trained fixture q4_0/q5_0 renders lose
+  /// PSNR against `reference` (Manuals/convert.md). Not the default for that reason.
   case search
 }
 
 /// ggml's reference block quantizers (`quantize_row_*_ref`), bit-exact: scales are computed in float32
 /// and stored as IEEE half; rounding is C's `roundf` for Q8_0 and truncation after `+ 0.5`/`+ 8.5`/`+ 16.5`
-/// for the 4- and 5-bit types, as in ggml. K-quants are in `KQuants`; the search is `method: .search`.
+/// for the 4- and 5-bit types, as in ggml. K-quants and the importance-matrix variants are in
+/// `KQuants`; `method` chooses.
 extension GGMLQuantizer {
-  /// Quantizes `values` (count a multiple of `type.blockSize`) into `out` (`type.byteCount(elements:)` bytes).
-  /// `type` must be `isQuantizable`.
+  /// Quantizes `values` (rows of `rowLength` values, a multiple of `type.blockSize`; default: one
+  /// row) into `out` (`type.byteCount(elements:)` bytes). `type` must be `isQuantizable`. The row
+  /// length matters only to the unit-importance encoders of the 32-value types (their weights use
+  /// the row's mean square, as ggml's do).
   public static func quantize(
     _ values: UnsafeBufferPointer<Float>, type: GGMLType, method: GGMLQuantizerMethod = .reference,
+    rowLength: Int? = nil,
     into out: UnsafeMutableRawBufferPointer
   ) {
     precondition(type.isQuantizable, "\(type.name) has no quantizer here")
@@ -28,6 +38,8 @@ extension GGMLQuantizer {
     let blocks = values.count / size
     precondition(out.count >= blocks * bytes, "quantize: output too short")
     guard blocks > 0, let source = values.baseAddress, let target = out.baseAddress else { return }
+    let row = rowLength ?? blocks * size
+    precondition(row > 0 && row % size == 0 && (blocks * size) % row == 0, "quantize: rows must be whole blocks")
     let scratch = KQuants.Scratch()
     defer { scratch.deallocate() }
     // Search: a second encoding and the dequantized values of each, to keep the better one.
@@ -37,24 +49,48 @@ extension GGMLQuantizer {
       candidate.deallocate()
       decoded.deallocate()
     }
-    for block in 0..<blocks {
-      let x = source + block * size
-      let y = target + block * bytes
-      let isK = size == 256
-      if isK {
-        KQuants.encode(type, x, y, scratch, unitImportance: false)
-      } else {
-        legacy(type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: y, count: bytes))
+    let isK = size == 256
+    let needsSigma = !isK && type != .q8_0 && method != .reference
+    for start in stride(from: 0, to: blocks * size, by: row) {
+      var sigma2: Float = 0
+      if needsSigma {
+        var sumX2: Float = 0
+        for j in 0..<row { sumX2 += source[start + j] * source[start + j] }
+        sigma2 = sumX2 / Float(row)
       }
-      guard method == .search, type != .q8_0 else { continue }
-      if isK {
-        KQuants.encode(type, x, candidate, scratch, unitImportance: true)
-      } else {
-        LegacySearch.encode(type, x, candidate)
-      }
-      let reference = squaredError(x, UnsafeRawPointer(y), type, decoded)
-      if squaredError(x, UnsafeRawPointer(candidate), type, decoded) < reference {
-        y.copyMemory(from: candidate, byteCount: bytes)
+      for offset in stride(from: start, to: start + row, by: size) {
+        let x = source + offset
+        let y = target + offset / size * bytes
+        func encode(_ unit: Bool, _ into: UnsafeMutableRawPointer) {
+          if isK {
+            KQuants.encode(type, x, into, scratch, unitImportance: unit)
+          } else if unit && type != .q8_0 {
+            KQuants.legacyUnit(type, x, into, sigma2, scratch)
+          } else {
+            legacy(
+              type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: into, count: bytes))
+          }
+        }
+        switch method {
+        case .reference: encode(false, y)
+        case .unitImportance: encode(true, y)
+        case .search:
+          encode(false, y)
+          guard type != .q8_0 else { continue }
+          var best = squaredError(x, UnsafeRawPointer(y), type, decoded)
+          encode(true, candidate)
+          let unit = squaredError(x, UnsafeRawPointer(candidate), type, decoded)
+          if unit < best {
+            best = unit
+            y.copyMemory(from: candidate, byteCount: bytes)
+          }
+          if !isK {
+            LegacySearch.encode(type, x, candidate)
+            if squaredError(x, UnsafeRawPointer(candidate), type, decoded) < best {
+              y.copyMemory(from: candidate, byteCount: bytes)
+            }
+          }
+        }
       }
     }
   }
@@ -71,9 +107,13 @@ extension GGMLQuantizer {
   }
 
   /// Σ (x − dequantized)² of one block, in double.
-  static func squaredError(_ x: UnsafePointer<Float>, _ y: UnsafeRawPointer, _ type: GGMLType, _ scratch: UnsafeMutablePointer<Float>) -> Double {
+  static func squaredError(
+    _ x: UnsafePointer<Float>, _ y: UnsafeRawPointer, _ type: GGMLType, _ scratch: UnsafeMutablePointer<Float>
+  ) -> Double {
     let n = type.blockSize
-    dequantize(UnsafeRawBufferPointer(start: y, count: type.blockBytes), type: type, into: UnsafeMutableBufferPointer(start: scratch, count: n))
+    dequantize(
+      UnsafeRawBufferPointer(start: y, count: type.blockBytes), type: type,
+      into: UnsafeMutableBufferPointer(start: scratch, count: n))
     var sum = 0.0
     for i in 0..<n {
       let e = Double(x[i]) - Double(scratch[i])
@@ -199,93 +239,112 @@ enum LegacySearch {
 
   /// Levels `q` in [0, 2·nmax) for x ≈ d·(q − nmax).
   static func symmetric(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int, five: Bool) {
-    var amax: Float = 0, peak: Float = 0
-    for i in 0..<32 where abs(x[i]) > amax {
-      amax = abs(x[i])
-      peak = x[i]
-    }
-    var bestD: Float = 0, bestError = Float.infinity
-    var levels = (0..<32).map { _ in Int8(0) }
-    var best = levels
-    if amax > 0 {
-      for step in -9...9 {
-        let iscale = -(Float(nmax) + 0.1 * Float(step)) / peak
-        var sumlx: Float = 0, suml2: Float = 0
-        for i in 0..<32 {
-          let l = max(-nmax, min(nmax - 1, Int((iscale * x[i]).rounded())))
-          sumlx += x[i] * Float(l)
-          suml2 += Float(l * l)
-        }
-        guard suml2 > 0 else { continue }
-        let d = Float(Float16(sumlx / suml2))
-        guard d != 0, d.isFinite else { continue }
-        var error: Float = 0
-        for i in 0..<32 {
-          let l = max(-nmax, min(nmax - 1, Int((x[i] / d).rounded())))
-          levels[i] = Int8(l)
-          let e = x[i] - d * Float(l)
-          error += e * e
-        }
-        if error < bestError {
-          bestError = error
-          bestD = d
-          best = levels
+    withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { buffer in
+      let levels = buffer.baseAddress!, best = levels + 32
+      var amax: Float = 0, peak: Float = 0
+      for i in 0..<32 where abs(x[i]) > amax {
+        amax = abs(x[i])
+        peak = x[i]
+      }
+      var bestD: Float = 0, bestError = Float.infinity
+      for i in 0..<32 { best[i] = UInt32(nmax) }
+      let low = Float(-nmax), high = Float(nmax - 1)
+      if amax > 0 {
+        for step in -9...9 {
+          let iscale = -(Float(nmax) + 0.1 * Float(step)) / peak
+          var sumlx: Float = 0, suml2: Float = 0
+          for i in 0..<32 {
+            let l = round(min(high + 1, max(low - 1, iscale * x[i])), low, high)
+            sumlx += x[i] * l
+            suml2 += l * l
+          }
+          guard suml2 > 0 else { continue }
+          let d = halfRounded(sumlx / suml2)
+          guard d != 0, d.isFinite else { continue }
+          let id = 1 / d
+          var error: Float = 0
+          for i in 0..<32 {
+            let l = round(min(high + 1, max(low - 1, x[i] * id)), low, high)
+            levels[i] = UInt32(Int(l) + nmax)
+            let e = x[i] - d * l
+            error += e * e
+          }
+          if error < bestError {
+            bestError = error
+            bestD = d
+            best.update(from: levels, count: 32)
+          }
         }
       }
+      GGMLQuantizer.storeHalf(bestD, UnsafeMutableRawBufferPointer(start: y, count: 2), 0)
+      pack(best, y, at: 2, five: five)
     }
-    GGMLQuantizer.storeHalf(bestD, UnsafeMutableRawBufferPointer(start: y, count: 2), 0)
-    pack(best.map { UInt32(Int($0) + nmax) }, y, at: 2, five: five)
   }
 
   /// Levels `q` in [0, nmax] for x ≈ d·q + m.
   static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int, five: Bool) {
-    var low = x[0], high = x[0]
-    for i in 1..<32 {
-      low = min(low, x[i])
-      high = max(high, x[i])
-    }
-    var bestD: Float = 0, bestM = low, bestError = Float.infinity
-    var levels = [UInt32](repeating: 0, count: 32)
-    var best = levels
-    if high > low {
-      for step in 0...20 {
-        let iscale = (Float(nmax) - 1 + 0.1 * Float(step)) / (high - low)
-        var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0, sumX: Float = 0
-        for i in 0..<32 {
-          let l = Float(max(0, min(nmax, Int((iscale * (x[i] - low)).rounded()))))
-          sumL += l
-          sumL2 += l * l
-          sumXL += l * x[i]
-          sumX += x[i]
-        }
-        let D = 32 * sumL2 - sumL * sumL
-        guard D > 0 else { continue }
-        let d = Float(Float16((32 * sumXL - sumX * sumL) / D))
-        let m = Float(Float16((sumL2 * sumX - sumL * sumXL) / D))
-        guard d > 0, d.isFinite, m.isFinite else { continue }
-        var error: Float = 0
-        for i in 0..<32 {
-          let l = max(0, min(nmax, Int(((x[i] - m) / d).rounded())))
-          levels[i] = UInt32(l)
-          let e = x[i] - (d * Float(l) + m)
-          error += e * e
-        }
-        if error < bestError {
-          bestError = error
-          bestD = d
-          bestM = m
-          best = levels
+    withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { buffer in
+      let levels = buffer.baseAddress!, best = levels + 32
+      var low = x[0], high = x[0], sumX: Float = 0
+      for i in 0..<32 {
+        low = min(low, x[i])
+        high = max(high, x[i])
+        sumX += x[i]
+      }
+      var bestD: Float = 0, bestM = low, bestError = Float.infinity
+      for i in 0..<32 { best[i] = 0 }
+      let top = Float(nmax)
+      if high > low {
+        for step in 0...20 {
+          let iscale = (top - 1 + 0.1 * Float(step)) / (high - low)
+          var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+          for i in 0..<32 {
+            let l = round(min(top + 1, max(-1, iscale * (x[i] - low))), 0, top)
+            sumL += l
+            sumL2 += l * l
+            sumXL += l * x[i]
+          }
+          let D = 32 * sumL2 - sumL * sumL
+          guard D > 0 else { continue }
+          let d = halfRounded((32 * sumXL - sumX * sumL) / D)
+          let m = halfRounded((sumL2 * sumX - sumL * sumXL) / D)
+          guard d > 0, d.isFinite, m.isFinite else { continue }
+          let id = 1 / d
+          var error: Float = 0
+          for i in 0..<32 {
+            let l = round(min(top + 1, max(-1, (x[i] - m) * id)), 0, top)
+            levels[i] = UInt32(l)
+            let e = x[i] - (d * l + m)
+            error += e * e
+          }
+          if error < bestError {
+            bestError = error
+            bestD = d
+            bestM = m
+            best.update(from: levels, count: 32)
+          }
         }
       }
+      let header = UnsafeMutableRawBufferPointer(start: y, count: 4)
+      GGMLQuantizer.storeHalf(bestD, header, 0)
+      GGMLQuantizer.storeHalf(bestM, header, 2)
+      pack(best, y, at: 4, five: five)
     }
-    let header = UnsafeMutableRawBufferPointer(start: y, count: 4)
-    GGMLQuantizer.storeHalf(bestD, header, 0)
-    GGMLQuantizer.storeHalf(bestM, header, 2)
-    pack(best, y, at: 4, five: five)
+  }
+
+  /// `value` as the stored half makes it (round to nearest even).
+  @inline(__always) static func halfRounded(_ value: Float) -> Float {
+    FloatCodec.floatFromHalf(FloatCodec.half(value))
+  }
+
+  /// `value` (already within ±1 of [low, high]) rounded to the nearest integer and clamped, without
+  /// a libm call (ggml's `nearest_int` trick).
+  @inline(__always) static func round(_ value: Float, _ low: Float, _ high: Float) -> Float {
+    min(high, max(low, Float(KQuants.nearestInt(value))))
   }
 
   /// Low nibbles (element j and j+16 in byte j) after the 4-byte high-bit mask for the 5-bit types.
-  static func pack(_ q: [UInt32], _ y: UnsafeMutableRawPointer, at offset: Int, five: Bool) {
+  static func pack(_ q: UnsafeMutablePointer<UInt32>, _ y: UnsafeMutableRawPointer, at offset: Int, five: Bool) {
     var qh: UInt32 = 0
     let nibbles = offset + (five ? 4 : 0)
     for j in 0..<16 {

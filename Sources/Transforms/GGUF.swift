@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 import Workers
 
 /// Writes GGUF v3 files (ggml `docs/gguf.md`): header, key/values, tensor infos with ggml-order
@@ -45,7 +45,8 @@ public enum GGUFWriter {
         (tensor.shape.last ?? 1) % tensor.type.blockSize == 0
       else {
         throw GGUFError.invalidEntry(
-          file: path, tensor: tensor.name, reason: "shape \(tensor.shape) is not storable as \(tensor.type.name) (at most 4 dims, rows of whole blocks)")
+          file: path, tensor: tensor.name,
+          reason: "shape \(tensor.shape) is not storable as \(tensor.type.name) (at most 4 dims, rows of whole blocks)")
       }
     }
     var header = ByteWriter()
@@ -168,7 +169,9 @@ public enum GGUFPreset: String, CaseIterable, Sendable {
 
   /// Parses `Q4_K_M`, `q4_k_m`, ….
   public init?(name: String) {
-    guard let preset = GGUFPreset.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else { return nil }
+    guard let preset = GGUFPreset.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
+      return nil
+    }
     self = preset
   }
 }
@@ -181,7 +184,7 @@ public struct GGUFQuantization: Sendable {
   /// Measure every quantized tensor's error (`ConversionReport.quantization`).
   public var measure: Bool
 
-  public init(type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .search, measure: Bool = false) {
+  public init(type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .reference, measure: Bool = false) {
     self.type = preset?.base ?? type
     self.preset = preset
     self.method = method
@@ -206,9 +209,12 @@ public struct GGUFQuantization: Sendable {
 /// other quantizable tensors fall back to the legacy type llama.cpp uses (Q4_K → Q5_0, …), where
 /// sd.cpp would keep them f16.
 public enum GGUFExport {
-  /// Whether sd.cpp's rules quantize this tensor.
+  /// Whether sd.cpp's rules quantize this tensor (except that sd.cpp also quantizes 1-D tensors
+  /// whose length fills blocks, norms included; we keep every 1-D tensor float).
   public static func quantizes(_ tensor: TensorInfo) -> Bool {
-    guard tensor.shape.count >= 2, let inner = tensor.shape.last, inner % 32 == 0, tensor.dtype.isFloatingPoint else { return false }
+    guard tensor.shape.count >= 2, let inner = tensor.shape.last, inner % 32 == 0, tensor.dtype.isFloatingPoint else {
+      return false
+    }
     let name = tensor.name
     return !name.hasSuffix(".bias") && !name.contains("time_embed.") && !name.contains("label_emb.")
       && !name.contains("embedding") && !name.hasSuffix(".scale_weight")
@@ -249,7 +255,8 @@ public enum GGUFExport {
       case .vae: return float
       case .clipL, .clipG: chosen = preset.textEncoders
       default:
-        let unetName = name.hasPrefix(SingleFilePrefix.unet) ? String(name.dropFirst(SingleFilePrefix.unet.count)) : name
+        let unetName =
+          name.hasPrefix(SingleFilePrefix.unet) ? String(name.dropFirst(SingleFilePrefix.unet.count)) : name
         if unetName.hasPrefix("input_blocks.0.") || unetName.hasPrefix("out.") { return float }
         if name.hasSuffix(".to_v.weight") || name.hasSuffix(".ff.net.2.weight") { chosen = preset.raised }
       }
@@ -262,7 +269,8 @@ public enum GGUFExport {
 
   /// `general.architecture` as ComfyUI-GGUF names SDXL (`label_emb` is SDXL's, not SD1's).
   static func architecture(keys: Set<String>) -> String? {
-    keys.contains(SingleFilePrefix.unet + "label_emb.0.0.weight") || keys.contains("label_emb.0.0.weight") ? "sdxl" : nil
+    keys.contains(SingleFilePrefix.unet + "label_emb.0.0.weight") || keys.contains("label_emb.0.0.weight")
+      ? "sdxl" : nil
   }
 
   public static func export(
@@ -270,7 +278,8 @@ public enum GGUFExport {
     progress: ((UInt64, UInt64) -> Void)? = nil
   ) throws -> ConversionReport {
     try export(
-      input: input, output: output, quantization: GGUFQuantization(type: requested), components: components, dropEMA: dropEMA,
+      input: input, output: output, quantization: GGUFQuantization(type: requested), components: components,
+      dropEMA: dropEMA,
       progress: progress)
   }
 
@@ -293,20 +302,29 @@ public enum GGUFExport {
         throw ConversionError.unsupportedDType(file: input, tensor: tensor.name, dtype: tensor.dtype)
       }
       if type.isQuantized {
-        if let counts = NonFiniteScan.count(source.data(tensor), dtype: tensor.dtype), counts.nan + counts.infinite > 0 {
-          throw ConversionError.invalidRequest("\(input): '\(tensor.name)' holds NaN or Inf values, which cannot be block-quantized")
+        if let counts = NonFiniteScan.count(source.data(tensor), dtype: tensor.dtype), counts.nan + counts.infinite > 0
+        {
+          throw ConversionError.invalidRequest(
+            "\(input): '\(tensor.name)' holds NaN or Inf values, which cannot be block-quantized")
         }
       }
-      let unchanged: [GGMLType: DType] = [.f32: .f32, .f16: .f16, .bf16: .bf16, .f64: .f64, .i64: .i64, .i32: .i32, .i16: .i16, .i8: .i8]
+      let unchanged: [GGMLType: DType] = [
+        .f32: .f32, .f16: .f16, .bf16: .bf16, .f64: .f64, .i64: .i64, .i32: .i32, .i16: .i16, .i8: .i8,
+      ]
       if unchanged[type] != tensor.dtype { converted += 1 }
-      tensors.append(GGUFWriter.Tensor(name: tensor.name, shape: tensor.shape, type: type) { sink in
-        let error = try produce(file: source, tensor: tensor, type: type, method: quantization.method, measure: quantization.measure, sink: sink)
-        if let error { errors.append(error) }
-      })
+      tensors.append(
+        GGUFWriter.Tensor(name: tensor.name, shape: tensor.shape, type: type) { sink in
+          let error = try produce(
+            file: source, tensor: tensor, type: type, method: quantization.method, measure: quantization.measure,
+            sink: sink)
+          if let error { errors.append(error) }
+        })
     }
     var metadata: [(String, GGUFValue)] = []
     if let architecture = architecture(keys: keys) { metadata.append(("general.architecture", .string(architecture))) }
-    if tensors.contains(where: { $0.type.isQuantized }) { metadata.append(("general.quantization_version", .uint32(2))) }
+    if tensors.contains(where: { $0.type.isQuantized }) {
+      metadata.append(("general.quantization_version", .uint32(2)))
+    }
     metadata.append(("general.file_type", .uint32(quantization.fileType)))
     metadata.append(("rouwei.tool", .string("rouwei-ckpt")))
     metadata.append(("rouwei.version", .string(ToolInfo.version)))
@@ -315,7 +333,8 @@ public enum GGUFExport {
     // The model's own metadata (modelspec.*, prediction type, head size) travels as GGUF strings,
     // as a safetensors conversion keeps it, so readers of the GGUF decide the same way.
     let written = Set(metadata.map(\.0))
-    for (key, value) in source.metadata.sorted(by: { $0.key < $1.key }) where !written.contains(key) && key != GGUFImport.scalarsKey {
+    for (key, value) in source.metadata.sorted(by: { $0.key < $1.key })
+    where !written.contains(key) && key != GGUFImport.scalarsKey {
       metadata.append((key, .string(value)))
     }
     // GGUF has no rank-0 tensors (ggml stores them as [1]); remember which were scalars.
@@ -327,7 +346,8 @@ public enum GGUFExport {
     for tensor in tensors { typeCounts[tensor.type.name, default: 0] += 1 }
     var report = ConversionReport(
       input: input, output: output, tensorsWritten: tensors.count, tensorsConverted: converted,
-      tensorsKeptWide: tensors.count - converted, tensorsDropped: dropped, bytesIn: source.fileSize, bytesOut: outSize ?? 0, clamped: [:],
+      tensorsKeptWide: tensors.count - converted, tensorsDropped: dropped, bytesIn: source.fileSize,
+      bytesOut: outSize ?? 0, clamped: [:],
       nanTensors: [:], warnings: [], seconds: Date().timeIntervalSince(start))
     report.types = typeCounts
     if quantization.measure { report.quantization = errors.sorted() }
@@ -336,7 +356,8 @@ public enum GGUFExport {
 
   /// Writes `tensor` as `type`; for block types with `measure`, returns its quantization error.
   static func produce(
-    file: SafeTensorsFile, tensor: TensorInfo, type: GGMLType, method: GGMLQuantizerMethod = .search, measure: Bool = false,
+    file: SafeTensorsFile, tensor: TensorInfo, type: GGMLType, method: GGMLQuantizerMethod = .reference,
+    measure: Bool = false,
     sink: TensorSink
   ) throws -> QuantizationError? {
     switch type {
@@ -366,17 +387,22 @@ public enum GGUFExport {
       var row = 0
       while row < rows {
         let n = min(rowsPerChunk, rows - row) * columns
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[(row * columns * width)..<(row * columns * width + n * width)])
-        values.withUnsafeMutableBufferPointer { FloatCodec.decode(slice, dtype: tensor.dtype, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n])) }
+        let slice = UnsafeRawBufferPointer(
+          rebasing: bytes[(row * columns * width)..<(row * columns * width + n * width)])
         let outCount = type.byteCount(elements: n)
-        let blocks = n / type.blockSize
-        values.withUnsafeBufferPointer { input in
-          out.withUnsafeMutableBytes { output in quantizeBlocks(input, blocks: blocks, type: type, method: method, into: output) }
+        values.withUnsafeMutableBufferPointer { input in
+          out.withUnsafeMutableBytes { output in
+            quantizeRows(
+              slice, dtype: tensor.dtype, scratch: UnsafeMutableBufferPointer(rebasing: input[0..<n]), columns: columns,
+              type: type, method: method, into: output)
+          }
         }
         if measure {
           out.withUnsafeBytes { raw in
             restored.withUnsafeMutableBufferPointer {
-              GGMLQuantizer.dequantize(UnsafeRawBufferPointer(rebasing: raw[0..<outCount]), type: type, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n]))
+              GGMLQuantizer.dequantize(
+                UnsafeRawBufferPointer(rebasing: raw[0..<outCount]), type: type,
+                into: UnsafeMutableBufferPointer(rebasing: $0[0..<n]))
             }
           }
           for i in 0..<n { stats.add(values[i], restored[i]) }
@@ -390,15 +416,26 @@ public enum GGUFExport {
 }
 
 extension GGUFExport {
-  /// Quantizes `blocks` blocks of `input` into `output`, spread over the shared pool's threads.
-  static func quantizeBlocks(
-    _ input: UnsafeBufferPointer<Float>, blocks: Int, type: GGMLType, method: GGMLQuantizerMethod, into output: UnsafeMutableRawBufferPointer
+  /// Quantizes the whole rows of `columns` values in `input` into `output`, the rows spread over
+  /// the shared pool's threads (each row is independent, so the bytes do not depend on threads).
+  /// Each thread decodes its rows of `source` (stored as `dtype`) into its part of `scratch`, which
+  /// then holds the values (for `--report`).
+  static func quantizeRows(
+    _ source: UnsafeRawBufferPointer, dtype: DType, scratch: UnsafeMutableBufferPointer<Float>, columns: Int, type: GGMLType,
+    method: GGMLQuantizerMethod, into output: UnsafeMutableRawBufferPointer
   ) {
-    let size = type.blockSize, blockBytes = type.blockBytes
-    ThreadPool.shared.forEachChunk(blocks, minimumChunk: 2048 * 32 / size) { range in
-      let values = UnsafeBufferPointer(rebasing: input[(range.lowerBound * size)..<(range.upperBound * size)])
-      let bytes = UnsafeMutableRawBufferPointer(rebasing: output[(range.lowerBound * blockBytes)..<(range.upperBound * blockBytes)])
-      GGMLQuantizer.quantize(values, type: type, method: method, into: bytes)
+    let rowBytes = type.byteCount(elements: columns)
+    let width = FloatCodec.width(dtype)
+    ThreadPool.shared.forEachChunk(scratch.count / columns, minimumChunk: max(1, 65536 / columns)) { rows in
+      let range = (rows.lowerBound * columns)..<(rows.upperBound * columns)
+      let mutable = UnsafeMutableBufferPointer(rebasing: scratch[range])
+      FloatCodec.decode(
+        UnsafeRawBufferPointer(rebasing: source[(range.lowerBound * width)..<(range.upperBound * width)]), dtype: dtype,
+        into: mutable)
+      let values = UnsafeBufferPointer(mutable)
+      let bytes = UnsafeMutableRawBufferPointer(
+        rebasing: output[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)])
+      GGMLQuantizer.quantize(values, type: type, method: method, rowLength: columns, into: bytes)
     }
   }
 }

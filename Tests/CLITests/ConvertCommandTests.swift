@@ -72,6 +72,27 @@ import TestSupport
     #expect((object["prediction"] as? [String: Any])?["prediction"] as? String == "v")
   }
 
+  @Test func ggufMixtureWithReportAndQuantizerThroughTheCLI() throws {
+    let directory = TestPaths.temporaryDirectory("cli-gguf-mixture")
+    let run = try BinaryRun.run([
+      "convert", fixture, "-o", directory + "/m.gguf", "--dtype", "q4_k_m", "--quantizer", "unit-importance", "--report", "--json",
+    ])
+    #expect(run.status == 0, "\(run.stderr)")
+    let document = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+    let result = (document["result"] as? [String: Any]) ?? document
+    let types = try #require(result["types"] as? [String: Int])
+    #expect(types["q6_K"] ?? 0 > 0 && types["q8_0"] ?? 0 > 0, "\(types)")
+    let errors = try #require(result["quantization"] as? [[String: Any]])
+    #expect(errors.count == types.filter { !["f16", "f32", "bf16", "i64"].contains($0.key) }.values.reduce(0, +))
+    let relative = errors.compactMap { $0["relativeMaxError"] as? Double }
+    #expect(relative.count == errors.count && relative == relative.sorted(by: >))
+    // Human output lists the mixture and the errors; --report without GGUF output is refused.
+    let text = try BinaryRun.run(["convert", fixture, "-o", directory + "/t.gguf", "--dtype", "q4_K", "--report"])
+    #expect(text.stdout.contains("types: ") && text.stdout.contains("quantization error, worst first"))
+    let refused = try BinaryRun.run(["convert", fixture, "-o", directory + "/x.safetensors", "--dtype", "fp16", "--report"])
+    #expect(refused.status == 2)
+  }
+
   @Test func diffusersLayoutRoundTrip() throws {
     let directory = TestPaths.temporaryDirectory("cli-diffusers")
     let out = try BinaryRun.run(["convert", fixture, "-o", directory + "/pipe", "--layout", "diffusers"])

@@ -21,13 +21,17 @@ import Workers
 
   static func quantize(_ values: [Float], _ type: GGMLType, _ method: GGMLQuantizerMethod) -> [UInt8] {
     var out = [UInt8](repeating: 0, count: type.byteCount(elements: values.count))
-    values.withUnsafeBufferPointer { v in out.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, method: method, into: $0) } }
+    values.withUnsafeBufferPointer { v in
+      out.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, method: method, into: $0) }
+    }
     return out
   }
 
   static func dequantize(_ bytes: [UInt8], _ type: GGMLType, count: Int) -> [Float] {
     var restored = [Float](repeating: 0, count: count)
-    bytes.withUnsafeBytes { raw in restored.withUnsafeMutableBufferPointer { GGMLQuantizer.dequantize(raw, type: type, into: $0) } }
+    bytes.withUnsafeBytes { raw in
+      restored.withUnsafeMutableBufferPointer { GGMLQuantizer.dequantize(raw, type: type, into: $0) }
+    }
     return restored
   }
 
@@ -52,6 +56,24 @@ import Workers
     #expect(restored.map(\.bitPattern) == expected.map(\.bitPattern), "\(type.name) dequantization")
   }
 
+  /// stable-diffusion.cpp's bytes: ggml's importance-matrix quantizers with a matrix of ones
+  /// (`quantize_<type>(src, dst, nrows, n_per_row, ones)`), rows of 512.
+  @Test(arguments: [GGMLType.q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q4_0, .q4_1, .q5_0, .q5_1])
+  func unitImportanceMatchesGGML(type: GGMLType) throws {
+    let file = try #require(Self.golden)
+    let values = try Self.floats(file, "input")
+    var ours = [UInt8](repeating: 0, count: type.byteCount(elements: values.count))
+    values.withUnsafeBufferPointer { v in
+      ours.withUnsafeMutableBytes {
+        GGMLQuantizer.quantize(v, type: type, method: .unitImportance, rowLength: 512, into: $0)
+      }
+    }
+    let theirs = Array(try file.data(named: "unit_" + type.name.lowercased()))
+    let first = zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+    #expect(ours.count == theirs.count)
+    #expect(first == nil, "\(type.name): first differing byte \(first ?? -1) (block \((first ?? 0) / type.blockBytes))")
+  }
+
   /// Per block the search is never worse than the reference, and over the tensor it is better.
   @Test(arguments: [GGMLType.q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q4_0, .q4_1, .q5_0, .q5_1])
   func searchNeverLosesToReference(type: GGMLType) throws {
@@ -64,10 +86,16 @@ import Workers
     }
     let reference = Self.quantize(values, type, .reference)
     let searched = Self.quantize(values, type, .search)
-    let refError = Self.squaredError(values, Self.dequantize(reference, type, count: values.count), block: type.blockSize)
-    let searchError = Self.squaredError(values, Self.dequantize(searched, type, count: values.count), block: type.blockSize)
+    let unit = Self.quantize(values, type, .unitImportance)
+    let refError = Self.squaredError(
+      values, Self.dequantize(reference, type, count: values.count), block: type.blockSize)
+    let searchError = Self.squaredError(
+      values, Self.dequantize(searched, type, count: values.count), block: type.blockSize)
+    let unitError = Self.squaredError(values, Self.dequantize(unit, type, count: values.count), block: type.blockSize)
     for (block, (s, r)) in zip(searchError, refError).enumerated() {
-      #expect(s <= r, "\(type.name) block \(block): search \(s) > reference \(r)")
+      #expect(
+        s <= r && s <= unitError[block],
+        "\(type.name) block \(block): search \(s) > reference \(r) or unit \(unitError[block])")
     }
     // On the trained-weight-like rows the search gains at least 1 % in squared error.
     let laplace = (16 * 512 / type.blockSize)...
@@ -80,7 +108,6 @@ import Workers
     #expect(Self.quantize(values, .q8_0, .search) == Self.quantize(values, .q8_0, .reference))
   }
 }
-
 
 /// GGUF export with K-quants and mixtures: which tensor gets which type, the metadata consumers
 /// read, the error report, and bytes independent of the thread count.
@@ -101,7 +128,8 @@ import Workers
       counts[tensor.type.name, default: 0] += 1
       let name = tensor.name, inner = tensor.shape.last ?? 0
       if name.hasPrefix("first_stage_model.") || name.contains("time_embed.") || name.contains("label_emb.")
-        || name.hasPrefix("model.diffusion_model.input_blocks.0.") || name.hasPrefix("model.diffusion_model.out.") || tensor.shape.count < 2
+        || name.hasPrefix("model.diffusion_model.input_blocks.0.") || name.hasPrefix("model.diffusion_model.out.")
+        || tensor.shape.count < 2
       {
         #expect(!tensor.type.isQuantized, "\(name) must stay float")
       } else if name.hasPrefix("conditioner.") && tensor.type.isQuantized {
@@ -110,7 +138,8 @@ import Workers
         let raised = name.hasSuffix(".to_v.weight") || name.hasSuffix(".ff.net.2.weight")
         let wanted: GGMLType = raised ? .q6_K : .q4_K
         // Rows that are not whole 256-value super-blocks fall back (Q6_K → Q8_0, Q4_K → Q5_0).
-        #expect(tensor.type == (inner % 256 == 0 ? wanted : GGUFExport.fallback(for: wanted)), "\(name) \(tensor.shape)")
+        #expect(
+          tensor.type == (inner % 256 == 0 ? wanted : GGUFExport.fallback(for: wanted)), "\(name) \(tensor.shape)")
       }
     }
     #expect(report.types == counts)
@@ -121,11 +150,13 @@ import Workers
     #expect(zip(errors, errors.dropFirst()).allSatisfy { $0.relativeMaxError >= $1.relativeMaxError })
     let source = try SafeTensorsFile(path: Self.tiny)
     let worst = errors[0]
-    let info = try #require(source.info(worst.name)), stored = try #require(file.tensors.first { $0.name == worst.name })
+    let info = try #require(source.info(worst.name)),
+      stored = try #require(file.tensors.first { $0.name == worst.name })
     var values = [Float](repeating: 0, count: info.elementCount), restored = values
     values.withUnsafeMutableBufferPointer { FloatCodec.decode(source.data(info), dtype: info.dtype, into: $0) }
     restored.withUnsafeMutableBufferPointer { GGMLQuantizer.dequantize(file.data(stored), type: stored.type, into: $0) }
-    let rmse = (zip(values, restored).reduce(0.0) { $0 + pow(Double($1.0) - Double($1.1), 2) } / Double(values.count)).squareRoot()
+    let rmse = (zip(values, restored).reduce(0.0) { $0 + pow(Double($1.0) - Double($1.1), 2) } / Double(values.count))
+      .squareRoot()
     let maxError = zip(values, restored).map { abs(Double($0) - Double($1)) }.max() ?? 0
     #expect(abs(rmse - worst.rmse) <= 1e-9 * max(1, rmse))
     #expect(maxError == worst.maxError)
@@ -135,25 +166,31 @@ import Workers
 
   @Test func searchBeatsReferenceOnEveryTensorAndBytesDoNotDependOnThreads() throws {
     let directory = TestPaths.temporaryDirectory("gguf-search")
-    for type in [GGMLType.q4_0, .q5_1, .q4_K] {
-      let reference = try GGUFExport.export(
-        input: Self.tiny, output: directory + "/ref.gguf", quantization: GGUFQuantization(type: type, method: .reference, measure: true),
-        components: [.unet], dropEMA: false)
-      let searched = try GGUFExport.export(
-        input: Self.tiny, output: directory + "/search.gguf", quantization: GGUFQuantization(type: type, method: .search, measure: true),
-        components: [.unet], dropEMA: false)
-      let refRMSE = Dictionary(uniqueKeysWithValues: (reference.quantization ?? []).map { ($0.name, $0.rmse) })
-      for entry in searched.quantization ?? [] {
-        let ref = try #require(refRMSE[entry.name])
-        #expect(entry.rmse <= ref, "\(type.name) \(entry.name): search \(entry.rmse) > reference \(ref)")
+    for type in [GGMLType.q5_1, .q4_K] {
+      var rmse: [GGMLQuantizerMethod: [String: Double]] = [:]
+      for method in GGMLQuantizerMethod.allCases {
+        let report = try GGUFExport.export(
+          input: Self.tiny, output: directory + "/\(method.rawValue).gguf",
+          quantization: GGUFQuantization(type: type, method: method, measure: true),
+          components: [.unet], dropEMA: false)
+        rmse[method] = Dictionary(uniqueKeysWithValues: (report.quantization ?? []).map { ($0.name, $0.rmse) })
+      }
+      for (name, searched) in rmse[.search] ?? [:] {
+        let reference = try #require(rmse[.reference]?[name]), unit = try #require(rmse[.unitImportance]?[name])
+        #expect(
+          searched <= reference && searched <= unit,
+          "\(type.name) \(name): search \(searched), reference \(reference), unit \(unit)")
       }
       let before = ThreadPool.shared.threadCount
       ThreadPool.useShared(threadCount: 1)
       _ = try GGUFExport.export(
-        input: Self.tiny, output: directory + "/one-thread.gguf", quantization: GGUFQuantization(type: type), components: [.unet], dropEMA: false)
+        input: Self.tiny, output: directory + "/one-thread.gguf", quantization: GGUFQuantization(type: type, method: .search),
+        components: [.unet], dropEMA: false)
       ThreadPool.useShared(threadCount: max(before, 2))
       let one = FileManager.default.contents(atPath: directory + "/one-thread.gguf")
-      #expect(one != nil && one == FileManager.default.contents(atPath: directory + "/search.gguf"), "\(type.name): bytes depend on threads")
+      #expect(
+        one != nil && one == FileManager.default.contents(atPath: directory + "/search.gguf"),
+        "\(type.name): bytes depend on threads")
       ThreadPool.useShared(threadCount: before)
     }
   }
