@@ -125,3 +125,29 @@ import Weights
     #expect(!FileManager.default.fileExists(atPath: out))
   }
 }
+
+/// The per-layer rank rules on known spectra.
+@Suite struct RankRuleTests {
+  let s: [Float] = [10, 5, 2, 1, 0.5]  // energies 100, 25, 4, 1, 0.25 of 130.25
+
+  @Test func fixedRankIsTheCap() {
+    #expect(LoRAExtractor.chooseRank(s, cap: 3, energy: nil, ratio: nil) == 3)
+    #expect(LoRAExtractor.chooseRank(s, cap: 1, energy: 0.99, ratio: nil) == 1)
+  }
+
+  @Test func energyKeepsTheSmallestRankReachingTheFraction() {
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: 0.7, ratio: nil) == 1)  // 100/130.25 = 0.768
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: 0.9, ratio: nil) == 2)  // 125/130.25 = 0.960
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: 0.99, ratio: nil) == 3)  // 129/130.25 = 0.9904
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: 0.995, ratio: nil) == 4)  // 130/130.25 = 0.998
+    #expect(LoRAExtractor.chooseRank(s, cap: 2, energy: 0.99, ratio: nil) == 2)  // capped
+    // Against a larger total (a truncated decomposition): the kept values reach less of it.
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: 0.9, ratio: nil, total: 200) == 5)
+  }
+
+  @Test func ratioKeepsValuesAboveTheLargestOverR() {
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: nil, ratio: 4) == 2)  // ≥ 2.5
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: nil, ratio: 10) == 4)  // ≥ 1
+    #expect(LoRAExtractor.chooseRank(s, cap: 5, energy: nil, ratio: 1) == 1)
+  }
+}
