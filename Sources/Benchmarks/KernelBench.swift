@@ -73,7 +73,20 @@ enum KernelBench {
     print(String(format: "sgemm peak: %.1f GFLOP/s on %d threads", peak, threads))
 
     if wanted("conv") { convolutions(context, peak: peak, repeats: repeats) }
-    if wanted("attention") { attention(context, peak: peak, repeats: repeats) }
+    if wanted("attention") {
+      // `--attention-tiles 64x256,128x512` compares tile sizes (the default tile alone otherwise).
+      var tiles = [context.attentionTile]
+      if let index = arguments.firstIndex(of: "--attention-tiles"), index + 1 < arguments.count {
+        tiles = arguments[index + 1].split(separator: ",").compactMap { item in
+          let sizes = item.split(separator: "x").compactMap { Int($0) }
+          return sizes.count == 2 ? (sizes[0], sizes[1]) : nil
+        }
+      }
+      for tile in tiles {
+        context.attentionTile = tile
+        attention(context, peak: peak, repeats: repeats)
+      }
+    }
     if wanted("elementwise") { elementwise(context, repeats: repeats) }
   }
 
@@ -106,8 +119,8 @@ enum KernelBench {
   }
 
   static func attention(_ context: ComputeContext, peak: Double, repeats: Int) {
-    defer { attentionBreakdown(context, repeats: repeats) }
-    print("\n-- attention (scores and weighted sum through gemm), batch 2, head dim 64")
+    let tile = context.attentionTile
+    print("\n-- attention (fused: online softmax over \(tile.queries)×\(tile.keys) score tiles), batch 2, head dim 64")
     let attentionShapes: [(String, Int, Int, Int)] = [
       ("level-1 self 4096 tok, 640 ch, 10 heads", 4096, 4096, 640),
       ("level-1 cross 4096 tok × 77, 640 ch", 4096, 77, 640),
@@ -125,28 +138,6 @@ enum KernelBench {
       let rate = flops / timing.best / 1e9
       print(String(format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak, timing.best * 1000))
     }
-
-  }
-
-  /// Where level-1 self-attention time goes: the two gemms and the exponentials, for one
-  /// 512-row score block of one head, as `attention` runs them.
-  static func attentionBreakdown(_ context: ComputeContext, repeats: Int) {
-    let tokens = 4096, channels = 640, rows = 512
-    let q = random([tokens, channels], seed: 6), k = random([tokens, channels], seed: 7)
-    let scores = Tensor(zeros: [rows, tokens]), out = Tensor(zeros: [rows, channels])
-    let scoresGemm = time(repeats: repeats) {
-      context.gemm(transposeA: false, transposeB: true, m: rows, n: tokens, k: 64, alpha: 0.125,
-        a: q.pointer, lda: channels, b: k.pointer, ldb: channels, c: scores.pointer, ldc: tokens)
-    }
-    let exponentials = time(repeats: repeats) { context.softmax(scores, into: scores) }
-    let valueGemm = time(repeats: repeats) {
-      context.gemm(transposeA: false, transposeB: false, m: rows, n: 64, k: tokens,
-        a: scores.pointer, lda: tokens, b: k.pointer, ldb: channels, c: out.pointer, ldc: channels)
-    }
-    let flops = 2.0 * Double(rows * tokens * 64)
-    print(String(format: "  one block: Q·Kᵀ %.2f ms (%.0f GFLOP/s), softmax %.2f ms, P·V %.2f ms (%.0f GFLOP/s)",
-      scoresGemm.best * 1000, flops / scoresGemm.best / 1e9, exponentials.best * 1000,
-      valueGemm.best * 1000, flops / valueGemm.best / 1e9))
   }
 
   static func elementwise(_ context: ComputeContext, repeats: Int) {

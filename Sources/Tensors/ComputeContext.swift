@@ -21,8 +21,9 @@ public final class ComputeContext {
   /// output rows, so a row larger than this still gets one row.
   public var im2colBudget: Int = 16 << 20
   /// The attention tile: query rows per task and key tokens per online-softmax step (default
-  /// 128 × 512: a 256 KB score tile that stays in L2 between the two gemms).
-  public var attentionTile: (queries: Int, keys: Int) = (128, 512)
+  /// 256 × 512: a 512 KB score tile that stays in L2 between the two gemms; the fastest of the
+  /// sizes `Benchmarks kernels attention --attention-tiles` compares on this project's machines).
+  public var attentionTile: (queries: Int, keys: Int) = (256, 512)
   /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
   /// dense-equivalent work benchmarks divide by time. Reset it freely.
   public var gemmOperations: Double = 0
