@@ -9,6 +9,9 @@ let sections: [String: ([String]) throws -> Void] = [
   "kernels": KernelBench.run,
   "codecs": CodecBench.run,
   "unet": UNetBench.run,
+  "render": RenderBench.run,
+  "widen": WidenBench.run,
+  "render-file": RenderBench.writeFile,
   // The random full-size SDXL UNet (fp16) the unet section uses, written to PATH: `random-unet PATH`.
   "random-unet": { arguments in
     guard let path = arguments.first else { throw CocoaError(.fileNoSuchFile) }

@@ -1,6 +1,8 @@
+import Adapters
 import ArgumentParser
 import Checkpoint
 import Diffusion
+import Extraction
 import Foundation
 import SafeTensors
 import Transforms
@@ -41,6 +43,9 @@ public enum ExitStatus: Int32, Sendable {
     case let error as SafeTensorsError: return status(io: error.isIOFailure)
     // Checkpoint
     case let error as CheckpointError: return status(io: error.isIOFailure)
+    // Adapters
+    case let error as AdapterError: return status(io: error.isIOFailure)
+    case is ExtractionError: return .badInput
     // Transforms
     case let error as MergeError: return status(io: error.isIOFailure)
     case is ConversionError: return .badInput

@@ -1,3 +1,4 @@
+import Adapters
 import ArgumentParser
 import Checkpoint
 import Foundation
@@ -63,6 +64,21 @@ struct Info: ParsableCommand {
           if !json { print(InfoView.render(report), terminator: paths.count > 1 ? "\n" : "") }
           continue
         }
+        var adapterProblem: String?
+        if case .safetensors(.loraAdapter, _) = kind {
+          do {
+            let adapter = AdapterReport(try AdapterFile(path: path))
+            var document = InfoDocument(report: nil)
+            document.adapter = adapter
+            document.kind = kind.name
+            reports.append(document)
+            if !json { print(adapter.render(), terminator: paths.count > 1 ? "\n" : "") }
+            continue
+          } catch let error as AdapterError where !error.isIOFailure {
+            // Described as a plain safetensors file below, with what makes it unusable.
+            adapterProblem = SafeTensorsError.printable(error.description, limit: 4096)
+          }
+        }
         let report: InspectionReport
         if kind == .gguf {
           report = try GGUFInspection.inspect(path: path, hashes: hash, hashCache: hashCache)
@@ -75,6 +91,7 @@ struct Info: ParsableCommand {
         }
         var document = InfoDocument(report: report)
         document.kind = kind.name
+        document.adapterProblem = adapterProblem
         var probeLines: [String] = []
         if probe {
           let outcome = try PredictionProbe.run(
@@ -88,7 +105,8 @@ struct Info: ParsableCommand {
         }
         reports.append(document)
         if !json {
-          print(InfoView.marking(InfoView.render(report), kind: kind) + probeLines.joined(separator: "\n"), terminator: paths.count > 1 ? "\n" : "")
+          let problem = adapterProblem.map { "  ! not usable as an adapter: \($0)\n" } ?? ""
+          print(InfoView.marking(InfoView.render(report), kind: kind) + problem + probeLines.joined(separator: "\n"), terminator: paths.count > 1 ? "\n" : "")
         }
       } catch {
         FileHandle.standardError.write(Data(("rouwei-ckpt: " + ExitStatus.message(for: error) + "\n").utf8))
@@ -114,18 +132,27 @@ struct InfoDocument: Encodable {
     let note: String?
   }
 
-  let report: InspectionReport
+  let report: InspectionReport?
+  /// For a LoRA/LyCORIS adapter: what it is and what it touches.
+  var adapter: AdapterReport?
   var probe: Probe?
   /// What the sniffer says the file is (`FileKind.name`).
   var kind: String?
+  /// For a LoRA-like file the adapter reader refuses: why.
+  var adapterProblem: String?
 
-  private enum Keys: String, CodingKey { case probe, kind }
+  private enum Keys: String, CodingKey {
+    case probe, kind
+    case adapterProblem = "adapter_problem"
+  }
 
   /// The report's own keys (what `info --json` always printed), plus `probe` when it ran.
   func encode(to encoder: Encoder) throws {
-    try report.encode(to: encoder)
+    try report?.encode(to: encoder)
+    try adapter?.encode(to: encoder)
     var container = encoder.container(keyedBy: Keys.self)
     try container.encodeIfPresent(kind, forKey: .kind)
+    try container.encodeIfPresent(adapterProblem, forKey: .adapterProblem)
     if let probe { try container.encode(probe, forKey: .probe) }
   }
 }

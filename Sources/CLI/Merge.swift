@@ -1,3 +1,4 @@
+import Adapters
 import ArgumentParser
 import Checkpoint
 import Foundation
@@ -23,7 +24,13 @@ struct Merge: ParsableCommand {
         rouwei-ckpt merge a.safetensors b.safetensors c.safetensors -o s.safetensors --method sum --weights 0.5,0.3,0.2
         rouwei-ckpt merge a.safetensors b.safetensors -o mbw.safetensors --blocks 0,1,1,1,1,1,1,1,1,1,0.5,0,0,0,0,0,0,0,0,0
         rouwei-ckpt merge --recipe merge.json -o out.safetensors
+        rouwei-ckpt merge base.safetensors --lora style.safetensors:0.8 --lora detail.safetensors:0.5 -o baked.safetensors
         rouwei-ckpt merge a.safetensors b.safetensors -o ab.safetensors --alpha 0.3 --verify --verify-reference a.safetensors
+
+      With --lora, the one input is a base model and each adapter (kohya, diffusers/PEFT, LoCon, LoHa,
+      LoKr, DoRA) is baked in: W' = W + strength·ΔW, in float32, rounded once to the base's dtype.
+      FILE:S sets the strength on the UNet and the text encoders, FILE:S:T the text encoders apart;
+      --lora-unet-strength/--lora-te-strength and --blocks (per-block multipliers) apply on top.
 
       --verify renders the result with `verify` once it is written and exits 1 if a check fails
       (the output is kept, so it can be inspected); a merge's reference comparison is reported, never failed.
@@ -88,6 +95,18 @@ struct Merge: ParsableCommand {
   @Flag(help: "Saturate merged values outside the output dtype instead of failing.")
   var clamp = false
 
+  @Option(name: .customLong("lora"), parsing: .singleValue, help: ArgumentHelp("Bake an adapter into the one input: FILE[:STRENGTH[:TE_STRENGTH]] (repeatable, applied in order).", valueName: "file[:s]"))
+  var loras: [String] = []
+
+  @Option(help: "With --lora: multiplies every adapter's strength on the UNet.")
+  var loraUnetStrength: Double?
+
+  @Option(help: "With --lora: multiplies every adapter's strength on the text encoders.")
+  var loraTeStrength: Double?
+
+  @Flag(help: "With --lora: apply what maps onto SDXL and list the adapter keys that do not (default: refuse the adapter).")
+  var loraSkipUnmapped = false
+
   @Option(help: "A JSON recipe describing the whole merge (flags given as well override it); a merged file's `rouwei.merge.recipe` names inputs by file name and SHA-256, found next to the recipe or in --search folders.")
   var recipe: String?
 
@@ -105,7 +124,17 @@ struct Merge: ParsableCommand {
 
   func validate() throws {
     if !search.isEmpty && recipe == nil { throw ValidationError("--search needs --recipe") }
-    if recipe == nil && inputs.count < 2 { throw ValidationError("merge needs at least two inputs (or --recipe)") }
+    if !loras.isEmpty {
+      guard inputs.count == 1, recipe == nil else { throw ValidationError("--lora bakes adapters into one base model: give exactly one input") }
+      let mergeOnly: [(String, Bool)] = [
+        ("--method", method != nil), ("--alpha", alpha != nil), ("--weights", weights != nil), ("--vae-from", vaeFrom != nil),
+        ("--text-encoders-from", textEncodersFrom != nil), ("--missing", missing != nil), ("--comfy-ratio", comfyRatio != nil),
+      ]
+      if let flag = mergeOnly.first(where: { $0.1 }) { throw ValidationError("\(flag.0) is for merging models, not with --lora") }
+    } else if loraUnetStrength != nil || loraTeStrength != nil || loraSkipUnmapped {
+      throw ValidationError("--lora-unet-strength, --lora-te-strength and --lora-skip-unmapped need --lora")
+    }
+    if recipe == nil && loras.isEmpty && inputs.count < 2 { throw ValidationError("merge needs at least two inputs (or --recipe, or one base and --lora)") }
     if let dtype, dtype == .int8 || dtype == .fp8Scaled || dtype.ggmlType?.isQuantized == true {
       throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`")
     }
@@ -114,6 +143,7 @@ struct Merge: ParsableCommand {
 
   func run() throws {
     threadsOption.apply()
+    if !loras.isEmpty { return try bake() }
     let request = try buildRequest()
     for input in request.inputs { try InputCheck.require(input, for: .merge) }
     let bar = ProgressBar("merging", total: 1, quiet: json)
@@ -129,6 +159,35 @@ struct Merge: ParsableCommand {
       }
       try verification.printText(output: output, change: .merge)
     }
+  }
+
+  /// `merge BASE --lora …`: adapters baked into the base.
+  func bake() throws {
+    try InputCheck.require(inputs[0], for: .merge)
+    var request = LoRABakeRequest(base: inputs[0], adapters: try loras.map(AdapterSpec.parse))
+    if let loraUnetStrength { request.unetStrength = loraUnetStrength }
+    if let loraTeStrength { request.textEncoderStrength = loraTeStrength }
+    if let blocks { request.blocks = try Merge.numbers(blocks, "--blocks") }
+    if let blockConvention { request.blockConvention = blockConvention }
+    if let dtype { request.dtype = dtype.dtype }
+    request.skipUnmapped = loraSkipUnmapped
+    request.clamp = clamp
+    let bar = ProgressBar("baking", total: 1, quiet: json)
+    let report = try LoRABaker.bake(request, output: output) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+    bar.finish()
+    if json {
+      try verification.printJSON(report, output: output, change: .merge)
+      return
+    }
+    print("\(report.output): \(report.tensorsChanged) tensors changed by \(report.adapters.count) adapters, \(report.tensorsCopied) copied; \(String(format: "%.1f", report.seconds)) s")
+    for adapter in report.adapters {
+      print("  \(adapter.name) (AutoV3 \(adapter.autoV3)): strength \(adapter.strength), text encoders \(adapter.textEncoderStrength), \(adapter.modules) modules")
+    }
+    for (name, keys) in report.skippedKeys.sorted(by: { $0.key < $1.key }) {
+      print("  \(name): skipped \(keys.count) unmapped keys: \(keys.prefix(5).joined(separator: ", "))\(keys.count > 5 ? ", …" : "")")
+    }
+    if !report.clamped.isEmpty { print("clamped values in \(report.clamped.count) tensors") }
+    try verification.printText(output: output, change: .merge)
   }
 
   func buildRequest() throws -> MergeRequest {

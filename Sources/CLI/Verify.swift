@@ -93,7 +93,8 @@ struct Verify: ParsableCommand {
   var request: VerifyRequest {
     var request = VerifyRequest(model: model, load: modelOptions.loadOptions)
     request.reference = reference
-    request.change = change
+    // Adapters change the model on purpose: the reference comparison is reported, never failed.
+    request.change = change ?? (modelOptions.loras.isEmpty ? nil : .merge)
     request.preset = preset
     request.prompts = prompt
     request.negative = negative

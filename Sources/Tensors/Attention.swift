@@ -1,11 +1,16 @@
+import CTensorKernels
+import Foundation
+
 extension ComputeContext {
   /// Multi-head scaled dot-product attention, softmax(Q·Kᵀ/√d)·V per head, through gemm.
   ///
   /// Heads are column ranges of the channel dimension (head h is channels h·d..<(h+1)·d, as after
   /// PyTorch's `view(B, T, heads, d)`), addressed in place with gemm strides, so Q, K, V and the
-  /// output are plain `[N, T, C]` tensors straight from linear layers. Scores are computed for one
-  /// head and one block of query rows at a time (at most `attentionBlockBudget` floats, and never
-  /// more than tokens² per head), so memory does not grow with the head count or batch.
+  /// output are plain `[N, T, C]` tensors straight from linear layers. The work is split into
+  /// tasks of one sample, one head and one block of query rows (`attentionTile`), run one per
+  /// thread; each walks the keys a tile at a time with an online softmax, so the scores of a task
+  /// never exceed one tile (they stay in cache) and memory does not grow with tokens, heads or
+  /// batch.
   ///
   /// For cross-attention, compute K and V from the context once per prompt and pass the same
   /// tensors every step; nothing here depends on them being fresh.
@@ -44,50 +49,112 @@ extension ComputeContext {
       output.fill(0)
       return
     }
-    let blockRows = Swift.max(1, Swift.min(queryTokens, attentionBlockBudget / keyTokens))
-    // Score block, then one softmax denominator per row.
-    let scores = workspace.buffer(blockRows * keyTokens + blockRows)
-    let sums = scores + blockRows * keyTokens
-    for sample in 0..<batch {
-      let keySample = key.shape[0] == 1 ? 0 : sample
-      let queries = query.pointer + sample * queryTokens * channels
-      let keys = key.pointer + keySample * keyTokens * channels
-      let values = value.pointer + keySample * keyTokens * valueChannels
-      let results = output.pointer + sample * queryTokens * valueChannels
-      for head in 0..<headCount {
-        var firstRow = 0
-        while firstRow < queryTokens {
-          let rows = Swift.min(blockRows, queryTokens - firstRow)
-          // Scores[rows, Tk] = scale · Q[rows, head] · K[:, head]ᵀ.
-          gemm(
-            transposeA: false, transposeB: true, m: rows, n: keyTokens, k: headDimension,
-            alpha: scale, a: queries + firstRow * channels + head * headDimension, lda: channels,
-            b: keys + head * headDimension, ldb: channels, beta: 0, c: scores, ldc: keyTokens)
-          // Unnormalised softmax: P = exp(S − rowmax), row sums kept aside.
-          let start = firstRow
-          pool.forEachChunk(rows, minimumChunk: Swift.max(1, Self.parallelGrain / keyTokens)) { range in
-            for row in range {
-              let line = scores + row * keyTokens
-              let visible = causal ? start + row + 1 : keyTokens
-              sums[row] = ComputeContext.exponentiateRow(line, line, count: visible)
-              if visible < keyTokens { (line + visible).update(repeating: 0, count: keyTokens - visible) }
-            }
-          }
-          // Out[rows, head] = P[rows, Tk] · V[:, head], then divided by the row sums: dividing
-          // the d-wide output instead of the Tk-wide scores saves a pass over the block.
-          let target = results + firstRow * valueChannels + head * valueHeadDimension
-          gemm(
-            transposeA: false, transposeB: false, m: rows, n: valueHeadDimension, k: keyTokens,
-            a: scores, lda: keyTokens, b: values + head * valueHeadDimension, ldb: valueChannels,
-            beta: 0, c: target, ldc: valueChannels)
-          for row in 0..<rows {
-            let inverse = 1 / sums[row]
-            let line = target + row * valueChannels
-            for column in 0..<valueHeadDimension { line[column] *= inverse }
-          }
-          firstRow += rows
+    let tile = (
+      queries: Swift.max(1, Swift.min(queryTokens, attentionTile.queries)),
+      keys: Swift.max(1, Swift.min(keyTokens, attentionTile.keys)))
+    let queryBlocks = (queryTokens + tile.queries - 1) / tile.queries
+    let taskCount = batch * headCount * queryBlocks
+    // One scratch per thread: a score tile, then the running row maxima and sums.
+    let workers = Swift.min(pool.threadCount, taskCount)
+    let scratchFloats = tile.queries * tile.keys + 2 * tile.queries
+    let scratch = workspace.buffer(workers * scratchFloats)
+    // Each task runs its small gemms on its own thread: OpenBLAS threading is switched off for
+    // the duration so threads do not fight over the cores (the pool owns them here).
+    let blasThreads = workers > 1 ? ComputeContext.blasThreadCount : 1
+    if workers > 1 { ComputeContext.setBLASThreadCount(1) }
+    defer { if workers > 1 { ComputeContext.setBLASThreadCount(blasThreads) } }
+    let geometry = AttentionGeometry(
+      queryTokens: queryTokens, keyTokens: keyTokens, channels: channels, valueChannels: valueChannels,
+      headDimension: headDimension, valueHeadDimension: valueHeadDimension, scale: scale, causal: causal,
+      tileQueries: tile.queries, tileKeys: tile.keys)
+    pool.forEachChunk(workers) { slots in
+      for worker in slots {
+        let scores = scratch + worker * scratchFloats
+        // Tasks are dealt round-robin: they cost the same (up to the causal triangle).
+        var task = worker
+        while task < taskCount {
+          let block = task % queryBlocks, head = (task / queryBlocks) % headCount
+          let sample = task / (queryBlocks * headCount)
+          let keySample = key.shape[0] == 1 ? 0 : sample
+          attentionTile(
+            geometry, firstRow: block * tile.queries, head: head,
+            queries: query.pointer + sample * queryTokens * channels,
+            keys: key.pointer + keySample * keyTokens * channels,
+            values: value.pointer + keySample * keyTokens * valueChannels,
+            results: output.pointer + sample * queryTokens * valueChannels, scratch: scores)
+          task += workers
         }
       }
+    }
+  }
+
+  /// The sizes one attention call shares between its tasks.
+  struct AttentionGeometry {
+    let queryTokens: Int, keyTokens: Int, channels: Int, valueChannels: Int
+    let headDimension: Int, valueHeadDimension: Int, scale: Float, causal: Bool
+    let tileQueries: Int, tileKeys: Int
+  }
+
+  /// One block of query rows of one head against every key, a tile of keys at a time, with an
+  /// online softmax (flash attention's recurrence): the running row maximum m and sum l are
+  /// updated per key tile and the partial output rescaled by exp(m_old − m_new), so the scores
+  /// never exist in full and stay in cache between the two gemms.
+  func attentionTile(
+    _ g: AttentionGeometry, firstRow: Int, head: Int, queries: UnsafePointer<Float>,
+    keys: UnsafePointer<Float>, values: UnsafePointer<Float>, results: UnsafeMutablePointer<Float>,
+    scratch: UnsafeMutablePointer<Float>
+  ) {
+    let rows = Swift.min(g.tileQueries, g.queryTokens - firstRow)
+    let scores = scratch
+    let maxima = scratch + g.tileQueries * g.tileKeys, sums = maxima + g.tileQueries
+    let target = results + firstRow * g.valueChannels + head * g.valueHeadDimension
+    // Causal rows see keys 0…row: key tiles past the block's last row are skipped whole.
+    let keyEnd = g.causal ? Swift.min(g.keyTokens, firstRow + rows) : g.keyTokens
+    var firstKey = 0
+    while firstKey < keyEnd {
+      let keyCount = Swift.min(g.tileKeys, keyEnd - firstKey)
+      // S[rows, keys] = scale · Q[rows, head] · K[keys, head]ᵀ.
+      gemm(
+        transposeA: false, transposeB: true, m: rows, n: keyCount, k: g.headDimension,
+        alpha: g.scale, a: queries + firstRow * g.channels + head * g.headDimension, lda: g.channels,
+        b: keys + firstKey * g.channels + head * g.headDimension, ldb: g.channels, beta: 0,
+        c: scores, ldc: keyCount)
+      for row in 0..<rows {
+        let line = scores + row * keyCount
+        let visible = g.causal ? Swift.max(0, Swift.min(keyCount, firstRow + row + 1 - firstKey)) : keyCount
+        if visible == 0 {
+          // Nothing new for this row: its partial output stays as it is (P·V adds zeros).
+          line.update(repeating: 0, count: keyCount)
+          continue
+        }
+        let tileMax = tk_max(line, visible)
+        if firstKey == 0 {
+          maxima[row] = tileMax
+          sums[row] = tk_exp_shifted_sum(line, line, visible, tileMax)
+        } else {
+          let newMax = Swift.max(maxima[row], tileMax)
+          let correction = expf(maxima[row] - newMax)
+          maxima[row] = newMax
+          sums[row] = sums[row] * correction + tk_exp_shifted_sum(line, line, visible, newMax)
+          if correction != 1 {
+            let out = target + row * g.valueChannels
+            for column in 0..<g.valueHeadDimension { out[column] *= correction }
+          }
+        }
+        if visible < keyCount { (line + visible).update(repeating: 0, count: keyCount - visible) }
+      }
+      // O[rows, head] (+)= P[rows, keys] · V[keys, head].
+      gemm(
+        transposeA: false, transposeB: false, m: rows, n: g.valueHeadDimension, k: keyCount,
+        a: scores, lda: keyCount, b: values + firstKey * g.valueChannels + head * g.valueHeadDimension,
+        ldb: g.valueChannels, beta: firstKey == 0 ? 0 : 1, c: target, ldc: g.valueChannels)
+      firstKey += keyCount
+    }
+    // Dividing the d-wide output instead of the key-wide scores saves a pass.
+    for row in 0..<rows {
+      let inverse = 1 / sums[row]
+      let out = target + row * g.valueChannels
+      for column in 0..<g.valueHeadDimension { out[column] *= inverse }
     }
   }
 }

@@ -20,9 +20,9 @@ public final class ComputeContext {
   /// The most floats an im2col band may use (default 16 Mi floats, 64 MB); bands are whole
   /// output rows, so a row larger than this still gets one row.
   public var im2colBudget: Int = 16 << 20
-  /// The most floats an attention score block (query rows × key tokens, one head) may use
-  /// (default 2 Mi floats, 8 MB, small enough to stay in cache between the two gemms).
-  public var attentionBlockBudget: Int = 2 << 20
+  /// The attention tile: query rows per task and key tokens per online-softmax step (default
+  /// 128 × 512: a 256 KB score tile that stays in L2 between the two gemms).
+  public var attentionTile: (queries: Int, keys: Int) = (128, 512)
   /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
   /// dense-equivalent work benchmarks divide by time. Reset it freely.
   public var gemmOperations: Double = 0

@@ -26,6 +26,14 @@ extension ComputeContext {
     _ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
     into output: Tensor, accumulate: Bool = false
   ) {
+    conv2d(x, weight: WeightView(weight), bias: bias, stride: stride, padding: padding, into: output, accumulate: accumulate)
+  }
+
+  /// `conv2d` with a weight that may live outside tensor storage (see `WeightView`).
+  public func conv2d(
+    _ x: Tensor, weight: WeightView, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
+    into output: Tensor, accumulate: Bool = false
+  ) {
     precondition(stride >= 1 && padding >= 0, "conv2d stride \(stride) padding \(padding)")
     precondition(x.shape.rank == 4 && weight.shape.rank == 4, "conv2d shapes \(x.shape), \(weight.shape)")
     precondition(weight.shape[1] == x.shape[1], "conv2d weight \(weight.shape) for input \(x.shape)")
@@ -36,7 +44,7 @@ extension ComputeContext {
     if let bias { precondition(bias.count == weight.shape[0], "conv2d bias \(bias.shape)") }
     if usesReferenceKernels {
       ReferenceKernels.conv2d(
-        x, weight: weight, bias: bias, stride: stride, padding: padding, into: output,
+        x, weight: weight.tensor(), bias: bias, stride: stride, padding: padding, into: output,
         accumulate: accumulate)
       return
     }

@@ -1,5 +1,29 @@
 import CBLAS
 
+/// A read-only Float32 weight that need not live in tensor storage: a tensor, or an F32 tensor
+/// used in place in a mapped file (no copy).
+public struct WeightView {
+  /// The first value (row-major, contiguous).
+  public let pointer: UnsafePointer<Float>
+  public let shape: Shape
+
+  /// `shape.count` values at `pointer`, valid while the caller keeps them alive.
+  public init(pointer: UnsafePointer<Float>, shape: Shape) {
+    self.pointer = pointer
+    self.shape = shape
+  }
+
+  /// A view of `tensor` (valid while the tensor's storage is alive).
+  public init(_ tensor: Tensor) {
+    self.init(pointer: UnsafePointer(tensor.pointer), shape: tensor.shape)
+  }
+
+  /// A Float32 copy (for the reference kernels).
+  func tensor() -> Tensor {
+    Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: pointer, count: shape.count)))
+  }
+}
+
 extension ComputeContext {
   /// C = α·op(A)·op(B) + β·C on row-major matrices through OpenBLAS `cblas_sgemm`.
   ///
@@ -61,6 +85,13 @@ extension ComputeContext {
   ///     residual connection into the layer.
   public func linear(
     _ x: Tensor, weight: Tensor, bias: Tensor? = nil, into output: Tensor, accumulate: Bool = false
+  ) {
+    linear(x, weight: WeightView(weight), bias: bias, into: output, accumulate: accumulate)
+  }
+
+  /// `linear` with a weight that may live outside tensor storage (see `WeightView`).
+  public func linear(
+    _ x: Tensor, weight: WeightView, bias: Tensor? = nil, into output: Tensor, accumulate: Bool = false
   ) {
     precondition(weight.shape.rank == 2, "linear weight must be [out, in], got \(weight.shape)")
     let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])

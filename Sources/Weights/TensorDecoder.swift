@@ -67,6 +67,8 @@ public struct TensorDecoder: @unchecked Sendable {
   /// Stored bytes, or a tensor a weight source assembles from others (diffusers folders split
   /// OpenCLIP's fused q/k/v and transpose `text_projection`).
   let arrangement: Arrangement
+  /// Keeps bytes computed in memory alive (`owning`); nil for mapped bytes.
+  private(set) var owner: AnyObject?
 
   indirect enum Arrangement {
     case stored
@@ -128,6 +130,17 @@ public struct TensorDecoder: @unchecked Sendable {
     self.arrangement = arrangement
   }
 
+  /// A decoder over `bytes` it keeps (values computed in memory, such as a weight with adapters
+  /// applied), stored as `dtype`.
+  public static func owning(_ bytes: [UInt8], name: String, elementCount: Int, dtype: DType) throws -> TensorDecoder {
+    let box = OwnedBytes(bytes)
+    var decoder = try TensorDecoder(
+      name: name, bytes: UnsafeRawBufferPointer(rebasing: box.buffer[0..<bytes.count]), elementCount: elementCount, encoding: .float(dtype),
+      file: "(in memory)")
+    decoder.owner = box
+    return decoder
+  }
+
   /// The values of `parts` one after another (tensors stacked along dimension 0), under `name`.
   /// `encoding` reports the first part's.
   public static func concatenating(_ parts: [TensorDecoder], name: String) -> TensorDecoder {
@@ -152,8 +165,10 @@ public struct TensorDecoder: @unchecked Sendable {
     case .concatenation(let parts):
       var start = 0
       for part in parts {
-        let overlap = max(range.lowerBound, start)..<min(range.upperBound, start + part.elementCount)
-        if !overlap.isEmpty {
+        // A part wholly before or after the range has no overlap (and no valid Range to form).
+        let lower = max(range.lowerBound, start), upper = min(range.upperBound, start + part.elementCount)
+        if lower < upper {
+          let overlap = lower..<upper
           part.decode(
             (overlap.lowerBound - start)..<(overlap.upperBound - start),
             into: UnsafeMutableBufferPointer(start: out + (overlap.lowerBound - range.lowerBound), count: overlap.count))
@@ -232,6 +247,31 @@ public struct TensorDecoder: @unchecked Sendable {
         try body(range, UnsafeBufferPointer(part))
       }
       offset = range.upperBound
+    }
+  }
+
+  /// The stored bytes of a tensor served as stored (not assembled from parts), else nil: an
+  /// engine uses F32 tensors in place from the map.
+  public var storedBytes: UnsafeRawBufferPointer? {
+    if case .stored = arrangement { return bytes }
+    return nil
+  }
+
+  /// Drops the tensor's mapped pages from this process's resident set (`madvise(DONTNEED)`): the
+  /// engine calls it for weights it is done with (text encoders once prompts are encoded). The
+  /// pages stay in the page cache; reading the tensor again maps them back.
+  public func releasePages() {
+    switch arrangement {
+    case .stored:
+      guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+      let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+      // Whole pages inside the tensor only: a neighbour sharing a page keeps it.
+      let start = (Int(bitPattern: base) + page - 1) / page * page
+      let end = (Int(bitPattern: base) + bytes.count) / page * page
+      guard end > start, let address = UnsafeMutableRawPointer(bitPattern: start) else { return }
+      _ = madvise(address, end - start, Int32(MADV_DONTNEED))
+    case .concatenation(let parts): for part in parts { part.releasePages() }
+    case .transpose(let source, _, _): source.releasePages()
     }
   }
 
@@ -331,4 +371,14 @@ public struct TensorDecoder: @unchecked Sendable {
     let name = object["format"] as? String ?? "(no format)"
     return (name, (object["convrot"] as? Bool) == true)
   }
+}
+
+/// Bytes a decoder owns: copied once, freed with the last decoder that holds them.
+final class OwnedBytes: @unchecked Sendable {
+  let buffer: UnsafeMutableRawBufferPointer
+  init(_ bytes: [UInt8]) {
+    buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
+    bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+  }
+  deinit { buffer.deallocate() }
 }

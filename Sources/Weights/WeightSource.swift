@@ -159,6 +159,17 @@ public final class WeightSource: @unchecked Sendable {
     return try entry.decoder()
   }
 
+  /// Serves `name` through `decoder` from now on, with the same shape (how adapters applied in
+  /// memory replace a weight); `storedType` describes it in reports.
+  public func replace(_ name: String, storedType: String, decoder: @escaping @Sendable () throws -> TensorDecoder) throws {
+    guard let entry = entries[name] else {
+      throw WeightSourceError.unrecognisedLayout(path: path, reason: "has no tensor '\(SafeTensorsError.printable(name))'")
+    }
+    entries[name] = Entry(
+      name: name, shape: entry.shape, storedType: storedType, file: entry.file, bitsPerValue: entry.bitsPerValue,
+      decoder: decoder)
+  }
+
   /// The map of the main artifact's file (for a diffusers folder: the UNet's weights file), for
   /// hashing and reports.
   public var primaryMapping: MappedFile? { kind == .gguf ? ggufs.first?.mapping : safetensors.first?.mapping }

@@ -107,8 +107,12 @@ import TestSupport
       #expect(run.stderr.split(separator: "\n").count == 1, "\(arguments): \(run.stderr)")
       #expect(files.isEmpty, "\(arguments) left \(files)")
     }
-    // info describes what it can: a LoRA is named as one.
+    // info describes what it can: a LoRA is named as one (and described as an adapter, Manuals/lora.md).
     let lora = try BinaryRun.run(["info", kind("lora.safetensors")])
-    #expect(lora.status == 0 && lora.stdout.contains("kind: LoRA adapter (an add-on for a base model"), "\(lora.stdout)")
+    #expect(lora.status == 0 && lora.stdout.contains("lora.safetensors: LoRA adapter (kohya") && lora.stdout.contains("rank         4"), "\(lora.stdout)")
+    // One the adapter reader refuses (LoHa factors missing) is still described, with the reason.
+    let loha = try BinaryRun.run(["info", kind("lycoris-loha.safetensors")])
+    #expect(loha.status == 0 && loha.stdout.contains("kind: LoRA adapter (an add-on for a base model"), "\(loha.stdout)")
+    #expect(loha.stdout.contains("! not usable as an adapter:") && loha.stdout.contains("lacks hada_w2_a"), "\(loha.stdout)")
   }
 }

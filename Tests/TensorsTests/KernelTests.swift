@@ -160,19 +160,22 @@ import TestSupport
 
   struct AttentionCase: CustomStringConvertible, Sendable {
     let batch: Int, queryTokens: Int, keyTokens: Int, channels: Int, valueChannels: Int
-    let heads: Int, sharedKeys: Bool, causal: Bool, budget: Int
+    let heads: Int, sharedKeys: Bool, causal: Bool, tile: [Int]
     var description: String {
       "\(batch)×\(queryTokens)×\(channels) over \(keyTokens) keys, \(heads) heads"
-        + "\(sharedKeys ? " shared K/V" : "")\(causal ? " causal" : "") budget \(budget)"
+        + "\(sharedKeys ? " shared K/V" : "")\(causal ? " causal" : "") tile \(tile[0])×\(tile[1])"
     }
   }
 
   @Test(arguments: [
-    AttentionCase(batch: 2, queryTokens: 37, keyTokens: 37, channels: 64, valueChannels: 64, heads: 4, sharedKeys: false, causal: false, budget: 1 << 20),
-    AttentionCase(batch: 2, queryTokens: 50, keyTokens: 11, channels: 48, valueChannels: 48, heads: 3, sharedKeys: false, causal: false, budget: 100),
-    AttentionCase(batch: 3, queryTokens: 20, keyTokens: 9, channels: 32, valueChannels: 16, heads: 2, sharedKeys: true, causal: false, budget: 1 << 20),
-    AttentionCase(batch: 1, queryTokens: 77, keyTokens: 77, channels: 40, valueChannels: 40, heads: 5, sharedKeys: false, causal: true, budget: 300),
-    AttentionCase(batch: 1, queryTokens: 33, keyTokens: 33, channels: 24, valueChannels: 24, heads: 1, sharedKeys: false, causal: false, budget: 1),
+    AttentionCase(batch: 2, queryTokens: 37, keyTokens: 37, channels: 64, valueChannels: 64, heads: 4, sharedKeys: false, causal: false, tile: [128, 512]),
+    AttentionCase(batch: 2, queryTokens: 50, keyTokens: 11, channels: 48, valueChannels: 48, heads: 3, sharedKeys: false, causal: false, tile: [7, 4]),
+    AttentionCase(batch: 3, queryTokens: 20, keyTokens: 9, channels: 32, valueChannels: 16, heads: 2, sharedKeys: true, causal: false, tile: [128, 512]),
+    AttentionCase(batch: 1, queryTokens: 77, keyTokens: 77, channels: 40, valueChannels: 40, heads: 5, sharedKeys: false, causal: true, tile: [10, 16]),
+    AttentionCase(batch: 1, queryTokens: 33, keyTokens: 33, channels: 24, valueChannels: 24, heads: 1, sharedKeys: false, causal: false, tile: [1, 1]),
+    // Key tiles that split the causal triangle; many key tiles (the running maximum moves between them).
+    AttentionCase(batch: 2, queryTokens: 77, keyTokens: 77, channels: 64, valueChannels: 64, heads: 2, sharedKeys: false, causal: true, tile: [16, 8]),
+    AttentionCase(batch: 1, queryTokens: 300, keyTokens: 1100, channels: 128, valueChannels: 128, heads: 2, sharedKeys: false, causal: false, tile: [128, 512]),
   ])
   func attention(_ c: AttentionCase) {
     let kvBatch = c.sharedKeys ? 1 : c.batch
@@ -181,7 +184,7 @@ import TestSupport
     let v = randomTensor([kvBatch, c.keyTokens, c.valueChannels], seed: 25)
     let (o1, o2) = (Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]), Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]))
     let context = ComputeContext(pool: fast.pool)
-    context.attentionBlockBudget = c.budget
+    context.attentionTile = (c.tile[0], c.tile[1])
     context.attention(query: q, key: k, value: v, headCount: c.heads, causal: c.causal, into: o1)
     reference.attention(query: q, key: k, value: v, headCount: c.heads, causal: c.causal, into: o2)
     #expect(closeness(o1, o2).nmse <= 1e-10, "\(closeness(o1, o2))")

@@ -148,4 +148,21 @@ import Weights
     try FileManager.default.createDirectory(atPath: directory + "/empty", withIntermediateDirectories: true)
     #expect(throws: WeightSourceError.self) { try WeightSource(path: directory + "/empty") }
   }
+
+  /// A sub-range of a concatenation (diffusers' separate q, k, v served as open_clip's packed
+  /// in_proj) decodes from the parts it touches only: a range inside a later part, or across two.
+  @Test func concatenationDecodesAnySubRange() throws {
+    func part(_ values: [Float], _ name: String) throws -> TensorDecoder {
+      let bytes = values.flatMap { value in withUnsafeBytes(of: value.bitPattern.littleEndian, Array.init) }
+      return try TensorDecoder.owning(bytes, name: name, elementCount: values.count, dtype: .f32)
+    }
+    let packed = TensorDecoder.concatenating(
+      [try part([0, 1, 2], "q"), try part([3, 4, 5, 6], "k"), try part([7, 8], "v")], name: "in_proj")
+    for range in [4..<6, 7..<9, 2..<8, 0..<9, 5..<6] {
+      let output = UnsafeMutableBufferPointer<Float>.allocate(capacity: range.count)
+      defer { output.deallocate() }
+      packed.decode(range, into: output)
+      #expect(Array(output) == range.map(Float.init), "\(range)")
+    }
+  }
 }

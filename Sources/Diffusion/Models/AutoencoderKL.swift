@@ -103,7 +103,7 @@ public struct AutoencoderConfiguration: Sendable, Equatable, CustomStringConvert
 /// soon as its output is complete) and the up- and down-sampling convolutions run in bands of rows,
 /// so an SDXL decode to 1024×1024 holds about four 128-channel full-resolution planes (2 GB) at its
 /// peak, not one per layer; the mid-block attention over 16 384 tokens keeps its score blocks
-/// bounded (`ComputeContext.attentionBlockBudget`). A second decode of the same size allocates
+/// bounded (`ComputeContext.attentionTile`). A second decode of the same size allocates
 /// nothing. Not thread-safe: one decode or encode at a time per instance.
 public final class AutoencoderKL {
   /// The prefix of the VAE in a single-file SDXL checkpoint.
@@ -119,6 +119,8 @@ public final class AutoencoderKL {
   public var hasEncoder: Bool { encoder != nil }
 
   let compute: ComputeContext
+  /// Where the layers' stored weights live (checked after each pass: they are read from the map).
+  let weights: ModelWeights
   let decoder: Decoder
   let encoder: Encoder?
   let pool = ActivationPool()
@@ -146,6 +148,8 @@ public final class AutoencoderKL {
     self.configuration = configuration
     self.scaleFactor = scaleFactor
     self.compute = compute
+    let weights = weights.withOwnScratch()
+    self.weights = weights
     let loader = VAELoader(weights: weights)
     decoder = try Decoder(loader, configuration)
     if loadEncoder && weights.contains("encoder.conv_in.weight") {
@@ -179,7 +183,9 @@ public final class AutoencoderKL {
         reason:
           "VAE latent \(shape) must be [N, \(configuration.latentChannels), h, w] with N, h, w ≥ 1")
     }
-    return decoder.run(latent, scaleFactor: scaleFactor, self)
+    let image = decoder.run(latent, scaleFactor: scaleFactor, self)
+    try weights.file.checkIntact()
+    return image
   }
 
   /// Encodes images `[N, 3, H, W]` in [-1, 1] (H and W multiples of the downsample factor, 8 for
@@ -200,7 +206,9 @@ public final class AutoencoderKL {
         reason: "VAE image \(shape) must be [N, \(configuration.imageChannels), H, W] with H and W "
           + "positive multiples of \(factor)")
     }
-    return encoder.run(image, scaleFactor: scaleFactor, self)
+    let encoding = encoder.run(image, scaleFactor: scaleFactor, self)
+    try weights.file.checkIntact()
+    return encoding
   }
 
   /// What the encoder gives for a batch of images (diffusers' `DiagonalGaussianDistribution`).
@@ -559,6 +567,7 @@ struct VAEPass {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, bandRows + 2, paddedWidth])
+    let weight = conv.weight.view(compute)
     let bandOutput = arena.tensor([1, outChannels, bandRows, outWidth])
     for sample in 0..<batch {
       let source = x.pointer + sample * channels * height * width
@@ -591,7 +600,7 @@ struct VAEPass {
         }
         let result = bandOutput.view(offset: 0, shape: [1, outChannels, rows, outWidth])
         compute.conv2d(
-          input, weight: conv.weight, bias: conv.bias, stride: 1, padding: 0, into: result)
+          input, weight: weight, bias: conv.bias, stride: 1, padding: 0, into: result)
         copyBand(result, into: output, sample: sample, firstRow: first)
         first += rows
       }
@@ -614,6 +623,7 @@ struct VAEPass {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, 2 * bandRows + 1, paddedWidth])
+    let weight = conv.weight.view(compute)
     let bandOutput = arena.tensor([1, outChannels, bandRows, outWidth])
     for sample in 0..<batch {
       let source = x.pointer + sample * channels * height * width
@@ -641,7 +651,7 @@ struct VAEPass {
         }
         let result = bandOutput.view(offset: 0, shape: [1, outChannels, rows, outWidth])
         compute.conv2d(
-          input, weight: conv.weight, bias: conv.bias, stride: 2, padding: 0, into: result)
+          input, weight: weight, bias: conv.bias, stride: 2, padding: 0, into: result)
         copyBand(result, into: output, sample: sample, firstRow: first)
         first += rows
       }

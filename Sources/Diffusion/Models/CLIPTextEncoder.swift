@@ -48,14 +48,13 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
   public var layerNormEpsilon: Float
 }
 
-/// When a text encoder widens its weights to Float32.
+/// When a text encoder reads its layers. Either way the matrices stay as stored in the map and
+/// are widened to Float32 one at a time while they run (memory: one matrix); the token embedding
+/// table is never copied, rows are decoded as needed.
 public enum WeightResidency: String, Sendable, CaseIterable {
-  /// Every layer is widened once, at initialisation, and kept (OpenCLIP-G: about 2.5 GB of
-  /// Float32; the token embedding table is never copied, rows are decoded as needed).
+  /// Every layer is looked up once, at initialisation, with its norms and biases widened (a few MB).
   case resident
-  /// Layers are widened one at a time during each `encode` call and dropped afterwards (memory:
-  /// one layer), at the cost of decoding the weights again on every call. Shapes are still
-  /// checked up front.
+  /// Layers are looked up again during each `encode` call (shapes are still checked up front).
   case streamed
 }
 
@@ -127,6 +126,7 @@ public final class CLIPTextEncoder {
     residency: WeightResidency = .resident, headCount: Int? = nil
   ) throws {
     self.kind = kind
+    let weights = weights.withOwnScratch()
     self.weights = weights
     self.residency = residency
     self.context = context
@@ -271,25 +271,26 @@ public final class CLIPTextEncoder {
       let eps = config.layerNormEpsilon
       context.layerNorm(
         x, epsilon: eps, weight: layer.norm1.weight, bias: layer.norm1.bias, into: normed)
-      context.linear(normed, weight: layer.query.weight, bias: layer.query.bias, into: query)
-      context.linear(normed, weight: layer.key.weight, bias: layer.key.bias, into: key)
-      context.linear(normed, weight: layer.value.weight, bias: layer.value.bias, into: value)
+      layer.query.apply(context, normed, into: query)
+      layer.key.apply(context, normed, into: key)
+      layer.value.apply(context, normed, into: value)
       context.attention(
         query: query, key: key, value: value, headCount: config.headCount, causal: true,
         into: attended)
-      context.linear(
-        attended, weight: layer.out.weight, bias: layer.out.bias, into: x, accumulate: true)
+      layer.out.apply(context, attended, into: x, accumulate: true)
       context.layerNorm(
         x, epsilon: eps, weight: layer.norm2.weight, bias: layer.norm2.bias, into: normed)
-      context.linear(normed, weight: layer.fc1.weight, bias: layer.fc1.bias, into: mlp)
+      layer.fc1.apply(context, normed, into: mlp)
       if kind.usesQuickGELU {
         context.quickGELU(mlp, into: mlp)
       } else {
         context.gelu(mlp, into: mlp)
       }
-      context.linear(mlp, weight: layer.fc2.weight, bias: layer.fc2.bias, into: x, accumulate: true)
+      layer.fc2.apply(context, mlp, into: x, accumulate: true)
       if index + 1 == hiddenIndex { hidden.copy(from: x) }
     }
+    // The layers were read straight from the map: fail if the file changed under it.
+    try weights.file.checkIntact()
 
     var output = CLIPTextOutput(hidden: hidden, lastNormed: nil, pooled: nil)
     if let finalNorm, lastNormed {
@@ -391,14 +392,24 @@ public final class CLIPTextEncoder {
     func layer(_ index: Int) -> String { "\(layersPrefix)\(index)." }
   }
 
-  /// A weight and its bias.
+  /// A norm's weight and bias.
   private typealias Affine = (weight: Tensor, bias: Tensor)
 
-  /// One layer's weights, widened to Float32.
+  /// A linear map: its matrix as stored and its bias widened.
+  private struct Projection {
+    let weight: StoredWeight
+    let bias: Tensor
+
+    func apply(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
+      context.linear(x, weight: weight.view(context), bias: bias, into: output, accumulate: accumulate)
+    }
+  }
+
+  /// One layer's weights.
   private struct LayerWeights {
     let norm1: Affine, norm2: Affine
-    let query: Affine, key: Affine, value: Affine, out: Affine
-    let fc1: Affine, fc2: Affine
+    let query: Projection, key: Projection, value: Projection, out: Projection
+    let fc1: Projection, fc2: Projection
   }
 
   /// A weight a layer needs: its key (relative to the tower) and shape.
@@ -444,31 +455,40 @@ public final class CLIPTextEncoder {
     }
   }
 
-  /// Widens a layer's weights (in `layerSpecs` order) to Float32.
+  /// Looks up a layer's weights (in `layerSpecs` order): matrices as stored, norms and biases
+  /// widened to Float32.
   private func loadLayer(_ specs: [WeightSpec]) throws -> LayerWeights {
-    let tensors = try specs.map { try weights.tensor($0.key, shape: $0.shape) }
+    try checkLayer(specs)
     let c = configuration.width
     var next = 0
-    func take() -> Affine {
+    func norm() throws -> Affine {
       defer { next += 2 }
-      return (tensors[next], tensors[next + 1])
+      return (
+        try weights.tensor(specs[next].key, shape: specs[next].shape),
+        try weights.tensor(specs[next + 1].key, shape: specs[next + 1].shape)
+      )
     }
-    let norm1 = take()
-    let query: Affine, key: Affine, value: Affine
+    func projection() throws -> Projection {
+      defer { next += 2 }
+      return Projection(
+        weight: try weights.stored(specs[next].key, shape: specs[next].shape, scratch: weights.scratch),
+        bias: try weights.tensor(specs[next + 1].key, shape: specs[next + 1].shape))
+    }
+    let norm1 = try norm()
+    let query: Projection, key: Projection, value: Projection
     if names.separateQKV != nil {
-      (query, key, value) = (take(), take(), take())
+      (query, key, value) = (try projection(), try projection(), try projection())
     } else {
       // open_clip's nn.MultiheadAttention packs [q; k; v] along the output rows.
-      let (packed, bias) = take()
-      func part(_ index: Int) -> Affine {
-        (
-          packed.view(offset: index * c * c, shape: Shape(c, c)),
-          bias.view(offset: index * c, shape: Shape(c))
-        )
+      let packed = try projection()
+      func part(_ index: Int) -> Projection {
+        Projection(
+          weight: packed.weight.rows((index * c)..<((index + 1) * c)),
+          bias: packed.bias.view(offset: index * c, shape: Shape(c)))
       }
       (query, key, value) = (part(0), part(1), part(2))
     }
-    let out = take(), norm2 = take(), fc1 = take(), fc2 = take()
+    let out = try projection(), norm2 = try norm(), fc1 = try projection(), fc2 = try projection()
     return LayerWeights(
       norm1: norm1, norm2: norm2, query: query, key: key, value: value, out: out, fc1: fc1, fc2: fc2
     )

@@ -1,9 +1,90 @@
 import Foundation
 import Tensors
+import Weights
 
-/// A linear layer `y = x·Wᵀ + b` with its weight `[out, in]` widened to Float32.
+/// A layer weight kept as stored (fp16, bf16, fp8, int8 rows, ggml blocks, f32) in the mapped
+/// file, widened to Float32 into its model's scratch only while the layer runs: a full-size SDXL
+/// UNet then holds one layer's Float32 copy (≤ 118 MB) instead of 10 GB of them. The widened
+/// values are exactly the ones a whole Float32 copy would hold, so results do not change. An F32
+/// weight is used in place from the map, without a copy.
+struct StoredWeight {
+  let decoder: TensorDecoder
+  /// The Float32 shape the layer uses (`[out, in]` or `[out, in, kh, kw]`).
+  let shape: Shape
+  let scratch: WeightScratch
+  /// Where the weight starts in the stored tensor (a part of a packed q/k/v weight), in values.
+  var start = 0
+
+  /// The weight as Float32, in the scratch: valid until the next `widened` on the same scratch.
+  func widened(_ context: ComputeContext) -> Tensor {
+    scratch.widen(decoder, start: start, shape: shape, pool: context.pool)
+  }
+
+  /// The weight as Float32 for a kernel: in place when stored as (aligned) F32, else `widened`.
+  func view(_ context: ComputeContext) -> WeightView {
+    if let direct { return WeightView(pointer: direct, shape: shape) }
+    return WeightView(widened(context))
+  }
+
+  /// The F32 values in the map, when the weight is stored plainly as aligned F32.
+  var direct: UnsafePointer<Float>? {
+    guard decoder.encoding == .float(.f32), let bytes = decoder.storedBytes, let base = bytes.baseAddress,
+      Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0
+    else { return nil }
+    return (base + start * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
+  }
+
+  /// Rows `rows` of this `[out, in]` weight (open_clip's packed `[q; k; v]`).
+  func rows(_ rows: Range<Int>) -> StoredWeight {
+    let width = shape.count / shape[0]
+    return StoredWeight(
+      decoder: decoder, shape: Shape([rows.count] + Array(shape.dimensions.dropFirst())), scratch: scratch,
+      start: start + rows.lowerBound * width)
+  }
+}
+
+/// The one reusable Float32 buffer a model widens its layer weights into (grown to the largest
+/// layer, never shrunk). One per model: a model runs one layer at a time.
+final class WeightScratch {
+  private var storage = TensorStorage(capacity: 0)
+  /// Floats held (the largest weight widened so far).
+  var capacity: Int { storage.capacity }
+  /// Seconds spent widening so far (what keeping weights as stored costs; for benchmarks).
+  private(set) var seconds: Double = 0
+
+  /// Decodes `decoder` into the buffer, split across `pool`'s threads.
+  func widen(_ decoder: TensorDecoder, start: Int = 0, shape: Shape, pool: ThreadPool) -> Tensor {
+    precondition(
+      start + shape.count <= decoder.elementCount, "\(decoder.name): \(decoder.elementCount) values for \(shape)")
+    if storage.capacity < shape.count { storage = TensorStorage(capacity: shape.count) }
+    let result = Tensor(storage: storage, offset: 0, shape: shape)
+    let base = result.pointer
+    let started = DispatchTime.now().uptimeNanoseconds
+    defer { seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
+    // `decode` takes any range (a ggml block cut between two threads is decoded by both).
+    pool.forEachChunk(shape.count, minimumChunk: 1 << 16) { range in
+      decoder.decode(
+        (start + range.lowerBound)..<(start + range.upperBound),
+        into: UnsafeMutableBufferPointer(start: base + range.lowerBound, count: range.count))
+    }
+    return result
+  }
+}
+
+extension ModelWeights {
+  /// The stored weight `key` read as `shape` (same element count), widened at each use into `scratch`.
+  func stored(_ key: String, shape: [Int], scratch: WeightScratch) throws -> StoredWeight {
+    let decoder = try self.decoder(key)
+    guard decoder.elementCount == shape.reduce(1, *) else {
+      throw ModelError.badShape(file: file.path, key: prefix + key, shape: self.shape(key) ?? [], expected: "\(shape)")
+    }
+    return StoredWeight(decoder: decoder, shape: Shape(shape), scratch: scratch)
+  }
+}
+
+/// A linear layer `y = x·Wᵀ + b` with its weight `[out, in]` kept as stored.
 struct LinearLayer {
-  let weight: Tensor
+  let weight: StoredWeight
   let bias: Tensor?
   var inFeatures: Int { weight.shape[1] }
   var outFeatures: Int { weight.shape[0] }
@@ -13,10 +94,11 @@ struct LinearLayer {
   init(_ weights: ModelWeights, _ key: String, bias hasBias: Bool? = nil) throws {
     let shape = try weights.requireShape(key + ".weight")
     guard shape.count == 2 || (shape.count == 4 && shape[2] == 1 && shape[3] == 1) else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: "[out, in] (a linear layer)")
     }
-    weight = try weights.tensor(key + ".weight", shape: shape).reshaped([shape[0], shape[1]])
+    weight = try weights.stored(key + ".weight", shape: [shape[0], shape[1]], scratch: weights.scratch)
     if hasBias == false {
       bias = nil
     } else if hasBias == true {
@@ -28,13 +110,13 @@ struct LinearLayer {
 
   /// `output = x·Wᵀ + b`, or `output += x·Wᵀ + b` when `accumulate`.
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-    context.linear(x, weight: weight, bias: bias, into: output, accumulate: accumulate)
+    context.linear(x, weight: weight.view(context), bias: bias, into: output, accumulate: accumulate)
   }
 }
 
-/// A 2-D convolution with its weight `[out, in, kh, kw]` widened to Float32.
+/// A 2-D convolution with its weight `[out, in, kh, kw]` kept as stored.
 struct ConvolutionLayer {
-  let weight: Tensor
+  let weight: StoredWeight
   let bias: Tensor?
   let stride: Int
   let padding: Int
@@ -44,10 +126,11 @@ struct ConvolutionLayer {
   init(_ weights: ModelWeights, _ key: String, stride: Int = 1, padding: Int? = nil) throws {
     let shape = try weights.requireShape(key + ".weight")
     guard shape.count == 4, shape[2] == shape[3], shape[2] % 2 == 1 else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: "[out, in, k, k] with odd k (a convolution)")
     }
-    weight = try weights.tensor(key + ".weight", shape: shape)
+    weight = try weights.stored(key + ".weight", shape: shape, scratch: weights.scratch)
     bias = try weights.optionalTensor(key + ".bias", shape: [shape[0]])
     self.stride = stride
     self.padding = padding ?? shape[2] / 2
@@ -58,7 +141,9 @@ struct ConvolutionLayer {
   }
 
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-    context.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, into: output, accumulate: accumulate)
+    context.conv2d(
+      x, weight: weight.view(context), bias: bias, stride: stride, padding: padding, into: output,
+      accumulate: accumulate)
   }
 }
 
@@ -73,7 +158,8 @@ struct NormLayer {
     let shape = try weights.requireShape(key + ".weight")
     let count = channels ?? (shape.count == 1 ? shape[0] : -1)
     guard count > 0, shape == [count] else {
-      throw ModelError.badShape(file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
+      throw ModelError.badShape(
+        file: weights.file.path, key: weights.prefix + key + ".weight", shape: shape,
         expected: channels.map { "[\($0)]" } ?? "[C] (a normalisation weight)")
     }
     weight = try weights.tensor(key + ".weight", shape: [count])
@@ -82,7 +168,8 @@ struct NormLayer {
   }
 
   func groupNorm(_ context: ComputeContext, _ x: Tensor, groups: Int = 32, silu: Bool = false, into output: Tensor) {
-    context.groupNorm(x, groups: groups, epsilon: epsilon, weight: weight, bias: bias,
+    context.groupNorm(
+      x, groups: groups, epsilon: epsilon, weight: weight, bias: bias,
       activation: silu ? .silu : .none, into: output)
   }
 

@@ -44,13 +44,16 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
 ///
 /// A scope (`scoped(_:)`) names weights relative to a component prefix, so that a text encoder
 /// asks for `text_model.embeddings.token_embedding.weight` whatever file it lives in. Nothing is
-/// cached: each `tensor(_:)` call makes a fresh Float32 copy the caller owns, so a model holds its
-/// layers' weights and the map holds the rest on disk.
+/// cached: models keep their layer weights as stored (`StoredWeight`, widened per layer into the
+/// scratch of `withOwnScratch()`), and `tensor(_:)` makes a fresh Float32 copy for small tensors
+/// (biases, norms, embeddings).
 public struct ModelWeights: @unchecked Sendable {
   /// Where the tensors come from.
   public let source: WeightSource
   /// Prepended to every key asked for.
   public let prefix: String
+  /// Where layers built from these weights widen them (shared by scopes; see `withOwnScratch()`).
+  let scratch: WeightScratch
 
   /// The artifact as a whole, for messages, metadata and integrity checks.
   public var file: Artifact { Artifact(source: source) }
@@ -84,13 +87,24 @@ public struct ModelWeights: @unchecked Sendable {
 
   /// Weights served by `source`, optionally under a prefix.
   public init(source: WeightSource, prefix: String = "") {
+    self.init(source: source, prefix: prefix, scratch: WeightScratch())
+  }
+
+  init(source: WeightSource, prefix: String, scratch: WeightScratch) {
     self.source = source
     self.prefix = prefix
+    self.scratch = scratch
   }
 
   /// The same source with `component` appended to the prefix.
   public func scoped(_ component: String) -> ModelWeights {
-    ModelWeights(source: source, prefix: prefix + component)
+    ModelWeights(source: source, prefix: prefix + component, scratch: scratch)
+  }
+
+  /// The same weights with a scratch of their own: each model takes one, so two models never
+  /// widen into the same buffer.
+  func withOwnScratch() -> ModelWeights {
+    ModelWeights(source: source, prefix: prefix, scratch: WeightScratch())
   }
 
   /// Whether the source holds `key` (relative to the prefix).
@@ -139,6 +153,12 @@ public struct ModelWeights: @unchecked Sendable {
   /// `tensor(key)` when the source holds it, else nil (for optional biases).
   public func optionalTensor(_ key: String, shape: [Int]? = nil) throws -> Tensor? {
     contains(key) ? try tensor(key, shape: shape) : nil
+  }
+
+  /// Drops the mapped pages of every tensor under the prefix from the process's resident set
+  /// (they stay in the page cache): for a component the engine is done with.
+  public func releasePages() {
+    for key in keys { (try? decoder(key))?.releasePages() }
   }
 
   /// The stored shape of `key`, or a `missingWeight` error.

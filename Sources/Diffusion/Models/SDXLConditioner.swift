@@ -87,8 +87,9 @@ public enum EmptyNegative: String, Sendable, CaseIterable {
 /// let y = positive.admVector(originalSize: (1024, 1024), crop: (0, 0), targetSize: (1024, 1024))
 /// ```
 ///
-/// The towers hold their widened weights (about 3 GB for SDXL with `.resident`); drop the
-/// conditioner once the prompts are encoded to give that memory back before sampling.
+/// The towers keep their matrices as stored in the map (widened one at a time while they run) and
+/// hold only norms, biases and one scratch matrix in Float32; `SDXLPipeline` drops the conditioner
+/// and the towers' mapped pages once the prompts are encoded.
 public final class SDXLTextConditioner {
   /// CLIP-L (first embedder).
   public let clipL: CLIPTextEncoder

@@ -21,11 +21,15 @@ public final class UNet {
   public let headDimension: Int
   /// How many times the latent is halved (2 in SDXL): sizes must be multiples of 2^this.
   public let downsampleCount: Int
+  /// Seconds spent widening stored weights to Float32 so far (the cost of keeping them as stored).
+  public var weightWideningSeconds: Double { weights.scratch.seconds }
   /// Number of spatial transformer blocks (70 in SDXL).
   public var transformerBlockCount: Int { transformers.reduce(0) { $0 + $1.blocks.count } }
 
   let compute: ComputeContext
-  let arena = TensorArena()
+  /// Where the layers' stored weights live (checked after each pass: they are read from the map).
+  let weights: ModelWeights
+  private(set) var arena = TensorArena()
   let timeEmbedding: (LinearLayer, LinearLayer)
   let labelEmbedding: (LinearLayer, LinearLayer)?
   let inputConvolution: ConvolutionLayer
@@ -41,8 +45,11 @@ public final class UNet {
   }
 
   /// Builds the UNet from `weights` scoped to its prefix (`model.diffusion_model.` in a
-  /// single-file checkpoint); widens every weight to Float32 (10.3 GB for SDXL).
+  /// single-file checkpoint). Weights stay as stored in the map; each layer's matrix is widened to
+  /// Float32 into one reused scratch while it runs (norms and biases, a few MB, are widened here).
   public init(weights: ModelWeights, headDimension: Int = 64, compute: ComputeContext = ComputeContext()) throws {
+    let weights = weights.withOwnScratch()
+    self.weights = weights
     self.compute = compute
     self.headDimension = headDimension
     inputConvolution = try ConvolutionLayer(weights, "input_blocks.0.0")
@@ -219,7 +226,14 @@ public final class UNet {
     outNorm.groupNorm(compute, h, silu: true, into: normalised)
     let output = Tensor(zeros: outConvolution.outputShape(for: normalised.shape))
     outConvolution(compute, normalised, into: output)
+    try weights.file.checkIntact()
     return output
+  }
+
+  /// Frees the activation memory kept between passes (it is allocated again on the next pass):
+  /// the pipeline calls it once an image's steps are done, before the VAE needs memory.
+  public func releaseWorkingMemory() {
+    arena = TensorArena()
   }
 
   /// `time_embed(t_emb) + label_emb(y)` `[N, 4·modelChannels]` with `t_emb` the sinusoidal

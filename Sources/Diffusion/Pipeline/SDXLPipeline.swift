@@ -51,18 +51,29 @@ public struct GenerationResult {
   public let textSeconds: Double, samplingSeconds: Double, decodeSeconds: Double
 }
 
-/// txt2img with an SDXL single-file checkpoint: both text encoders, the UNet and the VAE built
-/// from one mapped file, sampled on the CPU as ComfyUI would.
+/// The encoded prompt pair of one generation.
+public struct EncodedPrompts {
+  public let positive: SDXLConditioning
+  public let negative: SDXLConditioning
+}
+
+/// txt2img with an SDXL checkpoint: both text encoders, the UNet and the VAE built from one
+/// weight source, sampled on the CPU as ComfyUI would.
+///
+/// Memory: every matrix stays as stored in the map and is widened per layer into a scratch (see
+/// `StoredWeight`); the text encoders exist only while prompts are encoded and their mapped pages
+/// leave the resident set before the UNet runs, whose pages leave it before the VAE decodes.
+/// Activations are reused from step to step and image to image, so the peak does not grow with
+/// the number of steps or images.
 public final class SDXLPipeline {
   /// The checkpoint's weights.
   public let weights: ModelWeights
-  public let text: SDXLTextConditioner
   public let unet: UNet
   public let vae: AutoencoderKL
   public let behaviour: ModelBehaviour
   public let compute: ComputeContext
 
-  /// Loads every component (fp32 copies: ~14 GB for SDXL).
+  /// Builds every component (checking every weight's presence and shape; the matrices stay mapped).
   /// - Parameter headDimension: the UNet's attention head size (64 in SDXL; only tiny test models differ).
   public init(
     weights: ModelWeights, behaviour: ModelBehaviour, headDimension: Int = 64,
@@ -71,7 +82,8 @@ public final class SDXLPipeline {
     self.weights = weights
     self.behaviour = behaviour
     self.compute = compute
-    text = try SDXLTextConditioner(weights: weights, context: compute)
+    // Built to check the text encoders now; built again (cheaply) when prompts are encoded.
+    let text = try SDXLTextConditioner(weights: weights, context: compute)
     unet = try UNet(weights: weights.scoped("model.diffusion_model."), headDimension: headDimension, compute: compute)
     vae = try AutoencoderKL(checkpoint: weights, loadEncoder: false, compute: compute)
     guard unet.contextDimension == nil || unet.contextDimension == text.contextWidth else {
@@ -88,6 +100,29 @@ public final class SDXLPipeline {
     }
   }
 
+  /// A text conditioner over the weights (cheap: the towers' matrices stay mapped). Drop it after
+  /// encoding and call `releaseTextEncoders()`, as `encodePrompts` does.
+  public var text: SDXLTextConditioner {
+    get throws { try SDXLTextConditioner(weights: weights, context: compute) }
+  }
+
+  /// Encodes the prompts of `settings` (in order) with one conditioner, then drops the text
+  /// encoders and their mapped pages, so they are not resident while the UNet runs.
+  public func encodePrompts(_ settings: [GenerationSettings]) throws -> [EncodedPrompts] {
+    defer { releaseTextEncoders() }
+    let text = try self.text
+    // An empty negative is encoded in ComfyUI's style and zeros in A1111's, as each front end does.
+    return try settings.map {
+      let (positive, negative) = try text.encode(prompt: $0.prompt, negative: $0.negative, style: $0.promptStyle)
+      return EncodedPrompts(positive: positive, negative: negative)
+    }
+  }
+
+  /// Drops the text encoders' mapped pages from the resident set (they stay in the page cache).
+  public func releaseTextEncoders() {
+    weights.scoped("conditioner.").releasePages()
+  }
+
   /// Pixels per latent step times the UNet's own halvings: sizes must be multiples of this.
   public var sizeGranularity: Int { vae.configuration.downsampleFactor << unet.downsampleCount }
 
@@ -96,8 +131,11 @@ public final class SDXLPipeline {
     DiscreteNoiseSchedule.sdxl(zeroTerminalSNR: behaviour.zeroTerminalSNR ? .comfyUI : nil)
   }
 
-  /// Runs one generation; `onStep(step, steps)` after every sampler step.
-  public func generate(_ settings: GenerationSettings, onStep: ((Int, Int) -> Void)? = nil) throws -> GenerationResult {
+  /// Runs one generation; `onStep(step, steps)` after every sampler step. `prompts`: the
+  /// settings' prompts encoded already (`encodePrompts`), else they are encoded here.
+  public func generate(
+    _ settings: GenerationSettings, prompts: EncodedPrompts? = nil, onStep: ((Int, Int) -> Void)? = nil
+  ) throws -> GenerationResult {
     let granularity = sizeGranularity
     guard settings.width > 0, settings.height > 0, settings.width % granularity == 0,
       settings.height % granularity == 0
@@ -115,9 +153,10 @@ public final class SDXLPipeline {
     let latentShape = Shape(1, vae.configuration.latentChannels, settings.height / factor, settings.width / factor)
 
     var clock = Date()
-    // An empty negative is encoded in ComfyUI's style and zeros in A1111's, as each front end does.
-    let (positive, negative) = try text.encode(
-      prompt: settings.prompt, negative: settings.negative, style: settings.promptStyle)
+    guard let encoded = try prompts ?? encodePrompts([settings]).first else {
+      throw ModelError.invalidInput(reason: "no prompts were encoded")
+    }
+    let (positive, negative) = (encoded.positive, encoded.negative)
     let size = (height: settings.height, width: settings.width)
     let positiveY = positive.admVector(originalSize: size, crop: (0, 0), targetSize: size)
     let negativeY = negative.admVector(originalSize: size, crop: (0, 0), targetSize: size)
@@ -154,10 +193,15 @@ public final class SDXLPipeline {
         onStep?(step + 1, steps)
       })
     let samplingSeconds = Date().timeIntervalSince(clock)
+    // The UNet is done for this image: its activations and mapped pages need not stay resident
+    // beside the VAE's.
+    unet.releaseWorkingMemory()
+    weights.scoped("model.diffusion_model.").releasePages()
 
     clock = Date()
     let latent = Tensor(shape: latentShape, values: final)
     let decoded = try vae.decode(latent)
+    vae.releaseWorkingMemory()
     let image = RGBImage.unitRange(decoded: decoded)
     let decodeSeconds = Date().timeIntervalSince(clock)
     return GenerationResult(

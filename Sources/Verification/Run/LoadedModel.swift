@@ -1,3 +1,4 @@
+import Adapters
 import Checkpoint
 import Diffusion
 import Foundation
@@ -19,11 +20,18 @@ public struct ModelLoadOptions: Sendable {
   public var textEncoders: [String]
   /// A file that lends the VAE (a VAE file or a whole checkpoint).
   public var vae: String?
+  /// LoRA/LyCORIS adapters applied in memory at load (never to a reference render's model), in
+  /// order: the weights a bake writes, without writing a file.
+  public var adapters: [AdapterSpec]
+  /// Apply what maps onto SDXL and skip an adapter's other keys (default: refuse the adapter).
+  public var skipUnmappedAdapterKeys: Bool
 
   public init(
     behaviour: ModelBehaviour? = nil, headDimension: Int? = nil, threads: Int? = nil, hashCache: HashCache? = nil,
-    textEncoders: [String] = [], vae: String? = nil
+    textEncoders: [String] = [], vae: String? = nil, adapters: [AdapterSpec] = [], skipUnmappedAdapterKeys: Bool = false
   ) {
+    self.adapters = adapters
+    self.skipUnmappedAdapterKeys = skipUnmappedAdapterKeys
     self.behaviour = behaviour
     self.headDimension = headDimension
     self.threads = threads
@@ -58,6 +66,8 @@ public struct LoadedModel {
   public let name: String
   /// Seconds spent opening and building the pipeline.
   public let loadSeconds: Double
+  /// The adapters applied in memory (names, hashes, strengths).
+  public let adapters: [AppliedAdapter]
   let hashCache: HashCache?
 
   /// Opens the model artifact at `path` (any layout the weight source reads) with the parts
@@ -68,7 +78,11 @@ public struct LoadedModel {
     _ path: String, options: ModelLoadOptions = ModelLoadOptions(), partsOnlyWhereMissing: Bool = false
   ) throws -> ModelWeights {
     guard partsOnlyWhereMissing else {
-      return try ModelWeights(artifact: path, textEncoders: options.textEncoders, vae: options.vae)
+      let weights = try ModelWeights(artifact: path, textEncoders: options.textEncoders, vae: options.vae)
+      if !options.adapters.isEmpty {
+        try AdapterStack.open(options.adapters, skipUnmapped: options.skipUnmappedAdapterKeys).apply(to: weights.source)
+      }
+      return weights
     }
     let source = try WeightSource(path: path)
     let present = Set(source.names.map { component(ofSingleFileKey: $0) })
@@ -97,6 +111,8 @@ public struct LoadedModel {
     self.path = path
     name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     hashCache = options.hashCache
+    adapters =
+      partsOnlyWhereMissing ? [] : try options.adapters.map { AppliedAdapter(adapter: try AdapterFile(path: $0.path), spec: $0) }
     loadSeconds = Date().timeIntervalSince(clock)
   }
 
@@ -119,14 +135,28 @@ public struct LoadedModel {
   public func generate(
     _ settings: [GenerationSettings], label: String, progress: ProgressHandler?
   ) throws -> [GenerationResult] {
+    var results: [GenerationResult] = []
+    try generate(settings, label: label, progress: progress) { results.append($1) }
+    return results
+  }
+
+  /// Runs `settings` in order and hands each result to `body` as it is made (so a caller that
+  /// keeps only what it needs holds one image at a time). Each image's prompts are encoded just
+  /// before its steps and the text encoders dropped after: they are never resident beside the
+  /// UNet, and the first UNet evaluation waits for one prompt pair only.
+  public func generate(
+    _ settings: [GenerationSettings], label: String, progress: ProgressHandler?,
+    each body: (Int, GenerationResult) throws -> Void
+  ) throws {
     let total = settings.reduce(0) { $0 + $1.steps }
     var done = 0
     progress?(RenderProgress(label: label, done: 0, total: total))
-    return try settings.map { setting in
-      try pipeline.generate(setting) { _, _ in
+    for (index, setting) in settings.enumerated() {
+      let result = try pipeline.generate(setting) { _, _ in
         done += 1
         progress?(RenderProgress(label: label, done: done, total: total))
       }
+      try body(index, result)
     }
   }
 
@@ -136,7 +166,9 @@ public struct LoadedModel {
       prompt: settings.prompt, negativePrompt: settings.negative, steps: settings.steps,
       sampler: settings.sampler.a1111Name, scheduleType: settings.scheduler.a1111Name, cfgScale: Double(settings.cfg),
       seed: settings.seed, width: settings.width, height: settings.height, modelHash: modelHash, modelName: name,
-      extra: settings.cfgRescale > 0 ? [.init("CFG Rescale phi", String(format: "%g", settings.cfgRescale))] : [],
+      extra: (settings.cfgRescale > 0 ? [.init("CFG Rescale phi", String(format: "%g", settings.cfgRescale))] : [])
+        + (adapters.isEmpty
+          ? [] : [.init("Lora hashes", adapters.map { "\(($0.name as NSString).deletingPathExtension): \($0.autoV3)" }.joined(separator: ", "))]),
       version: "\(ToolInfo.name) \(ToolInfo.version)")
   }
 }

@@ -32,6 +32,7 @@ extension PredictionProbe {
       note = "prediction probe: the file has no VAE encoder, so it probed a synthetic latent (less reliable)"
     }
     let empty = try pipeline.text.encode("")
+    pipeline.releaseTextEncoders()
     let y = empty.admVector(originalSize: (height, width), crop: (0, 0), targetSize: (height, width))
     let result = try run(unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean)
     return Outcome(result: result, verdict: PredictionVerdict(result: result, report: model.declaration), note: note)

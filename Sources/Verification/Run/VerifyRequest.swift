@@ -72,24 +72,27 @@ public struct VerifyRequest {
   public func run(progress: ProgressHandler? = nil) throws -> VerifyReport {
     let directory = folder
     try Self.createFolder(directory)
-    // The reference first, and released before the model is loaded: two SDXL pipelines at once
-    // would need about 28 GB.
+    // The reference first, and released (its maps closed) before the model is loaded.
     let references = try reference.map { try renderReference($0, progress: progress) }
 
     let model = try LoadedModel(path: self.model, options: load)
     let settings = plan(for: model)
-    let results = try model.generate(settings, label: "verify", progress: progress)
     let changeKind = references.map {
       change ?? ChangeKind.inferred(model: model.pipeline.weights.source, reference: $0.source)
     }
-    let hash = model.modelHash()
+    // Hashed once the first image is made: the file's SHA-256 need not delay the first UNet step.
+    var hash: String?
     var images: [VerifyReport.Image] = []
     var sheet: [RGBImage] = []
-    for (index, (setting, result)) in zip(settings, results).enumerated() {
+    // Each image is checked and written as it is made: only its report and 8-bit copy are kept.
+    try model.generate(settings, label: "verify", progress: progress) { index, result in
+      let setting = settings[index]
       let image = try FloatImage(tensor: result.image)
       let file = "\(directory)/\(String(format: "%02d", index + 1))-seed\(setting.seed).png"
       let bytes = image.rgbImage()
-      try PNGWriter.write(bytes, text: [model.parameters(setting, modelHash: hash).pngText], to: file)
+      let modelHash = hash ?? model.modelHash()
+      hash = modelHash
+      try PNGWriter.write(bytes, text: [model.parameters(setting, modelHash: modelHash).pngText], to: file)
       sheet.append(bytes)
       let reference = references.flatMap { references in
         index < references.images.count

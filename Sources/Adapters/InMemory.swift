@@ -1,0 +1,52 @@
+import Foundation
+import SafeTensors
+import Weights
+
+extension AdapterStack {
+  /// Applies the adapters to `source` in memory: every weight they change is served from then on
+  /// as the base's values plus the adapters, rounded once to the base's stored dtype (F16, BF16 or
+  /// F32; other stored forms are served as F32) — the values a bake writes, so a render through
+  /// this source equals a render of the baked file. Computed when the weight is first asked for.
+  public func apply(to source: WeightSource) throws {
+    try checkTargets(shape: source.shape)
+    for key in targetKeys.sorted() {
+      guard let shape = source.shape(key) else { continue }
+      let base = try source.decoder(key)
+      let dtype: DType
+      if case .float(let stored) = base.encoding, [.f16, .bf16, .f32].contains(stored) {
+        dtype = stored
+      } else {
+        dtype = .f32
+      }
+      let stored = source.storedType(key) ?? dtype.rawValue
+      try source.replace(key, storedType: "\(stored) + adapters") { [self] in
+        var values = base.decodeAll()
+        try self.apply(key: key, shape: shape, to: &values)
+        return try TensorDecoder.owning(
+          Self.encode(values, as: dtype), name: key, elementCount: values.count, dtype: dtype)
+      }
+    }
+  }
+
+  /// Float32 → `dtype` bytes, rounding to nearest even (as a bake's encoder does).
+  static func encode(_ values: [Float], as dtype: DType) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: values.count * dtype.bitWidth / 8)
+    bytes.withUnsafeMutableBytes { out in
+      for (i, value) in values.enumerated() {
+        switch dtype {
+        case .f16: out.storeBytes(of: Float16(value).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+        case .bf16: out.storeBytes(of: bfloat16(value).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+        default: out.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+        }
+      }
+    }
+    return bytes
+  }
+
+  static func bfloat16(_ value: Float) -> UInt16 {
+    let bits = value.bitPattern
+    if value.isNaN { return 0xFFFF }
+    let rounding = UInt32(0x7FFF) + ((bits >> 16) & 1)
+    return UInt16((bits &+ rounding) >> 16)
+  }
+}

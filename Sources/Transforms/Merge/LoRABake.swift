@@ -1,0 +1,241 @@
+import Adapters
+import Checkpoint
+import Foundation
+import SafeTensors
+import Weights
+
+/// `merge BASE --lora A:0.8 --lora B:0.5 -o OUT`: adapters baked into a single-file checkpoint.
+public struct LoRABakeRequest: Sendable {
+  public var base: String
+  public var adapters: [AdapterSpec]
+  /// Multiplies every adapter's strength on the UNet / on the text encoders.
+  public var unetStrength: Double = 1
+  public var textEncoderStrength: Double = 1
+  /// 20 multipliers (BASE, IN00–IN08, M00, OUT00–OUT08, `merge --blocks` names; BASE = the text
+  /// encoders) applied on top of the strengths.
+  public var blocks: [Double]?
+  public var blockConvention: BlockConvention = .supermerger
+  /// Output dtype (default: each tensor's own).
+  public var dtype: DType?
+  /// Apply what maps and list the rest instead of refusing the adapter.
+  public var skipUnmapped = false
+  /// Saturate values outside the output dtype instead of failing.
+  public var clamp = false
+
+  public init(base: String, adapters: [AdapterSpec]) {
+    self.base = base
+    self.adapters = adapters
+  }
+
+  func validate() throws {
+    guard !adapters.isEmpty else {
+      throw MergeError.invalidRequest("name at least one adapter with --lora FILE[:STRENGTH]")
+    }
+    if let blocks, blocks.count != 20 {
+      throw MergeError.invalidRequest(
+        "--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
+    }
+    for value in [unetStrength, textEncoderStrength] + (blocks ?? []) where !value.isFinite {
+      throw MergeError.invalidRequest("strengths must be finite numbers")
+    }
+    if let dtype, !FloatCodec.supported.contains(dtype) {
+      throw MergeError.invalidRequest("output dtype \(dtype.rawValue) is not supported")
+    }
+  }
+
+  /// The factor on top of each adapter's own strength for a target weight.
+  func multiplier(_ target: AdapterTarget) -> Double {
+    var factor = target.component == .unet ? unetStrength : textEncoderStrength
+    if let blocks, let block = SDXLBlocks.block(of: target.key, convention: blockConvention),
+      let index = SDXLBlocks.names.firstIndex(of: block)
+    {
+      factor *= blocks[index]
+    }
+    return factor
+  }
+}
+
+/// What a bake did.
+public struct LoRABakeReport: Codable, Sendable {
+  public var output: String
+  public var adapters: [AppliedAdapter]
+  /// Base tensors changed by at least one adapter, and copied unchanged.
+  public var tensorsChanged: Int
+  public var tensorsCopied: Int
+  /// Per adapter file name: keys that map onto no SDXL weight, skipped on request.
+  public var skippedKeys: [String: [String]]
+  public var clamped: [String: Int]
+  public var seconds: Double
+}
+
+/// Streams a bake: the base is read tensor by tensor; a weight an adapter changes is widened to
+/// Float32, gets every adapter's ΔW in order, and is rounded once to the output dtype; every other
+/// tensor is copied as stored. The adapters are small and stay mapped.
+public enum LoRABaker {
+  public static func bake(
+    _ request: LoRABakeRequest, output: String, progress: ((UInt64, UInt64) -> Void)? = nil
+  ) throws -> LoRABakeReport {
+    let start = Date()
+    try request.validate()
+    let multiplier: @Sendable (AdapterTarget) -> Double = { [request] in request.multiplier($0) }
+    let stack = try AdapterStack.open(request.adapters, skipUnmapped: request.skipUnmapped, multiplier: multiplier)
+    let base = try Merger.openInputs([request.base])[0]
+    try stack.checkTargets { base.info($0)?.shape }
+    let targets = stack.targetKeys
+    let clamped = Tally()
+    // Adapted weights are computed on worker threads (one per core, single-threaded products),
+    // a few tensors ahead of the writer, so the products overlap the copying and writing.
+    AdapterStack.useSingleThreadedProducts()
+    let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8))
+    let lookahead = Lookahead(depth: workers + 1, workers: workers)
+    var entries: [TensorEntry] = []
+    var jobs: [String: () throws -> [UInt8]] = [:]
+    var changed = 0, copied = 0
+    for tensor in base.tensors where !QuantizedLayers.isBookkeeping(tensor.name, in: base) {
+      guard targets.contains(tensor.name) else {
+        entries.append(
+          Merger.copyEntry(
+            file: base, tensor: tensor,
+            dtype: tensor.dtype.isFloatingPoint && tensor.elementCount > 0 && !Merger.isMarker(tensor.name)
+              ? request.dtype : nil, clamp: request.clamp))
+        copied += 1
+        continue
+      }
+      let decoder = try TensorDecoder.resolve(file: base, tensor: tensor)
+      let quantized: Bool = { if case .float = decoder.encoding { return false } else { return true } }()
+      let target = request.dtype ?? (quantized ? .f16 : tensor.dtype)
+      let policy: OverflowPolicy = request.clamp ? .clamp : .refuse
+      jobs[tensor.name] = {
+        var values = decoder.decodeAll()
+        try stack.apply(key: tensor.name, shape: tensor.shape, to: &values)
+        var encoder = try ChunkEncoder(target: target, policy: policy)
+        var bytes = [UInt8](repeating: 0, count: values.count * encoder.width)
+        values.withUnsafeBufferPointer { input in bytes.withUnsafeMutableBytes { _ = encoder.encode(input, into: $0) } }
+        if encoder.statistics.overflowed > 0 {
+          guard request.clamp else {
+            throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed)
+          }
+          clamped.add(tensor.name, encoder.statistics.overflowed)
+        }
+        return bytes
+      }
+      entries.append(
+        TensorEntry(spec: TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)) { sink in
+          let bytes = try lookahead.take(tensor.name)
+          try bytes.withUnsafeBytes { try sink.write($0) }
+        })
+      changed += 1
+    }
+    let applied = zip(stack.applications, request.adapters).map { AppliedAdapter(adapter: $0.adapter, spec: $1) }
+    var metadata = base.metadata
+    metadata["rouwei.tool"] = ToolInfo.name
+    metadata["rouwei.version"] = ToolInfo.version
+    metadata["rouwei.lora.applied"] = jsonString(applied)
+    var recipe: [String: Any] = ["unet_strength": request.unetStrength, "te_strength": request.textEncoderStrength]
+    if let blocks = request.blocks { recipe["blocks"] = blocks }
+    if let dtype = request.dtype { recipe["dtype"] = dtype.rawValue }
+    metadata["rouwei.lora.recipe"] = jsonString(recipe)
+    // The writer asks for tensors in safetensors file order (dtype, then name): so do the jobs.
+    for spec in SafeTensorsWriter.fileOrder(entries.map(\.spec)) {
+      if let job = jobs[spec.name] { lookahead.add(spec.name, job) }
+    }
+    lookahead.start()
+    defer { lookahead.cancel() }
+    try SafeTensorsWriter.write(
+      to: output, entries: entries, metadata: metadata, inputs: [request.base] + request.adapters.map(\.path),
+      progress: { _, _, done, total in progress?(done, total) })
+    var skipped: [String: [String]] = [:]
+    for (path, keys) in stack.skippedKeys { skipped[(path as NSString).lastPathComponent] = keys }
+    return LoRABakeReport(
+      output: output, adapters: applied, tensorsChanged: changed, tensorsCopied: copied, skippedKeys: skipped,
+      clamped: clamped.snapshot, seconds: Date().timeIntervalSince(start))
+  }
+
+  /// Values clamped per tensor, written from the lookahead thread.
+  final class Tally: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [String: Int] = [:]
+    func add(_ key: String, _ count: Int) {
+      lock.lock()
+      values[key] = count
+      lock.unlock()
+    }
+    var snapshot: [String: Int] {
+      lock.lock()
+      defer { lock.unlock() }
+      return values
+    }
+  }
+
+  /// Runs named jobs in order on `workers` background threads, at most `depth` results ahead of
+  /// `take` (memory: `depth` results); `take` waits for a job's result (or rethrows its error).
+  final class Lookahead: @unchecked Sendable {
+    private let depth: Int
+    private let workers: Int
+    private var jobs: [(String, () throws -> [UInt8])] = []
+    private var results: [String: Result<[UInt8], Error>] = [:]
+    private var next = 0, taken = 0
+    private var cancelled = false
+    private let condition = NSCondition()
+
+    init(depth: Int, workers: Int) {
+      self.depth = max(depth, workers)
+      self.workers = workers
+    }
+
+    func add(_ name: String, _ job: @escaping () throws -> [UInt8]) { jobs.append((name, job)) }
+
+    func start() {
+      guard !jobs.isEmpty else { return }
+      for _ in 0..<workers {
+        let thread = Thread { [self] in
+          while true {
+            condition.lock()
+            while next < jobs.count && next - taken >= depth && !cancelled { condition.wait() }
+            guard next < jobs.count, !cancelled else {
+              condition.unlock()
+              return
+            }
+            let (name, job) = jobs[next]
+            next += 1
+            condition.unlock()
+            let result = Result { try job() }
+            condition.lock()
+            results[name] = result
+            condition.broadcast()
+            condition.unlock()
+          }
+        }
+        thread.stackSize = 1 << 22
+        thread.start()
+      }
+    }
+
+    func take(_ name: String) throws -> [UInt8] {
+      condition.lock()
+      defer { condition.unlock() }
+      while results[name] == nil && !cancelled { condition.wait() }
+      guard let result = results.removeValue(forKey: name) else { throw CancellationError() }
+      taken += 1
+      condition.broadcast()
+      return try result.get()
+    }
+
+    /// Stops the thread after its current job (the writer is done or failed).
+    func cancel() {
+      condition.lock()
+      cancelled = true
+      condition.broadcast()
+      condition.unlock()
+    }
+  }
+
+  static func jsonString<T: Encodable>(_ value: T) -> String {
+    (try? JSONEncoder.sorted.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+  }
+
+  static func jsonString(_ object: [String: Any]) -> String {
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
+    return String(decoding: data, as: UTF8.self)
+  }
+}
