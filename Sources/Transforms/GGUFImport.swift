@@ -35,7 +35,8 @@ public enum GGUFImport {
         try Transcoder.transcode(decoder, to: out, policy: .clamp, sink: sink, file: input, chunkElements: 1 << 16)
       })
     }
-    var metadata = source.metadata
+    // GGUF's own keys (`general.architecture`, …) describe the GGUF file, not the checkpoint.
+    var metadata = source.metadata.filter { !$0.key.hasPrefix("general.") }
     metadata.removeValue(forKey: scalarsKey)
     metadata["rouwei.tool"] = "rouwei-ckpt"
     metadata["rouwei.version"] = ToolInfo.version
