@@ -31,7 +31,8 @@ public func fuzzGGUFReader(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = try GGUFInspection.inspect(path: scratchPath, hashes: false)
     var output = [Float](repeating: 0, count: valuesPerRange)
     for tensor in file.tensors {
-      precondition(tensor.offset >= file.dataOffset && tensor.offset + tensor.byteCount <= size, "tensor outside the file")
+      precondition(
+        tensor.offset >= file.dataOffset && tensor.offset + tensor.byteCount <= size, "tensor outside the file")
       _ = try? file.originalShape(of: tensor)
       let decoder: TensorDecoder
       do {

@@ -37,13 +37,15 @@ public func fuzzHashCache(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   }
   let cache = HashCache(path: cachePath, racyMargin: 0.5)
   if let served = cache.cachedHashes(of: subject.mapping, dataOffset: nil) {
-    precondition(served.sha256.utf8.count == 64 && served.autoV2 == String(served.sha256.prefix(10)),
-                 "malformed hashes served: \(served)")
+    precondition(
+      served.sha256.utf8.count == 64 && served.autoV2 == String(served.sha256.prefix(10)),
+      "malformed hashes served: \(served)")
   }
   guard let ticket = cache.ticket(for: subject.mapping) else { preconditionFailure("no ticket") }
   precondition(cache.store(subject.hashes, dataOffset: nil, for: ticket), "store failed")
   let fresh = HashCache(path: cachePath, racyMargin: 0.5)
-  precondition(fresh.cachedHashes(of: subject.mapping, dataOffset: nil) == subject.hashes,
-               "a stored entry is not served after a garbage cache file")
+  precondition(
+    fresh.cachedHashes(of: subject.mapping, dataOffset: nil) == subject.hashes,
+    "a stored entry is not served after a garbage cache file")
   return 0
 }

@@ -31,7 +31,9 @@ public func fuzzTorchPickle(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let storage = checkpoint.storageBytes(tensor)
         precondition(storage.count >= 0)
         // Tensors past 1 MiB are bounded by the checks already; gathering them would only be slow.
-        guard tensor.elementCount * tensor.dtype.size <= 1 << 20, !tensor.shape.isEmpty, tensor.elementCount > 0 else { continue }
+        guard tensor.elementCount * tensor.dtype.size <= 1 << 20, !tensor.shape.isEmpty, tensor.elementCount > 0 else {
+          continue
+        }
         let sink = CountingSink()
         try TorchImporter.gather(tensor.reference, from: storage) { sink.count += $0.count }
         precondition(sink.count == tensor.elementCount * tensor.dtype.size, "gathered the wrong number of bytes")

@@ -22,32 +22,49 @@ enum CodecBench {
         best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
       }
       let name = label.padding(toLength: 22, withPad: " ", startingAt: 0)
-      print("\(name) \(String(format: "%7.1f", Double(count) / best / 1e6)) M values/s  \(String(format: "%6.2f", Double(bytesIn) / best / 1e9)) GB/s in")
+      print(
+        "\(name) \(String(format: "%7.1f", Double(count) / best / 1e6)) M values/s  \(String(format: "%6.2f", Double(bytesIn) / best / 1e9)) GB/s in"
+      )
     }
     for dtype in [DType.f16, .bf16, .f8e4m3, .f8e5m2] {
       let width = dtype.bitWidth / 8
       time("encode f32 → \(dtype.rawValue)", bytesIn: count * 4) {
-        values.withUnsafeBufferPointer { v in bytes.withUnsafeMutableBytes { _ = FloatCodec.encode(v, to: dtype, into: $0, policy: .clamp) } }
+        values.withUnsafeBufferPointer { v in
+          bytes.withUnsafeMutableBytes { _ = FloatCodec.encode(v, to: dtype, into: $0, policy: .clamp) }
+        }
       }
       time("decode \(dtype.rawValue) → f32", bytesIn: count * width) {
-        bytes.withUnsafeBytes { raw in out.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: dtype, into: $0) } }
+        bytes.withUnsafeBytes { raw in
+          out.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: dtype, into: $0) }
+        }
       }
     }
-    values.withUnsafeBufferPointer { v in bytes.withUnsafeMutableBytes { _ = FloatCodec.encode(v, to: .f32, into: $0, policy: .clamp) } }
+    values.withUnsafeBufferPointer { v in
+      bytes.withUnsafeMutableBytes { _ = FloatCodec.encode(v, to: .f32, into: $0, policy: .clamp) }
+    }
     time("decode F32 → f32", bytesIn: count * 4) {
-      bytes.withUnsafeBytes { raw in out.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f32, into: $0) } }
+      bytes.withUnsafeBytes { raw in
+        out.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f32, into: $0) }
+      }
     }
     for type in [GGMLType.q8_0, .q4_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K] {
       let size = type.byteCount(elements: count)
       for method in GGMLQuantizerMethod.allCases where method == .reference || type != .q8_0 {
         time("quantize \(type.name) (\(method.rawValue))", bytesIn: count * 4) {
           values.withUnsafeBufferPointer { v in
-            bytes.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, method: method, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<size])) }
+            bytes.withUnsafeMutableBytes {
+              GGMLQuantizer.quantize(
+                v, type: type, method: method, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<size]))
+            }
           }
         }
       }
       time("dequantize \(type.name)", bytesIn: size) {
-        bytes.withUnsafeBytes { raw in out.withUnsafeMutableBufferPointer { GGMLQuantizer.dequantize(UnsafeRawBufferPointer(rebasing: raw[0..<size]), type: type, into: $0) } }
+        bytes.withUnsafeBytes { raw in
+          out.withUnsafeMutableBufferPointer {
+            GGMLQuantizer.dequantize(UnsafeRawBufferPointer(rebasing: raw[0..<size]), type: type, into: $0)
+          }
+        }
       }
     }
   }

@@ -44,7 +44,9 @@ enum KernelBench {
     func wanted(_ part: String) -> Bool { parts.isEmpty || parts.contains(part) }
     ComputeContext.setBLASThreadCount(threads)
     let context = ComputeContext(pool: ThreadPool(threadCount: threads))
-    print("OpenBLAS: \(ComputeContext.blasConfiguration); gemm threads \(ComputeContext.blasThreadCount), pool threads \(context.pool.threadCount), AVX2 element-wise kernels \(ComputeContext.usesVectorKernels)")
+    print(
+      "OpenBLAS: \(ComputeContext.blasConfiguration); gemm threads \(ComputeContext.blasThreadCount), pool threads \(context.pool.threadCount), AVX2 element-wise kernels \(ComputeContext.usesVectorKernels)"
+    )
 
     // sgemm on the shapes that dominate an SDXL UNet forward at 1024² (128² latent), batch 1.
     print("\n-- sgemm (C[m×n] = A[m×k]·B, B transposed as for a linear layer where noted)")
@@ -68,7 +70,10 @@ enum KernelBench {
       let flops = 2.0 * Double(m) * Double(n) * Double(k)
       let rate = flops / timing.best / 1e9
       peak = max(peak, rate)
-      print(String(format: "%-42@ %5d×%5d×%5d  %7.1f GFLOP/s best, %7.1f median", name as NSString, m, n, k, rate, flops / timing.median / 1e9))
+      print(
+        String(
+          format: "%-42@ %5d×%5d×%5d  %7.1f GFLOP/s best, %7.1f median", name as NSString, m, n, k, rate,
+          flops / timing.median / 1e9))
     }
     print(String(format: "sgemm peak: %.1f GFLOP/s on %d threads", peak, threads))
 
@@ -106,14 +111,18 @@ enum KernelBench {
       let weight = random([outChannels, inChannels, kernel, kernel], seed: 4)
       let bias = random([outChannels], seed: 5)
       let padding = kernel / 2
-      let shape = ComputeContext.conv2dOutputShape(input: x.shape, weight: weight.shape, stride: stride, padding: padding)
+      let shape = ComputeContext.conv2dOutputShape(
+        input: x.shape, weight: weight.shape, stride: stride, padding: padding)
       let y = Tensor(zeros: shape)
       let timing = time(repeats: repeats) {
         context.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, into: y)
       }
       let flops = 2.0 * Double(shape.count) * Double(inChannels * kernel * kernel)
       let rate = flops / timing.best / 1e9
-      print(String(format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak, timing.best * 1000))
+      print(
+        String(
+          format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak,
+          timing.best * 1000))
     }
 
   }
@@ -136,7 +145,10 @@ enum KernelBench {
       }
       let flops = 2 * 4.0 * Double(queryTokens) * Double(keyTokens) * Double(channels)
       let rate = flops / timing.best / 1e9
-      print(String(format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak, timing.best * 1000))
+      print(
+        String(
+          format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak,
+          timing.best * 1000))
     }
   }
 
@@ -147,22 +159,36 @@ enum KernelBench {
     let gamma = random([320], seed: 10), beta = random([320], seed: 11)
     let tokens = random([2, 4096, 5120], seed: 12), gated = Tensor(zeros: [2, 4096, 2560])
     let elementwise: [(String, Int, () -> Void)] = [
-      ("GroupNorm+SiLU [2,320,128,128]", features.count, {
-        context.groupNorm(features, epsilon: 1e-5, weight: gamma, bias: beta, activation: .silu, into: featuresOut)
-      }),
+      (
+        "GroupNorm+SiLU [2,320,128,128]", features.count,
+        {
+          context.groupNorm(features, epsilon: 1e-5, weight: gamma, bias: beta, activation: .silu, into: featuresOut)
+        }
+      ),
       ("SiLU [2,320,128,128]", features.count, { context.silu(features, into: featuresOut) }),
       ("add [2,320,128,128]", features.count, { context.add(features, featuresOut, into: featuresOut) }),
       ("GEGLU [2,4096,5120]", tokens.count, { context.geglu(tokens, into: gated) }),
-      ("LayerNorm [2·4096, 640]", features.count, {
-        context.layerNorm(features.reshaped([2 * 8192, 640]), epsilon: 1e-5, weight: nil, bias: nil, into: featuresOut.reshaped([2 * 8192, 640]))
-      }),
-      ("softmax [2·4096, 1280]", features.count, {
-        context.softmax(features.reshaped([2 * 4096, 1280]), into: featuresOut.reshaped([2 * 4096, 1280]))
-      }),
+      (
+        "LayerNorm [2·4096, 640]", features.count,
+        {
+          context.layerNorm(
+            features.reshaped([2 * 8192, 640]), epsilon: 1e-5, weight: nil, bias: nil,
+            into: featuresOut.reshaped([2 * 8192, 640]))
+        }
+      ),
+      (
+        "softmax [2·4096, 1280]", features.count,
+        {
+          context.softmax(features.reshaped([2 * 4096, 1280]), into: featuresOut.reshaped([2 * 4096, 1280]))
+        }
+      ),
     ]
     for (name, count, body) in elementwise {
       let timing = time(repeats: repeats, body)
-      print(String(format: "%-42@ %6.1f ms, %5.2f G elements/s", name as NSString, timing.best * 1000, Double(count) / timing.best / 1e9))
+      print(
+        String(
+          format: "%-42@ %6.1f ms, %5.2f G elements/s", name as NSString, timing.best * 1000,
+          Double(count) / timing.best / 1e9))
     }
   }
 }

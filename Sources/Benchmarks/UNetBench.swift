@@ -28,7 +28,10 @@ enum UNetBench {
     var started = Date()
     let weights = try ModelWeights(path: path)
     let unet = try UNet(weights: weights.scoped("model.diffusion_model."), compute: compute)
-    print(String(format: "UNet built in %.1f s (%d transformer blocks; weights stay fp16 in the map, widened per layer)", Date().timeIntervalSince(started), unet.transformerBlockCount))
+    print(
+      String(
+        format: "UNet built in %.1f s (%d transformer blocks; weights stay fp16 in the map, widened per layer)",
+        Date().timeIntervalSince(started), unet.transformerBlockCount))
 
     let peak = sgemmPeak(compute)
     print(String(format: "sgemm peak: %.1f GFLOP/s on %d threads (best of SDXL-shaped gemms)", peak, threads))
@@ -54,12 +57,17 @@ enum UNetBench {
         best = min(best, seconds)
       }
       let rate = operations / best / 1e9
-      print(String(format: "unet %d×%d latent, batch 2: %.2f s (first %.2f s), %.2f TFLOP dense, %.1f GFLOP/s = %.0f %% of sgemm peak",
-        size, size, best, first, operations / 1e12, rate, 100 * rate / peak))
+      print(
+        String(
+          format:
+            "unet %d×%d latent, batch 2: %.2f s (first %.2f s), %.2f TFLOP dense, %.1f GFLOP/s = %.0f %% of sgemm peak",
+          size, size, best, first, operations / 1e12, rate, 100 * rate / peak))
       // The same gemms on the same Float32 values as a fully widened model, plus the widening:
       // the time without it is what the fully widened forward took.
-      print(String(format: "  of which widening fp16 weights per layer: %.2f s; step time / fully widened forward: %.3f×",
-        widening, best / (best - widening)))
+      print(
+        String(
+          format: "  of which widening fp16 weights per layer: %.2f s; step time / fully widened forward: %.3f×",
+          widening, best / (best - widening)))
     }
   }
 
@@ -80,9 +88,10 @@ enum UNetBench {
     var entries: [TensorEntry] = []
     for (index, tensor) in tensors.enumerated() {
       let spec = TensorSpec(name: tensor.key, dtype: .f16, shape: tensor.shape)
-      entries.append(TensorEntry(spec: spec) { sink in
-        try writeRandom(key: tensor.key, shape: tensor.shape, seed: index, to: sink)
-      })
+      entries.append(
+        TensorEntry(spec: spec) { sink in
+          try writeRandom(key: tensor.key, shape: tensor.shape, seed: index, to: sink)
+        })
     }
     try SafeTensorsWriter.write(to: path, entries: entries, metadata: ["rouwei.bench": "random SDXL UNet"])
   }
@@ -141,15 +150,20 @@ enum WidenBench {
       }
       best = min(best, Date().timeIntervalSince(started))
     }
-    let kind = Set(decoders.map { decoder -> String in
-      switch decoder.encoding {
-      case .float(let dtype): return dtype.rawValue
-      case .scaledFloat(let dtype, _): return dtype.rawValue + " × scale"
-      case .int8Rows: return "I8 rows"
-      case .ggml(let type): return type.name
+    let kind = Set(
+      decoders.map { decoder -> String in
+        switch decoder.encoding {
+        case .float(let dtype): return dtype.rawValue
+        case .scaledFloat(let dtype, _): return dtype.rawValue + " × scale"
+        case .int8Rows: return "I8 rows"
+        case .ggml(let type): return type.name
+        }
       }
-    }).sorted().joined(separator: ", ")
-    print(String(format: "widen %@: %d UNet matrices, %.2f G values in %.2f s (%.2f G values/s, %d threads; stored as %@)",
-      URL(fileURLWithPath: path).lastPathComponent, decoders.count, Double(values) / 1e9, best, Double(values) / 1e9 / best, threads, kind))
+    ).sorted().joined(separator: ", ")
+    print(
+      String(
+        format: "widen %@: %d UNet matrices, %.2f G values in %.2f s (%.2f G values/s, %d threads; stored as %@)",
+        URL(fileURLWithPath: path).lastPathComponent, decoders.count, Double(values) / 1e9, best,
+        Double(values) / 1e9 / best, threads, kind))
   }
 }

@@ -14,7 +14,12 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
   case fp8Scaled = "fp8-scaled"
   case q8_0, q5_1, q5_0, q4_1, q4_0
   case q6_K, q5_K, q4_K, q3_K, q2_K
-  case q5_K_M = "Q5_K_M", q5_K_S = "Q5_K_S", q4_K_M = "Q4_K_M", q4_K_S = "Q4_K_S", q3_K_M = "Q3_K_M", q3_K_S = "Q3_K_S"
+  case q5_K_M = "Q5_K_M"
+  case q5_K_S = "Q5_K_S"
+  case q4_K_M = "Q4_K_M"
+  case q4_K_S = "Q4_K_S"
+  case q3_K_M = "Q3_K_M"
+  case q3_K_S = "Q3_K_S"
 
   init?(argument: String) {
     switch argument.lowercased() {
@@ -36,7 +41,9 @@ enum TargetDType: String, ExpressibleByArgument, CaseIterable {
     case "q3_k": self = .q3_K
     case "q2_k": self = .q2_K
     default:
-      guard let preset = GGUFPreset(name: argument), let value = TargetDType(rawValue: preset.rawValue) else { return nil }
+      guard let preset = GGUFPreset(name: argument), let value = TargetDType(rawValue: preset.rawValue) else {
+        return nil
+      }
       self = value
     }
   }
@@ -105,19 +112,30 @@ struct Convert: ParsableCommand {
       (the output is kept, so it can be inspected).
       """)
 
-  @Argument(help: "The input checkpoint (.safetensors, .gguf, a diffusers folder, or a PyTorch .ckpt/.pt read without running its code).")
+  @Argument(
+    help:
+      "The input checkpoint (.safetensors, .gguf, a diffusers folder, or a PyTorch .ckpt/.pt read without running its code)."
+  )
   var input: String
 
   @Option(name: .shortAndLong, help: "The output file (never one of the inputs).")
   var output: String
 
-  @Option(help: "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears); for .gguf output f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_M, Q3_K_S (default: keep each tensor's).")
+  @Option(
+    help:
+      "Target dtype: fp32, fp16, bf16, fp8-e4m3fn, fp8-e5m2, int8 (per-row, UNet Linears), fp8-scaled (ComfyUI scaled fp8, UNet Linears); for .gguf output f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_M, Q3_K_S (default: keep each tensor's)."
+  )
   var dtype: TargetDType?
 
-  @Option(help: "GGUF block scales: reference (ggml's reference quantizers: gguf-py's bytes), unit-importance (ggml's importance search with weights of one: stable-diffusion.cpp's converter's bytes) or search (per block the least squared error of both and our own search; lower RMSE, but least-squares scales shrink weights and can hurt renders: check with --verify).")
+  @Option(
+    help:
+      "GGUF block scales: reference (ggml's reference quantizers: gguf-py's bytes), unit-importance (ggml's importance search with weights of one: stable-diffusion.cpp's converter's bytes) or search (per block the least squared error of both and our own search; lower RMSE, but least-squares scales shrink weights and can hurt renders: check with --verify)."
+  )
   var quantizer: GGMLQuantizerMethod = .reference
 
-  @Flag(help: "GGUF output: measure each quantized tensor's error (RMSE, max error relative to its range), listed worst first.")
+  @Flag(
+    help:
+      "GGUF output: measure each quantized tensor's error (RMSE, max error relative to its range), listed worst first.")
   var report = false
 
   @Option(help: "Components to keep, comma-separated: unet, clip_l, clip_g, vae (also text-encoders).")
@@ -144,7 +162,10 @@ struct Convert: ParsableCommand {
   @Flag(help: "With --set-prediction v: also mark zero-terminal SNR (ztsnr).")
   var ztsnr = false
 
-  @Option(help: "Output layout: single-file (default) or diffusers (OUT is a new pipeline folder). A diffusers folder as input is read automatically.")
+  @Option(
+    help:
+      "Output layout: single-file (default) or diffusers (OUT is a new pipeline folder). A diffusers folder as input is read automatically."
+  )
   var layout: OutputLayout = .singleFile
 
   @OptionGroup var jsonOption: JSONOption
@@ -162,10 +183,14 @@ struct Convert: ParsableCommand {
   func validate() throws {
     if output.hasSuffix(".gguf") && !input.hasSuffix(".gguf") {
       guard let dtype, dtype.ggmlType != nil else {
-        throw ValidationError("GGUF output needs --dtype f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture (Q4_K_M, …)")
+        throw ValidationError(
+          "GGUF output needs --dtype f16, f32, bf16, q8_0, q6_K, q5_K, q5_1, q5_0, q4_K, q4_1, q4_0, q3_K, q2_K or a mixture (Q4_K_M, …)"
+        )
       }
       if replaceVAE != nil || setPrediction != nil || !keep.isEmpty || clamp {
-        throw ValidationError("--replace-vae, --set-prediction, --keep and --clamp apply to safetensors output; convert first, then to GGUF")
+        throw ValidationError(
+          "--replace-vae, --set-prediction, --keep and --clamp apply to safetensors output; convert first, then to GGUF"
+        )
       }
     } else if report || quantizer != .reference {
       throw ValidationError("--report and --quantizer apply to GGUF output")
@@ -187,27 +212,38 @@ struct Convert: ParsableCommand {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
       guard layout == .singleFile else { throw ValidationError("the input is already a diffusers folder") }
-      try show(try DiffusersLayout.importFolder(folder: input, output: output, dtype: dtype?.ggmlType == nil ? nil : dtype?.dtype))
+      try show(
+        try DiffusersLayout.importFolder(
+          folder: input, output: output, dtype: dtype?.ggmlType == nil ? nil : dtype?.dtype))
       return
     }
     if layout == .diffusers {
       guard components == nil, replaceVAE == nil, setPrediction == nil, keep.isEmpty, !clamp, !dropEMA else {
-        throw ValidationError("--layout diffusers converts a whole checkpoint; apply other changes first, in a separate convert")
+        throw ValidationError(
+          "--layout diffusers converts a whole checkpoint; apply other changes first, in a separate convert")
       }
-      try show(try DiffusersLayout.export(input: input, folder: output, dtype: dtype?.ggmlType?.isQuantized == false ? dtype?.dtype : nil))
+      try show(
+        try DiffusersLayout.export(
+          input: input, folder: output, dtype: dtype?.ggmlType?.isQuantized == false ? dtype?.dtype : nil))
       return
     }
     if input.hasSuffix(".gguf") {
-      guard !output.hasSuffix(".gguf") else { throw ValidationError("GGUF → GGUF is not supported; write .safetensors") }
-      try show(try GGUFImport.convert(input: input, output: output, dtype: dtype?.ggmlType.flatMap { $0.isQuantized ? nil : dtype?.dtype }))
+      guard !output.hasSuffix(".gguf") else {
+        throw ValidationError("GGUF → GGUF is not supported; write .safetensors")
+      }
+      try show(
+        try GGUFImport.convert(
+          input: input, output: output, dtype: dtype?.ggmlType.flatMap { $0.isQuantized ? nil : dtype?.dtype }))
       return
     }
     if output.hasSuffix(".gguf"), let type = dtype?.ggmlType {
       let bar = ProgressBar("writing GGUF", total: 1, quiet: json)
       let quantization = GGUFQuantization(type: type, preset: dtype?.preset, method: quantizer, measure: report)
       let result = try GGUFExport.export(
-        input: input, output: output, quantization: quantization, components: try components.map(Convert.parseComponents),
-        dropEMA: dropEMA) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+        input: input, output: output, quantization: quantization,
+        components: try components.map(Convert.parseComponents),
+        dropEMA: dropEMA
+      ) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
       bar.finish()
       try show(result)
       return
@@ -237,21 +273,30 @@ struct Convert: ParsableCommand {
     if json {
       try verification.printJSON(report, output: output, partsFrom: input)
     } else {
-      print("\(report.output): \(report.tensorsWritten) tensors (\(report.tensorsConverted) converted, \(report.tensorsKeptWide) kept in their dtype, \(report.tensorsDropped) dropped), \(InfoView.bytes(report.bytesIn)) → \(InfoView.bytes(report.bytesOut)) in \(String(format: "%.1f", report.seconds)) s")
+      print(
+        "\(report.output): \(report.tensorsWritten) tensors (\(report.tensorsConverted) converted, \(report.tensorsKeptWide) kept in their dtype, \(report.tensorsDropped) dropped), \(InfoView.bytes(report.bytesIn)) → \(InfoView.bytes(report.bytesOut)) in \(String(format: "%.1f", report.seconds)) s"
+      )
       if !report.clamped.isEmpty {
         print("clamped: \(report.clamped.count) tensors (\(report.clamped.values.reduce(0, +)) values saturated)")
       }
       if !report.nanTensors.isEmpty {
-        print("NaN carried over in \(report.nanTensors.count) tensors: \(report.nanTensors.keys.sorted().prefix(5).joined(separator: ", "))")
+        print(
+          "NaN carried over in \(report.nanTensors.count) tensors: \(report.nanTensors.keys.sorted().prefix(5).joined(separator: ", "))"
+        )
       }
       if let types = report.types {
-        print("types: " + types.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        print(
+          "types: "
+            + types.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \($0.value)" }.joined(
+              separator: ", "))
       }
       if let errors = report.quantization {
         print("quantization error, worst first (max error / value range, RMSE / RMS value):")
         for entry in errors {
           let type = entry.type.padding(toLength: 6, withPad: " ", startingAt: 0)
-          let figures = String(format: "max %.3e (%.4f of range)  rmse %.3e (%.4f of rms)", entry.maxError, entry.relativeMaxError, entry.rmse, entry.relativeRMSE)
+          let figures = String(
+            format: "max %.3e (%.4f of range)  rmse %.3e (%.4f of rms)", entry.maxError, entry.relativeMaxError,
+            entry.rmse, entry.relativeRMSE)
           print("  \(type) \(figures)  \(entry.name)")
         }
       }

@@ -5,8 +5,8 @@ import Foundation
 import SafeTensors
 import TorchImport
 import Transforms
-import Weights
 import Verification
+import Weights
 
 /// `rouwei-ckpt info`: what a checkpoint is and what is wrong with it.
 struct Info: ParsableCommand {
@@ -38,7 +38,10 @@ struct Info: ParsableCommand {
   @Flag(help: "List every tensor with dtype and shape.")
   var keys = false
 
-  @Flag(help: "Run the UNet at high noise and say whether it behaves like epsilon or v, against what the file declares (loads the model: seconds for the tiny fixtures, minutes for SDXL).")
+  @Flag(
+    help:
+      "Run the UNet at high noise and say whether it behaves like epsilon or v, against what the file declares (loads the model: seconds for the tiny fixtures, minutes for SDXL)."
+  )
   var probe = false
 
   @Option(help: "With --probe: channels per UNet attention head (default: the file's 'rouwei.unet_head_dim', else 64).")
@@ -98,7 +101,8 @@ struct Info: ParsableCommand {
             path: path, options: ModelLoadOptions(headDimension: headDim, hashCache: hashCache))
           document.probe = InfoDocument.Probe(
             verdict: outcome.verdict, measurements: outcome.result, note: outcome.note)
-          probeLines = ["", "Probe (how the UNet behaves)"]
+          probeLines =
+            ["", "Probe (how the UNet behaves)"]
             + VerifyReport.predictionLines(outcome.verdict, probe: outcome.result).map { "  " + $0 }
           if let note = outcome.note { probeLines.append("  ! \(note)") }
           probeLines.append("")
@@ -106,7 +110,9 @@ struct Info: ParsableCommand {
         reports.append(document)
         if !json {
           let problem = adapterProblem.map { "  ! not usable as an adapter: \($0)\n" } ?? ""
-          print(InfoView.marking(InfoView.render(report), kind: kind) + problem + probeLines.joined(separator: "\n"), terminator: paths.count > 1 ? "\n" : "")
+          print(
+            InfoView.marking(InfoView.render(report), kind: kind) + problem + probeLines.joined(separator: "\n"),
+            terminator: paths.count > 1 ? "\n" : "")
         }
       } catch {
         FileHandle.standardError.write(Data(("rouwei-ckpt: " + ExitStatus.message(for: error) + "\n").utf8))
@@ -171,9 +177,11 @@ enum InfoView {
   static func marking(_ text: String, kind: FileKind) -> String {
     guard case .safetensors(let content, _) = kind, content != .fullCheckpoint else { return text }
     var lines = text.components(separatedBy: "\n")
-    let note = content == .loraAdapter || content == .textualInversion || content == .controlNet
+    let note =
+      content == .loraAdapter || content == .textualInversion || content == .controlNet
       ? " (an add-on for a base model: architecture and prediction below describe no model of its own)" : ""
-    lines.insert("  kind: \(content.title.dropFirst(content.title.hasPrefix("an ") ? 3 : 2))\(note)", at: min(1, lines.count))
+    lines.insert(
+      "  kind: \(content.title.dropFirst(content.title.hasPrefix("an ") ? 3 : 2))\(note)", at: min(1, lines.count))
     return lines.joined(separator: "\n")
   }
 
@@ -183,7 +191,8 @@ enum InfoView {
     out.append(name)
     let dtypeText = r.dtypes.sorted { $0.value > $1.value }.map { "\($0.key)×\($0.value)" }.joined(separator: " ")
     out.append(
-      "  \(r.architecture.kind.title) · \(r.layout) · \(r.tensorCount) tensors · \(parameters(r.parameterCount)) parameters · \(dtypeText) · \(bytes(r.fileSize))")
+      "  \(r.architecture.kind.title) · \(r.layout) · \(r.tensorCount) tensors · \(parameters(r.parameterCount)) parameters · \(dtypeText) · \(bytes(r.fileSize))"
+    )
     out.append("  prediction: \(predictionLine(r.prediction))")
     if let hashes = r.hashes {
       out.append("  AutoV2 \(hashes.autoV2) · AutoV3 \(hashes.autoV3 ?? "-") · AutoV1 \(hashes.autoV1)")
@@ -200,7 +209,8 @@ enum InfoView {
     for c in r.components {
       let types = c.dtypes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: " ")
       out.append(
-        "  \(pad(c.component.title, 17)) \(pad(String(c.tensors), 5, left: true)) tensors  \(pad(grouped(c.parameters), 13, left: true)) params  \(pad(bytes(c.bytes), 9, left: true))  \(types)")
+        "  \(pad(c.component.title, 17)) \(pad(String(c.tensors), 5, left: true)) tensors  \(pad(grouped(c.parameters), 13, left: true)) params  \(pad(bytes(c.bytes), 9, left: true))  \(types)"
+      )
     }
 
     out.append("")
@@ -233,7 +243,8 @@ enum InfoView {
     if let check = r.keyCheck {
       out.append("")
       out.append("Keys against the \(check.template) template (\(check.expected) expected)")
-      out.append("  missing \(check.missing.count) · extra \(check.extra.count) · other shape \(check.wrongShape.count)")
+      out.append(
+        "  missing \(check.missing.count) · extra \(check.extra.count) · other shape \(check.wrongShape.count)")
       for key in check.missing.prefix(10) { out.append("  - \(key)") }
       for key in check.wrongShape.prefix(10) { out.append("  ≠ \(key)") }
       for key in check.extra.prefix(10) { out.append("  + \(key)") }

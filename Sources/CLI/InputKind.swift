@@ -58,9 +58,11 @@ enum InputCheck {
         return nil
       case .vae, .textEncoder:
         return use == .merge
-          ? nil : "sample and verify render a model with a UNet; pass this file as `--vae` or `--text-encoders` alongside one"
+          ? nil
+          : "sample and verify render a model with a UNet; pass this file as `--vae` or `--text-encoders` alongside one"
       case .loraAdapter:
-        return "bake it into a model with `rouwei-ckpt merge BASE --lora \(name) -o OUT` or render with `--lora \(name)`"
+        return
+          "bake it into a model with `rouwei-ckpt merge BASE --lora \(name) -o OUT` or render with `--lora \(name)`"
       case .textualInversion:
         return "use it in a prompt (ComfyUI `embedding:\(stem)`, A1111 `\(stem)`), not as a model"
       case .controlNet:

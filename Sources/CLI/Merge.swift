@@ -95,7 +95,11 @@ struct Merge: ParsableCommand {
   @Flag(help: "Saturate merged values outside the output dtype instead of failing.")
   var clamp = false
 
-  @Option(name: .customLong("lora"), parsing: .singleValue, help: ArgumentHelp("Bake an adapter into the one input: FILE[:STRENGTH[:TE_STRENGTH]] (repeatable, applied in order).", valueName: "file[:s]"))
+  @Option(
+    name: .customLong("lora"), parsing: .singleValue,
+    help: ArgumentHelp(
+      "Bake an adapter into the one input: FILE[:STRENGTH[:TE_STRENGTH]] (repeatable, applied in order).",
+      valueName: "file[:s]"))
   var loras: [String] = []
 
   @Option(help: "With --lora: multiplies every adapter's strength on the UNet.")
@@ -104,13 +108,21 @@ struct Merge: ParsableCommand {
   @Option(help: "With --lora: multiplies every adapter's strength on the text encoders.")
   var loraTeStrength: Double?
 
-  @Flag(help: "With --lora: apply what maps onto SDXL and list the adapter keys that do not (default: refuse the adapter).")
+  @Flag(
+    help: "With --lora: apply what maps onto SDXL and list the adapter keys that do not (default: refuse the adapter).")
   var loraSkipUnmapped = false
 
-  @Option(help: "A JSON recipe describing the whole merge (flags given as well override it); a merged file's `rouwei.merge.recipe` names inputs by file name and SHA-256, found next to the recipe or in --search folders.")
+  @Option(
+    help:
+      "A JSON recipe describing the whole merge (flags given as well override it); a merged file's `rouwei.merge.recipe` names inputs by file name and SHA-256, found next to the recipe or in --search folders."
+  )
   var recipe: String?
 
-  @Option(parsing: .singleValue, help: "With --recipe: a folder to look for its inputs in, by name or SHA-256 (repeatable; the recipe's own folder comes first).")
+  @Option(
+    parsing: .singleValue,
+    help:
+      "With --recipe: a folder to look for its inputs in, by name or SHA-256 (repeatable; the recipe's own folder comes first)."
+  )
   var search: [String] = []
 
   @OptionGroup var jsonOption: JSONOption
@@ -125,16 +137,24 @@ struct Merge: ParsableCommand {
   func validate() throws {
     if !search.isEmpty && recipe == nil { throw ValidationError("--search needs --recipe") }
     if !loras.isEmpty {
-      guard inputs.count == 1, recipe == nil else { throw ValidationError("--lora bakes adapters into one base model: give exactly one input") }
+      guard inputs.count == 1, recipe == nil else {
+        throw ValidationError("--lora bakes adapters into one base model: give exactly one input")
+      }
       let mergeOnly: [(String, Bool)] = [
-        ("--method", method != nil), ("--alpha", alpha != nil), ("--weights", weights != nil), ("--vae-from", vaeFrom != nil),
-        ("--text-encoders-from", textEncodersFrom != nil), ("--missing", missing != nil), ("--comfy-ratio", comfyRatio != nil),
+        ("--method", method != nil), ("--alpha", alpha != nil), ("--weights", weights != nil),
+        ("--vae-from", vaeFrom != nil),
+        ("--text-encoders-from", textEncodersFrom != nil), ("--missing", missing != nil),
+        ("--comfy-ratio", comfyRatio != nil),
       ]
-      if let flag = mergeOnly.first(where: { $0.1 }) { throw ValidationError("\(flag.0) is for merging models, not with --lora") }
+      if let flag = mergeOnly.first(where: { $0.1 }) {
+        throw ValidationError("\(flag.0) is for merging models, not with --lora")
+      }
     } else if loraUnetStrength != nil || loraTeStrength != nil || loraSkipUnmapped {
       throw ValidationError("--lora-unet-strength, --lora-te-strength and --lora-skip-unmapped need --lora")
     }
-    if recipe == nil && loras.isEmpty && inputs.count < 2 { throw ValidationError("merge needs at least two inputs (or --recipe, or one base and --lora)") }
+    if recipe == nil && loras.isEmpty && inputs.count < 2 {
+      throw ValidationError("merge needs at least two inputs (or --recipe, or one base and --lora)")
+    }
     if let dtype, dtype == .int8 || dtype == .fp8Scaled || dtype.ggmlType?.isQuantized == true {
       throw ValidationError("merge writes float dtypes; quantize the result with `convert --dtype int8`")
     }
@@ -147,12 +167,16 @@ struct Merge: ParsableCommand {
     let request = try buildRequest()
     for input in request.inputs { try InputCheck.require(input, for: .merge) }
     let bar = ProgressBar("merging", total: 1, quiet: json)
-    let report = try Merger.merge(request, output: output, hashCache: hashCacheOptions.cache()) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+    let report = try Merger.merge(request, output: output, hashCache: hashCacheOptions.cache()) { done, total in
+      bar.update(Double(done) / Double(max(total, 1)))
+    }
     bar.finish()
     if json {
       try verification.printJSON(report, output: output, change: .merge)
     } else {
-      print("\(report.output): \(report.tensorsMerged) tensors merged, \(report.tensorsCopied) copied; prediction \(report.prediction); \(String(format: "%.1f", report.seconds)) s")
+      print(
+        "\(report.output): \(report.tensorsMerged) tensors merged, \(report.tensorsCopied) copied; prediction \(report.prediction); \(String(format: "%.1f", report.seconds)) s"
+      )
       if !report.clamped.isEmpty { print("clamped values in \(report.clamped.count) tensors") }
       if report.hashesFromCache > 0 {
         print("input hashes: \(report.hashesFromCache) of \(request.inputs.count) from the hash cache")
@@ -173,18 +197,26 @@ struct Merge: ParsableCommand {
     request.skipUnmapped = loraSkipUnmapped
     request.clamp = clamp
     let bar = ProgressBar("baking", total: 1, quiet: json)
-    let report = try LoRABaker.bake(request, output: output) { done, total in bar.update(Double(done) / Double(max(total, 1))) }
+    let report = try LoRABaker.bake(request, output: output) { done, total in
+      bar.update(Double(done) / Double(max(total, 1)))
+    }
     bar.finish()
     if json {
       try verification.printJSON(report, output: output, change: .merge)
       return
     }
-    print("\(report.output): \(report.tensorsChanged) tensors changed by \(report.adapters.count) adapters, \(report.tensorsCopied) copied; \(String(format: "%.1f", report.seconds)) s")
+    print(
+      "\(report.output): \(report.tensorsChanged) tensors changed by \(report.adapters.count) adapters, \(report.tensorsCopied) copied; \(String(format: "%.1f", report.seconds)) s"
+    )
     for adapter in report.adapters {
-      print("  \(adapter.name) (AutoV3 \(adapter.autoV3)): strength \(adapter.strength), text encoders \(adapter.textEncoderStrength), \(adapter.modules) modules")
+      print(
+        "  \(adapter.name) (AutoV3 \(adapter.autoV3)): strength \(adapter.strength), text encoders \(adapter.textEncoderStrength), \(adapter.modules) modules"
+      )
     }
     for (name, keys) in report.skippedKeys.sorted(by: { $0.key < $1.key }) {
-      print("  \(name): skipped \(keys.count) unmapped keys: \(keys.prefix(5).joined(separator: ", "))\(keys.count > 5 ? ", …" : "")")
+      print(
+        "  \(name): skipped \(keys.count) unmapped keys: \(keys.prefix(5).joined(separator: ", "))\(keys.count > 5 ? ", …" : "")"
+      )
     }
     if !report.clamped.isEmpty { print("clamped values in \(report.clamped.count) tensors") }
     try verification.printText(output: output, change: .merge)

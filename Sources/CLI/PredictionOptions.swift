@@ -15,7 +15,9 @@ extension PredictionType: ExpressibleByArgument {
 /// (how to sample instead of what the file says).
 struct PredictionOptions: ParsableArguments {
   @Option(
-    help: "The prediction type (eps or v) instead of what the file's markers say: how sample and verify sample it, the markers merge writes (needed when the inputs disagree).")
+    help:
+      "The prediction type (eps or v) instead of what the file's markers say: how sample and verify sample it, the markers merge writes (needed when the inputs disagree)."
+  )
   var prediction: PredictionType?
 
   @Flag(help: "With --prediction v: zero-terminal SNR.")

@@ -34,7 +34,10 @@ extension PromptStyle: ExpressibleByArgument {
 struct ModelOptions: ParsableArguments {
   @OptionGroup var predictionOptions: PredictionOptions
 
-  @Option(help: "Channels per UNet attention head (default: the file's 'rouwei.unet_head_dim' metadata, else SDXL's 64; only tiny test models differ).")
+  @Option(
+    help:
+      "Channels per UNet attention head (default: the file's 'rouwei.unet_head_dim' metadata, else SDXL's 64; only tiny test models differ)."
+  )
   var headDim: Int?
 
   @OptionGroup var threadsOption: ThreadsOption
@@ -46,7 +49,10 @@ struct ModelOptions: ParsableArguments {
       valueName: "file"))
   var textEncoders: [String] = []
 
-  @Option(help: ArgumentHelp("Take the VAE from this file: a VAE file or a whole checkpoint (for UNet-only artifacts, or to swap the VAE).", valueName: "file"))
+  @Option(
+    help: ArgumentHelp(
+      "Take the VAE from this file: a VAE file or a whole checkpoint (for UNet-only artifacts, or to swap the VAE).",
+      valueName: "file"))
   var vae: String?
 
   @Option(
@@ -94,7 +100,10 @@ struct Sample: ParsableCommand {
       use --size 512x512 and fewer steps for a quick look.
       """)
 
-  @Argument(help: "The model: a single-file .safetensors of any dtype, a GGUF, a diffusers folder, or a UNet-only file with --text-encoders/--vae.")
+  @Argument(
+    help:
+      "The model: a single-file .safetensors of any dtype, a GGUF, a diffusers folder, or a UNet-only file with --text-encoders/--vae."
+  )
   var model: String
 
   @Option(name: .shortAndLong, help: "The prompt (ComfyUI syntax by default; see --prompt-style).")

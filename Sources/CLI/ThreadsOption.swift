@@ -3,7 +3,8 @@ import Workers
 
 /// `--threads`, shared by every command that computes (convert, merge, sample, verify).
 struct ThreadsOption: ParsableArguments {
-  @Option(help: "Threads for the parallel loops and gemm (default: convert and merge up to 2, sample and verify all cores).")
+  @Option(
+    help: "Threads for the parallel loops and gemm (default: convert and merge up to 2, sample and verify all cores).")
   var threads: Int?
 
   func validate() throws {

@@ -11,7 +11,9 @@ extension Convert {
     guard dtype == nil, components == nil, keep.isEmpty, !clamp, !dropEMA, replaceVAE == nil, setPrediction == nil,
       layout == .singleFile, !output.hasSuffix(".gguf")
     else {
-      throw ValidationError("a PyTorch checkpoint is imported as it is: convert it to .safetensors first, then apply other changes to the result")
+      throw ValidationError(
+        "a PyTorch checkpoint is imported as it is: convert it to .safetensors first, then apply other changes to the result"
+      )
     }
     let bar = ProgressBar("importing", total: 1, quiet: json)
     let report = try TorchImporter.convert(
@@ -23,9 +25,13 @@ extension Convert {
       try printJSON(report)
       return
     }
-    print("\(output): \(report.tensorsWritten) tensors imported from \(report.format) (\(report.tensorsMadeContiguous) made contiguous), \(report.bytesOut) bytes; nothing in the pickle was run")
+    print(
+      "\(output): \(report.tensorsWritten) tensors imported from \(report.format) (\(report.tensorsMadeContiguous) made contiguous), \(report.bytesOut) bytes; nothing in the pickle was run"
+    )
     if report.emaTensorsDropped > 0 { print("dropped \(report.emaTensorsDropped) EMA tensors (--keep-ema keeps them)") }
-    if report.trainingStateTensorsDropped > 0 { print("dropped \(report.trainingStateTensorsDropped) optimizer/training-state tensors") }
+    if report.trainingStateTensorsDropped > 0 {
+      print("dropped \(report.trainingStateTensorsDropped) optimizer/training-state tensors")
+    }
   }
 }
 

@@ -27,7 +27,10 @@ struct Verify: ParsableCommand {
       Exit codes: 0 passed, 1 a check failed (the report says which and why), 2 bad input, 3 I/O failure.
       """)
 
-  @Argument(help: "The artifact to verify: a single-file .safetensors of any dtype, a GGUF, a diffusers folder, or a UNet-only file with --text-encoders/--vae.")
+  @Argument(
+    help:
+      "The artifact to verify: a single-file .safetensors of any dtype, a GGUF, a diffusers folder, or a UNet-only file with --text-encoders/--vae."
+  )
   var model: String
 
   @Option(

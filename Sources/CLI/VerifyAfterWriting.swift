@@ -61,7 +61,9 @@ struct VerifyAfterWriting: ParsableArguments {
 extension VerifyAfterWriting {
   /// `--json` output of a writing command: its `report` alone, or, with `--verify`, beside the
   /// verification of `output` as one document; then exit 1 if verification failed.
-  func printJSON<Report: Encodable>(_ report: Report, output: String, change: ChangeKind? = nil, partsFrom: String? = nil) throws {
+  func printJSON<Report: Encodable>(
+    _ report: Report, output: String, change: ChangeKind? = nil, partsFrom: String? = nil
+  ) throws {
     guard let verified = try run(on: output, json: true, change: change, partsFrom: partsFrom) else {
       return try CLI.printJSON(report)
     }

@@ -12,7 +12,8 @@ enum Anomalies {
       found.append(
         Anomaly(
           severity: "warning", code: "ema-weights",
-          message: "\(ema.count) EMA tensors (model_ema.*) double the file's size and are ignored by every loader; drop them with `convert --drop-ema`",
+          message:
+            "\(ema.count) EMA tensors (model_ema.*) double the file's size and are ignored by every loader; drop them with `convert --drop-ema`",
           tensors: Array(ema.prefix(5))))
     }
     let buffers = tensors.filter { MarkerKey.trainingBuffers.contains($0.name) }.map(\.name)
@@ -20,7 +21,8 @@ enum Anomalies {
       found.append(
         Anomaly(
           severity: "info", code: "training-buffers",
-          message: "\(buffers.count) training schedule buffers (betas, alphas_cumprod, …) are unused at inference", tensors: buffers))
+          message: "\(buffers.count) training schedule buffers (betas, alphas_cumprod, …) are unused at inference",
+          tensors: buffers))
     }
     for tensor in tensors where tensor.name.hasSuffix("embeddings.position_ids") {
       found += positionIDs(tensor, file: file)
@@ -31,7 +33,8 @@ enum Anomalies {
       found.append(
         Anomaly(
           severity: "warning", code: "fp16-vae",
-          message: "the SDXL VAE is stored in fp16: the original SDXL VAE overflows in fp16 and decodes to NaN (black images) unless the loader upcasts it (A1111 --no-half-vae) or it is the fp16-fixed VAE",
+          message:
+            "the SDXL VAE is stored in fp16: the original SDXL VAE overflows in fp16 and decodes to NaN (black images) unless the loader upcasts it (A1111 --no-half-vae) or it is the fp16-fixed VAE",
           tensors: []))
     }
     for conflict in prediction.conflicts {
@@ -41,7 +44,8 @@ enum Anomalies {
       found.append(
         Anomaly(
           severity: "info", code: "scaled-fp8",
-          message: "ComfyUI scaled-fp8 weights (W = fp8 × scale_weight): loaders without scaled-fp8 support produce garbage",
+          message:
+            "ComfyUI scaled-fp8 weights (W = fp8 × scale_weight): loaders without scaled-fp8 support produce garbage",
           tensors: [MarkerKey.scaledFP8]))
     }
     // open_clip stores `text_projection` (applied as x @ P); the Hugging Face name `.weight` (a
@@ -55,18 +59,21 @@ enum Anomalies {
       found.append(
         Anomaly(
           severity: "warning", code: "text-projection-renamed",
-          message: "OpenCLIP-G projection stored as `\(renamed[0].dropFirst(prefix.count))` instead of open_clip's `text_projection`: ComfyUI reads `.weight` as a Hugging Face Linear (the transpose of open_clip's matrix), sgm/A1111 look for `text_projection` and will not find it; whether the values were transposed to match cannot be told from the square shape",
+          message:
+            "OpenCLIP-G projection stored as `\(renamed[0].dropFirst(prefix.count))` instead of open_clip's `text_projection`: ComfyUI reads `.weight` as a Hugging Face Linear (the transpose of open_clip's matrix), sgm/A1111 look for `text_projection` and will not find it; whether the values were transposed to match cannot be told from the square shape",
           tensors: renamed))
     }
     if architecture.inpainting {
-      found.append(Anomaly(severity: "info", code: "inpainting", message: "9-channel conv_in: an inpainting model", tensors: []))
+      found.append(
+        Anomaly(severity: "info", code: "inpainting", message: "9-channel conv_in: an inpainting model", tensors: []))
     }
     for marker in [MarkerKey.vPrediction, MarkerKey.zeroTerminalSNR] {
       if let tensor = file.info(marker), tensor.elementCount != 0 {
         found.append(
           Anomaly(
             severity: "info", code: "marker-not-empty",
-            message: "`\(marker)` holds \(tensor.elementCount) values; loaders only test its presence", tensors: [marker]))
+            message: "`\(marker)` holds \(tensor.elementCount) values; loaders only test its presence",
+            tensors: [marker]))
       }
     }
     return found
@@ -78,11 +85,29 @@ enum Anomalies {
     let bytes = file.data(tensor)
     var values: [Double] = []
     switch tensor.dtype {
-    case .i64: values = (0..<tensor.elementCount).map { Double(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
-    case .i32: values = (0..<tensor.elementCount).map { Double(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))) }
-    case .f32: values = (0..<tensor.elementCount).map { Double(Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))) }
-    case .f16: values = (0..<tensor.elementCount).map { Double(halfToFloat(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))) }
-    case .bf16: values = (0..<tensor.elementCount).map { Double(Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) << 16)) }
+    case .i64:
+      values = (0..<tensor.elementCount).map {
+        Double(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)))
+      }
+    case .i32:
+      values = (0..<tensor.elementCount).map {
+        Double(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)))
+      }
+    case .f32:
+      values = (0..<tensor.elementCount).map {
+        Double(Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))))
+      }
+    case .f16:
+      values = (0..<tensor.elementCount).map {
+        Double(halfToFloat(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))))
+      }
+    case .bf16:
+      values = (0..<tensor.elementCount).map {
+        Double(
+          Float(
+            bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) << 16
+          ))
+      }
     default: break
     }
     var found: [Anomaly] = []
@@ -90,7 +115,8 @@ enum Anomalies {
       found.append(
         Anomaly(
           severity: "warning", code: "position-ids-not-int64",
-          message: "`\(tensor.name)` is \(tensor.dtype.rawValue), not int64: a sign of a merge that blended it (ComfyUI and A1111 re-create it, other loaders may not)",
+          message:
+            "`\(tensor.name)` is \(tensor.dtype.rawValue), not int64: a sign of a merge that blended it (ComfyUI and A1111 re-create it, other loaders may not)",
           tensors: [tensor.name]))
     }
     let wrong = values.enumerated().filter { $0.element != Double($0.offset) }
@@ -99,7 +125,8 @@ enum Anomalies {
       found.append(
         Anomaly(
           severity: "error", code: "position-ids-corrupt",
-          message: "`\(tensor.name)` is not 0…\(values.count - 1): \(wrong.count) positions differ (first at \(first.offset): \(first.element)); tokens will be read at wrong positions",
+          message:
+            "`\(tensor.name)` is not 0…\(values.count - 1): \(wrong.count) positions differ (first at \(first.offset): \(first.element)); tokens will be read at wrong positions",
           tensors: [tensor.name]))
     }
     return found
@@ -120,8 +147,10 @@ enum TemplateComparison {
     case .sdxlRefiner: return (.sdxlRefiner, "sdxl-refiner")
     case .sdxlReduced:
       guard let unet = architecture.unet else { return nil }
-      let clipL = ArchitectureDetector.textEncoder(shapes: shapes, prefix: SingleFilePrefix.clipL, openCLIP: false) ?? .clipL
-      let clipG = ArchitectureDetector.textEncoder(shapes: shapes, prefix: SingleFilePrefix.clipG, openCLIP: true) ?? .clipG
+      let clipL =
+        ArchitectureDetector.textEncoder(shapes: shapes, prefix: SingleFilePrefix.clipL, openCLIP: false) ?? .clipL
+      let clipG =
+        ArchitectureDetector.textEncoder(shapes: shapes, prefix: SingleFilePrefix.clipG, openCLIP: true) ?? .clipG
       let vae = ArchitectureDetector.vae(shapes: shapes, prefix: SingleFilePrefix.vae) ?? .sdxl
       return (SDXLTemplate(unet: unet, clipL: clipL, clipG: clipG, vae: vae), "SDXL-topology (widths read from shapes)")
     case .sd1, .sd2, .unknown: return nil

@@ -42,7 +42,8 @@ public enum ArchitectureDetector {
   public static func detect(shapes: [String: [Int]], unetPrefix prefix: String) -> ArchitectureReport {
     var evidence: [String] = []
     guard let convIn = shapes[prefix + "input_blocks.0.0.weight"], convIn.count == 4 else {
-      return ArchitectureReport(kind: .unknown, unet: nil, inpainting: false, evidence: ["no UNet conv_in (\(prefix)input_blocks.0.0.weight)"])
+      return ArchitectureReport(
+        kind: .unknown, unet: nil, inpainting: false, evidence: ["no UNet conv_in (\(prefix)input_blocks.0.0.weight)"])
     }
     let modelChannels = convIn[0]
     let inChannels = convIn[1]
@@ -142,7 +143,8 @@ public enum ArchitectureDetector {
       let rest = key.dropFirst(prefix.count + layerMarker.count)
       if let index = Int(rest.prefix { $0 != "." }) { layers = max(layers, index + 1) }
     }
-    let mlpKey = prefix + (openCLIP ? "transformer.resblocks.0.mlp.c_fc.weight" : "text_model.encoder.layers.0.mlp.fc1.weight")
+    let mlpKey =
+      prefix + (openCLIP ? "transformer.resblocks.0.mlp.c_fc.weight" : "text_model.encoder.layers.0.mlp.fc1.weight")
     let mlp = shapes[mlpKey]?.first ?? 4 * token[1]
     let projection = openCLIP ? shapes[prefix + "text_projection"].flatMap { $0.count == 2 ? $0[1] : nil } : nil
     return TextEncoderConfig(
@@ -152,7 +154,9 @@ public enum ArchitectureDetector {
 
   /// Reads VAE hyper-parameters from single-file VAE keys under `prefix`.
   public static func vae(shapes: [String: [Int]], prefix: String) -> VAEConfig? {
-    guard let convIn = shapes[prefix + "encoder.conv_in.weight"] ?? shapes[prefix + "decoder.conv_out.weight"].map({ [$0[1], $0[0]] }),
+    guard
+      let convIn = shapes[prefix + "encoder.conv_in.weight"]
+        ?? shapes[prefix + "decoder.conv_out.weight"].map({ [$0[1], $0[0]] }),
       convIn.count >= 2
     else { return nil }
     let base = convIn[0]

@@ -51,7 +51,8 @@ public enum DiffusersFolder {
       let file = try SafeTensorsFile(path: weights)
       var summary = ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
       if let subfolder = DiffusersSubfolder(rawValue: folder) {
-        shapesByFolder[subfolder] = Dictionary(file.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
+        shapesByFolder[subfolder] = Dictionary(
+          file.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
       }
       for tensor in file.tensors {
         summary.tensors += 1
@@ -82,41 +83,54 @@ public enum DiffusersFolder {
     // The weights decide; config.json is only a claim about them.
     var keyCheck: KeyCheck?
     if let unetShapes = shapesByFolder[.unet], let translation = DiffusersUNetTranslation(diffusersShapes: unetShapes) {
-      let fromShapes = ArchitectureDetector.detect(shapes: translation.singleFileShapes, unetPrefix: SingleFilePrefix.unet)
-      evidence.append("unet weights read through the key map (\(translation.singleFileShapes.count) of \(unetShapes.count) keys translate):")
+      let fromShapes = ArchitectureDetector.detect(
+        shapes: translation.singleFileShapes, unetPrefix: SingleFilePrefix.unet)
+      evidence.append(
+        "unet weights read through the key map (\(translation.singleFileShapes.count) of \(unetShapes.count) keys translate):"
+      )
       evidence += fromShapes.evidence.map { "  " + $0 }
       if kind != .unknown && kind != fromShapes.kind {
         anomalies.append(
           Anomaly(
             severity: "warning", code: "config-contradicts-weights",
-            message: "unet/config.json describes \(kind.title) but the unet weights are \(fromShapes.kind.title)", tensors: []))
+            message: "unet/config.json describes \(kind.title) but the unet weights are \(fromShapes.kind.title)",
+            tensors: []))
       }
       kind = fromShapes.kind
       unet = fromShapes.unet ?? unet
       if let (template, name) = TemplateComparison.template(for: fromShapes, shapes: translation.singleFileShapes) {
         // Reduced-width models: only the UNet's widths are known, so only the UNet is compared.
         let actual = kind == .sdxlReduced ? shapesByFolder.filter { $0.key == .unet } : shapesByFolder
-        keyCheck = DiffusersTemplateComparison.compare(actual: actual, template: template, name: name + ", diffusers names")
+        keyCheck = DiffusersTemplateComparison.compare(
+          actual: actual, template: template, name: name + ", diffusers names")
       }
     }
     for folder in missingFolders where !(kind == .sdxlRefiner && folder == "text_encoder") {
-      anomalies.append(Anomaly(severity: "warning", code: "missing-component", message: "no weights in \(folder)/", tensors: []))
+      anomalies.append(
+        Anomaly(severity: "warning", code: "missing-component", message: "no weights in \(folder)/", tensors: []))
     }
     if let finding = keyCheck?.finding { anomalies.append(finding) }
     evidence.append("⇒ \(kind.title)")
     let scheduler = try? readJSON(path + "/scheduler/scheduler_config.json")
     if scheduler == nil {
-      anomalies.append(Anomaly(severity: "warning", code: "missing-scheduler", message: "no scheduler/scheduler_config.json: diffusers will assume epsilon", tensors: []))
+      anomalies.append(
+        Anomaly(
+          severity: "warning", code: "missing-scheduler",
+          message: "no scheduler/scheduler_config.json: diffusers will assume epsilon", tensors: []))
     }
     let prediction = PredictionDetector.detect(keys: [], metadata: [:], schedulerConfig: scheduler ?? [:])
     if !findings.isEmpty {
-      anomalies.append(Anomaly(severity: "error", code: "nonfinite-values", message: "\(findings.count) tensors hold NaN or Inf values", tensors: Array(findings.map(\.tensor).prefix(20))))
+      anomalies.append(
+        Anomaly(
+          severity: "error", code: "nonfinite-values", message: "\(findings.count) tensors hold NaN or Inf values",
+          tensors: Array(findings.map(\.tensor).prefix(20))))
     }
     return InspectionReport(
       path: path, format: "diffusers-folder", layout: "diffusers-folder", fileSize: size, headerBytes: nil,
       tensorCount: total, parameterCount: parameters, dtypes: dtypes,
       architecture: ArchitectureReport(kind: kind, unet: unet, inpainting: unet?.inChannels == 9, evidence: evidence),
-      components: summaries, prediction: prediction, metadata: [:], hashes: nil, keyCheck: keyCheck, anomalies: anomalies,
+      components: summaries, prediction: prediction, metadata: [:], hashes: nil, keyCheck: keyCheck,
+      anomalies: anomalies,
       nonFinite: options.scan ? findings : nil, keys: nil)
   }
 }

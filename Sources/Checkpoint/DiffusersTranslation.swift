@@ -52,7 +52,8 @@ enum DiffusersTemplateComparison {
       guard let present = actual[subfolder] else { continue }
       var normalised: [String: [Int]] = [:]
       for (key, shape) in present {
-        let name = subfolder == .textEncoder || subfolder == .textEncoder2 ? DiffusersKeyMap.withTextModelLevel(key) : key
+        let name =
+          subfolder == .textEncoder || subfolder == .textEncoder2 ? DiffusersKeyMap.withTextModelLevel(key) : key
         normalised[name] = shape
       }
       let wanted = expected[subfolder] ?? [:]

@@ -43,7 +43,9 @@ public enum SafeTensorsContent: String, Codable, Sendable, CaseIterable {
       "lora_up.", "lora_down.", "lora_A.", "lora_B.", ".lora.up.", ".lora.down.", "hada_w1_a", "hada_w2_b",
       "lokr_w1", "lokr_w2", ".oft_blocks", ".oft_diag", "lora_mid.", ".dora_scale",
     ]
-    if any({ key in key.hasPrefix("lora_unet_") || key.hasPrefix("lora_te") || adapterMarkers.contains { key.contains($0) } }) {
+    if any({ key in
+      key.hasPrefix("lora_unet_") || key.hasPrefix("lora_te") || adapterMarkers.contains { key.contains($0) }
+    }) {
       return .loraAdapter
     }
     if any({ $0.hasPrefix("control_model.") || $0.hasPrefix("controlnet_") || $0.contains("input_hint_block.") }) {
@@ -154,7 +156,8 @@ public enum FileKind: Equatable, Sendable {
     case .text(let line): return "a text file, not a model: first line '\(line)'"
     case .empty: return "an empty file (0 bytes: an interrupted download?)"
     case .truncated(let format, let present, let claimed):
-      return "a truncated \(format) file: \(present) bytes present, its header claims \(claimed) (an interrupted download?)"
+      return
+        "a truncated \(format) file: \(present) bytes present, its header claims \(claimed) (an interrupted download?)"
     case .missing: return "not found"
     case .unknown(let magic): return "not a model file we recognise (first bytes \(magic))"
     }
@@ -210,7 +213,9 @@ public enum FileKind: Equatable, Sendable {
   }
 
   /// `torch.save`'s legacy magic number 0x1950a86a20f9469cfc6c as protocol-2 pickle `LONG1`.
-  static let torchLegacyMagic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
+  static let torchLegacyMagic: [UInt8] = [
+    0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19,
+  ]
 
   /// A zip whose first entry is `<archive>/data.pkl`, `<archive>/byteorder` or `<archive>/version`
   /// (what `torch.save` writes first) is a PyTorch checkpoint.
@@ -276,7 +281,9 @@ public enum FileKind: Equatable, Sendable {
     var header = [UInt8](repeating: 0, count: length)
     var done = 0
     while done < length {
-      let count = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + done, length - done, off_t(8 + done)) }
+      let count = header.withUnsafeMutableBytes {
+        pread(descriptor, $0.baseAddress! + done, length - done, off_t(8 + done))
+      }
       if count < 0 && errno == EINTR { continue }
       guard count > 0 else { return nil }
       done += count
@@ -324,7 +331,8 @@ public enum FileKind: Equatable, Sendable {
   static func sniffText(_ prefix: [UInt8]) -> FileKind? {
     var bytes = prefix[...]
     if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
-    guard bytes.allSatisfy({ $0 >= 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }), bytes.contains(where: { $0 != 0x20 })
+    guard bytes.allSatisfy({ $0 >= 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }),
+      bytes.contains(where: { $0 != 0x20 })
     else { return nil }
     // Up to three bytes of a character cut by the prefix's end are allowed.
     var text: String?

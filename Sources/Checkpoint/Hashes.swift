@@ -77,7 +77,8 @@ public enum ModelHasher {
     var offset = 0
     while offset < mapping.size {
       let count = min(chunk, mapping.size - offset)
-      mapping.advise(offset: offset + count, count: min(chunk * 2, max(mapping.size - offset - count, 0)), willNeed: true)
+      mapping.advise(
+        offset: offset + count, count: min(chunk * 2, max(mapping.size - offset - count, 0)), willNeed: true)
       let bytes = mapping.bytes(offset: offset, count: count)
       var dataPart: UnsafeRawBufferPointer?
       if let dataOffset, offset + count > dataOffset {

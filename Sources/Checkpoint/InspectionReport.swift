@@ -57,7 +57,8 @@ extension KeyCheck {
     return Anomaly(
       severity: missing.isEmpty && wrongShape.isEmpty ? "info" : "warning",
       code: "template-mismatch",
-      message: "against the \(template) template: \(missing.count) missing, \(extra.count) extra, \(wrongShape.count) with another shape",
+      message:
+        "against the \(template) template: \(missing.count) missing, \(extra.count) extra, \(wrongShape.count) with another shape",
       tensors: Array((missing + wrongShape).prefix(20)))
   }
 }
@@ -106,7 +107,12 @@ public struct InspectionReport: Codable, Sendable {
   public var keys: [KeyEntry]?
 
   /// Memberwise initialiser (public, for other modules' reports).
-  public init(path: String, format: String, layout: String, fileSize: Int, headerBytes: Int?, tensorCount: Int, parameterCount: Int, dtypes: [String: Int], architecture: ArchitectureReport, components: [ComponentSummary], prediction: PredictionReport, metadata: [String: String], hashes: ModelHashes?, keyCheck: KeyCheck?, anomalies: [Anomaly], nonFinite: [ScanFinding]?, keys: [KeyEntry]?, hashesFromCache: Bool? = nil) {
+  public init(
+    path: String, format: String, layout: String, fileSize: Int, headerBytes: Int?, tensorCount: Int,
+    parameterCount: Int, dtypes: [String: Int], architecture: ArchitectureReport, components: [ComponentSummary],
+    prediction: PredictionReport, metadata: [String: String], hashes: ModelHashes?, keyCheck: KeyCheck?,
+    anomalies: [Anomaly], nonFinite: [ScanFinding]?, keys: [KeyEntry]?, hashesFromCache: Bool? = nil
+  ) {
     self.path = path
     self.format = format
     self.layout = layout

@@ -68,12 +68,14 @@ public enum Inspector {
     var diffusersCheck: KeyCheck?
     if layout.name == "diffusers-unet", let translation = DiffusersUNetTranslation(diffusersShapes: shapes) {
       // Same detector, same template: diffusers names are read through the key map.
-      architecture = ArchitectureDetector.detect(shapes: translation.singleFileShapes, unetPrefix: SingleFilePrefix.unet)
+      architecture = ArchitectureDetector.detect(
+        shapes: translation.singleFileShapes, unetPrefix: SingleFilePrefix.unet)
       architecture.evidence.insert(
         "diffusers UNet names read through the key map (\(translation.singleFileShapes.count) of \(shapes.count) keys translate)",
         at: 0)
       if let (template, name) = TemplateComparison.template(for: architecture, shapes: translation.singleFileShapes) {
-        diffusersCheck = DiffusersTemplateComparison.compare(actual: [.unet: shapes], template: template, name: name + " UNet, diffusers names")
+        diffusersCheck = DiffusersTemplateComparison.compare(
+          actual: [.unet: shapes], template: template, name: name + " UNet, diffusers names")
       }
     } else {
       architecture = ArchitectureDetector.detect(shapes: shapes, unetPrefix: layout.unetPrefix ?? SingleFilePrefix.unet)
@@ -88,7 +90,8 @@ public enum Inspector {
     var parameters = 0
     for tensor in tensors {
       let component = layout.component(of: tensor.name)
-      var summary = summaries[component] ?? ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
+      var summary =
+        summaries[component] ?? ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
       summary.tensors += 1
       summary.bytes += tensor.byteCount
       if tensor.dtype.isFloatingPoint {
@@ -103,7 +106,8 @@ public enum Inspector {
     let sidecar = sidecarYAML(for: file.path)
     let prediction = PredictionDetector.detect(keys: keys, metadata: file.metadata, sidecarYAML: sidecar)
     var anomalies = Anomalies.find(file: file, layout: layout, architecture: architecture, prediction: prediction)
-    let keyCheck = diffusersCheck ?? TemplateComparison.compare(shapes: shapes, layout: layout, architecture: architecture)
+    let keyCheck =
+      diffusersCheck ?? TemplateComparison.compare(shapes: shapes, layout: layout, architecture: architecture)
     if let finding = keyCheck?.finding { anomalies.append(finding) }
 
     var hashes: HashResult?
@@ -122,7 +126,8 @@ public enum Inspector {
         if let counts = NonFiniteScan.count(bytes, dtype: tensor.dtype), counts.nan + counts.infinite > 0 {
           found.append(ScanFinding(tensor: tensor.name, nan: counts.nan, infinite: counts.infinite))
         }
-        file.mapping.advise(offset: file.dataOffset + tensor.dataOffsets.begin, count: tensor.byteCount, willNeed: false)
+        file.mapping.advise(
+          offset: file.dataOffset + tensor.dataOffsets.begin, count: tensor.byteCount, willNeed: false)
         done += tensor.byteCount
         progress?(done, total)
       }
@@ -131,7 +136,8 @@ public enum Inspector {
         anomalies.append(
           Anomaly(
             severity: "error", code: "nonfinite-values",
-            message: "\(found.count) tensors hold NaN or Inf values (fp16 overflow or a broken merge): the model will render black or noise",
+            message:
+              "\(found.count) tensors hold NaN or Inf values (fp16 overflow or a broken merge): the model will render black or noise",
             tensors: Array(found.map(\.tensor).prefix(20))))
       }
     }

@@ -315,7 +315,8 @@ public struct DiffusersKeyMap: Sendable {
         let name = Self.rename(String(rest.dropFirst("attn_1.".count)), Self.vaeAttentionNames, forward: true)
       else { return nil }
       // The four projections are 1×1 convs in LDM, Linear in diffusers; norm and biases unchanged.
-      let transform: KeyTransform = name.hasSuffix(".weight") && !name.hasPrefix("group_norm") ? .dropUnitSpatialDimensions : .identity
+      let transform: KeyTransform =
+        name.hasSuffix(".weight") && !name.hasPrefix("group_norm") ? .dropUnitSpatialDimensions : .identity
       return ("\(side).mid_block.attentions.0.\(name)", transform)
     }
     let isEncoder = key.hasPrefix("encoder.down.")
@@ -438,7 +439,9 @@ public struct DiffusersKeyMap: Sendable {
       let p = key.dropFirst("mid_block.".count).split(separator: ".", maxSplits: 2)
       guard p.count == 3, let index = Int(p[1]) else { return nil }
       let rest = String(p[2])
-      if p[0] == "resnets", index < 2 { return Self.resnetFromDiffusers(rest).map { "middle_block.\(index * 2).\($0)" } }
+      if p[0] == "resnets", index < 2 {
+        return Self.resnetFromDiffusers(rest).map { "middle_block.\(index * 2).\($0)" }
+      }
       if p[0] == "attentions", index == 0, Self.isAttentionRest(rest) { return "middle_block.1.\(rest)" }
       return nil
     }
@@ -471,11 +474,14 @@ public struct DiffusersKeyMap: Sendable {
       guard p.count == 3, let index = Int(p[1]) else { return nil }
       let rest = String(p[2])
       if p[0] == "resnets", index < 2 {
-        return Self.rename(rest, Self.vaeResnetNames, forward: false).map { ("\(side).mid.block_\(index + 1).\($0)", .identity) }
+        return Self.rename(rest, Self.vaeResnetNames, forward: false).map {
+          ("\(side).mid.block_\(index + 1).\($0)", .identity)
+        }
       }
       guard p[0] == "attentions", index == 0, let name = Self.rename(rest, Self.vaeAttentionNames, forward: false)
       else { return nil }
-      let transform: KeyTransform = name.hasSuffix(".weight") && !name.hasPrefix("norm.") ? .dropUnitSpatialDimensions : .identity
+      let transform: KeyTransform =
+        name.hasSuffix(".weight") && !name.hasPrefix("norm.") ? .dropUnitSpatialDimensions : .identity
       return ("\(side).mid.attn_1.\(name)", transform)
     }
     let isEncoder = key.hasPrefix("encoder.down_blocks.")
@@ -488,7 +494,9 @@ public struct DiffusersKeyMap: Sendable {
     let rest = String(p[3])
     switch p[1] {
     case "resnets":
-      return Self.rename(rest, Self.vaeResnetNames, forward: false).map { ("\(target).block.\(index).\($0)", .identity) }
+      return Self.rename(rest, Self.vaeResnetNames, forward: false).map {
+        ("\(target).block.\(index).\($0)", .identity)
+      }
     case "downsamplers" where isEncoder && index == 0 && level < vaeLevels - 1,
       "upsamplers" where !isEncoder && index == 0 && level < vaeLevels - 1:
       guard let (module, parameter) = Self.splitParameter(rest), module == "conv" else { return nil }

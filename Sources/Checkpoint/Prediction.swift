@@ -127,7 +127,8 @@ public enum PredictionDetector {
     for (source, type) in declared where type != prediction {
       if !isFolder && type == .v && prediction == .epsilon {
         conflicts.append(
-          "\(source) says v-prediction but the file has no `v_pred` tensor: ComfyUI, A1111 and Forge will load it as epsilon and render noise or washed-out images (add the marker with `convert --set-prediction v`)")
+          "\(source) says v-prediction but the file has no `v_pred` tensor: ComfyUI, A1111 and Forge will load it as epsilon and render noise or washed-out images (add the marker with `convert --set-prediction v`)"
+        )
         prediction = .v
       } else {
         let consequence =
@@ -139,10 +140,14 @@ public enum PredictionDetector {
     }
     var zero = hasZ || declaredZ
     if hasZ && !hasV && !hasEDM {
-      conflicts.append("`ztsnr` without `v_pred`: ComfyUI enables zero-terminal SNR only together with v-prediction, so the marker is ignored there")
+      conflicts.append(
+        "`ztsnr` without `v_pred`: ComfyUI enables zero-terminal SNR only together with v-prediction, so the marker is ignored there"
+      )
     }
     if declaredZ && !hasZ && !isFolder && prediction != .epsilon {
-      conflicts.append("metadata declares zero-terminal SNR but the file has no `ztsnr` tensor: ComfyUI and A1111 will use the ordinary schedule (no true black)")
+      conflicts.append(
+        "metadata declares zero-terminal SNR but the file has no `ztsnr` tensor: ComfyUI and A1111 will use the ordinary schedule (no true black)"
+      )
     }
     if prediction == .epsilon && !hasZ { zero = declaredZ }
     let loaded: String

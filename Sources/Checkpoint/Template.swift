@@ -101,7 +101,9 @@ public struct TextEncoderConfig: Sendable, Equatable, Codable {
   public static let clipG = TextEncoderConfig(
     vocabularySize: 49408, contextLength: 77, width: 1280, layers: 32, mlpWidth: 5120, projectionDimension: 1280)
 
-  public init(vocabularySize: Int, contextLength: Int, width: Int, layers: Int, mlpWidth: Int, projectionDimension: Int?) {
+  public init(
+    vocabularySize: Int, contextLength: Int, width: Int, layers: Int, mlpWidth: Int, projectionDimension: Int?
+  ) {
     self.vocabularySize = vocabularySize
     self.contextLength = contextLength
     self.width = width
@@ -122,7 +124,9 @@ public struct VAEConfig: Sendable, Equatable, Codable {
   public static let sdxl = VAEConfig(
     baseChannels: 128, channelMultipliers: [1, 2, 4, 4], residualBlocks: 2, latentChannels: 4, imageChannels: 3)
 
-  public init(baseChannels: Int, channelMultipliers: [Int], residualBlocks: Int, latentChannels: Int, imageChannels: Int) {
+  public init(
+    baseChannels: Int, channelMultipliers: [Int], residualBlocks: Int, latentChannels: Int, imageChannels: Int
+  ) {
     self.baseChannels = baseChannels
     self.channelMultipliers = channelMultipliers
     self.residualBlocks = residualBlocks
@@ -372,7 +376,11 @@ private struct Builder {
   ) {
     norm(name + ".norm", channels)
     // SD1 projects with 1×1 convolutions, SDXL/SD2 with Linear (use_linear_in_transformer).
-    if isLinear { linear(name + ".proj_in", channels, channels) } else { conv(name + ".proj_in", channels, channels, 1) }
+    if isLinear {
+      linear(name + ".proj_in", channels, channels)
+    } else {
+      conv(name + ".proj_in", channels, channels, 1)
+    }
     for index in 0..<depth {
       let p = name + ".transformer_blocks.\(index)."
       for attention in ["attn1", "attn2"] {
@@ -388,7 +396,11 @@ private struct Builder {
       norm(p + "norm2", channels)
       norm(p + "norm3", channels)
     }
-    if isLinear { linear(name + ".proj_out", channels, channels) } else { conv(name + ".proj_out", channels, channels, 1) }
+    if isLinear {
+      linear(name + ".proj_out", channels, channels)
+    } else {
+      conv(name + ".proj_out", channels, channels, 1)
+    }
   }
 
   mutating func vaeResBlock(_ name: String, _ input: Int, _ output: Int) {

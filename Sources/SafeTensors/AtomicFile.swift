@@ -147,7 +147,8 @@ public final class AtomicFile {
   public func overwrite(at offset: UInt64, with bytes: [UInt8]) throws {
     let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
     guard !finished, !overflow, end <= bytesWritten else {
-      throw SafeTensorsError.invalidEntry(file: destination, tensor: "__header__", reason: "patch outside the written bytes")
+      throw SafeTensorsError.invalidEntry(
+        file: destination, tensor: "__header__", reason: "patch outside the written bytes")
     }
     try flushBuffer()
     try drain()

@@ -74,7 +74,8 @@ struct HeaderParser {
       case "data_offsets":
         offsets = try parser.parseIntegerArray(tensor: name, field: field)
       default:
-        throw SafeTensorsError.invalidHeader(file: parser.file, tensor: name, reason: "unexpected field '\(SafeTensorsError.printable(field))'")
+        throw SafeTensorsError.invalidHeader(
+          file: parser.file, tensor: name, reason: "unexpected field '\(SafeTensorsError.printable(field))'")
       }
     }
     guard let dtype else { throw missing("dtype", name) }
@@ -103,7 +104,8 @@ struct HeaderParser {
       }
       guard parser.peek() == UInt8(ascii: "\"") else {
         throw SafeTensorsError.invalidHeader(
-          file: parser.file, tensor: nil, reason: "__metadata__ value for '\(SafeTensorsError.printable(key))' is not a string")
+          file: parser.file, tensor: nil,
+          reason: "__metadata__ value for '\(SafeTensorsError.printable(key))' is not a string")
       }
       result[key] = try parser.parseString()
     }
@@ -150,7 +152,8 @@ struct HeaderParser {
       let (times10, o1) = value.multipliedReportingOverflow(by: 10)
       let (sum, o2) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
       guard !o1, !o2 else {
-        throw SafeTensorsError.invalidHeader(file: file, tensor: tensor, reason: "\(field) holds a number of 2^64 or more")
+        throw SafeTensorsError.invalidHeader(
+          file: file, tensor: tensor, reason: "\(field) holds a number of 2^64 or more")
       }
       value = sum
       position += 1

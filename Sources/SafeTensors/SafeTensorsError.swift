@@ -83,7 +83,8 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable, Sendabl
     case .shapeOverflow(let file, let tensor, let shape):
       return "\(file): tensor '\(shown(tensor))' shape \(shape) is too large: its element or byte count reaches 2^63"
     case .misalignedElements(let file, let tensor, let dtype, let elements):
-      return "\(file): tensor '\(shown(tensor))' has \(elements) \(dtype.rawValue) elements, which do not fill whole bytes"
+      return
+        "\(file): tensor '\(shown(tensor))' has \(elements) \(dtype.rawValue) elements, which do not fill whole bytes"
     case .sizeMismatch(let file, let tensor, let shapeBytes, let rangeBytes):
       return "\(file): tensor '\(shown(tensor))' has \(rangeBytes) bytes but its shape and dtype need \(shapeBytes)"
     case .invalidOffsets(let file, let tensor, let reason):

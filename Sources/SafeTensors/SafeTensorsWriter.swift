@@ -223,7 +223,8 @@ public enum SafeTensorsWriter {
       if let finalMetadata {
         var patched = headerBytes(ordered: ordered, metadata: try finalMetadata())
         guard patched.count <= header.count else {
-          throw SafeTensorsError.invalidEntry(file: path, tensor: "__metadata__", reason: "final metadata is longer than its placeholder")
+          throw SafeTensorsError.invalidEntry(
+            file: path, tensor: "__metadata__", reason: "final metadata is longer than its placeholder")
         }
         patched += [UInt8](repeating: UInt8(ascii: " "), count: header.count - patched.count)
         try file.overwrite(at: 8, with: patched)

@@ -25,17 +25,21 @@ extension ComputeContext {
     query: Tensor, key: Tensor, value: Tensor, headCount: Int, causal: Bool = false,
     into output: Tensor
   ) {
-    precondition(query.shape.rank == 3 && key.shape.rank == 3 && value.shape.rank == 3
-      && output.shape.rank == 3, "attention needs [N, T, C] tensors")
+    precondition(
+      query.shape.rank == 3 && key.shape.rank == 3 && value.shape.rank == 3
+        && output.shape.rank == 3, "attention needs [N, T, C] tensors")
     let batch = query.shape[0], queryTokens = query.shape[1], channels = query.shape[2]
     let keyTokens = key.shape[1], valueChannels = value.shape[2]
     precondition(key.shape[0] == batch || key.shape[0] == 1, "attention key batch \(key.shape)")
-    precondition(value.shape[0] == key.shape[0] && value.shape[1] == keyTokens,
+    precondition(
+      value.shape[0] == key.shape[0] && value.shape[1] == keyTokens,
       "attention value \(value.shape) for key \(key.shape)")
     precondition(key.shape[2] == channels, "attention key \(key.shape) for query \(query.shape)")
-    precondition(headCount > 0 && channels % headCount == 0 && valueChannels % headCount == 0,
+    precondition(
+      headCount > 0 && channels % headCount == 0 && valueChannels % headCount == 0,
       "attention: \(headCount) heads for \(channels) channels")
-    precondition(output.shape == Shape(batch, queryTokens, valueChannels),
+    precondition(
+      output.shape == Shape(batch, queryTokens, valueChannels),
       "attention output \(output.shape)")
     precondition(!causal || queryTokens == keyTokens, "causal attention needs Tq == Tk")
     let headDimension = channels / headCount, valueHeadDimension = valueChannels / headCount
@@ -51,7 +55,8 @@ extension ComputeContext {
     }
     let tile = (
       queries: Swift.max(1, Swift.min(queryTokens, attentionTile.queries)),
-      keys: Swift.max(1, Swift.min(keyTokens, attentionTile.keys)))
+      keys: Swift.max(1, Swift.min(keyTokens, attentionTile.keys))
+    )
     let queryBlocks = (queryTokens + tile.queries - 1) / tile.queries
     let taskCount = batch * headCount * queryBlocks
     // One scratch per thread: a score tile, then the running row maxima and sums.

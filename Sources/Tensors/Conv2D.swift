@@ -26,7 +26,8 @@ extension ComputeContext {
     _ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
     into output: Tensor, accumulate: Bool = false
   ) {
-    conv2d(x, weight: WeightView(weight), bias: bias, stride: stride, padding: padding, into: output, accumulate: accumulate)
+    conv2d(
+      x, weight: WeightView(weight), bias: bias, stride: stride, padding: padding, into: output, accumulate: accumulate)
   }
 
   /// `conv2d` with a weight that may live outside tensor storage (see `WeightView`).

@@ -23,7 +23,7 @@ extension ComputeContext {
 
   /// output = factor · x (`output` may be `x`).
   public func scale(_ x: Tensor, by factor: Float, into output: Tensor) {
-    unary(x, output, scalar: { $0 * factor }) { tk_scale($0, $1, $2, factor) }
+    unary(x, output, scalar: { $0 * factor }, { tk_scale($0, $1, $2, factor) })
   }
 
   /// Adds a per-channel value broadcast over the trailing (spatial) dimensions:
@@ -84,7 +84,8 @@ extension ComputeContext {
   /// [value ‖ gate] and output = value · GELU(gate), with `output` `[…, D]`.
   public func geglu(_ x: Tensor, into output: Tensor) {
     let width = output.shape.last
-    precondition(x.shape.last == 2 * width && x.shape.rows == output.shape.rows,
+    precondition(
+      x.shape.last == 2 * width && x.shape.rows == output.shape.rows,
       "geglu \(x.shape) into \(output.shape)")
     let rows = output.shape.rows, input = x.pointer, result = output.pointer
     if usesReferenceKernels {
@@ -176,7 +177,8 @@ extension ComputeContext {
 
   /// output = a + scale·b, or a·b when `scale` is nil: plain loops the compiler vectorises.
   private func binary(_ a: Tensor, _ b: Tensor, _ output: Tensor, scale: Float?) {
-    precondition(a.count == b.count && a.count == output.count,
+    precondition(
+      a.count == b.count && a.count == output.count,
       "element-wise \(a.shape), \(b.shape) into \(output.shape)")
     let left = a.pointer, right = b.pointer, result = output.pointer
     let body: (Range<Int>) -> Void = { range in

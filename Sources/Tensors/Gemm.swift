@@ -97,7 +97,8 @@ extension ComputeContext {
     let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
     precondition(x.shape.last == inFeatures, "linear input \(x.shape) for weight \(weight.shape)")
     let rows = x.shape.rows
-    precondition(output.shape.last == outFeatures && output.shape.rows == rows,
+    precondition(
+      output.shape.last == outFeatures && output.shape.rows == rows,
       "linear output \(output.shape) for input \(x.shape) and weight \(weight.shape)")
     var beta: Float = accumulate ? 1 : 0
     if let bias {

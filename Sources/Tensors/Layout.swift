@@ -4,7 +4,8 @@ extension ComputeContext {
   public func upsampleNearest2x(_ x: Tensor, into output: Tensor) {
     precondition(x.shape.rank == 4, "upsample needs NCHW, got \(x.shape)")
     let height = x.shape[2], width = x.shape[3]
-    precondition(output.shape == Shape(x.shape[0], x.shape[1], 2 * height, 2 * width),
+    precondition(
+      output.shape == Shape(x.shape[0], x.shape[1], 2 * height, 2 * width),
       "upsample \(x.shape) into \(output.shape)")
     let input = x.pointer, result = output.pointer
     let planes = x.shape[0] * x.shape[1]
@@ -35,15 +36,18 @@ extension ComputeContext {
   /// `[N, T, C]` for the [CLIP-L ‖ CLIP-G] context. `output` must not overlap the inputs.
   public func concatenate(_ a: Tensor, _ b: Tensor, axis: Int, into output: Tensor) {
     let rank = a.shape.rank
-    precondition(b.shape.rank == rank && output.shape.rank == rank && axis >= 0 && axis < rank,
+    precondition(
+      b.shape.rank == rank && output.shape.rank == rank && axis >= 0 && axis < rank,
       "concatenate \(a.shape), \(b.shape) on axis \(axis)")
     var outer = 1
     for index in 0..<rank where index != axis {
-      precondition(a.shape[index] == b.shape[index] && a.shape[index] == output.shape[index],
+      precondition(
+        a.shape[index] == b.shape[index] && a.shape[index] == output.shape[index],
         "concatenate \(a.shape), \(b.shape) into \(output.shape) on axis \(axis)")
       if index < axis { outer *= a.shape[index] }
     }
-    precondition(output.shape[axis] == a.shape[axis] + b.shape[axis],
+    precondition(
+      output.shape[axis] == a.shape[axis] + b.shape[axis],
       "concatenate \(a.shape), \(b.shape) into \(output.shape) on axis \(axis)")
     let aBlock = outer == 0 ? 0 : a.count / outer, bBlock = outer == 0 ? 0 : b.count / outer
     let left = a.pointer, right = b.pointer, result = output.pointer
@@ -66,7 +70,8 @@ extension ComputeContext {
   public func transposeLastTwo(_ x: Tensor, into output: Tensor) {
     precondition(x.shape.rank >= 2 && output.count == x.count, "transpose \(x.shape) into \(output.shape)")
     let rows = x.shape[x.shape.rank - 2], columns = x.shape.last
-    precondition(output.shape.last == rows && output.shape[output.shape.rank - 2] == columns,
+    precondition(
+      output.shape.last == rows && output.shape[output.shape.rank - 2] == columns,
       "transpose \(x.shape) into \(output.shape)")
     let matrices = x.count / Swift.max(1, rows * columns)
     let input = x.pointer, result = output.pointer
@@ -74,7 +79,8 @@ extension ComputeContext {
       for matrix in 0..<matrices {
         for row in 0..<rows {
           for column in 0..<columns {
-            result[matrix * rows * columns + column * rows + row] = input[matrix * rows * columns + row * columns + column]
+            result[matrix * rows * columns + column * rows + row] =
+              input[matrix * rows * columns + row * columns + column]
           }
         }
       }

@@ -37,7 +37,8 @@ extension ComputeContext {
     let body: (Range<Int>) -> Void = { range in
       for groupIndex in range {
         let start = groupIndex * groupSize
-        let (mean, variance) = reference
+        let (mean, variance) =
+          reference
           ? ReferenceKernels.meanAndVariance(input + start, count: groupSize)
           : ComputeContext.meanAndVariance(input + start, count: groupSize)
         let inverse = Float(1 / (variance + Double(epsilon)).squareRoot())
@@ -85,7 +86,8 @@ extension ComputeContext {
     let body: (Range<Int>) -> Void = { range in
       for row in range {
         let source = input + row * columns, destination = result + row * columns
-        let (mean, variance) = reference
+        let (mean, variance) =
+          reference
           ? ReferenceKernels.meanAndVariance(source, count: columns)
           : ComputeContext.meanAndVariance(source, count: columns)
         let inverse = Float(1 / (variance + Double(epsilon)).squareRoot())

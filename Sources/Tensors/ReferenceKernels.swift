@@ -45,7 +45,8 @@ public enum ReferenceKernels {
                 for kx in 0..<kernelWidth {
                   let column = outColumn * stride - padding + kx
                   if column < 0 || column >= width { continue }
-                  sum += Double(x[sample, inChannel, row, column])
+                  sum +=
+                    Double(x[sample, inChannel, row, column])
                     * Double(weight[outChannel, inChannel, ky, kx])
                 }
               }
@@ -131,7 +132,8 @@ public enum ReferenceKernels {
           for token in 0..<visible {
             var dot = 0.0
             for inner in 0..<headDimension {
-              dot += Double(query[sample, row, head * headDimension + inner])
+              dot +=
+                Double(query[sample, row, head * headDimension + inner])
                 * Double(key[keySample, token, head * headDimension + inner])
             }
             weights[token] = dot * scale

@@ -55,7 +55,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
 
   /// A tensor over `shape.count` elements of `storage` starting at `offset`.
   public init(storage: TensorStorage, offset: Int, shape: Shape) {
-    precondition(offset >= 0 && offset + shape.count <= storage.capacity,
+    precondition(
+      offset >= 0 && offset + shape.count <= storage.capacity,
       "window \(offset)+\(shape.count) outside storage of \(storage.capacity)")
     self.storage = storage
     self.offset = offset
@@ -76,7 +77,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
 
   /// A view of `shape.count` elements starting `offset` elements into this tensor.
   public func view(offset elementOffset: Int, shape newShape: Shape) -> Tensor {
-    precondition(elementOffset >= 0 && elementOffset + newShape.count <= count,
+    precondition(
+      elementOffset >= 0 && elementOffset + newShape.count <= count,
       "view \(elementOffset)+\(newShape.count) outside tensor of \(count)")
     return Tensor(storage: storage, offset: offset + elementOffset, shape: newShape)
   }
@@ -90,7 +92,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
 
   /// The sub-tensor of `range` along the first dimension (its shape keeps the rank).
   public func slice(_ range: Range<Int>) -> Tensor {
-    precondition(shape.rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0],
+    precondition(
+      shape.rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0],
       "range \(range) outside \(shape)")
     var newShape = shape
     newShape[0] = range.count

@@ -208,7 +208,8 @@ struct PickleMachine {
         return (value, position)
       case 0x28:  // MARK
         guard marks.count < Self.maximumMarks else {
-          throw TorchImportError.limitExceeded(file: file, reason: "more than \(Self.maximumMarks) nested MARKs (deep nesting)")
+          throw TorchImportError.limitExceeded(
+            file: file, reason: "more than \(Self.maximumMarks) nested MARKs (deep nesting)")
         }
         marks.append(stack.count)
       case 0x30:  // POP
@@ -242,7 +243,9 @@ struct PickleMachine {
         try push(.float(Double(bitPattern: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)))))
       case 0x58, 0x8C, 0x8D:  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
         let raw = try take(try length(opcode == 0x58 ? 4 : opcode == 0x8C ? 1 : 8))
-        guard let text = String(validating: raw, as: UTF8.self) else { throw fail("a string that is not UTF-8", at: opcodeOffset) }
+        guard let text = String(validating: raw, as: UTF8.self) else {
+          throw fail("a string that is not UTF-8", at: opcodeOffset)
+        }
         try push(.string(text))
       case 0x54, 0x55:  // BINSTRING, SHORT_BINSTRING (Python 2 str: bytes, read as Latin-1)
         let raw = try take(try length(opcode == 0x54 ? 4 : 1))
@@ -413,7 +416,8 @@ struct PickleMachine {
       case .string(let text): key = .string(text)
       case .int(let number): key = .int(number)
       default:
-        throw TorchImportError.notAStateDict(file: file, reason: "a dict key of type \(items[pair].typeName) (state dicts use string keys)")
+        throw TorchImportError.notAStateDict(
+          file: file, reason: "a dict key of type \(items[pair].typeName) (state dicts use string keys)")
       }
       dict.set(key, items[pair + 1])
     }
@@ -430,7 +434,8 @@ struct PickleMachine {
 
   private mutating func call(_ function: PickleGlobal, name: String, _ arguments: [PickleValue]) throws -> PickleValue {
     func bad() -> TorchImportError {
-      .invalidPickle(file: file, offset: -1, reason: "\(name) called with (\(arguments.map(\.typeName).joined(separator: ", ")))")
+      .invalidPickle(
+        file: file, offset: -1, reason: "\(name) called with (\(arguments.map(\.typeName).joined(separator: ", ")))")
     }
     switch function {
     case .orderedDict:
@@ -469,21 +474,26 @@ struct PickleMachine {
         dtype = declared
       }
       guard let dtype else {
-        throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "an untyped storage rebuilt without a dtype")
+        throw TorchImportError.invalidPickle(
+          file: file, offset: -1, reason: "an untyped storage rebuilt without a dtype")
       }
       return .tensor(TensorReference(storage: storage, dtype: dtype, offset: offset, shape: shape, stride: stride))
     case .storageType, .dtype:
-      throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "\(name) is called; state dicts never construct it directly")
+      throw TorchImportError.invalidPickle(
+        file: file, offset: -1, reason: "\(name) is called; state dicts never construct it directly")
     }
   }
 
   private func dimensions(_ value: PickleValue, _ name: String) throws -> [Int] {
     guard case .tuple(let items, _) = value, items.count <= Self.maximumRank else {
-      throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "\(name): a size or stride that is not a tuple of at most \(Self.maximumRank) integers")
+      throw TorchImportError.invalidPickle(
+        file: file, offset: -1,
+        reason: "\(name): a size or stride that is not a tuple of at most \(Self.maximumRank) integers")
     }
     return try items.map {
       guard case .int(let number) = $0, number >= 0 else {
-        throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "\(name): a size or stride that is negative or not an integer")
+        throw TorchImportError.invalidPickle(
+          file: file, offset: -1, reason: "\(name): a size or stride that is negative or not an integer")
       }
       return number
     }
@@ -495,25 +505,31 @@ struct PickleMachine {
       case .string("storage") = items[0], case .global(.storageType(let dtype), _) = items[1],
       case .int(let count) = items[4], count >= 0
     else {
-      throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "a persistent id that is not a torch storage")
+      throw TorchImportError.invalidPickle(
+        file: file, offset: -1, reason: "a persistent id that is not a torch storage")
     }
     let key: String
     switch items[2] {
     case .string(let text): key = text
     case .int(let number): key = String(number)
-    default: throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "a storage key of type \(items[2].typeName)")
+    default:
+      throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "a storage key of type \(items[2].typeName)")
     }
     // Keys become entry names: digits, letters and underscores only.
-    guard !key.isEmpty, key.count <= 64, key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
-      throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "storage key '\(key.prefix(64))' is not a plain name")
+    guard !key.isEmpty, key.count <= 64, key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") })
+    else {
+      throw TorchImportError.invalidPickle(
+        file: file, offset: -1, reason: "storage key '\(key.prefix(64))' is not a plain name")
     }
-    if items.count == 6, case .none = items[5] {} else if items.count == 6 {
+    if items.count == 6, case .none = items[5] {
+    } else if items.count == 6 {
       throw TorchImportError.unsupportedLegacy(file: file, reason: "storage views (view metadata in the persistent id)")
     }
     let reference = StorageReference(key: key, dtype: dtype, count: count)
     if let existing = storages[key] {
       guard existing == reference else {
-        throw TorchImportError.invalidPickle(file: file, offset: -1, reason: "storage '\(key)' is declared twice with different types or sizes")
+        throw TorchImportError.invalidPickle(
+          file: file, offset: -1, reason: "storage '\(key)' is declared twice with different types or sizes")
       }
       return .storage(existing)
     }

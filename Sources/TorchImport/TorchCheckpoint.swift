@@ -74,7 +74,9 @@ public final class TorchCheckpoint: @unchecked Sendable {
       }
       guard pickles.count == 1, let pickle = pickles.first else {
         throw TorchImportError.invalidZip(
-          file: path, reason: pickles.isEmpty ? "no <archive>/data.pkl entry: not a torch.save checkpoint" : "more than one data.pkl")
+          file: path,
+          reason: pickles.isEmpty
+            ? "no <archive>/data.pkl entry: not a torch.save checkpoint" : "more than one data.pkl")
       }
       if let order = archive.entry(String(pickle.name.dropLast("data.pkl".count)) + "byteorder") {
         guard String(decoding: archive.data(order), as: UTF8.self) == "little" else {
@@ -82,7 +84,8 @@ public final class TorchCheckpoint: @unchecked Sendable {
         }
       }
       guard pickle.size <= Self.maximumPickleBytes else {
-        throw TorchImportError.limitExceeded(file: path, reason: "data.pkl of \(pickle.size) bytes (at most \(Self.maximumPickleBytes))")
+        throw TorchImportError.limitExceeded(
+          file: path, reason: "data.pkl of \(pickle.size) bytes (at most \(Self.maximumPickleBytes))")
       }
       if verifyChecksums { try archive.verify(pickle) }
       machine = PickleMachine(file: path)
@@ -95,7 +98,10 @@ public final class TorchCheckpoint: @unchecked Sendable {
         }
         guard let byteCount = storage.byteCount, entry.size == byteCount else {
           throw TorchImportError.invalidZip(
-            file: path, reason: "storage '\(key)' holds \(entry.size) bytes but is declared as \(storage.count) × \(storage.dtype?.rawValue ?? "byte")")
+            file: path,
+            reason:
+              "storage '\(key)' holds \(entry.size) bytes but is declared as \(storage.count) × \(storage.dtype?.rawValue ?? "byte")"
+          )
         }
         ranges[key] = entry.dataOffset..<(entry.dataOffset + entry.size)
         entries[key] = entry
@@ -103,15 +109,18 @@ public final class TorchCheckpoint: @unchecked Sendable {
       (tensors, scalars) = try Self.flatten(value, file: path)
     } else {
       format = .legacy
-      guard bytes.count >= Self.legacyMagic.count, bytes.prefix(Self.legacyMagic.count).elementsEqual(Self.legacyMagic) else {
-        throw TorchImportError.unsupportedLegacy(file: path, reason: "not a torch.save file (no zip header, no legacy magic number)")
+      guard bytes.count >= Self.legacyMagic.count, bytes.prefix(Self.legacyMagic.count).elementsEqual(Self.legacyMagic)
+      else {
+        throw TorchImportError.unsupportedLegacy(
+          file: path, reason: "not a torch.save file (no zip header, no legacy magic number)")
       }
       machine = PickleMachine(file: path, legacy: true)
       defer { machine.tearDown() }
       var position = Self.legacyMagic.count
       let (version, afterVersion) = try machine.run(bytes, from: position)
       guard case .int(1001) = version else {
-        throw TorchImportError.unsupportedLegacy(file: path, reason: "protocol version \(version.typeName) (only 1001 is read)")
+        throw TorchImportError.unsupportedLegacy(
+          file: path, reason: "protocol version \(version.typeName) (only 1001 is read)")
       }
       let (systemInfo, afterInfo) = try machine.run(bytes, from: afterVersion)
       if case .dict(let info) = systemInfo, case .bool(false)? = info["little_endian"] {
@@ -128,15 +137,21 @@ public final class TorchCheckpoint: @unchecked Sendable {
       position = afterKeys
       for item in keyList.items {
         guard case .string(let key) = item, let storage = pickleMachine.storages[key], ranges[key] == nil else {
-          throw TorchImportError.unsupportedLegacy(file: path, reason: "a storage key list that does not match the object")
+          throw TorchImportError.unsupportedLegacy(
+            file: path, reason: "a storage key list that does not match the object")
         }
         guard position <= bytes.count - 8 else {
-          throw TorchImportError.unsupportedLegacy(file: path, reason: "storage '\(key)' is missing: the file is truncated")
+          throw TorchImportError.unsupportedLegacy(
+            file: path, reason: "storage '\(key)' is missing: the file is truncated")
         }
         let count = bytes.u64(position)
-        guard count == UInt64(storage.count), let byteCount = storage.byteCount, byteCount <= bytes.count - position - 8 else {
+        guard count == UInt64(storage.count), let byteCount = storage.byteCount, byteCount <= bytes.count - position - 8
+        else {
           throw TorchImportError.unsupportedLegacy(
-            file: path, reason: "storage '\(key)' declares \(count) elements where its reference says \(storage.count), or runs past the end (truncated?)")
+            file: path,
+            reason:
+              "storage '\(key)' declares \(count) elements where its reference says \(storage.count), or runs past the end (truncated?)"
+          )
         }
         ranges[key] = (position + 8)..<(position + 8 + byteCount)
         position += 8 + byteCount
@@ -149,11 +164,15 @@ public final class TorchCheckpoint: @unchecked Sendable {
     storageRanges = ranges
     storageEntries = entries
     archive = zip
-    for tensor in tensors { try Self.check(tensor, storageBytes: ranges[tensor.reference.storage.key]?.count ?? -1, file: path) }
+    for tensor in tensors {
+      try Self.check(tensor, storageBytes: ranges[tensor.reference.storage.key]?.count ?? -1, file: path)
+    }
   }
 
   /// `torch.save`'s legacy magic number as the first pickle (`LONG1` 0x1950a86a20f9469cfc6c, STOP).
-  static let legacyMagic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
+  static let legacyMagic: [UInt8] = [
+    0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E,
+  ]
 
   /// The mapped bytes of a tensor's storage.
   public func storageBytes(_ tensor: Tensor) -> UnsafeRawBufferPointer {
@@ -208,7 +227,8 @@ public final class TorchCheckpoint: @unchecked Sendable {
     let (end, overflow) = (last + 1).multipliedReportingOverflow(by: reference.dtype.size)
     guard !overflow, end <= storageBytes else {
       throw fail(
-        "offset \(reference.offset), shape \(reference.shape) and strides \(reference.stride) reach byte \(overflow ? Int.max : end) of a \(storageBytes)-byte storage (past the data)")
+        "offset \(reference.offset), shape \(reference.shape) and strides \(reference.stride) reach byte \(overflow ? Int.max : end) of a \(storageBytes)-byte storage (past the data)"
+      )
     }
   }
 
@@ -223,7 +243,8 @@ public final class TorchCheckpoint: @unchecked Sendable {
   /// `model_ema.` keys) and everything else with tensors (optimizer, callbacks) get their role.
   static func flatten(_ root: PickleValue, file: String) throws -> ([Tensor], [String: String]) {
     guard case .dict(let top) = root else {
-      throw TorchImportError.notAStateDict(file: file, reason: "the checkpoint holds a \(root.typeName), not a dict of tensors")
+      throw TorchImportError.notAStateDict(
+        file: file, reason: "the checkpoint holds a \(root.typeName), not a dict of tensors")
     }
     var tensors: [Tensor] = []
     var scalars: [String: String] = [:]
@@ -234,7 +255,8 @@ public final class TorchCheckpoint: @unchecked Sendable {
     }
     func walk(_ value: PickleValue, _ name: String, _ role: Role, depth: Int) throws {
       guard depth <= 32 else {
-        throw TorchImportError.limitExceeded(file: file, reason: "dicts nested more than 32 deep at '\(name.prefix(160))' (or a cycle)")
+        throw TorchImportError.limitExceeded(
+          file: file, reason: "dicts nested more than 32 deep at '\(name.prefix(160))' (or a cycle)")
       }
       switch value {
       case .tensor(let reference):
@@ -242,7 +264,8 @@ public final class TorchCheckpoint: @unchecked Sendable {
           throw TorchImportError.limitExceeded(file: file, reason: "more than \(maximumTensors) tensors")
         }
         guard seen.insert(name).inserted else {
-          throw TorchImportError.notAStateDict(file: file, reason: "two tensors flatten to the name '\(name.prefix(160))'")
+          throw TorchImportError.notAStateDict(
+            file: file, reason: "two tensors flatten to the name '\(name.prefix(160))'")
         }
         let finalRole: Role = role == .model && name.hasPrefix("model_ema.") ? .ema : role
         tensors.append(Tensor(name: name, reference: reference, role: finalRole))

@@ -14,7 +14,8 @@ public enum TorchDType: String, CaseIterable, Sendable {
     case .complex128: return 16
     case .float32, .int32, .uint32, .complex32: return 4
     case .float16, .bfloat16, .int16, .uint16: return 2
-    case .int8, .uint8, .bool, .float8_e4m3fn, .float8_e5m2, .float8_e4m3fnuz, .float8_e5m2fnuz, .float8_e8m0fnu: return 1
+    case .int8, .uint8, .bool, .float8_e4m3fn, .float8_e5m2, .float8_e4m3fnuz, .float8_e5m2fnuz, .float8_e8m0fnu:
+      return 1
     }
   }
 

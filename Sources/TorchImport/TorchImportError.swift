@@ -26,12 +26,16 @@ public enum TorchImportError: Error, CustomStringConvertible, Sendable {
     func p(_ text: String) -> String { SafeTensorsError.printable(text, limit: 160) }
     switch self {
     case .invalidZip(let file, let reason): return "\(file): not a readable PyTorch zip: \(reason)"
-    case .unsupportedEntry(let file, let entry, let reason): return "\(file): entry '\(p(entry))' cannot be read: \(reason)"
+    case .unsupportedEntry(let file, let entry, let reason):
+      return "\(file): entry '\(p(entry))' cannot be read: \(reason)"
     case .refusedGlobal(let file, let module, let name):
-      return "\(file): the pickle asks for \(p(module)).\(p(name)), which a tensor state dict never needs: refused, nothing was run (a malicious or non-weights checkpoint)"
+      return
+        "\(file): the pickle asks for \(p(module)).\(p(name)), which a tensor state dict never needs: refused, nothing was run (a malicious or non-weights checkpoint)"
     case .refusedOpcode(let file, let opcode, let offset):
-      return "\(file): the pickle uses \(opcode) at byte \(offset), which a tensor state dict never needs: refused, nothing was run"
-    case .invalidPickle(let file, let offset, let reason): return "\(file): malformed pickle at byte \(offset): \(reason)"
+      return
+        "\(file): the pickle uses \(opcode) at byte \(offset), which a tensor state dict never needs: refused, nothing was run"
+    case .invalidPickle(let file, let offset, let reason):
+      return "\(file): malformed pickle at byte \(offset): \(reason)"
     case .limitExceeded(let file, let reason): return "\(file): refused: \(reason)"
     case .invalidTensor(let file, let tensor, let reason): return "\(file): tensor '\(p(tensor))': \(reason)"
     case .notAStateDict(let file, let reason): return "\(file): \(reason)"

@@ -62,16 +62,18 @@ public enum TorchImporter {
       } else if TorchCheckpoint.isContiguous(reference) {
         let begin = reference.offset * reference.dtype.size
         let bytes = UnsafeRawBufferPointer(rebasing: storage[begin..<(begin + byteCount)])
-        entries.append(TensorEntry(spec: spec) { sink in
-          try checkpoint.verifyStorage(of: tensor)
-          try sink.write(bytes)
-        })
+        entries.append(
+          TensorEntry(spec: spec) { sink in
+            try checkpoint.verifyStorage(of: tensor)
+            try sink.write(bytes)
+          })
       } else {
         madeContiguous += 1
-        entries.append(TensorEntry(spec: spec) { sink in
-          try checkpoint.verifyStorage(of: tensor)
-          try gather(reference, from: storage, write: sink.write)
-        })
+        entries.append(
+          TensorEntry(spec: spec) { sink in
+            try checkpoint.verifyStorage(of: tensor)
+            try gather(reference, from: storage, write: sink.write)
+          })
       }
     }
     var outputMetadata = metadata
@@ -115,12 +117,14 @@ public enum TorchImporter {
           if innerStride == 1 {
             let run = min(inner - element, (out.count - filled) / size)
             let from = (base + element) * size
-            out.baseAddress!.advanced(by: filled).copyMemory(from: storage.baseAddress!.advanced(by: from), byteCount: run * size)
+            out.baseAddress!.advanced(by: filled).copyMemory(
+              from: storage.baseAddress!.advanced(by: from), byteCount: run * size)
             filled += run * size
             element += run
           } else {
             let from = (base + element * innerStride) * size
-            out.baseAddress!.advanced(by: filled).copyMemory(from: storage.baseAddress!.advanced(by: from), byteCount: size)
+            out.baseAddress!.advanced(by: filled).copyMemory(
+              from: storage.baseAddress!.advanced(by: from), byteCount: size)
             filled += size
             element += 1
           }
@@ -141,21 +145,25 @@ public enum TorchImporter {
   /// `info` for a PyTorch checkpoint: the same report as for safetensors, from the model tensors'
   /// names, shapes and dtypes (EMA and training state are counted under findings). With `hashes`,
   /// the whole file's SHA-256/AutoV1/AutoV2 (what Civitai lists for a .ckpt), through `hashCache`.
-  public static func inspect(path: String, hashes wantHashes: Bool = false, hashCache: HashCache? = nil) throws -> InspectionReport {
+  public static func inspect(path: String, hashes wantHashes: Bool = false, hashCache: HashCache? = nil) throws
+    -> InspectionReport
+  {
     let checkpoint = try TorchCheckpoint(path: path)
     let model = checkpoint.tensors.filter { $0.role != .trainingState }
     var shapes: [String: [Int]] = [:]
     for tensor in model { shapes[tensor.name] = tensor.shape }
     let keys = Set(shapes.keys)
     let layout = Layout.detect(keys: keys)
-    let architecture = ArchitectureDetector.detect(shapes: shapes, unetPrefix: layout.unetPrefix ?? SingleFilePrefix.unet)
+    let architecture = ArchitectureDetector.detect(
+      shapes: shapes, unetPrefix: layout.unetPrefix ?? SingleFilePrefix.unet)
     var summaries: [Component: ComponentSummary] = [:]
     var dtypes: [String: Int] = [:]
     var parameters = 0
     for tensor in model {
       let component = tensor.role == .ema ? .ema : layout.component(of: tensor.name)
       let dtype = tensor.dtype.safeTensors?.rawValue ?? tensor.dtype.rawValue
-      var summary = summaries[component] ?? ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
+      var summary =
+        summaries[component] ?? ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
       summary.tensors += 1
       summary.bytes += tensor.elementCount * tensor.dtype.size
       if tensor.dtype.safeTensors?.isFloatingPoint ?? true {
@@ -168,27 +176,34 @@ public enum TorchImporter {
     }
     let metadata = checkpoint.scalars
     let prediction = PredictionDetector.detect(keys: keys, metadata: [:])
-    var anomalies = prediction.conflicts.map { Anomaly(severity: "warning", code: "prediction-conflict", message: $0, tensors: []) }
+    var anomalies = prediction.conflicts.map {
+      Anomaly(severity: "warning", code: "prediction-conflict", message: $0, tensors: [])
+    }
     anomalies.append(
       Anomaly(
         severity: "info", code: "pytorch-pickle",
-        message: "a PyTorch checkpoint (\(checkpoint.format.rawValue)), read by the restricted unpickler (nothing was run); convert it to safetensors to use it: `rouwei-ckpt convert \((path as NSString).lastPathComponent) -o OUT.safetensors`",
+        message:
+          "a PyTorch checkpoint (\(checkpoint.format.rawValue)), read by the restricted unpickler (nothing was run); convert it to safetensors to use it: `rouwei-ckpt convert \((path as NSString).lastPathComponent) -o OUT.safetensors`",
         tensors: []))
     let ema = checkpoint.tensors.filter { $0.role == .ema }.count
     if ema > 0 {
       anomalies.append(
-        Anomaly(severity: "info", code: "ema-weights", message: "\(ema) EMA tensors: convert drops them unless --keep-ema", tensors: []))
+        Anomaly(
+          severity: "info", code: "ema-weights", message: "\(ema) EMA tensors: convert drops them unless --keep-ema",
+          tensors: []))
     }
     let state = checkpoint.tensors.filter { $0.role == .trainingState }.count
     if state > 0 {
       anomalies.append(
         Anomaly(
           severity: "info", code: "training-state",
-          message: "\(state) optimizer or other training-state tensors (not counted above): convert drops them", tensors: []))
+          message: "\(state) optimizer or other training-state tensors (not counted above): convert drops them",
+          tensors: []))
     }
     let hashes = wantHashes ? ModelHasher.hashes(of: checkpoint.mapping, dataOffset: nil, cache: hashCache) : nil
     return InspectionReport(
-      path: path, format: checkpoint.format.rawValue, layout: layout.name, fileSize: checkpoint.mapping.size, headerBytes: nil,
+      path: path, format: checkpoint.format.rawValue, layout: layout.name, fileSize: checkpoint.mapping.size,
+      headerBytes: nil,
       tensorCount: model.count, parameterCount: parameters, dtypes: dtypes, architecture: architecture,
       components: summaries.values.sorted { $0.component < $1.component }, prediction: prediction,
       metadata: metadata, hashes: hashes?.hashes, keyCheck: nil, anomalies: anomalies, nonFinite: nil, keys: nil,

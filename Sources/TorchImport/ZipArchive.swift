@@ -62,9 +62,13 @@ struct ZipArchive {
       let locator = try bytes(eocd - 20, 20)
       guard locator.u32(0) == 0x0706_4B50 else { throw fail("zip64 fields without a zip64 locator") }
       let recordOffset = locator.u64(8)
-      guard recordOffset <= UInt64(eocd - 20) else { throw fail("zip64 record offset \(recordOffset) is past its locator") }
+      guard recordOffset <= UInt64(eocd - 20) else {
+        throw fail("zip64 record offset \(recordOffset) is past its locator")
+      }
       let record64 = try bytes(Int(recordOffset), 56)
-      guard record64.u32(0) == 0x0606_4B50 else { throw fail("no zip64 end-of-central-directory record at \(recordOffset)") }
+      guard record64.u32(0) == 0x0606_4B50 else {
+        throw fail("no zip64 end-of-central-directory record at \(recordOffset)")
+      }
       let count64 = record64.u64(32), size64 = record64.u64(40), offset64 = record64.u64(48)
       guard count64 <= UInt64(Self.maximumEntries), size64 <= UInt64(size), offset64 <= UInt64(size) else {
         throw fail("zip64 directory of \(count64) entries, \(size64) bytes at \(offset64) does not fit the file")
@@ -73,7 +77,9 @@ struct ZipArchive {
       directorySize = Int(size64)
       directoryOffset = Int(offset64)
     }
-    guard entryCount <= Self.maximumEntries else { throw fail("\(entryCount) entries (at most \(Self.maximumEntries))") }
+    guard entryCount <= Self.maximumEntries else {
+      throw fail("\(entryCount) entries (at most \(Self.maximumEntries))")
+    }
     // Each central header needs at least 46 bytes: a count the directory cannot hold is a lie.
     guard entryCount <= directorySize / 46 || entryCount == 0 else {
       throw fail("\(entryCount) entries cannot fit a central directory of \(directorySize) bytes")
@@ -96,7 +102,9 @@ struct ZipArchive {
       let commentLength = Int(directory.u16(cursor + 32))
       var localOffset = UInt64(directory.u32(cursor + 42))
       let variableEnd = cursor + 46 + nameLength + extraLength + commentLength
-      guard variableEnd <= directory.count else { throw fail("central directory entry \(entries.count) runs past the directory") }
+      guard variableEnd <= directory.count else {
+        throw fail("central directory entry \(entries.count) runs past the directory")
+      }
       let nameBytes = UnsafeRawBufferPointer(rebasing: directory[(cursor + 46)..<(cursor + 46 + nameLength)])
       guard let name = String(validating: nameBytes, as: UTF8.self) else {
         throw fail("entry \(entries.count) has a name that is not UTF-8")
@@ -122,11 +130,14 @@ struct ZipArchive {
         }
         extra += 4 + length
       }
-      if flags & 0x0001 != 0 || flags & 0x0040 != 0 { throw TorchImportError.unsupportedEntry(file: path, entry: name, reason: "it is encrypted") }
+      if flags & 0x0001 != 0 || flags & 0x0040 != 0 {
+        throw TorchImportError.unsupportedEntry(file: path, entry: name, reason: "it is encrypted")
+      }
       guard method == 0 else {
         throw TorchImportError.unsupportedEntry(
           file: path, entry: name,
-          reason: "it is compressed (method \(method)); torch.save stores entries uncompressed, so this archive was repacked")
+          reason:
+            "it is compressed (method \(method)); torch.save stores entries uncompressed, so this archive was repacked")
       }
       guard compressed == uncompressed else {
         throw fail("stored entry '\(name)' declares \(compressed) stored bytes but \(uncompressed) bytes of content")
@@ -144,7 +155,9 @@ struct ZipArchive {
         try bytes(Int(localOffset) + 30, localName).elementsEqual(nameBytes)
       else { throw fail("entry '\(name)' has a different name in its local header") }
       guard dataOffset <= size, Int(uncompressed) <= size - dataOffset else {
-        throw fail("entry '\(name)' (\(uncompressed) bytes at \(dataOffset)) runs past the end of the file (\(size) bytes): truncated download?")
+        throw fail(
+          "entry '\(name)' (\(uncompressed) bytes at \(dataOffset)) runs past the end of the file (\(size) bytes): truncated download?"
+        )
       }
       guard index[name] == nil else { throw fail("entry '\(name)' appears twice") }
       index[name] = entries.count
@@ -157,7 +170,8 @@ struct ZipArchive {
   static func checkName(_ name: String, fail: (String) -> TorchImportError) throws {
     let printable = SafeTensorsError.printable(name, limit: 160)
     guard !name.isEmpty, name.utf8.count <= 4096 else { throw fail("an entry has an empty or over-long name") }
-    if name.hasPrefix("/") || name.contains("\\") || name.split(separator: "/", omittingEmptySubsequences: false).contains("..")
+    if name.hasPrefix("/") || name.contains("\\")
+      || name.split(separator: "/", omittingEmptySubsequences: false).contains("..")
       || name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) || name.contains(":")
     {
       throw fail("entry name '\(printable)' is not a plain relative path (path traversal?)")
@@ -176,7 +190,9 @@ struct ZipArchive {
     guard computed == entry.crc32 else {
       throw TorchImportError.invalidZip(
         file: path,
-        reason: "entry '\(SafeTensorsError.printable(entry.name, limit: 160))' fails its CRC-32 check (recorded \(String(format: "%08x", entry.crc32)), computed \(String(format: "%08x", computed))): the file is corrupted, download it again")
+        reason:
+          "entry '\(SafeTensorsError.printable(entry.name, limit: 160))' fails its CRC-32 check (recorded \(String(format: "%08x", entry.crc32)), computed \(String(format: "%08x", computed))): the file is corrupted, download it again"
+      )
     }
   }
 }

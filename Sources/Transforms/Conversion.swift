@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 
 /// Errors of the conversion layer; every message names the file and the tensors concerned.
 public enum ConversionError: Error, CustomStringConvertible, Sendable {
@@ -21,7 +21,8 @@ public enum ConversionError: Error, CustomStringConvertible, Sendable {
     case .overflow(let file, let target, let tensors):
       let list = tensors.prefix(8).map { "\($0.name) (\($0.count) values)" }.joined(separator: ", ")
       let more = tensors.count > 8 ? " and \(tensors.count - 8) more" : ""
-      return "\(file): \(tensors.count) tensors hold values outside the \(target.rawValue) range: \(list)\(more). Nothing was written; use --clamp to saturate them or --keep PATTERN to keep those tensors wide"
+      return
+        "\(file): \(tensors.count) tensors hold values outside the \(target.rawValue) range: \(list)\(more). Nothing was written; use --clamp to saturate them or --keep PATTERN to keep those tensors wide"
     case .unsupportedDType(let file, let tensor, let dtype):
       return "\(file): tensor '\(tensor)' has dtype \(dtype.rawValue), which cannot be converted to a float type"
     case .nothingSelected(let file, let reason):
@@ -110,7 +111,8 @@ public enum Converter {
     // Quantized layers of the input (int8 rows, scaled or tensorwise fp8) are dequantized through
     // their decoder for a float target, and their bookkeeping goes with them: `QuantizedLayers` is
     // the one rule, shared with the engine's decoder and the merger.
-    let keepsQuantization = request.dtype == nil || request.dtype == .i8 || (request.scaledFP8 && QuantizedLayers.hasScaledFP8Marker(source))
+    let keepsQuantization =
+      request.dtype == nil || request.dtype == .i8 || (request.scaledFP8 && QuantizedLayers.hasScaledFP8Marker(source))
     let dequantizing = !keepsQuantization && source.tensors.contains { QuantizedLayers.isQuantized($0, in: source) }
     var quantizedLayers: [String] = []
 
@@ -146,9 +148,11 @@ public enum Converter {
       }
       if dequantizing, let target = request.dtype {
         if QuantizedLayers.isQuantized(tensor, in: source) {
-          plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
-            try Streaming.convert(TensorDecoder.resolve(file: source, tensor: tensor), to: target, policy: .clamp, sink: sink)
-          })
+          plans.append(
+            Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target) { sink in
+              try Streaming.convert(
+                TensorDecoder.resolve(file: source, tensor: tensor), to: target, policy: .clamp, sink: sink)
+            })
           continue
         }
         if QuantizedLayers.isBookkeeping(tensor.name, in: source) {
@@ -166,12 +170,14 @@ public enum Converter {
           box.scale = computed
           return computed
         }
-        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .f8e4m3) { sink in
-          try ScaledFP8.quantize(file: source, tensor: tensor, scale: scale(), sink: sink)
-        })
-        plans.append(Plan(name: layer + ".scale_weight", file: nil, tensor: nil, shape: [], target: .f32) { sink in
-          try sink.write(contentsOf: [scale()])
-        })
+        plans.append(
+          Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .f8e4m3) { sink in
+            try ScaledFP8.quantize(file: source, tensor: tensor, scale: scale(), sink: sink)
+          })
+        plans.append(
+          Plan(name: layer + ".scale_weight", file: nil, tensor: nil, shape: [], target: .f32) { sink in
+            try sink.write(contentsOf: [scale()])
+          })
         continue
       }
       if request.scaledFP8 {
@@ -190,20 +196,26 @@ public enum Converter {
           box.scales = computed
           return computed
         }
-        plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .i8) { sink in
-          try Int8Rows.quantize(file: source, tensor: tensor, scales: scales(), sink: sink)
-        })
-        plans.append(Plan(name: layer + ".weight_scale", file: nil, tensor: nil, shape: [rows], target: .f32) { sink in
-          try sink.write(contentsOf: scales())
-        })
+        plans.append(
+          Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: .i8) { sink in
+            try Int8Rows.quantize(file: source, tensor: tensor, scales: scales(), sink: sink)
+          })
+        plans.append(
+          Plan(name: layer + ".weight_scale", file: nil, tensor: nil, shape: [rows], target: .f32) { sink in
+            try sink.write(contentsOf: scales())
+          })
         let json = Array(Int8Rows.layerFormat.utf8)
-        plans.append(Plan(name: layer + ".comfy_quant", file: nil, tensor: nil, shape: [json.count], target: .u8) { sink in
-          try sink.write(contentsOf: json)
-        })
+        plans.append(
+          Plan(name: layer + ".comfy_quant", file: nil, tensor: nil, shape: [json.count], target: .u8) { sink in
+            try sink.write(contentsOf: json)
+          })
         quantizedLayers.append(String(layer.dropFirst(SingleFilePrefix.unet.count)))
         continue
       }
-      plans.append(Plan(name: tensor.name, file: source, tensor: tensor, shape: tensor.shape, target: target(for: tensor, request: request)))
+      plans.append(
+        Plan(
+          name: tensor.name, file: source, tensor: tensor, shape: tensor.shape,
+          target: target(for: tensor, request: request)))
     }
     if let vaeSource {
       guard request.components == nil || request.components?.contains(.vae) == true else {
@@ -214,15 +226,20 @@ public enum Converter {
         let expected = Dictionary(uniqueKeysWithValues: modelVAE.map { ($0.name, $0.shape) })
         let missing = expected.keys.filter { vaeTensors[$0] == nil }.sorted()
         if let first = missing.first {
-          throw ConversionError.vaeMismatch(file: vaeSource.path, reason: "\(missing.count) VAE tensors are missing, e.g. '\(first)'")
+          throw ConversionError.vaeMismatch(
+            file: vaeSource.path, reason: "\(missing.count) VAE tensors are missing, e.g. '\(first)'")
         }
         for (name, source) in vaeTensors where expected[name] != nil && expected[name] != source.shape {
           throw ConversionError.vaeMismatch(
-            file: vaeSource.path, reason: "'\(name)' has shape \(source.shape), the model's has \(expected[name] ?? [])")
+            file: vaeSource.path, reason: "'\(name)' has shape \(source.shape), the model's has \(expected[name] ?? [])"
+          )
         }
       }
       for (name, source) in vaeTensors.sorted(by: { $0.key < $1.key }) {
-        plans.append(Plan(name: name, file: vaeSource, tensor: source.tensor, shape: source.shape, target: target(for: source.tensor, request: request)))
+        plans.append(
+          Plan(
+            name: name, file: vaeSource, tensor: source.tensor, shape: source.shape,
+            target: target(for: source.tensor, request: request)))
       }
     }
     if request.scaledFP8 && !source.contains(ScaledFP8.marker) {
@@ -235,7 +252,9 @@ public enum Converter {
       switch prediction {
       case .v, .edmV:
         if let declared, PredictionDetector.parse(declared) == .epsilon {
-          warnings.append("the input's metadata says epsilon, yet --set-prediction v marks it v-prediction: check with `verify` before shipping")
+          warnings.append(
+            "the input's metadata says epsilon, yet --set-prediction v marks it v-prediction: check with `verify` before shipping"
+          )
         }
         plans.append(Plan.marker(MarkerKey.vPrediction))
         if request.zeroTerminalSNR { plans.append(Plan.marker(MarkerKey.zeroTerminalSNR)) }
@@ -289,16 +308,22 @@ public enum Converter {
         if tensor.dtype == plan.target {
           try sink.write(file.data(tensor))
         } else {
-          let stats = try Streaming.convert(file: file, tensor: tensor, to: plan.target, policy: request.overflowPolicy, sink: sink)
+          let stats = try Streaming.convert(
+            file: file, tensor: tensor, to: plan.target, policy: request.overflowPolicy, sink: sink)
           if stats.overflowed > 0 { clamped[plan.name] = stats.overflowed }
           if stats.nan > 0 { nans[plan.name] = stats.nan }
         }
-        file.mapping.advise(offset: file.dataOffset + tensor.dataOffsets.begin, count: tensor.byteCount, willNeed: false)
+        file.mapping.advise(
+          offset: file.dataOffset + tensor.dataOffsets.begin, count: tensor.byteCount, willNeed: false)
       }
     }
     for plan in plans {
       guard let tensor = plan.tensor else { continue }
-      if tensor.dtype != plan.target { converted += 1 } else if request.dtype != nil && request.dtype != tensor.dtype { keptWide += 1 }
+      if tensor.dtype != plan.target {
+        converted += 1
+      } else if request.dtype != nil && request.dtype != tensor.dtype {
+        keptWide += 1
+      }
     }
     var inputs = [input]
     if let path = request.replacementVAE { inputs.append(path) }
@@ -319,7 +344,8 @@ public enum Converter {
     if !tensor.dtype.isFloatingPoint || !FloatCodec.supported.contains(tensor.dtype) { return tensor.dtype }
     if tensor.elementCount == 0 || request.kept(tensor.name) { return tensor.dtype }
     if dtype.bitWidth == 8 {
-      let embedding = tensor.name.hasSuffix("token_embedding.weight") || tensor.name.hasSuffix("positional_embedding")
+      let embedding =
+        tensor.name.hasSuffix("token_embedding.weight") || tensor.name.hasSuffix("positional_embedding")
         || tensor.name.hasSuffix("position_embedding.weight")
       if tensor.shape.count <= 1 || embedding { return tensor.dtype }
     }
@@ -410,7 +436,8 @@ public enum Streaming {
             decoder.decode((chunkStart + range.lowerBound)..<(chunkStart + range.upperBound), into: part)
             let partStats = FloatCodec.encode(
               UnsafeBufferPointer(part), to: target,
-              into: UnsafeMutableRawBufferPointer(rebasing: output[(range.lowerBound * outWidth)..<(range.upperBound * outWidth)]),
+              into: UnsafeMutableRawBufferPointer(
+                rebasing: output[(range.lowerBound * outWidth)..<(range.upperBound * outWidth)]),
               policy: policy)
             lock.lock()
             stats += partStats

@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 
 /// Single-file SDXL checkpoint ⇄ diffusers pipeline folder, through `DiffusersKeyMap`. Values are
 /// never changed except by the map's transforms (q/k/v split, `text_projection` transpose, VAE
@@ -25,7 +25,8 @@ public enum DiffusersLayout {
       let clipG = ArchitectureDetector.textEncoder(shapes: shapes, prefix: SingleFilePrefix.clipG, openCLIP: true),
       let vae = ArchitectureDetector.vae(shapes: shapes, prefix: SingleFilePrefix.vae)
     else {
-      throw ConversionError.invalidRequest("\(input): the diffusers layout needs a full SDXL single-file checkpoint (UNet, both text encoders, VAE)")
+      throw ConversionError.invalidRequest(
+        "\(input): the diffusers layout needs a full SDXL single-file checkpoint (UNet, both text encoders, VAE)")
     }
     let template = SDXLTemplate(unet: unet, clipL: clipL, clipG: clipG, vae: vae)
     let map = DiffusersKeyMap(template: template)
@@ -37,9 +38,11 @@ public enum DiffusersLayout {
       case .mapped(let correspondences):
         for c in correspondences {
           guard let shape = c.transform.diffusersShape(fromSingleFile: tensor.shape) else {
-            throw ConversionError.invalidRequest("\(input): '\(tensor.name)' has shape \(tensor.shape), which cannot become '\(c.diffusersKey)'")
+            throw ConversionError.invalidRequest(
+              "\(input): '\(tensor.name)' has shape \(tensor.shape), which cannot become '\(c.diffusersKey)'")
           }
-          let target = dtype != nil && FloatCodec.supported.contains(tensor.dtype) ? dtype ?? tensor.dtype : tensor.dtype
+          let target =
+            dtype != nil && FloatCodec.supported.contains(tensor.dtype) ? dtype ?? tensor.dtype : tensor.dtype
           perFolder[c.subfolder, default: []].append(
             TensorEntry(spec: TensorSpec(name: c.diffusersKey, dtype: target, shape: shape)) { sink in
               try emit(source: source, tensor: tensor, transform: c.transform, target: target, sink: sink)
@@ -103,21 +106,26 @@ public enum DiffusersLayout {
     guard fm.fileExists(atPath: path, isDirectory: &isFolder) else { return 0 }
     let files = isFolder.boolValue ? (fm.subpaths(atPath: path) ?? []).map { path + "/" + $0 } : [path]
     return files.reduce(0) { total, file in
-      guard let attributes = try? fm.attributesOfItem(atPath: file), attributes[.type] as? FileAttributeType == .typeRegular
+      guard let attributes = try? fm.attributesOfItem(atPath: file),
+        attributes[.type] as? FileAttributeType == .typeRegular
       else { return total }
       return total + ((attributes[.size] as? NSNumber)?.intValue ?? 0)
     }
   }
 
   /// Writes one diffusers tensor from its single-file source.
-  static func emit(source: SafeTensorsFile, tensor: TensorInfo, transform: KeyTransform, target: DType, sink: TensorSink) throws {
+  static func emit(
+    source: SafeTensorsFile, tensor: TensorInfo, transform: KeyTransform, target: DType, sink: TensorSink
+  ) throws {
     let bytes = source.data(tensor)
     switch transform {
     case .identity, .dropUnitSpatialDimensions:
       try write(bytes, dtype: tensor.dtype, to: target, sink: sink)
     case .rowSlice(let index, let count):
       let part = bytes.count / count
-      try write(UnsafeRawBufferPointer(rebasing: bytes[(index * part)..<((index + 1) * part)]), dtype: tensor.dtype, to: target, sink: sink)
+      try write(
+        UnsafeRawBufferPointer(rebasing: bytes[(index * part)..<((index + 1) * part)]), dtype: tensor.dtype, to: target,
+        sink: sink)
     case .transpose:
       try transposed(bytes, dtype: tensor.dtype, rows: tensor.shape[0], columns: tensor.shape[1]).withUnsafeBytes {
         try write($0, dtype: tensor.dtype, to: target, sink: sink)
@@ -134,7 +142,9 @@ public enum DiffusersLayout {
     var values = [Float](repeating: 0, count: count)
     values.withUnsafeMutableBufferPointer { FloatCodec.decode(bytes, dtype: dtype, into: $0) }
     var out = [UInt8](repeating: 0, count: count * FloatCodec.width(target))
-    values.withUnsafeBufferPointer { input in out.withUnsafeMutableBytes { _ = FloatCodec.encode(input, to: target, into: $0, policy: .clamp) } }
+    values.withUnsafeBufferPointer { input in
+      out.withUnsafeMutableBytes { _ = FloatCodec.encode(input, to: target, into: $0, policy: .clamp) }
+    }
     try sink.write(contentsOf: out)
   }
 
@@ -164,12 +174,15 @@ public enum DiffusersLayout {
     guard let unetFile = files[.unet], let vaeFile = files[.vae],
       let topology = DiffusersKeyMap.unetTopology(diffusersKeys: unetFile.tensors.map(\.name))
     else { throw ConversionError.invalidRequest("\(folder): unet/ does not hold a diffusers UNet") }
-    let vaeLevels = Set(vaeFile.tensors.compactMap { t -> Int? in
-      guard t.name.hasPrefix("decoder.up_blocks.") else { return nil }
-      return Int(t.name.dropFirst("decoder.up_blocks.".count).prefix { $0 != "." })
-    }).count
+    let vaeLevels = Set(
+      vaeFile.tensors.compactMap { t -> Int? in
+        guard t.name.hasPrefix("decoder.up_blocks.") else { return nil }
+        return Int(t.name.dropFirst("decoder.up_blocks.".count).prefix { $0 != "." })
+      }
+    ).count
     let map = DiffusersKeyMap(
-      residualBlocksPerLevel: topology.residualBlocksPerLevel, levelHasAttention: topology.levelHasAttention, vaeLevels: vaeLevels)
+      residualBlocksPerLevel: topology.residualBlocksPerLevel, levelHasAttention: topology.levelHasAttention,
+      vaeLevels: vaeLevels)
     // Group diffusers tensors by their single-file key (three parts for a fused in_proj).
     var parts: [String: [(KeyCorrespondence, SafeTensorsFile, TensorInfo)]] = [:]
     var order: [String] = []
@@ -190,16 +203,24 @@ public enum DiffusersLayout {
       let target = dtype != nil && FloatCodec.supported.contains(tensor.dtype) ? dtype ?? tensor.dtype : tensor.dtype
       switch first.transform {
       case .identity:
-        entries.append(TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: tensor.shape)) { try write(file.data(tensor), dtype: tensor.dtype, to: target, sink: $0) })
+        entries.append(
+          TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: tensor.shape)) {
+            try write(file.data(tensor), dtype: tensor.dtype, to: target, sink: $0)
+          })
       case .dropUnitSpatialDimensions:
-        entries.append(TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: tensor.shape + [1, 1])) { try write(file.data(tensor), dtype: tensor.dtype, to: target, sink: $0) })
+        entries.append(
+          TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: tensor.shape + [1, 1])) {
+            try write(file.data(tensor), dtype: tensor.dtype, to: target, sink: $0)
+          })
       case .transpose:
         let shape = [tensor.shape[1], tensor.shape[0]]
-        entries.append(TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: shape)) { sink in
-          try transposed(file.data(tensor), dtype: tensor.dtype, rows: tensor.shape[0], columns: tensor.shape[1]).withUnsafeBytes {
-            try write($0, dtype: tensor.dtype, to: target, sink: sink)
-          }
-        })
+        entries.append(
+          TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: shape)) { sink in
+            try transposed(file.data(tensor), dtype: tensor.dtype, rows: tensor.shape[0], columns: tensor.shape[1])
+              .withUnsafeBytes {
+                try write($0, dtype: tensor.dtype, to: target, sink: sink)
+              }
+          })
       case .rowSlice(_, let count):
         let sorted = group.sorted { lhs, rhs in
           if case .rowSlice(let a, _) = lhs.0.transform, case .rowSlice(let b, _) = rhs.0.transform { return a < b }
@@ -209,9 +230,12 @@ public enum DiffusersLayout {
           throw ConversionError.invalidRequest("\(folder): '\(key)' needs \(count) parts, found \(sorted.count)")
         }
         let shape = [tensor.shape[0] * count] + tensor.shape.dropFirst()
-        entries.append(TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: shape)) { sink in
-          for (_, partFile, partTensor) in sorted { try write(partFile.data(partTensor), dtype: partTensor.dtype, to: target, sink: sink) }
-        })
+        entries.append(
+          TensorEntry(spec: TensorSpec(name: key, dtype: target, shape: shape)) { sink in
+            for (_, partFile, partTensor) in sorted {
+              try write(partFile.data(partTensor), dtype: partTensor.dtype, to: target, sink: sink)
+            }
+          })
       }
     }
     // Tensors carried in metadata, and the prediction markers from the scheduler config.
@@ -272,7 +296,8 @@ enum DiffusersConfigs {
     "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.42.1", "force_zeros_for_empty_prompt": true,
     "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
     "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": [NSNull(), NSNull()],
-    "tokenizer_2": [NSNull(), NSNull()], "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+    "tokenizer_2": [NSNull(), NSNull()], "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
   ]
 
   static func unet(_ c: UNetConfig, clipG: TextEncoderConfig) -> [String: Any] {
@@ -294,7 +319,8 @@ enum DiffusersConfigs {
 
   static func vae(_ c: VAEConfig) -> [String: Any] {
     [
-      "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": c.channelMultipliers.map { $0 * c.baseChannels },
+      "_class_name": "AutoencoderKL", "act_fn": "silu",
+      "block_out_channels": c.channelMultipliers.map { $0 * c.baseChannels },
       "down_block_types": Array(repeating: "DownEncoderBlock2D", count: c.channelMultipliers.count),
       "up_block_types": Array(repeating: "UpDecoderBlock2D", count: c.channelMultipliers.count),
       "in_channels": c.imageChannels, "out_channels": c.imageChannels, "latent_channels": c.latentChannels,
@@ -316,7 +342,8 @@ enum DiffusersConfigs {
 
   static func scheduler(v: Bool, zeroTerminalSNR: Bool) -> [String: Any] {
     [
-      "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+      "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+      "beta_schedule": "scaled_linear",
       "num_train_timesteps": 1000, "prediction_type": v ? "v_prediction" : "epsilon",
       "rescale_betas_zero_snr": zeroTerminalSNR, "steps_offset": 1,
       "timestep_spacing": zeroTerminalSNR ? "trailing" : "leading", "interpolation_type": "linear",

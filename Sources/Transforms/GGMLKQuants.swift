@@ -242,7 +242,8 @@ enum KQuants {
   /// One step's level sums (Σw·l, Σw·l², Σw·l·x) for `iscale`, levels into `Laux`.
   @inline(__always)
   static func qkxSums(
-    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ Laux: UnsafeMutablePointer<UInt8>,
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>,
+    _ Laux: UnsafeMutablePointer<UInt8>,
     _ iscale: Float, _ min: Float
   ) -> (Float, Float, Float) {
     var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0

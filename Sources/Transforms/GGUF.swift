@@ -184,7 +184,9 @@ public struct GGUFQuantization: Sendable {
   /// Measure every quantized tensor's error (`ConversionReport.quantization`).
   public var measure: Bool
 
-  public init(type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .reference, measure: Bool = false) {
+  public init(
+    type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .reference, measure: Bool = false
+  ) {
     self.type = preset?.base ?? type
     self.preset = preset
     self.method = method
@@ -421,7 +423,8 @@ extension GGUFExport {
   /// Each thread decodes its rows of `source` (stored as `dtype`) into its part of `scratch`, which
   /// then holds the values (for `--report`).
   static func quantizeRows(
-    _ source: UnsafeRawBufferPointer, dtype: DType, scratch: UnsafeMutableBufferPointer<Float>, columns: Int, type: GGMLType,
+    _ source: UnsafeRawBufferPointer, dtype: DType, scratch: UnsafeMutableBufferPointer<Float>, columns: Int,
+    type: GGMLType,
     method: GGMLQuantizerMethod, into output: UnsafeMutableRawBufferPointer
   ) {
     let rowBytes = type.byteCount(elements: columns)

@@ -30,10 +30,11 @@ public enum GGUFImport {
       // Fails here, before anything is written, for types without a dequantizer.
       let decoder = try TensorDecoder.resolve(gguf: source, tensor: tensor)
       let out = dtype == nil && tensor.type == .f32 ? DType.f32 : target
-      entries.append(TensorEntry(spec: TensorSpec(name: tensor.name, dtype: out, shape: shape)) { sink in
-        // Dequantized values are finite unless the file holds inf/NaN; saturate rather than refuse.
-        try Transcoder.transcode(decoder, to: out, policy: .clamp, sink: sink, file: input, chunkElements: 1 << 16)
-      })
+      entries.append(
+        TensorEntry(spec: TensorSpec(name: tensor.name, dtype: out, shape: shape)) { sink in
+          // Dequantized values are finite unless the file holds inf/NaN; saturate rather than refuse.
+          try Transcoder.transcode(decoder, to: out, policy: .clamp, sink: sink, file: input, chunkElements: 1 << 16)
+        })
     }
     // GGUF's own keys (`general.architecture`, …) describe the GGUF file, not the checkpoint.
     var metadata = source.metadata.filter { !$0.key.hasPrefix("general.") }
@@ -45,7 +46,8 @@ public enum GGUFImport {
     let outSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
     return ConversionReport(
       input: input, output: output, tensorsWritten: entries.count, tensorsConverted: entries.count, tensorsKeptWide: 0,
-      tensorsDropped: 0, bytesIn: source.mapping.size, bytesOut: outSize ?? 0, clamped: [:], nanTensors: [:], warnings: [],
+      tensorsDropped: 0, bytesIn: source.mapping.size, bytesOut: outSize ?? 0, clamped: [:], nanTensors: [:],
+      warnings: [],
       seconds: Date().timeIntervalSince(start))
   }
 }

@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 
 /// `info` for GGUF files: the same report as for safetensors, read from the GGUF header.
 public enum GGUFInspection {
@@ -22,13 +22,15 @@ public enum GGUFInspection {
     for tensor in file.tensors { shapes[tensor.name] = tensor.shape }
     let keys = Set(shapes.keys)
     let layout = Layout.detect(keys: keys)
-    let architecture = ArchitectureDetector.detect(shapes: shapes, unetPrefix: layout.unetPrefix ?? SingleFilePrefix.unet)
+    let architecture = ArchitectureDetector.detect(
+      shapes: shapes, unetPrefix: layout.unetPrefix ?? SingleFilePrefix.unet)
     var summaries: [Component: ComponentSummary] = [:]
     var dtypes: [String: Int] = [:]
     var parameters = 0
     for tensor in file.tensors {
       let component = layout.component(of: tensor.name)
-      var summary = summaries[component] ?? ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
+      var summary =
+        summaries[component] ?? ComponentSummary(component: component, tensors: 0, parameters: 0, bytes: 0, dtypes: [:])
       summary.tensors += 1
       summary.bytes += tensor.byteCount
       let integer = [GGMLType.i8, .i16, .i32, .i64].contains(tensor.type)
@@ -41,9 +43,14 @@ public enum GGUFInspection {
       summaries[component] = summary
     }
     let prediction = PredictionDetector.detect(keys: keys, metadata: file.metadata)
-    var anomalies = prediction.conflicts.map { Anomaly(severity: "warning", code: "prediction-conflict", message: $0, tensors: []) }
+    var anomalies = prediction.conflicts.map {
+      Anomaly(severity: "warning", code: "prediction-conflict", message: $0, tensors: [])
+    }
     if layout.name == "unet-only" || !keys.contains(where: { $0.hasPrefix(SingleFilePrefix.vae) }) {
-      anomalies.append(Anomaly(severity: "info", code: "gguf-unet-only", message: "no VAE or text encoders in this GGUF: load them separately", tensors: []))
+      anomalies.append(
+        Anomaly(
+          severity: "info", code: "gguf-unet-only",
+          message: "no VAE or text encoders in this GGUF: load them separately", tensors: []))
     }
     let hashes = wantHashes ? ModelHasher.hashes(of: file.mapping, dataOffset: nil, cache: hashCache) : nil
     return InspectionReport(

@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 
 /// The per-row int8 layout recent ComfyUI (`.comfy_quant` "int8_tensorwise" with row scales) and
 /// stable-diffusion.cpp load, for Linear layers: `<layer>.weight` I8 `[out, in]`,
@@ -56,7 +56,8 @@ public enum Int8Rows {
   ) throws {
     let rows = weight.shape[0], columns = weight.shape[1]
     guard FloatCodec.supported.contains(scale.dtype), scale.elementCount == rows else {
-      throw ConversionError.invalidRequest("\(file.path): '\(scale.name)' does not hold one scale per row of '\(weight.name)'")
+      throw ConversionError.invalidRequest(
+        "\(file.path): '\(scale.name)' does not hold one scale per row of '\(weight.name)'")
     }
     let scales = try TensorDecoder(
       name: scale.name, bytes: file.data(scale), elementCount: rows, encoding: .float(scale.dtype), file: file.path

@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 
 /// ComfyUI's "scaled fp8" checkpoints: UNet Linear weights stored as float8 e4m3fn with one F32
 /// scale each (`<layer>.scale_weight`, W = fp8 × scale), announced by the empty marker tensor

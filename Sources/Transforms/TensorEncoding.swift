@@ -16,7 +16,8 @@ public struct ChunkEncoder {
   /// An encoder to `target` (one of `FloatCodec.supported`).
   public init(target: DType, policy: OverflowPolicy) throws {
     guard FloatCodec.supported.contains(target) else {
-      throw CodecError.unsupported(file: "-", tensor: "-", reason: "\(target.rawValue) is not a float type this codec writes")
+      throw CodecError.unsupported(
+        file: "-", tensor: "-", reason: "\(target.rawValue) is not a float type this codec writes")
     }
     self.target = target
     self.policy = policy
@@ -66,7 +67,9 @@ public enum Transcoder {
   }
 
   /// Counts what encoding `decoder`'s values to `target` would overflow, writing nothing.
-  public static func count(_ decoder: TensorDecoder, to target: DType, chunkElements: Int = TensorDecoder.defaultChunk) throws -> EncodeStatistics {
+  public static func count(_ decoder: TensorDecoder, to target: DType, chunkElements: Int = TensorDecoder.defaultChunk)
+    throws -> EncodeStatistics
+  {
     var encoder = try ChunkEncoder(target: target, policy: .refuse)
     var scratch = [UInt8](repeating: 0, count: min(chunkElements, max(decoder.elementCount, 1)) * encoder.width)
     decoder.forEachChunk(chunkElements: chunkElements) { _, values in

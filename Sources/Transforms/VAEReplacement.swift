@@ -1,6 +1,6 @@
 import Checkpoint
-import Weights
 import SafeTensors
+import Weights
 
 /// Reads the VAE out of a file for "bake in a VAE": a single-file checkpoint (`first_stage_model.`),
 /// a bare LDM VAE (`encoder.…`, `decoder.up.…`) or a diffusers VAE (`encoder.down_blocks.…`, as
@@ -21,10 +21,12 @@ public enum VAEReplacement {
         out[tensor.name] = Source(tensor: tensor, shape: tensor.shape)
       }
     } else if names.contains(where: { $0.hasPrefix("encoder.down_blocks.") || $0.hasPrefix("decoder.up_blocks.") }) {
-      let levels = Set(names.compactMap { name -> Int? in
-        guard name.hasPrefix("decoder.up_blocks.") else { return nil }
-        return Int(name.dropFirst("decoder.up_blocks.".count).prefix { $0 != "." })
-      }).count
+      let levels = Set(
+        names.compactMap { name -> Int? in
+          guard name.hasPrefix("decoder.up_blocks.") else { return nil }
+          return Int(name.dropFirst("decoder.up_blocks.".count).prefix { $0 != "." })
+        }
+      ).count
       for tensor in file.tensors {
         guard let mapped = DiffusersVAEKeys.singleFileName(tensor.name, levels: levels) else {
           throw ConversionError.vaeMismatch(file: file.path, reason: "unrecognised diffusers VAE key '\(tensor.name)'")
@@ -39,7 +41,8 @@ public enum VAEReplacement {
         out[SingleFilePrefix.vae + tensor.name] = Source(tensor: tensor, shape: tensor.shape)
       }
     } else {
-      throw ConversionError.vaeMismatch(file: file.path, reason: "no VAE tensors (first_stage_model.*, encoder.*, decoder.*)")
+      throw ConversionError.vaeMismatch(
+        file: file.path, reason: "no VAE tensors (first_stage_model.*, encoder.*, decoder.*)")
     }
     return out
   }

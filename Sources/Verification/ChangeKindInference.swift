@@ -24,7 +24,8 @@ extension ChangeKind {
     let total = target.byType.values.reduce(0, +)
     if total > 0 && target.narrow * 10 >= total && source.narrow == 0 { return .fp8 }
     func dominant(_ byType: [String: Double]) -> String? { byType.max { $0.value < $1.value }?.key }
-    guard let modelType = dominant(target.byType), let referenceType = dominant(source.byType), modelType != referenceType
+    guard let modelType = dominant(target.byType), let referenceType = dominant(source.byType),
+      modelType != referenceType
     else { return .lossless }
     switch modelType {
     case "BF16": return .bf16

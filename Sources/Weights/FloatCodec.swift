@@ -24,15 +24,22 @@ public enum FloatCodec {
     precondition(bytes.count >= count * width(dtype), "decode: input too short")
     switch dtype {
     case .f32:
-      for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+      for i in 0..<count {
+        out[i] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+      }
     case .f16 where useF16C:
       ck_halves_to_floats(base, out, count)
     case .f16:
       // Branch-free arithmetic (`floatFromHalf`): the compiler vectorises it, which beats both
       // the library conversion and a 256 KiB table (there is no F16C in the x86-64 baseline).
-      for i in 0..<count { out[i] = floatFromHalf(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+      for i in 0..<count {
+        out[i] = floatFromHalf(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+      }
     case .bf16:
-      for i in 0..<count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+      for i in 0..<count {
+        out[i] = Float(
+          bitPattern: UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+      }
     case .f8e5m2:
       // e5m2 is the top byte of an IEEE half; a 256-entry table (5× faster than converting).
       e5m2Table.withUnsafeBufferPointer { table in
@@ -41,7 +48,10 @@ public enum FloatCodec {
     case .f8e4m3:
       for i in 0..<count { out[i] = e4m3Table[Int(base.load(fromByteOffset: i, as: UInt8.self))] }
     case .f64:
-      for i in 0..<count { out[i] = Float(Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+      for i in 0..<count {
+        out[i] = Float(
+          Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))))
+      }
     default:
       preconditionFailure("decode: \(dtype) is not a supported float dtype")
     }
@@ -77,7 +87,8 @@ public enum FloatCodec {
     let shifted = magnitude << 13
     let normal = shifted &+ (112 << 23)
     // Infinity and NaN: the exponent goes from 31 to 255; NaNs come out quiet, as the library's.
-    let wide = magnitude > 0x7C00 ? (normal &+ (112 << 23)) | 0x40_0000 : magnitude == 0x7C00 ? normal &+ (112 << 23) : normal
+    let wide =
+      magnitude > 0x7C00 ? (normal &+ (112 << 23)) | 0x40_0000 : magnitude == 0x7C00 ? normal &+ (112 << 23) : normal
     // Zero and subnormals: let the FPU normalise (2^-14 · 0.m = (1.m · 2^-14) − 2^-14).
     let subnormal = (Float(bitPattern: shifted &+ (113 << 23)) - Float(bitPattern: 113 << 23)).bitPattern
     return Float(bitPattern: sign | (magnitude < 0x0400 ? subnormal : wide))

@@ -184,7 +184,9 @@ public enum GGMLQuantizer {
   /// Dequantizes whole `type` blocks into `out` (`out.count` a multiple of `type.blockSize`,
   /// `bytes` at least `type.byteCount(elements: out.count)`), as ggml's `dequantize_row_*` does.
   /// `type` must be `isDequantizable` (callers check: the type may come from a file).
-  public static func dequantize(_ bytes: UnsafeRawBufferPointer, type: GGMLType, into out: UnsafeMutableBufferPointer<Float>) {
+  public static func dequantize(
+    _ bytes: UnsafeRawBufferPointer, type: GGMLType, into out: UnsafeMutableBufferPointer<Float>
+  ) {
     precondition(type.isDequantizable, "\(type.name) cannot be dequantized")
     let size = type.blockSize
     let blocks = out.count / size
@@ -226,7 +228,9 @@ public enum GGMLQuantizer {
       let hasMin = type == .q5_1
       let m = hasMin ? half(y, 2) : 0
       let qhOffset = hasMin ? 4 : 2
-      let qh = UInt32(y[qhOffset]) | UInt32(y[qhOffset + 1]) << 8 | UInt32(y[qhOffset + 2]) << 16 | UInt32(y[qhOffset + 3]) << 24
+      let qh =
+        UInt32(y[qhOffset]) | UInt32(y[qhOffset + 1]) << 8 | UInt32(y[qhOffset + 2]) << 16 | UInt32(y[qhOffset + 3])
+        << 24
       for j in 0..<16 {
         let high0 = UInt8((qh >> UInt32(j)) << 4 & 0x10)
         let high1 = UInt8((qh >> UInt32(j + 12)) & 0x10)
@@ -272,7 +276,8 @@ public enum GGMLQuantizer {
     // The four words ggml rebuilds in `aux`, read below as 16 int8 scales.
     let aux: (UInt32, UInt32, UInt32, UInt32) = (
       (w0 & kmask2) | (((tmp >> 0) & kmask1) << 4), (w1 & kmask2) | (((tmp >> 2) & kmask1) << 4),
-      ((w0 >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4), ((w1 >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4))
+      ((w0 >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4), ((w1 >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4)
+    )
     func scale(_ index: Int) -> Int {
       let word = index < 4 ? aux.0 : index < 8 ? aux.1 : index < 12 ? aux.2 : aux.3
       return Int(Int8(bitPattern: UInt8(truncatingIfNeeded: word >> UInt32(8 * (index % 4)))))

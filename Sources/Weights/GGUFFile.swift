@@ -15,7 +15,8 @@ public enum GGUFError: Error, CustomStringConvertible, Sendable {
     switch self {
     case .invalid(let file, let reason): return "\(file): not a readable GGUF file: \(reason)"
     case .unsupportedType(let file, let tensor, let type):
-      return "\(file): tensor '\(SafeTensorsError.printable(tensor))' is stored as ggml type \(type), which cannot be dequantized here"
+      return
+        "\(file): tensor '\(SafeTensorsError.printable(tensor))' is stored as ggml type \(type), which cannot be dequantized here"
     case .invalidEntry(let file, let tensor, let reason):
       return "\(file): cannot write tensor '\(SafeTensorsError.printable(tensor))': \(reason)"
     }
@@ -135,7 +136,8 @@ public final class GGUFFile: @unchecked Sendable {
       }
       // ggml: ne[0] (the innermost, last torch dimension) must hold whole blocks.
       guard (info.shape.last ?? 1) % info.type.blockSize == 0 else {
-        throw cursor.error("tensor '\(shown)' row of \(info.shape.last ?? 1) does not fill whole \(info.type.name) blocks")
+        throw cursor.error(
+          "tensor '\(shown)' row of \(info.shape.last ?? 1) does not fill whole \(info.type.name) blocks")
       }
       guard let bytes = info.type.checkedByteCount(elements: elements) else {
         throw cursor.error("tensor '\(shown)' byte size overflows")
@@ -159,7 +161,9 @@ public final class GGUFFile: @unchecked Sendable {
   public func tensor(named name: String) -> Tensor? { indexByName[name].map { tensors[$0] } }
 
   /// The tensor's raw bytes (a view into the map).
-  public func data(_ tensor: Tensor) -> UnsafeRawBufferPointer { mapping.bytes(offset: tensor.offset, count: tensor.byteCount) }
+  public func data(_ tensor: Tensor) -> UnsafeRawBufferPointer {
+    mapping.bytes(offset: tensor.offset, count: tensor.byteCount)
+  }
 
   /// The torch shape ComfyUI-GGUF recorded for a tensor it stored reshaped
   /// (`comfy.gguf.orig_shape.<name>`, an ARRAY of INT32), when present and consistent.
@@ -168,7 +172,10 @@ public final class GGUFFile: @unchecked Sendable {
   public func originalShape(of tensor: Tensor) throws -> [Int]? {
     guard let value = values["comfy.gguf.orig_shape." + tensor.name] else { return nil }
     guard let dims = value.int32Elements, dims.allSatisfy({ $0 >= 0 }) else {
-      throw GGUFError.invalid(file: path, reason: "comfy.gguf.orig_shape.\(SafeTensorsError.printable(tensor.name)) is not an ARRAY of non-negative INT32")
+      throw GGUFError.invalid(
+        file: path,
+        reason: "comfy.gguf.orig_shape.\(SafeTensorsError.printable(tensor.name)) is not an ARRAY of non-negative INT32"
+      )
     }
     var elements = 1
     for dim in dims {
@@ -178,7 +185,10 @@ public final class GGUFFile: @unchecked Sendable {
     }
     guard elements == tensor.elementCount else {
       throw GGUFError.invalid(
-        file: path, reason: "comfy.gguf.orig_shape.\(SafeTensorsError.printable(tensor.name)) \(dims) does not match the stored shape \(tensor.shape)")
+        file: path,
+        reason:
+          "comfy.gguf.orig_shape.\(SafeTensorsError.printable(tensor.name)) \(dims) does not match the stored shape \(tensor.shape)"
+      )
     }
     return dims.map { Int($0) }
   }

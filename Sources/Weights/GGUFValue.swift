@@ -1,7 +1,18 @@
 /// The value types of GGUF metadata (ggml `docs/gguf.md`, `enum gguf_type`).
 public enum GGUFValueType: UInt32, Sendable, CaseIterable {
-  case uint8 = 0, int8 = 1, uint16 = 2, int16 = 3, uint32 = 4, int32 = 5, float32 = 6, bool = 7
-  case string = 8, array = 9, uint64 = 10, int64 = 11, float64 = 12
+  case uint8 = 0
+  case int8 = 1
+  case uint16 = 2
+  case int16 = 3
+  case uint32 = 4
+  case int32 = 5
+  case float32 = 6
+  case bool = 7
+  case string = 8
+  case array = 9
+  case uint64 = 10
+  case int64 = 11
+  case float64 = 12
 
   /// Bytes of one value of a fixed-size type; nil for strings and arrays.
   public var fixedSize: Int? {

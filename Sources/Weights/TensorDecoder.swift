@@ -20,9 +20,11 @@ public enum CodecError: Error, CustomStringConvertible, Sendable {
     case .unsupported(let file, let tensor, let reason):
       return "\(file): tensor '\(SafeTensorsError.printable(tensor))' cannot be decoded: \(reason)"
     case .sizeMismatch(let file, let tensor, let expected, let actual):
-      return "\(file): tensor '\(SafeTensorsError.printable(tensor))' has \(actual) bytes but its encoding needs \(expected)"
+      return
+        "\(file): tensor '\(SafeTensorsError.printable(tensor))' has \(actual) bytes but its encoding needs \(expected)"
     case .outOfRange(let file, let tensor, let target, let count):
-      return "\(file): tensor '\(SafeTensorsError.printable(tensor))' has \(count) values outside the \(target.rawValue) range (refused; clamp to saturate or keep the tensor wide)"
+      return
+        "\(file): tensor '\(SafeTensorsError.printable(tensor))' has \(count) values outside the \(target.rawValue) range (refused; clamp to saturate or keep the tensor wide)"
     }
   }
 }
@@ -83,25 +85,34 @@ public struct TensorDecoder: @unchecked Sendable {
 
   /// Wraps `bytes` holding `elementCount` values in `encoding`. Throws `CodecError` when the
   /// encoding cannot be decoded or the byte count is wrong.
-  public init(name: String, bytes: UnsafeRawBufferPointer, elementCount: Int, encoding: StoredEncoding, file: String) throws {
+  public init(name: String, bytes: UnsafeRawBufferPointer, elementCount: Int, encoding: StoredEncoding, file: String)
+    throws
+  {
     switch encoding {
     case .float(let dtype), .scaledFloat(let dtype, _):
       guard FloatCodec.supported.contains(dtype) else {
-        throw CodecError.unsupported(file: file, tensor: name, reason: "\(dtype.rawValue) is not a float type this codec reads")
+        throw CodecError.unsupported(
+          file: file, tensor: name, reason: "\(dtype.rawValue) is not a float type this codec reads")
       }
     case .int8Rows(let scales, let columns):
       guard columns > 0 ? elementCount == scales.count * columns : elementCount == 0 else {
         throw CodecError.unsupported(
-          file: file, tensor: name, reason: "\(scales.count) row scales do not cover \(elementCount) values in rows of \(columns)")
+          file: file, tensor: name,
+          reason: "\(scales.count) row scales do not cover \(elementCount) values in rows of \(columns)")
       }
     case .ggml(let type):
       if type.isQuantized {
-        guard type.isDequantizable else { throw CodecError.unsupported(file: file, tensor: name, reason: "ggml type \(type.name) has no dequantizer here") }
+        guard type.isDequantizable else {
+          throw CodecError.unsupported(
+            file: file, tensor: name, reason: "ggml type \(type.name) has no dequantizer here")
+        }
         guard elementCount % type.blockSize == 0 else {
-          throw CodecError.unsupported(file: file, tensor: name, reason: "\(elementCount) values do not fill whole \(type.name) blocks")
+          throw CodecError.unsupported(
+            file: file, tensor: name, reason: "\(elementCount) values do not fill whole \(type.name) blocks")
         }
       } else if type.floatDType == nil {
-        throw CodecError.unsupported(file: file, tensor: name, reason: "ggml type \(type.name) holds integers, not floats")
+        throw CodecError.unsupported(
+          file: file, tensor: name, reason: "ggml type \(type.name) holds integers, not floats")
       }
     }
     guard elementCount >= 0, let expected = encoding.byteCount(elements: elementCount) else {
@@ -135,7 +146,8 @@ public struct TensorDecoder: @unchecked Sendable {
   public static func owning(_ bytes: [UInt8], name: String, elementCount: Int, dtype: DType) throws -> TensorDecoder {
     let box = OwnedBytes(bytes)
     var decoder = try TensorDecoder(
-      name: name, bytes: UnsafeRawBufferPointer(rebasing: box.buffer[0..<bytes.count]), elementCount: elementCount, encoding: .float(dtype),
+      name: name, bytes: UnsafeRawBufferPointer(rebasing: box.buffer[0..<bytes.count]), elementCount: elementCount,
+      encoding: .float(dtype),
       file: "(in memory)")
     decoder.owner = box
     return decoder
@@ -146,19 +158,23 @@ public struct TensorDecoder: @unchecked Sendable {
   public static func concatenating(_ parts: [TensorDecoder], name: String) -> TensorDecoder {
     if parts.count == 1, let only = parts.first { return only }
     return TensorDecoder(
-      name: name, elementCount: parts.reduce(0) { $0 + $1.elementCount }, encoding: parts.first?.encoding ?? .float(.f32),
+      name: name, elementCount: parts.reduce(0) { $0 + $1.elementCount },
+      encoding: parts.first?.encoding ?? .float(.f32),
       arrangement: .concatenation(parts))
   }
 
   /// The transpose of this tensor read as a `rows × columns` matrix, under `name`.
   public func transposed(rows: Int, columns: Int, name: String) -> TensorDecoder {
     precondition(rows * columns == elementCount, "transposed: \(rows)×\(columns) is not \(elementCount) values")
-    return TensorDecoder(name: name, elementCount: elementCount, encoding: encoding, arrangement: .transpose(self, rows: rows, columns: columns))
+    return TensorDecoder(
+      name: name, elementCount: elementCount, encoding: encoding,
+      arrangement: .transpose(self, rows: rows, columns: columns))
   }
 
   /// Decodes values `range` (any sub-range of `0..<elementCount`) into `output` (`range.count` long).
   public func decode(_ range: Range<Int>, into output: UnsafeMutableBufferPointer<Float>) {
-    precondition(range.lowerBound >= 0 && range.upperBound <= elementCount && output.count == range.count, "decode: bad range")
+    precondition(
+      range.lowerBound >= 0 && range.upperBound <= elementCount && output.count == range.count, "decode: bad range")
     guard !range.isEmpty, let out = output.baseAddress else { return }
     switch arrangement {
     case .stored: break
@@ -171,7 +187,8 @@ public struct TensorDecoder: @unchecked Sendable {
           let overlap = lower..<upper
           part.decode(
             (overlap.lowerBound - start)..<(overlap.upperBound - start),
-            into: UnsafeMutableBufferPointer(start: out + (overlap.lowerBound - range.lowerBound), count: overlap.count))
+            into: UnsafeMutableBufferPointer(start: out + (overlap.lowerBound - range.lowerBound), count: overlap.count)
+          )
         }
         start += part.elementCount
       }
@@ -188,10 +205,14 @@ public struct TensorDecoder: @unchecked Sendable {
     switch encoding {
     case .float(let dtype):
       let width = dtype.bitWidth / 8
-      FloatCodec.decode(UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * width)..<(range.upperBound * width)]), dtype: dtype, into: output)
+      FloatCodec.decode(
+        UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * width)..<(range.upperBound * width)]), dtype: dtype,
+        into: output)
     case .scaledFloat(let dtype, let scale):
       let width = dtype.bitWidth / 8
-      FloatCodec.decode(UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * width)..<(range.upperBound * width)]), dtype: dtype, into: output)
+      FloatCodec.decode(
+        UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * width)..<(range.upperBound * width)]), dtype: dtype,
+        into: output)
       // ComfyUI: weight.to(dtype) * scale_weight — one float32 product per value.
       for i in 0..<range.count { out[i] *= scale }
     case .int8Rows(let scales, let columns):
@@ -217,7 +238,9 @@ public struct TensorDecoder: @unchecked Sendable {
             // Whole blocks straight into the output.
             let whole = min(lastBlock + 1, range.upperBound / size) - block
             let span = UnsafeRawBufferPointer(rebasing: bytes[(block * blockBytes)..<((block + whole) * blockBytes)])
-            GGMLQuantizer.dequantize(span, type: type, into: UnsafeMutableBufferPointer(start: out + (start - range.lowerBound), count: whole * size))
+            GGMLQuantizer.dequantize(
+              span, type: type,
+              into: UnsafeMutableBufferPointer(start: out + (start - range.lowerBound), count: whole * size))
             block += whole
           } else {
             // A block cut by the range: decode it aside and copy the part inside.
@@ -298,14 +321,19 @@ public struct TensorDecoder: @unchecked Sendable {
     func scalars(_ name: String) throws -> [Float]? {
       guard let info = file.info(name) else { return nil }
       guard FloatCodec.supported.contains(info.dtype) else {
-        throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "its scale '\(name)' is \(info.dtype.rawValue)")
+        throw CodecError.unsupported(
+          file: file.path, tensor: tensor.name, reason: "its scale '\(name)' is \(info.dtype.rawValue)")
       }
-      return try TensorDecoder(name: name, bytes: file.data(info), elementCount: info.elementCount, encoding: .float(info.dtype), file: file.path).decodeAll()
+      return try TensorDecoder(
+        name: name, bytes: file.data(info), elementCount: info.elementCount, encoding: .float(info.dtype),
+        file: file.path
+      ).decodeAll()
     }
     if let layer, let format = try quantFormat(file: file, layer: layer) {
       let known = ["int8_tensorwise", "float8_e4m3fn", "float8_e5m2"]
       guard known.contains(format.name), !format.rotated else {
-        let what = format.rotated ? "\(format.name) with ConvRot (rotated weights)" : "comfy_quant format '\(format.name)'"
+        let what =
+          format.rotated ? "\(format.name) with ConvRot (rotated weights)" : "comfy_quant format '\(format.name)'"
         throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "\(what) is not supported")
       }
     }
@@ -315,7 +343,8 @@ public struct TensorDecoder: @unchecked Sendable {
     switch tensor.dtype {
     case .i8:
       guard tensor.shape.count == 2, let scales = scale else {
-        throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "I8 without a per-row weight_scale holds integers, not weights")
+        throw CodecError.unsupported(
+          file: file.path, tensor: tensor.name, reason: "I8 without a per-row weight_scale holds integers, not weights")
       }
       let rows = tensor.shape[0], columns = tensor.shape[1]
       let perRow: [Float]
@@ -327,20 +356,30 @@ public struct TensorDecoder: @unchecked Sendable {
         throw CodecError.unsupported(
           file: file.path, tensor: tensor.name, reason: "weight_scale has \(scales.count) values for \(rows) rows")
       }
-      return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .int8Rows(scales: perRow, columns: columns), file: file.path)
+      return try TensorDecoder(
+        name: tensor.name, bytes: bytes, elementCount: tensor.elementCount,
+        encoding: .int8Rows(scales: perRow, columns: columns), file: file.path)
     case .f8e4m3, .f8e5m2:
       if let found = scale {
         guard found.count == 1 else {
-          throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "fp8 scale has \(found.count) values (one expected)")
+          throw CodecError.unsupported(
+            file: file.path, tensor: tensor.name, reason: "fp8 scale has \(found.count) values (one expected)")
         }
-        return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .scaledFloat(tensor.dtype, scale: found[0]), file: file.path)
+        return try TensorDecoder(
+          name: tensor.name, bytes: bytes, elementCount: tensor.elementCount,
+          encoding: .scaledFloat(tensor.dtype, scale: found[0]), file: file.path)
       }
-      return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .float(tensor.dtype), file: file.path)
+      return try TensorDecoder(
+        name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .float(tensor.dtype),
+        file: file.path)
     default:
       guard FloatCodec.supported.contains(tensor.dtype) else {
-        throw CodecError.unsupported(file: file.path, tensor: tensor.name, reason: "\(tensor.dtype.rawValue) is not a float type")
+        throw CodecError.unsupported(
+          file: file.path, tensor: tensor.name, reason: "\(tensor.dtype.rawValue) is not a float type")
       }
-      return try TensorDecoder(name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .float(tensor.dtype), file: file.path)
+      return try TensorDecoder(
+        name: tensor.name, bytes: bytes, elementCount: tensor.elementCount, encoding: .float(tensor.dtype),
+        file: file.path)
     }
   }
 
@@ -349,7 +388,9 @@ public struct TensorDecoder: @unchecked Sendable {
     guard tensor.type.floatDType != nil || tensor.type.isDequantizable else {
       throw GGUFError.unsupportedType(file: gguf.path, tensor: tensor.name, type: tensor.type.name)
     }
-    return try TensorDecoder(name: tensor.name, bytes: gguf.data(tensor), elementCount: tensor.elementCount, encoding: .ggml(tensor.type), file: gguf.path)
+    return try TensorDecoder(
+      name: tensor.name, bytes: gguf.data(tensor), elementCount: tensor.elementCount, encoding: .ggml(tensor.type),
+      file: gguf.path)
   }
 
   /// A layer's declared quantization format: its `<layer>.comfy_quant` U8 JSON tensor, else its
@@ -359,7 +400,8 @@ public struct TensorDecoder: @unchecked Sendable {
     if let info = file.info(layer + ".comfy_quant"), info.dtype == .u8 || info.dtype == .i8 {
       object = try? JSONSerialization.jsonObject(with: Data(file.data(info))) as? [String: Any]
       guard object != nil else {
-        throw CodecError.unsupported(file: file.path, tensor: layer + ".weight", reason: "its comfy_quant tensor is not a JSON object")
+        throw CodecError.unsupported(
+          file: file.path, tensor: layer + ".weight", reason: "its comfy_quant tensor is not a JSON object")
       }
     } else if let header = file.metadata["_quantization_metadata"],
       let parsed = try? JSONSerialization.jsonObject(with: Data(header.utf8)) as? [String: Any],

@@ -154,16 +154,20 @@ public final class WeightSource: @unchecked Sendable {
   /// stored form is not decodable, a `WeightSourceError` when the source lacks it.
   public func decoder(_ name: String) throws -> TensorDecoder {
     guard let entry = entries[name] else {
-      throw WeightSourceError.unrecognisedLayout(path: path, reason: "has no tensor '\(SafeTensorsError.printable(name))'")
+      throw WeightSourceError.unrecognisedLayout(
+        path: path, reason: "has no tensor '\(SafeTensorsError.printable(name))'")
     }
     return try entry.decoder()
   }
 
   /// Serves `name` through `decoder` from now on, with the same shape (how adapters applied in
   /// memory replace a weight); `storedType` describes it in reports.
-  public func replace(_ name: String, storedType: String, decoder: @escaping @Sendable () throws -> TensorDecoder) throws {
+  public func replace(_ name: String, storedType: String, decoder: @escaping @Sendable () throws -> TensorDecoder)
+    throws
+  {
     guard let entry = entries[name] else {
-      throw WeightSourceError.unrecognisedLayout(path: path, reason: "has no tensor '\(SafeTensorsError.printable(name))'")
+      throw WeightSourceError.unrecognisedLayout(
+        path: path, reason: "has no tensor '\(SafeTensorsError.printable(name))'")
     }
     entries[name] = Entry(
       name: name, shape: entry.shape, storedType: storedType, file: entry.file, bitsPerValue: entry.bitsPerValue,
@@ -217,7 +221,9 @@ public final class WeightSource: @unchecked Sendable {
     if head.first == 0x80 { return "a Python pickle (a legacy .ckpt/.bin checkpoint?)" }
     if head.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "a PNG image" }
     if head.first == UInt8(ascii: "{") { return "a JSON document" }
-    if head.starts(with: Array("ggml".utf8)) || head.starts(with: Array("ggjt".utf8)) || head.starts(with: Array("lmgg".utf8)) {
+    if head.starts(with: Array("ggml".utf8)) || head.starts(with: Array("ggjt".utf8))
+      || head.starts(with: Array("lmgg".utf8))
+    {
       return "a pre-GGUF ggml file"
     }
     return "neither safetensors nor GGUF (unknown content)"
@@ -240,13 +246,24 @@ public final class WeightSource: @unchecked Sendable {
 
   /// Recognises a file's naming from its keys and shapes.
   static func naming(keys: [String], shapes: [String: [Int]], path: String, vaePart: Bool = false) -> Naming {
-    let canonical = [SingleFilePrefix.unet, SingleFilePrefix.clipL, SingleFilePrefix.clipG, SingleFilePrefix.vae, SingleFilePrefix.refinerClipG]
+    let canonical = [
+      SingleFilePrefix.unet, SingleFilePrefix.clipL, SingleFilePrefix.clipG, SingleFilePrefix.vae,
+      SingleFilePrefix.refinerClipG,
+    ]
     if keys.contains(where: { key in canonical.contains(where: key.hasPrefix) }) { return .singleFile(prefix: "") }
     let ldmUNet = ["input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb."]
-    if keys.contains(where: { key in ldmUNet.contains(where: key.hasPrefix) }) { return .singleFile(prefix: SingleFilePrefix.unet) }
-    if keys.contains(where: { $0.hasPrefix("down_blocks.") }) && keys.contains(where: { $0.hasPrefix("conv_in.") }) { return .diffusers(.unet) }
-    if keys.contains(where: { $0.hasPrefix("encoder.down_blocks.") || $0.hasPrefix("decoder.up_blocks.") }) { return .diffusers(.vae) }
-    if vaePart, keys.contains(where: { $0.hasPrefix("encoder.down.") || $0.hasPrefix("decoder.up.") }) { return .singleFile(prefix: SingleFilePrefix.vae) }
+    if keys.contains(where: { key in ldmUNet.contains(where: key.hasPrefix) }) {
+      return .singleFile(prefix: SingleFilePrefix.unet)
+    }
+    if keys.contains(where: { $0.hasPrefix("down_blocks.") }) && keys.contains(where: { $0.hasPrefix("conv_in.") }) {
+      return .diffusers(.unet)
+    }
+    if keys.contains(where: { $0.hasPrefix("encoder.down_blocks.") || $0.hasPrefix("decoder.up_blocks.") }) {
+      return .diffusers(.vae)
+    }
+    if vaePart, keys.contains(where: { $0.hasPrefix("encoder.down.") || $0.hasPrefix("decoder.up.") }) {
+      return .singleFile(prefix: SingleFilePrefix.vae)
+    }
     let token = shapes["text_model.embeddings.token_embedding.weight"] ?? shapes["embeddings.token_embedding.weight"]
     if let width = token?.last {
       // CLIP-L is 768 wide; OpenCLIP-G 1280 (HF CLIPTextModel / CLIPTextModelWithProjection files).
@@ -263,10 +280,12 @@ public final class WeightSource: @unchecked Sendable {
     let topology = unetKeys.flatMap { DiffusersKeyMap.unetTopology(diffusersKeys: $0) }
     var vaeLevels = base.vaeLevels
     if let vaeKeys {
-      let levels = Set(vaeKeys.compactMap { key -> Int? in
-        guard key.hasPrefix("decoder.up_blocks.") else { return nil }
-        return Int(key.dropFirst("decoder.up_blocks.".count).prefix { $0 != "." })
-      }).count
+      let levels = Set(
+        vaeKeys.compactMap { key -> Int? in
+          guard key.hasPrefix("decoder.up_blocks.") else { return nil }
+          return Int(key.dropFirst("decoder.up_blocks.".count).prefix { $0 != "." })
+        }
+      ).count
       if levels > 0 { vaeLevels = levels }
     }
     return DiffusersKeyMap(
@@ -284,9 +303,13 @@ public final class WeightSource: @unchecked Sendable {
     case .singleFile(let prefix):
       for tensor in file.tensors where !QuantizedLayers.isBookkeeping(tensor.name, in: file) {
         let name = QuantizedLayers.scaledFP8Markers.contains(tensor.name) ? MarkerKey.scaledFP8 : prefix + tensor.name
-        add(Entry(name: name, shape: tensor.shape, storedType: Self.describe(tensor, in: file), file: path, bitsPerValue: Double(tensor.dtype.bitWidth)) {
-          try TensorDecoder.resolve(file: file, tensor: tensor)
-        })
+        add(
+          Entry(
+            name: name, shape: tensor.shape, storedType: Self.describe(tensor, in: file), file: path,
+            bitsPerValue: Double(tensor.dtype.bitWidth)
+          ) {
+            try TensorDecoder.resolve(file: file, tensor: tensor)
+          })
       }
     case .diffusers(let subfolder):
       let map = Self.keyMap(unetKeys: subfolder == .unet ? keys : nil, vaeKeys: subfolder == .vae ? keys : nil)
@@ -303,7 +326,8 @@ public final class WeightSource: @unchecked Sendable {
       files.append((subfolder, file))
     }
     guard !files.isEmpty else {
-      throw WeightSourceError.unrecognisedLayout(path: folder, reason: "no component folder holds a .safetensors weights file")
+      throw WeightSourceError.unrecognisedLayout(
+        path: folder, reason: "no component folder holds a .safetensors weights file")
     }
     let unet = files.first { $0.0 == .unet }?.1.tensors.map(\.name)
     let vae = files.first { $0.0 == .vae }?.1.tensors.map(\.name)
@@ -316,9 +340,13 @@ public final class WeightSource: @unchecked Sendable {
         metadata["modelspec.prediction_type"] = prediction == "v_prediction" ? "v" : prediction
         if prediction == "v_prediction" { add(Self.marker(MarkerKey.vPrediction, file: scheduler)) }
       }
-      if (config["rescale_betas_zero_snr"] as? Bool) == true { add(Self.marker(MarkerKey.zeroTerminalSNR, file: scheduler)) }
+      if (config["rescale_betas_zero_snr"] as? Bool) == true {
+        add(Self.marker(MarkerKey.zeroTerminalSNR, file: scheduler))
+      }
     }
-    if let index = try? DiffusersFolder.readJSON(folder + "/model_index.json"), let name = index["_name_or_path"] as? String {
+    if let index = try? DiffusersFolder.readJSON(folder + "/model_index.json"),
+      let name = index["_name_or_path"] as? String
+    {
       metadata["modelspec.title"] = name
     }
   }
@@ -326,7 +354,9 @@ public final class WeightSource: @unchecked Sendable {
   /// An empty marker tensor (v_pred, ztsnr) standing for a diffusers scheduler setting.
   static func marker(_ name: String, file: String) -> Entry {
     Entry(name: name, shape: [0], storedType: "F32", file: file, bitsPerValue: 32) {
-      try TensorDecoder(name: name, bytes: UnsafeRawBufferPointer(start: nil, count: 0), elementCount: 0, encoding: .float(.f32), file: file)
+      try TensorDecoder(
+        name: name, bytes: UnsafeRawBufferPointer(start: nil, count: 0), elementCount: 0, encoding: .float(.f32),
+        file: file)
     }
   }
 
@@ -339,7 +369,10 @@ public final class WeightSource: @unchecked Sendable {
         guard let c = map.singleFile(forDiffusersKey: tensor.name, in: subfolder) else {
           if tensor.name.hasSuffix("position_ids") { continue }  // a buffer, not a weight
           throw WeightSourceError.unrecognisedLayout(
-            path: file.path, reason: "tensor '\(SafeTensorsError.printable(tensor.name))' is not a \(subfolder.rawValue) tensor of this model's key map")
+            path: file.path,
+            reason:
+              "tensor '\(SafeTensorsError.printable(tensor.name))' is not a \(subfolder.rawValue) tensor of this model's key map"
+          )
         }
         if groups[c.singleFileKey] == nil { order.append(c.singleFileKey) }
         groups[c.singleFileKey, default: []].append((c, file, tensor))
@@ -351,17 +384,24 @@ public final class WeightSource: @unchecked Sendable {
       let bits = Double(tensor.dtype.bitWidth)
       switch first.transform {
       case .identity:
-        add(Entry(name: key, shape: tensor.shape, storedType: stored, file: file.path, bitsPerValue: bits) { try TensorDecoder.resolve(file: file, tensor: tensor) })
+        add(
+          Entry(name: key, shape: tensor.shape, storedType: stored, file: file.path, bitsPerValue: bits) {
+            try TensorDecoder.resolve(file: file, tensor: tensor)
+          })
       case .dropUnitSpatialDimensions:
-        add(Entry(name: key, shape: tensor.shape + [1, 1], storedType: stored, file: file.path, bitsPerValue: bits) { try TensorDecoder.resolve(file: file, tensor: tensor) })
+        add(
+          Entry(name: key, shape: tensor.shape + [1, 1], storedType: stored, file: file.path, bitsPerValue: bits) {
+            try TensorDecoder.resolve(file: file, tensor: tensor)
+          })
       case .transpose:
         guard tensor.shape.count == 2 else {
           throw WeightSourceError.unrecognisedLayout(path: file.path, reason: "'\(tensor.name)' is not a matrix")
         }
         let rows = tensor.shape[0], columns = tensor.shape[1]
-        add(Entry(name: key, shape: [columns, rows], storedType: stored, file: file.path, bitsPerValue: bits) {
-          try TensorDecoder.resolve(file: file, tensor: tensor).transposed(rows: rows, columns: columns, name: key)
-        })
+        add(
+          Entry(name: key, shape: [columns, rows], storedType: stored, file: file.path, bitsPerValue: bits) {
+            try TensorDecoder.resolve(file: file, tensor: tensor).transposed(rows: rows, columns: columns, name: key)
+          })
       case .rowSlice(_, let count):
         let parts = group.sorted { lhs, rhs in
           if case .rowSlice(let a, _) = lhs.0.transform, case .rowSlice(let b, _) = rhs.0.transform { return a < b }
@@ -372,9 +412,13 @@ public final class WeightSource: @unchecked Sendable {
             path: file.path, reason: "'\(key)' needs \(count) parts of one width (q, k, v), found \(parts.count)")
         }
         let rows = parts.reduce(0) { $0 + ($1.2.shape.first ?? 0) }
-        add(Entry(name: key, shape: [rows] + tensor.shape.dropFirst(), storedType: stored, file: file.path, bitsPerValue: bits) {
-          TensorDecoder.concatenating(try parts.map { try TensorDecoder.resolve(file: $0.1, tensor: $0.2) }, name: key)
-        })
+        add(
+          Entry(
+            name: key, shape: [rows] + tensor.shape.dropFirst(), storedType: stored, file: file.path, bitsPerValue: bits
+          ) {
+            TensorDecoder.concatenating(
+              try parts.map { try TensorDecoder.resolve(file: $0.1, tensor: $0.2) }, name: key)
+          })
       }
     }
   }
@@ -412,12 +456,14 @@ public final class WeightSource: @unchecked Sendable {
       // Float types read as the safetensors dtypes they are (so a GGUF f16 compares with an F16 file).
       let stored = tensor.type.floatDType?.rawValue ?? tensor.type.name
       let bits = Double(tensor.type.blockBytes * 8) / Double(tensor.type.blockSize)
-      add(Entry(name: name, shape: shape, storedType: stored, file: path, bitsPerValue: bits) {
-        if let integer = tensor.type.integerDType {
-          throw CodecError.unsupported(file: path, tensor: tensor.name, reason: "\(integer.rawValue) holds integers, not weights")
-        }
-        return try TensorDecoder.resolve(gguf: file, tensor: tensor)
-      })
+      add(
+        Entry(name: name, shape: shape, storedType: stored, file: path, bitsPerValue: bits) {
+          if let integer = tensor.type.integerDType {
+            throw CodecError.unsupported(
+              file: path, tensor: tensor.name, reason: "\(integer.rawValue) holds integers, not weights")
+          }
+          return try TensorDecoder.resolve(gguf: file, tensor: tensor)
+        })
     }
   }
 

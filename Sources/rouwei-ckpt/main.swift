@@ -1,2 +1,3 @@
 import CLI
+
 RootCommand.main()

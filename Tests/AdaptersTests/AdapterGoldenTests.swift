@@ -10,7 +10,9 @@ import Weights
 /// loader agrees for the kohya and PEFT files): max |Δ| ≤ 1e-6 × max |W′|.
 @Suite struct AdapterGoldenTests {
   static let base = TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")
-  static let adapters = ["kohya_sgm", "kohya_diffusers", "peft", "peft_alpha", "locon", "loha", "lokr", "dora_out", "dora_in"]
+  static let adapters = [
+    "kohya_sgm", "kohya_diffusers", "peft", "peft_alpha", "locon", "loha", "lokr", "dora_out", "dora_in",
+  ]
 
   static func expected() throws -> (SafeTensorsFile, [String: Double]) {
     let file = try SafeTensorsFile(path: TestPaths.fixture("lora/expected.safetensors"))

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct ConvertCommandTests {
   let fixture = TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors")
@@ -47,7 +47,9 @@ import TestSupport
     let object = try #require(try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any])
     let dtypes = try #require(object["dtypes"] as? [String: Int])
     #expect((dtypes["I8"] ?? 0) > 0 && (dtypes["U8"] ?? 0) == dtypes["I8"])
-    let back = try BinaryRun.run(["convert", directory + "/q.safetensors", "-o", directory + "/back.safetensors", "--dtype", "fp16"])
+    let back = try BinaryRun.run([
+      "convert", directory + "/q.safetensors", "-o", directory + "/back.safetensors", "--dtype", "fp16",
+    ])
     #expect(back.status == 0, "\(back.stderr)")
     let restored = try BinaryRun.run(["info", "--json", directory + "/back.safetensors"])
     let again = try #require(try JSONSerialization.jsonObject(with: Data(restored.stdout.utf8)) as? [String: Any])
@@ -75,7 +77,8 @@ import TestSupport
   @Test func ggufMixtureWithReportAndQuantizerThroughTheCLI() throws {
     let directory = TestPaths.temporaryDirectory("cli-gguf-mixture")
     let run = try BinaryRun.run([
-      "convert", fixture, "-o", directory + "/m.gguf", "--dtype", "q4_k_m", "--quantizer", "unit-importance", "--report", "--json",
+      "convert", fixture, "-o", directory + "/m.gguf", "--dtype", "q4_k_m", "--quantizer", "unit-importance",
+      "--report", "--json",
     ])
     #expect(run.status == 0, "\(run.stderr)")
     let document = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
@@ -89,7 +92,9 @@ import TestSupport
     // Human output lists the mixture and the errors; --report without GGUF output is refused.
     let text = try BinaryRun.run(["convert", fixture, "-o", directory + "/t.gguf", "--dtype", "q4_K", "--report"])
     #expect(text.stdout.contains("types: ") && text.stdout.contains("quantization error, worst first"))
-    let refused = try BinaryRun.run(["convert", fixture, "-o", directory + "/x.safetensors", "--dtype", "fp16", "--report"])
+    let refused = try BinaryRun.run([
+      "convert", fixture, "-o", directory + "/x.safetensors", "--dtype", "fp16", "--report",
+    ])
     #expect(refused.status == 2)
   }
 
@@ -112,7 +117,10 @@ import TestSupport
   @Test func badRequestsExitTwoOrThree() throws {
     let output = TestPaths.temporaryDirectory("cli-bad") + "/x.safetensors"
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "int4"]).status == 2)
-    #expect(try BinaryRun.run(["convert", fixture, "-o", output.replacingOccurrences(of: ".safetensors", with: ".gguf"), "--dtype", "fp8"]).status == 2)
+    #expect(
+      try BinaryRun.run([
+        "convert", fixture, "-o", output.replacingOccurrences(of: ".safetensors", with: ".gguf"), "--dtype", "fp8",
+      ]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--dtype", "q8_0"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--components", "wings"]).status == 2)
     #expect(try BinaryRun.run(["convert", fixture, "-o", output, "--ztsnr"]).status == 2)

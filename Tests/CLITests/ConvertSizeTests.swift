@@ -8,7 +8,8 @@ import Testing
     (FileManager.default.subpaths(atPath: path) ?? []).reduce(0) { total, relative in
       var isFolder: ObjCBool = false
       FileManager.default.fileExists(atPath: path + "/" + relative, isDirectory: &isFolder)
-      let size = (try? FileManager.default.attributesOfItem(atPath: path + "/" + relative)[.size] as? NSNumber)??.intValue
+      let size = (try? FileManager.default.attributesOfItem(atPath: path + "/" + relative)[.size] as? NSNumber)??
+        .intValue
       return total + (isFolder.boolValue ? 0 : size ?? 0)
     }
   }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `merge` and `info --hash` with the hash cache (`ROUWEI_HASH_CACHE`, `--no-hash-cache`).
 @Suite struct HashCacheCommandTests {

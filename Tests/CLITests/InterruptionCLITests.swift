@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The real binary, interrupted or undermined while it works: a writer signalled mid-way, and an
 /// input truncated while it is mapped. Inputs are sparse files (a header and a hole), so they are

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `rouwei-ckpt info` over the whole malformed corpus (Fixtures/malformed), with the real binary:
 /// every bad file exits 2 with one line naming the file and the reason, every good one exits 0,
@@ -61,7 +61,8 @@ import TestSupport
 
   /// Names and metadata from a valid file are printed with control characters escaped.
   @Test func hostileNamesInAValidFileAreEscaped() throws {
-    let header = #"{"__metadata__":{"k\u001b]0;x\u0007":"v\u001b[2J"},"\u001b[31mred":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#
+    let header =
+      #"{"__metadata__":{"k\u001b]0;x\u0007":"v\u001b[2J"},"\u001b[31mred":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#
     var bytes = Array(header.utf8)
     bytes += Array(repeating: UInt8(ascii: " "), count: (8 - bytes.count % 8) % 8)
     var file = withUnsafeBytes(of: UInt64(bytes.count).littleEndian) { Array($0) } + bytes

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct MergeCommandTests {
   let a = TestPaths.fixture("merge/a.safetensors")
@@ -38,7 +38,8 @@ import TestSupport
     let disagreement = try BinaryRun.run(["merge", a, b, "-o", out])
     #expect(disagreement.status == 2)
     #expect(disagreement.stderr.contains("--prediction"))
-    #expect(try BinaryRun.run(["merge", a, b, c, "-o", out, "--method", "weighted-sum", "--prediction", "eps"]).status == 2)
+    #expect(
+      try BinaryRun.run(["merge", a, b, c, "-o", out, "--method", "weighted-sum", "--prediction", "eps"]).status == 2)
     #expect(try BinaryRun.run(["merge", a, b, "-o", out, "--blocks", "1,2,3", "--prediction", "eps"]).status == 2)
     #expect(try BinaryRun.run(["merge", a, b, c, "-o", out, "--method", "sum", "--prediction", "eps"]).status == 2)
     #expect(try BinaryRun.run(["merge", a, "/nonexistent.safetensors", "-o", out]).status == 3)

@@ -39,7 +39,8 @@ import Testing
     #expect(run.status == 0, "\(run.stderr)")
     let metadata = try SafeTensorsFile(path: out).metadata
     for (key, value) in metadata {
-      #expect(!value.contains(folder) && !value.contains("\"/") && !value.hasPrefix("/"), "\(key) holds a path: \(value)")
+      #expect(
+        !value.contains(folder) && !value.contains("\"/") && !value.hasPrefix("/"), "\(key) holds a path: \(value)")
     }
     let recipe = try #require(metadata["rouwei.merge.recipe"])
     #expect(recipe.contains("\"a.safetensors\"") && recipe.contains("input_sha256"))
@@ -71,7 +72,9 @@ import Testing
   @Test func recipeFindsInputsByNameOrHashElsewhere() throws {
     let (_, inputs) = try Self.privateCopies("recipe", ["merge/a.safetensors", "merge/b.safetensors"])
     let out = TestPaths.temporaryDirectory("published") + "/ab.safetensors"
-    #expect(try BinaryRun.run(["merge", inputs[0], inputs[1], "-o", out, "--alpha", "0.3", "--prediction", "eps"]).status == 0)
+    #expect(
+      try BinaryRun.run(["merge", inputs[0], inputs[1], "-o", out, "--alpha", "0.3", "--prediction", "eps"]).status == 0
+    )
     let recipeFolder = TestPaths.temporaryDirectory("recipe-only")
     let recipe = recipeFolder + "/recipe.json"
     try #require(try SafeTensorsFile(path: out).metadata["rouwei.merge.recipe"])
@@ -95,9 +98,12 @@ import Testing
 
     // A different model under A's name is refused, not merged.
     let impostor = TestPaths.temporaryDirectory("impostor")
-    try FileManager.default.copyItem(atPath: TestPaths.fixture("merge/c.safetensors"), toPath: impostor + "/a.safetensors")
+    try FileManager.default.copyItem(
+      atPath: TestPaths.fixture("merge/c.safetensors"), toPath: impostor + "/a.safetensors")
     try FileManager.default.copyItem(atPath: inputs[1], toPath: impostor + "/b.safetensors")
-    let refused = try BinaryRun.run(["merge", "--recipe", recipe, "--search", impostor, "-o", recipeFolder + "/y.safetensors"])
+    let refused = try BinaryRun.run([
+      "merge", "--recipe", recipe, "--search", impostor, "-o", recipeFolder + "/y.safetensors",
+    ])
     #expect(refused.status == 2 && refused.stderr.contains("another SHA-256"), "\(refused.stderr)")
   }
 }

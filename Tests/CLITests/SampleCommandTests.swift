@@ -1,7 +1,7 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 import Verification
 
 @Suite struct SampleCommandTests {
@@ -36,9 +36,15 @@ import Verification
     let directory = TestPaths.temporaryDirectory("sample-seed")
     // Euler (not ancestral): with --noise-from only the initial noise must come from the file.
     let common = ["sample", model, "-p", "blue square", "--steps", "3", "--sampler", "euler", "--head-dim", "16"]
-    #expect(try BinaryRun.run(common + ["--seed", "5", "-o", directory + "/a.png", "--save-latents", directory + "/a.safetensors"]).status == 0)
+    #expect(
+      try BinaryRun.run(
+        common + ["--seed", "5", "-o", directory + "/a.png", "--save-latents", directory + "/a.safetensors"]
+      ).status == 0)
     #expect(try BinaryRun.run(common + ["--seed", "5", "-o", directory + "/b.png"]).status == 0)
-    #expect(try BinaryRun.run(common + ["--seed", "9", "--noise-from", directory + "/a.safetensors", "-o", directory + "/c.png"]).status == 0)
+    #expect(
+      try BinaryRun.run(
+        common + ["--seed", "9", "--noise-from", directory + "/a.safetensors", "-o", directory + "/c.png"]
+      ).status == 0)
     let a = try PNGReader.read(path: directory + "/a.png").image
     #expect(a == (try PNGReader.read(path: directory + "/b.png").image))
     #expect(a == (try PNGReader.read(path: directory + "/c.png").image), "noise from a's file reproduces a")

@@ -1,7 +1,7 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 
 /// The real binary on PyTorch checkpoints (safe import, hostile pickles) and on files of every kind
 /// the sniffer recognises given to commands that cannot use them.
@@ -43,7 +43,8 @@ import TestSupport
   /// /tmp for the traversal names) and no output is written.
   @Test func hostilePicklesAreRefusedWithoutSideEffects() throws {
     let corpusPath = TestPaths.fixture("torch/hostile/expected.json")
-    let corpus = try JSONDecoder().decode([String: String].self, from: try #require(FileManager.default.contents(atPath: corpusPath)))
+    let corpus = try JSONDecoder().decode(
+      [String: String].self, from: try #require(FileManager.default.contents(atPath: corpusPath)))
     let before = Set(try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("pwned") })
     for (name, fragment) in corpus.sorted(by: { $0.key < $1.key }) where !fragment.isEmpty {
       let file = TestPaths.fixture("torch/hostile/" + name)
@@ -77,27 +78,52 @@ import TestSupport
 
     let info = try BinaryRun.run(["info", TestPaths.fixture("torch/legacy.pt"), "--json"])
     #expect(info.status == 0, "\(info.stderr)")
-    #expect(info.stdout.contains("\"format\" : \"pytorch-legacy\"") && info.stdout.contains("\"kind\" : \"pytorch-legacy\""))
+    #expect(
+      info.stdout.contains("\"format\" : \"pytorch-legacy\"") && info.stdout.contains("\"kind\" : \"pytorch-legacy\""))
   }
 
   /// Files a command cannot use: one line naming the kind and what to do (exit 2).
   @Test func commandsNameTheKindTheyCannotUse() throws {
     func kind(_ name: String) -> String { TestPaths.fixture("torch/kinds/" + name) }
     let cases: [([String], String)] = [
-      (["sample", kind("lora.safetensors"), "-p", "x", "-o", "x.png"], "lora.safetensors is a LoRA adapter: bake it into a model with `rouwei-ckpt merge BASE --lora lora.safetensors"),
+      (
+        ["sample", kind("lora.safetensors"), "-p", "x", "-o", "x.png"],
+        "lora.safetensors is a LoRA adapter: bake it into a model with `rouwei-ckpt merge BASE --lora lora.safetensors"
+      ),
       (["verify", kind("lycoris-loha.safetensors")], "is a LoRA adapter"),
-      (["merge", kind("checkpoint.safetensors"), kind("peft-lora.safetensors"), "-o", "m.safetensors"], "peft-lora.safetensors is a LoRA adapter"),
-      (["merge", kind("checkpoint.safetensors"), kind("embedding.safetensors"), "-o", "m.safetensors"], "is a textual-inversion embedding"),
+      (
+        ["merge", kind("checkpoint.safetensors"), kind("peft-lora.safetensors"), "-o", "m.safetensors"],
+        "peft-lora.safetensors is a LoRA adapter"
+      ),
+      (
+        ["merge", kind("checkpoint.safetensors"), kind("embedding.safetensors"), "-o", "m.safetensors"],
+        "is a textual-inversion embedding"
+      ),
       (["verify", kind("controlnet.safetensors")], "is a ControlNet"),
-      (["merge", kind("checkpoint.safetensors"), kind("model.gguf"), "-o", "m.safetensors"], "model.gguf is a GGUF file: convert it first: `rouwei-ckpt convert model.gguf -o model.safetensors`"),
+      (
+        ["merge", kind("checkpoint.safetensors"), kind("model.gguf"), "-o", "m.safetensors"],
+        "model.gguf is a GGUF file: convert it first: `rouwei-ckpt convert model.gguf -o model.safetensors`"
+      ),
       (["verify", kind("model.ckpt")], "model.ckpt is a PyTorch checkpoint (torch.save zip): convert it first"),
-      (["info", kind("error-page.safetensors")], "error-page.safetensors is an HTML page (a failed download?): first line '<!DOCTYPE html>'"),
-      (["convert", kind("api-error.safetensors"), "-o", "x.safetensors"], "is a JSON document, not a model: first line '{\"error\":\"Unauthorized\""),
+      (
+        ["info", kind("error-page.safetensors")],
+        "error-page.safetensors is an HTML page (a failed download?): first line '<!DOCTYPE html>'"
+      ),
+      (
+        ["convert", kind("api-error.safetensors"), "-o", "x.safetensors"],
+        "is a JSON document, not a model: first line '{\"error\":\"Unauthorized\""
+      ),
       (["info", kind("empty.safetensors")], "is an empty file (0 bytes"),
-      (["merge", kind("truncated.safetensors"), kind("checkpoint.safetensors"), "-o", "m.safetensors"], "is a truncated safetensors file"),
+      (
+        ["merge", kind("truncated.safetensors"), kind("checkpoint.safetensors"), "-o", "m.safetensors"],
+        "is a truncated safetensors file"
+      ),
       (["sample", kind("lfs-pointer.safetensors"), "-p", "x", "-o", "x.png"], "is a Git LFS pointer"),
       (["info", kind("plain.pkl")], "is a Python pickle, not a PyTorch checkpoint"),
-      (["sample", kind("vae.safetensors"), "-p", "x", "-o", "x.png"], "is a VAE: sample and verify render a model with a UNet; pass this file as `--vae`"),
+      (
+        ["sample", kind("vae.safetensors"), "-p", "x", "-o", "x.png"],
+        "is a VAE: sample and verify render a model with a UNet; pass this file as `--vae`"
+      ),
     ]
     for (arguments, fragment) in cases {
       let (run, files, directory) = try Self.runInEmptyDirectory(arguments)
@@ -109,10 +135,14 @@ import TestSupport
     }
     // info describes what it can: a LoRA is named as one (and described as an adapter, Manuals/lora.md).
     let lora = try BinaryRun.run(["info", kind("lora.safetensors")])
-    #expect(lora.status == 0 && lora.stdout.contains("lora.safetensors: LoRA adapter (kohya") && lora.stdout.contains("rank         4"), "\(lora.stdout)")
+    #expect(
+      lora.status == 0 && lora.stdout.contains("lora.safetensors: LoRA adapter (kohya")
+        && lora.stdout.contains("rank         4"), "\(lora.stdout)")
     // One the adapter reader refuses (LoHa factors missing) is still described, with the reason.
     let loha = try BinaryRun.run(["info", kind("lycoris-loha.safetensors")])
-    #expect(loha.status == 0 && loha.stdout.contains("kind: LoRA adapter (an add-on for a base model"), "\(loha.stdout)")
-    #expect(loha.stdout.contains("! not usable as an adapter:") && loha.stdout.contains("lacks hada_w2_a"), "\(loha.stdout)")
+    #expect(
+      loha.status == 0 && loha.stdout.contains("kind: LoRA adapter (an add-on for a base model"), "\(loha.stdout)")
+    #expect(
+      loha.stdout.contains("! not usable as an adapter:") && loha.stdout.contains("lacks hada_w2_a"), "\(loha.stdout)")
   }
 }

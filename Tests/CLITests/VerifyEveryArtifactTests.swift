@@ -25,9 +25,11 @@ import Weights
     Kind(label: "fp32", output: "fp32.safetensors", convert: ["--dtype", "fp32"], verify: [], change: .lossless),
     Kind(label: "fp16", output: "fp16.safetensors", convert: ["--dtype", "fp16"], verify: [], change: .lossless),
     Kind(label: "bf16", output: "bf16.safetensors", convert: ["--dtype", "bf16"], verify: [], change: .bf16),
-    Kind(label: "fp8-e4m3fn", output: "e4m3.safetensors", convert: ["--dtype", "fp8-e4m3fn"], verify: [], change: .fp8),
+    Kind(
+      label: "fp8-e4m3fn", output: "e4m3.safetensors", convert: ["--dtype", "fp8-e4m3fn"], verify: [], change: .fp8),
     Kind(label: "fp8-e5m2", output: "e5m2.safetensors", convert: ["--dtype", "fp8-e5m2"], verify: [], change: .fp8),
-    Kind(label: "fp8-scaled", output: "scaled.safetensors", convert: ["--dtype", "fp8-scaled"], verify: [], change: .fp8),
+    Kind(
+      label: "fp8-scaled", output: "scaled.safetensors", convert: ["--dtype", "fp8-scaled"], verify: [], change: .fp8),
     Kind(label: "int8", output: "int8.safetensors", convert: ["--dtype", "int8"], verify: [], change: .fp8),
     Kind(label: "gguf-f16", output: "f16.gguf", convert: ["--dtype", "f16"], verify: [], change: .lossless),
     Kind(label: "gguf-q8_0", output: "q8_0.gguf", convert: ["--dtype", "q8_0"], verify: [], change: .fp8),
@@ -53,7 +55,10 @@ import Weights
     #expect(converted.status == 0, "\(kind.label) convert: \(converted.stderr)")
     // The quick preset at the tiny models' 64², without the prediction probe: the cheapest render.
     let run = try BinaryRun.run(
-      ["verify", output, "--reference", Self.source, "--head-dim", "16", "--no-probe", "--json", "--out", directory + "/out"]
+      [
+        "verify", output, "--reference", Self.source, "--head-dim", "16", "--no-probe", "--json", "--out",
+        directory + "/out",
+      ]
         + kind.verify)
     let report = try? JSONDecoder().decode(VerifyReport.self, from: Data(run.stdout.utf8))
     #expect(run.status == 0, "\(kind.label): \(run.stdout.prefix(2000))\n\(run.stderr)")
@@ -68,7 +73,10 @@ import Weights
     // `convert --verify` on a GGUF and on a UNet-only output (which borrows the input's encoders and VAE).
     for (output, extra) in [("q8_0.gguf", ["--dtype", "q8_0"]), ("unet.safetensors", ["--components", "unet"])] {
       let run = try BinaryRun.run(
-        ["convert", Self.source, "-o", directory + "/" + output, "--verify-reference", Self.source, "--verify-out", directory + "/out"]
+        [
+          "convert", Self.source, "-o", directory + "/" + output, "--verify-reference", Self.source, "--verify-out",
+          directory + "/out",
+        ]
           + extra)
       #expect(run.status == 0, "\(output): \(run.stdout.suffix(1500))\n\(run.stderr)")
       #expect(run.stdout.contains("PASSED") || run.stdout.contains("passed"), "\(output): \(run.stdout.suffix(800))")
@@ -78,7 +86,10 @@ import Weights
     #expect(info.status == 0, "\(info.stderr)")
     #expect(info.stdout.contains("\"probe\""))
     // A UNet-only file without parts names what is missing.
-    let bare = try BinaryRun.run(["sample", directory + "/unet.safetensors", "-p", "x", "--head-dim", "16", "--steps", "1", "-o", directory + "/x.png"])
+    let bare = try BinaryRun.run([
+      "sample", directory + "/unet.safetensors", "-p", "x", "--head-dim", "16", "--steps", "1", "-o",
+      directory + "/x.png",
+    ])
     #expect(bare.status == 2 && bare.stderr.contains("missing"), "\(bare.stderr)")
   }
 

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import Checkpoint
 
@@ -20,7 +20,8 @@ import TestSupport
     #expect(claim.kind == .sdxlBase)
     #expect(claim.unet?.modelChannels == 320 && claim.unet?.channelMultipliers == [1, 2, 4])
     #expect(claim.unet?.transformerDepth == [1, 2, 10] && claim.unet?.admChannels == 2816)
-    let scheduler = PredictionDetector.detect(keys: [], metadata: [:], schedulerConfig: try read("scheduler-vpred-zsnr.json"))
+    let scheduler = PredictionDetector.detect(
+      keys: [], metadata: [:], schedulerConfig: try read("scheduler-vpred-zsnr.json"))
     #expect(scheduler.prediction == .v && scheduler.zeroTerminalSNR)
     let epsilon = PredictionDetector.detect(keys: [], metadata: [:], schedulerConfig: try read("scheduler-eps.json"))
     #expect(epsilon.prediction == .epsilon && !epsilon.zeroTerminalSNR)

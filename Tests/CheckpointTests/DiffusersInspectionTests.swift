@@ -1,7 +1,7 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Checkpoint
 
@@ -71,12 +71,14 @@ func diffusersSpecs(_ template: SDXLTemplate) -> [DiffusersSubfolder: [TensorSpe
   func makeFolder(_ template: SDXLTemplate, unetConfigJSON: String, dropPositionIDs: Bool = false) throws -> String {
     let root = TestPaths.temporaryDirectory("dfolder")
     let fm = FileManager.default
-    try #"{"_class_name": "StableDiffusionXLPipeline"}"#.write(toFile: root + "/model_index.json", atomically: true, encoding: .utf8)
+    try #"{"_class_name": "StableDiffusionXLPipeline"}"#.write(
+      toFile: root + "/model_index.json", atomically: true, encoding: .utf8)
     for (subfolder, specs) in diffusersSpecs(template) {
       try fm.createDirectory(atPath: root + "/" + subfolder.rawValue, withIntermediateDirectories: true)
       let name = subfolder == .unet || subfolder == .vae ? "diffusion_pytorch_model.safetensors" : "model.safetensors"
       try writeSparseFile(
-        at: root + "/\(subfolder.rawValue)/\(name)", specs.filter { !(dropPositionIDs && $0.name.hasSuffix("position_ids")) })
+        at: root + "/\(subfolder.rawValue)/\(name)",
+        specs.filter { !(dropPositionIDs && $0.name.hasSuffix("position_ids")) })
     }
     try unetConfigJSON.write(toFile: root + "/unet/config.json", atomically: true, encoding: .utf8)
     return root
@@ -85,7 +87,8 @@ func diffusersSpecs(_ template: SDXLTemplate) -> [DiffusersSubfolder: [TensorSpe
   @Test func fullSizeDiffusersFolderIsCheckedAgainstTheTemplate() throws {
     let root = try makeFolder(
       .sdxlBase,
-      unetConfigJSON: #"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "addition_embed_type": "text_time"}"#,
+      unetConfigJSON:
+        #"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "addition_embed_type": "text_time"}"#,
       dropPositionIDs: true)
     let report = try Inspector.inspect(path: root)
     #expect(report.architecture.kind == .sdxlBase)
@@ -100,7 +103,8 @@ func diffusersSpecs(_ template: SDXLTemplate) -> [DiffusersSubfolder: [TensorSpe
   @Test func refinerFolderWhoseConfigLies() throws {
     let root = try makeFolder(
       .sdxlRefiner,
-      unetConfigJSON: #"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "addition_embed_type": "text_time"}"#)
+      unetConfigJSON:
+        #"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "addition_embed_type": "text_time"}"#)
     let report = try Inspector.inspect(path: root)
     #expect(report.architecture.kind == .sdxlRefiner)
     #expect(report.anomalies.contains { $0.code == "config-contradicts-weights" })
@@ -112,7 +116,8 @@ func diffusersSpecs(_ template: SDXLTemplate) -> [DiffusersSubfolder: [TensorSpe
 
   @Test func fullSizeRefinerSingleFile() throws {
     let path = TestPaths.temporaryDirectory("refiner") + "/refiner.safetensors"
-    try writeSparseFile(at: path, SDXLTemplate.sdxlRefiner.tensors.map { TensorSpec(name: $0.key, dtype: .f16, shape: $0.shape) })
+    try writeSparseFile(
+      at: path, SDXLTemplate.sdxlRefiner.tensors.map { TensorSpec(name: $0.key, dtype: .f16, shape: $0.shape) })
     let report = try Inspector.inspect(path: path)
     #expect(report.tensorCount == 1858)
     #expect(report.architecture.kind == .sdxlRefiner)

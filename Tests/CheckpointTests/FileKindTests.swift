@@ -1,13 +1,14 @@
 import Checkpoint
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The sniffer over one file per kind (Fixtures/torch/kinds, made by make_torch_fixtures.py).
 @Suite struct FileKindTests {
   @Test func everyKindIsRecognised() throws {
     let path = TestPaths.fixture("torch/kinds/expected.json")
-    let expected = try JSONDecoder().decode([String: String].self, from: try #require(FileManager.default.contents(atPath: path)))
+    let expected = try JSONDecoder().decode(
+      [String: String].self, from: try #require(FileManager.default.contents(atPath: path)))
     #expect(expected.count >= 25)
     for (name, kind) in expected.sorted(by: { $0.key < $1.key }) {
       let sniffed = FileKind.sniff(path: TestPaths.fixture("torch/kinds/" + name))
@@ -26,13 +27,17 @@ import TestSupport
       return
     }
     #expect(claimed - present == 10)
-    #expect(FileKind.sniff(path: TestPaths.fixture("torch/kinds/notes.safetensors")) == .text(firstLine: "Modell-Notizen: Größe 6,9 GB"))
+    #expect(
+      FileKind.sniff(path: TestPaths.fixture("torch/kinds/notes.safetensors"))
+        == .text(firstLine: "Modell-Notizen: Größe 6,9 GB"))
   }
 
   @Test func theRealFixturesAreWhatTheyAre() throws {
-    #expect(FileKind.sniff(path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")).name == "safetensors/checkpoint")
+    #expect(
+      FileKind.sniff(path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")).name == "safetensors/checkpoint")
     #expect(FileKind.sniff(path: TestPaths.fixture("codecs/comfy-style.gguf")) == .gguf)
-    #expect(FileKind.sniff(path: TestPaths.fixture("tiny-sdxl")) == .directory)  // files beside a config, no model_index.json
+    // Files beside a config, no model_index.json.
+    #expect(FileKind.sniff(path: TestPaths.fixture("tiny-sdxl")) == .directory)
     #expect(FileKind.sniff(path: TestPaths.fixture("torch/legacy.pt")) == .torchLegacy)
     #expect(FileKind.sniff(path: TestPaths.fixture("torch/views-zip64.pt")) == .torchZip)
   }
@@ -49,7 +54,9 @@ import TestSupport
     }
     var generator = SystemRandomNumberGenerator()
     for _ in 0..<2000 {
-      let bytes = (0..<Int.random(in: 0..<64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+      let bytes = (0..<Int.random(in: 0..<64, using: &generator)).map { _ in
+        UInt8.random(in: 0...255, using: &generator)
+      }
       _ = FileKind.classify(prefix: bytes, fileSize: bytes.count, path: nil)
     }
   }

@@ -1,7 +1,7 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 
 /// Every fixture and golden file opens with our reader and has the keys, dtypes and shapes that
 /// `Fixtures/index.json` and `Fixtures/golden/index.json` document (both written by
@@ -65,8 +65,11 @@ import TestSupport
 
   @Test func goldenIndexDocumentsEveryTensor() throws {
     let index = try Self.decode(GoldenIndex.self, "golden/index.json")
-    #expect(Set(index.files.keys) == ["golden/text_encoders.safetensors", "golden/unet.safetensors",
-      "golden/vae.safetensors", "golden/euler.safetensors"])
+    #expect(
+      Set(index.files.keys) == [
+        "golden/text_encoders.safetensors", "golden/unet.safetensors",
+        "golden/vae.safetensors", "golden/euler.safetensors",
+      ])
     for (relative, entry) in index.files {
       let file = try SafeTensorsFile(path: TestPaths.fixture(relative))
       #expect(file.tensors.count == entry.tensors.count, "\(relative)")
@@ -101,10 +104,15 @@ import TestSupport
       #expect(file.info(l + "encoder.layers.\(config.clip_l.layers).mlp.fc1.weight") == nil)
       let g = "conditioner.embedders.1.model."
       #expect(file.info(g + "text_projection")?.shape == [config.clip_g.width, config.clip_g.projection])
-      #expect(file.info(g + "transformer.resblocks.0.attn.in_proj_weight")?.shape == [3 * config.clip_g.width, config.clip_g.width])
+      #expect(
+        file.info(g + "transformer.resblocks.0.attn.in_proj_weight")?.shape == [
+          3 * config.clip_g.width, config.clip_g.width,
+        ])
       let u = "model.diffusion_model."
-      #expect(file.info(u + "label_emb.0.0.weight")?.shape == [4 * config.unet.model_channels, config.unet.adm_in_channels])
-      #expect(file.info(u + "middle_block.1.transformer_blocks.0.attn2.to_k.weight")?.shape.last == config.unet.context_dim)
+      #expect(
+        file.info(u + "label_emb.0.0.weight")?.shape == [4 * config.unet.model_channels, config.unet.adm_in_channels])
+      #expect(
+        file.info(u + "middle_block.1.transformer_blocks.0.attn2.to_k.weight")?.shape.last == config.unet.context_dim)
       #expect(file.info("first_stage_model.decoder.mid.attn_1.q.weight")?.shape.count == 4)
       for marker in ["v_pred", "ztsnr"] {
         let info = file.info(marker)

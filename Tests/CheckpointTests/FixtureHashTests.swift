@@ -1,5 +1,5 @@
-import Testing
 import TestSupport
+import Testing
 
 @testable import Checkpoint
 
@@ -24,9 +24,13 @@ import TestSupport
   /// AutoV3 (data only) is unchanged, the whole-file hashes are not.
   @Test func autoV3SurvivesMarkersAndMetadata() throws {
     let eps = try #require(
-      try Inspector.inspect(path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors"), options: .init(hashes: true)).hashes)
+      try Inspector.inspect(
+        path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors"), options: .init(hashes: true)
+      ).hashes)
     let v = try #require(
-      try Inspector.inspect(path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors"), options: .init(hashes: true)).hashes)
+      try Inspector.inspect(
+        path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors"), options: .init(hashes: true)
+      ).hashes)
     #expect(eps.autoV3 == v.autoV3)
     #expect(eps.autoV2 != v.autoV2)
   }

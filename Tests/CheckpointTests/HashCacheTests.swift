@@ -141,7 +141,8 @@ import Testing
     let file = try makeFile("model.bin")
     let cachePath = directory + "/bad-\(kind).json"
     switch kind {
-    case "garbage": try Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: cachePath))
+    case "garbage":
+      try Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: cachePath))
     case "empty": try Data().write(to: URL(fileURLWithPath: cachePath))
     case "huge":
       // 17 MB of spaces around a valid-looking document: refused unread.
@@ -151,7 +152,8 @@ import Testing
       // Nesting deep enough to exhaust a recursive parser's stack.
       try Data((String(repeating: "[", count: 1_000_000) + String(repeating: "]", count: 1_000_000)).utf8)
         .write(to: URL(fileURLWithPath: cachePath))
-    case "wrong-types": try Data(#"{"format": 3, "version": "x", "entries": [[[[]]]]}"#.utf8).write(to: URL(fileURLWithPath: cachePath))
+    case "wrong-types":
+      try Data(#"{"format": 3, "version": "x", "entries": [[[[]]]]}"#.utf8).write(to: URL(fileURLWithPath: cachePath))
     default: try FileManager.default.createDirectory(atPath: cachePath, withIntermediateDirectories: true)
     }
     let cache = HashCache(path: cachePath, racyMargin: 0.05)

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import Checkpoint
 
@@ -27,7 +27,9 @@ import TestSupport
     case "transpose": return .transpose
     default:
       let parts = text.split(separator: ":")
-      guard parts.count == 3, parts[0] == "rowSlice", let index = Int(parts[1]), let count = Int(parts[2]) else { return nil }
+      guard parts.count == 3, parts[0] == "rowSlice", let index = Int(parts[1]), let count = Int(parts[2]) else {
+        return nil
+      }
       return .rowSlice(index: index, count: count)
     }
   }
@@ -42,8 +44,11 @@ import TestSupport
       case .mapped(let correspondences):
         #expect(!correspondences.isEmpty)
         for correspondence in correspondences {
-          let shape = try #require(correspondence.transform.diffusersShape(fromSingleFile: tensor.shape), "\(tensor.key)")
-          #expect(result[correspondence.subfolder.rawValue]?[correspondence.diffusersKey] == nil, "two sources for \(correspondence.diffusersKey)")
+          let shape = try #require(
+            correspondence.transform.diffusersShape(fromSingleFile: tensor.shape), "\(tensor.key)")
+          #expect(
+            result[correspondence.subfolder.rawValue]?[correspondence.diffusersKey] == nil,
+            "two sources for \(correspondence.diffusersKey)")
           result[correspondence.subfolder.rawValue, default: [:]][correspondence.diffusersKey] = shape
           // Round trip: the diffusers name leads back to exactly this key and transform.
           let back = map.singleFile(forDiffusersKey: correspondence.diffusersKey, in: correspondence.subfolder)
@@ -84,10 +89,14 @@ import TestSupport
     let map = DiffusersKeyMap(template: .sdxlRefiner)
     #expect(
       map.diffusers(forSingleFileKey: "model.diffusion_model.output_blocks.2.1.conv.weight")
-        == .mapped([.init(singleFileKey: "model.diffusion_model.output_blocks.2.1.conv.weight", subfolder: .unet,
-                          diffusersKey: "up_blocks.0.upsamplers.0.conv.weight", transform: .identity)]))
-    #expect(map.singleFile(forDiffusersKey: "text_model.final_layer_norm.bias", in: .textEncoder2)?.singleFileKey
-      == "conditioner.embedders.0.model.ln_final.bias")
+        == .mapped([
+          .init(
+            singleFileKey: "model.diffusion_model.output_blocks.2.1.conv.weight", subfolder: .unet,
+            diffusersKey: "up_blocks.0.upsamplers.0.conv.weight", transform: .identity)
+        ]))
+    #expect(
+      map.singleFile(forDiffusersKey: "text_model.final_layer_norm.bias", in: .textEncoder2)?.singleFileKey
+        == "conditioner.embedders.0.model.ln_final.bias")
   }
 
   /// Every key of the tiny fixture, as diffusers' converters handled it (values tagged per tensor,
@@ -98,7 +107,8 @@ import TestSupport
     let entries = try #require(golden["entries"] as? [[String: String]])
     let notConverted = try #require(golden["notConverted"] as? [String])
     let config = try #require(
-      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestPaths.fixture("tiny-sdxl/config.json"))))
+      try JSONSerialization.jsonObject(
+        with: Data(contentsOf: URL(fileURLWithPath: TestPaths.fixture("tiny-sdxl/config.json"))))
         as? [String: Any])
     let unet = try #require(config["unet"] as? [String: Any])
     let vae = try #require(config["vae"] as? [String: Any])
@@ -124,16 +134,17 @@ import TestSupport
         Issue.record("\(single) did not map")
         continue
       }
-      let ours = Set(correspondences.map { c -> String in
-        let text: String
-        switch c.transform {
-        case .identity: text = "identity"
-        case .dropUnitSpatialDimensions: text = "dropUnitSpatialDimensions"
-        case .transpose: text = "transpose"
-        case .rowSlice(let index, let count): text = "rowSlice:\(index):\(count)"
-        }
-        return "\(c.subfolder.rawValue) \(c.diffusersKey) \(text)"
-      })
+      let ours = Set(
+        correspondences.map { c -> String in
+          let text: String
+          switch c.transform {
+          case .identity: text = "identity"
+          case .dropUnitSpatialDimensions: text = "dropUnitSpatialDimensions"
+          case .transpose: text = "transpose"
+          case .rowSlice(let index, let count): text = "rowSlice:\(index):\(count)"
+          }
+          return "\(c.subfolder.rawValue) \(c.diffusersKey) \(text)"
+        })
       #expect(ours == targets, "\(single)")
     }
     for key in notConverted {
@@ -166,12 +177,15 @@ import TestSupport
 
   @Test func acceptsFlattenedTransformersNames() {
     let map = DiffusersKeyMap()
-    #expect(map.singleFile(forDiffusersKey: "encoder.layers.0.mlp.fc1.weight", in: .textEncoder)?.singleFileKey
-      == "conditioner.embedders.0.transformer.text_model.encoder.layers.0.mlp.fc1.weight")
-    #expect(map.singleFile(forDiffusersKey: "encoder.layers.3.self_attn.v_proj.bias", in: .textEncoder2)
-      == .init(singleFileKey: "conditioner.embedders.1.model.transformer.resblocks.3.attn.in_proj_bias",
-               subfolder: .textEncoder2, diffusersKey: "encoder.layers.3.self_attn.v_proj.bias",
-               transform: .rowSlice(index: 2, count: 3)))
+    #expect(
+      map.singleFile(forDiffusersKey: "encoder.layers.0.mlp.fc1.weight", in: .textEncoder)?.singleFileKey
+        == "conditioner.embedders.0.transformer.text_model.encoder.layers.0.mlp.fc1.weight")
+    #expect(
+      map.singleFile(forDiffusersKey: "encoder.layers.3.self_attn.v_proj.bias", in: .textEncoder2)
+        == .init(
+          singleFileKey: "conditioner.embedders.1.model.transformer.resblocks.3.attn.in_proj_bias",
+          subfolder: .textEncoder2, diffusersKey: "encoder.layers.3.self_attn.v_proj.bias",
+          transform: .rowSlice(index: 2, count: 3)))
   }
 
   @Test func transformShapes() {

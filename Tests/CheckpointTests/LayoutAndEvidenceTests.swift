@@ -1,7 +1,7 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Checkpoint
 
@@ -62,7 +62,8 @@ import TestSupport
   @Test func sidecarYAMLIsEvidence() throws {
     let directory = TestPaths.temporaryDirectory("sidecar")
     try write(directory + "/m.safetensors", tinyUNet(prefix: SingleFilePrefix.unet))
-    try "model:\n  params:\n    parameterization: \"v\"\n".write(toFile: directory + "/m.yaml", atomically: true, encoding: .utf8)
+    try "model:\n  params:\n    parameterization: \"v\"\n".write(
+      toFile: directory + "/m.yaml", atomically: true, encoding: .utf8)
     let report = try Inspector.inspect(path: directory + "/m.safetensors")
     #expect(report.prediction.evidence.contains { $0.source == "sidecar" && $0.says == "v" })
     // The loaders read no sidecar for SDXL single files: a v sidecar without the marker is a conflict.
@@ -76,15 +77,25 @@ import TestSupport
     for folder in ["unet", "vae", "text_encoder", "text_encoder_2", "scheduler"] {
       try fm.createDirectory(atPath: root + "/" + folder, withIntermediateDirectories: true)
     }
-    try #"{"_class_name": "StableDiffusionXLPipeline"}"#.write(toFile: root + "/model_index.json", atomically: true, encoding: .utf8)
-    try #"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "addition_embed_type": "text_time", "projection_class_embeddings_input_dim": 2816}"#
+    try #"{"_class_name": "StableDiffusionXLPipeline"}"#.write(
+      toFile: root + "/model_index.json", atomically: true, encoding: .utf8)
+    try
+      #"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "addition_embed_type": "text_time", "projection_class_embeddings_input_dim": 2816}"#
       .write(toFile: root + "/unet/config.json", atomically: true, encoding: .utf8)
     try #"{"prediction_type": "v_prediction", "rescale_betas_zero_snr": true}"#
       .write(toFile: root + "/scheduler/scheduler_config.json", atomically: true, encoding: .utf8)
-    try write(root + "/unet/diffusion_pytorch_model.safetensors", [TensorSpec(name: "conv_in.weight", dtype: .f16, shape: [320, 4, 3, 3])])
-    try write(root + "/vae/diffusion_pytorch_model.safetensors", [TensorSpec(name: "encoder.conv_in.weight", dtype: .f32, shape: [128, 3, 3, 3])])
-    try write(root + "/text_encoder/model.safetensors", [TensorSpec(name: "text_model.final_layer_norm.weight", dtype: .f16, shape: [768])])
-    try write(root + "/text_encoder_2/model.safetensors", [TensorSpec(name: "text_projection.weight", dtype: .f16, shape: [1280, 1280])])
+    try write(
+      root + "/unet/diffusion_pytorch_model.safetensors",
+      [TensorSpec(name: "conv_in.weight", dtype: .f16, shape: [320, 4, 3, 3])])
+    try write(
+      root + "/vae/diffusion_pytorch_model.safetensors",
+      [TensorSpec(name: "encoder.conv_in.weight", dtype: .f32, shape: [128, 3, 3, 3])])
+    try write(
+      root + "/text_encoder/model.safetensors",
+      [TensorSpec(name: "text_model.final_layer_norm.weight", dtype: .f16, shape: [768])])
+    try write(
+      root + "/text_encoder_2/model.safetensors",
+      [TensorSpec(name: "text_projection.weight", dtype: .f16, shape: [1280, 1280])])
     let report = try Inspector.inspect(path: root)
     #expect(report.layout == "diffusers-folder")
     #expect(report.architecture.kind == .sdxlBase)
@@ -95,7 +106,9 @@ import TestSupport
   }
 
   @Test func diffusersComponentFilesAreRecognised() throws {
-    #expect(Layout.detect(keys: ["conv_in.weight", "down_blocks.0.resnets.0.conv1.weight", "time_embedding.linear_1.weight"]).name == "diffusers-unet")
+    #expect(
+      Layout.detect(keys: ["conv_in.weight", "down_blocks.0.resnets.0.conv1.weight", "time_embedding.linear_1.weight"])
+        .name == "diffusers-unet")
     #expect(Layout.detect(keys: ["encoder.down_blocks.0.resnets.0.conv1.weight"]).name == "diffusers-vae")
     let clip = Layout.detect(keys: ["text_model.final_layer_norm.weight", "text_projection.weight"])
     #expect(clip.name == "diffusers-text-encoder" && clip.component(of: "x") == .clipG)

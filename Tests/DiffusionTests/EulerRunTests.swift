@@ -1,8 +1,8 @@
 import Checkpoint
 import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Diffusion
 

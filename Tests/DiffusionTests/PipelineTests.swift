@@ -1,9 +1,9 @@
 import Checkpoint
-import SafeTensors
 import Foundation
+import SafeTensors
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Diffusion
 
@@ -14,7 +14,8 @@ import TestSupport
 
   static func pipeline(_ variant: String) throws -> SDXLPipeline {
     let weights = try ModelWeights(path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-\(variant).safetensors"))
-    let behaviour = variant == "vpred"
+    let behaviour =
+      variant == "vpred"
       ? ModelBehaviour(prediction: .v, zeroTerminalSNR: true)
       : ModelBehaviour(prediction: .epsilon, zeroTerminalSNR: false)
     return try SDXLPipeline(weights: weights, behaviour: behaviour, headDimension: 16)
@@ -79,11 +80,14 @@ import TestSupport
 @Suite struct TrainedRenderTests {
   static let renders = try! ModelWeights(path: TestPaths.fixture("trained/renders.safetensors"))
 
-  @Test(arguments: [("eps", 0, "red circle, white background"), ("eps", 1, "blue square, black background"),
-                    ("vpred", 0, "red circle, white background"), ("vpred", 1, "blue square, black background")])
+  @Test(arguments: [
+    ("eps", 0, "red circle, white background"), ("eps", 1, "blue square, black background"),
+    ("vpred", 0, "red circle, white background"), ("vpred", 1, "blue square, black background"),
+  ])
   func rendersMatchDiffusers(variant: String, index: Int, prompt: String) throws {
     let weights = try ModelWeights(path: TestPaths.fixture("trained/tiny-shapes-\(variant).safetensors"))
-    let behaviour = variant == "vpred"
+    let behaviour =
+      variant == "vpred"
       ? ModelBehaviour(prediction: .v, zeroTerminalSNR: true)
       : ModelBehaviour(prediction: .epsilon, zeroTerminalSNR: false)
     let pipeline = try SDXLPipeline(weights: weights, behaviour: behaviour, headDimension: 16)

@@ -3,8 +3,8 @@ import Foundation
 import SafeTensors
 import Tensors
 import TestSupport
-import Weights
 import Testing
+import Weights
 
 @testable import Diffusion
 

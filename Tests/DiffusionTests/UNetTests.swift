@@ -1,7 +1,7 @@
 import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import Diffusion
 
@@ -32,8 +32,10 @@ import TestSupport
     #expect(model.transformerBlockCount == 2 + 4 + 2 + 6 + 3)
   }
 
-  @Test(arguments: [("eps", "t999", Float(999)), ("eps", "t500", 500), ("eps", "t37_25", 37.25),
-                    ("vpred", "t999", 999), ("vpred", "t250", 250)])
+  @Test(arguments: [
+    ("eps", "t999", Float(999)), ("eps", "t500", 500), ("eps", "t37_25", 37.25),
+    ("vpred", "t999", 999), ("vpred", "t250", 250),
+  ])
   func forwardMatchesDiffusers(variant: String, name: String, timestep: Float) throws {
     let model = try Self.unet(variant)
     let x = try Self.golden.tensor("\(variant).x")
@@ -66,7 +68,8 @@ import TestSupport
   @Test func longContextOf154Tokens() throws {
     let model = try Self.unet("eps")
     let cache = try model.crossAttention(for: [try Self.golden.tensor("eps.long_context")])
-    let output = try model(try Self.golden.tensor("eps.x"), timesteps: [600], crossAttention: cache,
+    let output = try model(
+      try Self.golden.tensor("eps.x"), timesteps: [600], crossAttention: cache,
       y: try Self.golden.tensor("eps.y"))
     try expectClose(output, "eps.long_context.t600.out")
   }
@@ -75,7 +78,8 @@ import TestSupport
     let model = try Self.unet("eps")
     let contexts = try Self.golden.tensor("eps.batch2.context")
     let cache = try model.crossAttention(for: [contexts.slice(0..<1), contexts.slice(1..<2)])
-    let output = try model(try Self.golden.tensor("eps.batch2.x"),
+    let output = try model(
+      try Self.golden.tensor("eps.batch2.x"),
       timesteps: try Self.golden.tensor("eps.batch2.t").scalars, crossAttention: cache,
       y: try Self.golden.tensor("eps.batch2.y"))
     try expectClose(output, "eps.batch2.out")
@@ -96,7 +100,9 @@ import TestSupport
     }
     // Wrong head size for the widths.
     let weights = try ModelWeights(path: TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors"))
-    #expect(throws: ModelError.self) { _ = try UNet(weights: weights.scoped("model.diffusion_model."), headDimension: 48) }
+    #expect(throws: ModelError.self) {
+      _ = try UNet(weights: weights.scoped("model.diffusion_model."), headDimension: 48)
+    }
     // A text-encoder scope has no UNet: the error names the missing key.
     do {
       _ = try UNet(weights: weights.scoped("conditioner."))

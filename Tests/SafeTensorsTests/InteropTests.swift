@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import SafeTensors
 
@@ -90,7 +90,8 @@ import TestSupport
     // so the tensor part of the header, the padding and the data line up byte for byte.
     #expect(ours.count == theirs.count)
     #expect(ours.prefix(8) == theirs.prefix(8))
-    let objectLength = String(decoding: SafeTensorsWriter.headerBytes(ordered: [], metadata: metadata), as: UTF8.self)
+    let objectLength =
+      String(decoding: SafeTensorsWriter.headerBytes(ordered: [], metadata: metadata), as: UTF8.self)
       .trimmingCharacters(in: .whitespaces).utf8.count - 1  // `{"__metadata__":{…}` without the final `}`
     #expect(Array(theirs[8..<(8 + 17)]) == Array(#"{"__metadata__":{"#.utf8))
     #expect(ours[(8 + objectLength)...] == theirs[(8 + objectLength)...])

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import SafeTensors
 
@@ -32,7 +32,10 @@ import TestSupport
       let path = directory + "/model.safetensors"
       let small: [Float] = [1, 2, 3, 4]
       try SafeTensorsWriter.write(
-        to: path, entries: [TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [4])) { try $0.write(contentsOf: small) }],
+        to: path,
+        entries: [
+          TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [4])) { try $0.write(contentsOf: small) }
+        ],
         metadata: ["version": "old"])
       let before = try #require(FileManager.default.contents(atPath: path))
       let free = Self.freeBytes(directory)
@@ -40,7 +43,10 @@ import TestSupport
       let big = [Float](repeating: 0.5, count: 256 * 1024)  // 1 MiB on a 256 KiB disk
       #expect(throws: SafeTensorsError.io(file: path, operation: "write", errno: ENOSPC)) {
         try SafeTensorsWriter.write(
-          to: path, entries: [TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [big.count])) { try $0.write(contentsOf: big) }],
+          to: path,
+          entries: [
+            TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [big.count])) { try $0.write(contentsOf: big) }
+          ],
           metadata: ["version": "new"])
       }
       #expect(FileManager.default.contents(atPath: path) == before)
@@ -49,7 +55,10 @@ import TestSupport
 
       // And a write that fits still replaces the file.
       try SafeTensorsWriter.write(
-        to: path, entries: [TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [4])) { try $0.write(contentsOf: small) }],
+        to: path,
+        entries: [
+          TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [4])) { try $0.write(contentsOf: small) }
+        ],
         metadata: ["version": "new"])
       #expect(try SafeTensorsFile(path: path).metadata == ["version": "new"])
     }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import SafeTensors
 
@@ -37,7 +37,8 @@ import TestSupport
     let header = String(decoding: SafeTensorsWriter.headerBytes(ordered: specs, metadata: nil), as: UTF8.self)
     #expect(
       header.trimmingCharacters(in: .whitespaces)
-        == #"{"a":{"dtype":"I32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[2],"data_offsets":[4,8]}}"#)
+        == #"{"a":{"dtype":"I32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[2],"data_offsets":[4,8]}}"#
+    )
     #expect(header.utf8.count % 8 == 0)
   }
 

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import SafeTensors
 
@@ -16,7 +16,9 @@ import TestSupport
     let ones = [Float](repeating: 1, count: count)
     try SafeTensorsWriter.write(
       to: path,
-      entries: [TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [count])) { try $0.write(contentsOf: ones) }],
+      entries: [
+        TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [count])) { try $0.write(contentsOf: ones) }
+      ],
       metadata: nil)
     return path
   }
@@ -134,7 +136,9 @@ import TestSupport
     }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: try #require(Bundle.main.executablePath))
-    process.arguments = ["--testing-library", "swift-testing", "--filter", "TruncationTests/faultsOutsideGuardedMapsStillKill"]
+    process.arguments = [
+      "--testing-library", "swift-testing", "--filter", "TruncationTests/faultsOutsideGuardedMapsStillKill",
+    ]
     var environment = ProcessInfo.processInfo.environment
     environment["ROUWEI_FOREIGN_SIGBUS"] = "child"
     environment["SWIFT_BACKTRACE"] = "enable=no"

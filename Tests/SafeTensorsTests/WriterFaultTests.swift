@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import SafeTensors
 
@@ -10,7 +10,11 @@ import TestSupport
   static let payload: [Float] = Array(repeating: 1.5, count: 1 << 20)  // 4 MiB
 
   func entries() -> [TensorEntry] {
-    [TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [Self.payload.count])) { try $0.write(contentsOf: Self.payload) }]
+    [
+      TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [Self.payload.count])) {
+        try $0.write(contentsOf: Self.payload)
+      }
+    ]
   }
 
   func leftovers(in directory: String) -> [String] {
@@ -67,7 +71,9 @@ import TestSupport
   @Test func shortProducerIsRejected() throws {
     let directory = TestPaths.temporaryDirectory("fault")
     let path = directory + "/short.safetensors"
-    let entry = TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [4])) { try $0.write(contentsOf: [Float(1)]) }
+    let entry = TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [4])) {
+      try $0.write(contentsOf: [Float(1)])
+    }
     #expect(throws: SafeTensorsError.producerSizeMismatch(file: path, tensor: "w", expected: 16, written: 4)) {
       try SafeTensorsWriter.write(to: path, entries: [entry], metadata: nil)
     }
@@ -96,7 +102,9 @@ final class FaultCounter: @unchecked Sendable {
       TensorEntry(spec: TensorSpec(name: "big", dtype: .f32, shape: [Self.payload.count])) {
         try $0.write(contentsOf: Self.payload)
       },
-      TensorEntry(spec: TensorSpec(name: "small", dtype: .i64, shape: [3])) { try $0.write(contentsOf: [Int64(1), 2, 3]) },
+      TensorEntry(spec: TensorSpec(name: "small", dtype: .i64, shape: [3])) {
+        try $0.write(contentsOf: [Int64(1), 2, 3])
+      },
     ]
   }
 
@@ -163,7 +171,10 @@ final class FaultCounter: @unchecked Sendable {
     ([TensorSpec(name: "w", dtype: .f32, shape: [-1])], "negative dimension"),
     ([TensorSpec(name: "w", dtype: .f32, shape: [Int.max, 2])], "element count overflow"),
     ([TensorSpec(name: "w", dtype: .f64, shape: [1 << 60])], "bit count overflow"),
-    ([TensorSpec(name: "w", dtype: .u8, shape: [Int.max]), TensorSpec(name: "v", dtype: .u8, shape: [Int.max])], "total overflow"),
+    (
+      [TensorSpec(name: "w", dtype: .u8, shape: [Int.max]), TensorSpec(name: "v", dtype: .u8, shape: [Int.max])],
+      "total overflow"
+    ),
     ([TensorSpec(name: "w", dtype: .f4, shape: [3])], "sub-byte misaligned"),
     ([TensorSpec(name: "w", dtype: .f32, shape: [1]), TensorSpec(name: "w", dtype: .f16, shape: [1])], "duplicate"),
     ([TensorSpec(name: "", dtype: .f32, shape: [1])], "empty name"),

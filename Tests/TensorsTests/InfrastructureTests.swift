@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Tensors
 import TestSupport
+import Testing
 
 /// Shapes, views, the arena, the workspace, the thread pool and the vector math.
 @Suite struct InfrastructureTests {

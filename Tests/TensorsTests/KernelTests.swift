@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Tensors
 import TestSupport
+import Testing
 
 /// Each optimised kernel against its reference loop (NMSE ≤ 1e-10 for exact element-wise work,
 /// ≤ 1e-8 where gemm or vector transcendental functions are involved).
@@ -33,7 +33,8 @@ import TestSupport
     let q = randomTensor([10, 24], seed: 4), k = randomTensor([12, 24], seed: 5)
     let c1 = Tensor(zeros: [10, 12]), c2 = Tensor(zeros: [10, 12])
     for (context, c) in [(fast, c1), (reference, c2)] {
-      context.gemm(transposeA: false, transposeB: true, m: 10, n: 12, k: 8, a: q.pointer + 8, lda: 24,
+      context.gemm(
+        transposeA: false, transposeB: true, m: 10, n: 12, k: 8, a: q.pointer + 8, lda: 24,
         b: k.pointer + 8, ldb: 24, c: c.pointer, ldc: 12)
     }
     var naive = [Float](repeating: 0, count: 120)
@@ -67,27 +68,48 @@ import TestSupport
   }
 
   @Test(arguments: [
-    ConvCase(batch: 2, inChannels: 5, outChannels: 7, height: 9, width: 11, kernel: 3, stride: 1, padding: 1, bias: true, accumulate: false, budget: 1 << 20),
-    ConvCase(batch: 1, inChannels: 6, outChannels: 4, height: 10, width: 9, kernel: 3, stride: 2, padding: 1, bias: true, accumulate: false, budget: 1 << 20),
-    ConvCase(batch: 2, inChannels: 3, outChannels: 8, height: 12, width: 7, kernel: 3, stride: 1, padding: 1, bias: false, accumulate: true, budget: 100),
-    ConvCase(batch: 1, inChannels: 4, outChannels: 6, height: 8, width: 8, kernel: 3, stride: 2, padding: 1, bias: true, accumulate: true, budget: 50),
-    ConvCase(batch: 2, inChannels: 8, outChannels: 5, height: 6, width: 5, kernel: 1, stride: 1, padding: 0, bias: true, accumulate: false, budget: 1 << 20),
-    ConvCase(batch: 1, inChannels: 8, outChannels: 5, height: 6, width: 5, kernel: 1, stride: 1, padding: 0, bias: true, accumulate: true, budget: 1 << 20),
-    ConvCase(batch: 1, inChannels: 3, outChannels: 2, height: 7, width: 6, kernel: 3, stride: 1, padding: 0, bias: true, accumulate: false, budget: 1 << 20),
-    ConvCase(batch: 1, inChannels: 2, outChannels: 3, height: 5, width: 6, kernel: 5, stride: 1, padding: 3, bias: true, accumulate: false, budget: 1 << 20),
-    ConvCase(batch: 1, inChannels: 2, outChannels: 3, height: 4, width: 4, kernel: 1, stride: 2, padding: 0, bias: false, accumulate: false, budget: 1 << 20),
+    ConvCase(
+      batch: 2, inChannels: 5, outChannels: 7, height: 9, width: 11, kernel: 3, stride: 1, padding: 1, bias: true,
+      accumulate: false, budget: 1 << 20),
+    ConvCase(
+      batch: 1, inChannels: 6, outChannels: 4, height: 10, width: 9, kernel: 3, stride: 2, padding: 1, bias: true,
+      accumulate: false, budget: 1 << 20),
+    ConvCase(
+      batch: 2, inChannels: 3, outChannels: 8, height: 12, width: 7, kernel: 3, stride: 1, padding: 1, bias: false,
+      accumulate: true, budget: 100),
+    ConvCase(
+      batch: 1, inChannels: 4, outChannels: 6, height: 8, width: 8, kernel: 3, stride: 2, padding: 1, bias: true,
+      accumulate: true, budget: 50),
+    ConvCase(
+      batch: 2, inChannels: 8, outChannels: 5, height: 6, width: 5, kernel: 1, stride: 1, padding: 0, bias: true,
+      accumulate: false, budget: 1 << 20),
+    ConvCase(
+      batch: 1, inChannels: 8, outChannels: 5, height: 6, width: 5, kernel: 1, stride: 1, padding: 0, bias: true,
+      accumulate: true, budget: 1 << 20),
+    ConvCase(
+      batch: 1, inChannels: 3, outChannels: 2, height: 7, width: 6, kernel: 3, stride: 1, padding: 0, bias: true,
+      accumulate: false, budget: 1 << 20),
+    ConvCase(
+      batch: 1, inChannels: 2, outChannels: 3, height: 5, width: 6, kernel: 5, stride: 1, padding: 3, bias: true,
+      accumulate: false, budget: 1 << 20),
+    ConvCase(
+      batch: 1, inChannels: 2, outChannels: 3, height: 4, width: 4, kernel: 1, stride: 2, padding: 0, bias: false,
+      accumulate: false, budget: 1 << 20),
   ])
   func conv2d(_ c: ConvCase) {
     let x = randomTensor([c.batch, c.inChannels, c.height, c.width], seed: 10)
     let weight = randomTensor([c.outChannels, c.inChannels, c.kernel, c.kernel], seed: 11, scale: 0.3)
     let bias = c.bias ? randomTensor([c.outChannels], seed: 12) : nil
-    let shape = ComputeContext.conv2dOutputShape(input: x.shape, weight: weight.shape, stride: c.stride, padding: c.padding)
+    let shape = ComputeContext.conv2dOutputShape(
+      input: x.shape, weight: weight.shape, stride: c.stride, padding: c.padding)
     let initial = randomTensor(shape, seed: 13)
     let (y1, y2) = (clone(initial), clone(initial))
     let context = ComputeContext(pool: fast.pool)
     context.im2colBudget = c.budget
-    context.conv2d(x, weight: weight, bias: bias, stride: c.stride, padding: c.padding, into: y1, accumulate: c.accumulate)
-    reference.conv2d(x, weight: weight, bias: bias, stride: c.stride, padding: c.padding, into: y2, accumulate: c.accumulate)
+    context.conv2d(
+      x, weight: weight, bias: bias, stride: c.stride, padding: c.padding, into: y1, accumulate: c.accumulate)
+    reference.conv2d(
+      x, weight: weight, bias: bias, stride: c.stride, padding: c.padding, into: y2, accumulate: c.accumulate)
     #expect(closeness(y1, y2).nmse <= 1e-10, "\(closeness(y1, y2))")
   }
 
@@ -168,21 +190,38 @@ import TestSupport
   }
 
   @Test(arguments: [
-    AttentionCase(batch: 2, queryTokens: 37, keyTokens: 37, channels: 64, valueChannels: 64, heads: 4, sharedKeys: false, causal: false, tile: [128, 512]),
-    AttentionCase(batch: 2, queryTokens: 50, keyTokens: 11, channels: 48, valueChannels: 48, heads: 3, sharedKeys: false, causal: false, tile: [7, 4]),
-    AttentionCase(batch: 3, queryTokens: 20, keyTokens: 9, channels: 32, valueChannels: 16, heads: 2, sharedKeys: true, causal: false, tile: [128, 512]),
-    AttentionCase(batch: 1, queryTokens: 77, keyTokens: 77, channels: 40, valueChannels: 40, heads: 5, sharedKeys: false, causal: true, tile: [10, 16]),
-    AttentionCase(batch: 1, queryTokens: 33, keyTokens: 33, channels: 24, valueChannels: 24, heads: 1, sharedKeys: false, causal: false, tile: [1, 1]),
+    AttentionCase(
+      batch: 2, queryTokens: 37, keyTokens: 37, channels: 64, valueChannels: 64, heads: 4, sharedKeys: false,
+      causal: false, tile: [128, 512]),
+    AttentionCase(
+      batch: 2, queryTokens: 50, keyTokens: 11, channels: 48, valueChannels: 48, heads: 3, sharedKeys: false,
+      causal: false, tile: [7, 4]),
+    AttentionCase(
+      batch: 3, queryTokens: 20, keyTokens: 9, channels: 32, valueChannels: 16, heads: 2, sharedKeys: true,
+      causal: false, tile: [128, 512]),
+    AttentionCase(
+      batch: 1, queryTokens: 77, keyTokens: 77, channels: 40, valueChannels: 40, heads: 5, sharedKeys: false,
+      causal: true, tile: [10, 16]),
+    AttentionCase(
+      batch: 1, queryTokens: 33, keyTokens: 33, channels: 24, valueChannels: 24, heads: 1, sharedKeys: false,
+      causal: false, tile: [1, 1]),
     // Key tiles that split the causal triangle; many key tiles (the running maximum moves between them).
-    AttentionCase(batch: 2, queryTokens: 77, keyTokens: 77, channels: 64, valueChannels: 64, heads: 2, sharedKeys: false, causal: true, tile: [16, 8]),
-    AttentionCase(batch: 1, queryTokens: 300, keyTokens: 1100, channels: 128, valueChannels: 128, heads: 2, sharedKeys: false, causal: false, tile: [128, 512]),
+    AttentionCase(
+      batch: 2, queryTokens: 77, keyTokens: 77, channels: 64, valueChannels: 64, heads: 2, sharedKeys: false,
+      causal: true, tile: [16, 8]),
+    AttentionCase(
+      batch: 1, queryTokens: 300, keyTokens: 1100, channels: 128, valueChannels: 128, heads: 2, sharedKeys: false,
+      causal: false, tile: [128, 512]),
   ])
   func attention(_ c: AttentionCase) {
     let kvBatch = c.sharedKeys ? 1 : c.batch
     let q = randomTensor([c.batch, c.queryTokens, c.channels], seed: 23)
     let k = randomTensor([kvBatch, c.keyTokens, c.channels], seed: 24)
     let v = randomTensor([kvBatch, c.keyTokens, c.valueChannels], seed: 25)
-    let (o1, o2) = (Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]), Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]))
+    let (o1, o2) = (
+      Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]),
+      Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels])
+    )
     let context = ComputeContext(pool: fast.pool)
     context.attentionTile = (c.tile[0], c.tile[1])
     context.attention(query: q, key: k, value: v, headCount: c.heads, causal: c.causal, into: o1)

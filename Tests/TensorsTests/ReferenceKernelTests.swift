@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import Tensors
+import Testing
 
 /// The reference loops themselves, on cases small enough to work out by hand.
 @Suite struct ReferenceKernelTests {
@@ -41,7 +41,8 @@ import Tensors
     // One group of [1, 3]: mean 2, variance 1 → ±1 (ε = 0), then ·2 + 1.
     let x = Tensor(shape: [1, 2, 1], values: [1, 3])
     let y = Tensor(zeros: x.shape)
-    reference.groupNorm(x, groups: 1, epsilon: 0, weight: Tensor(shape: [2], values: [2, 2]),
+    reference.groupNorm(
+      x, groups: 1, epsilon: 0, weight: Tensor(shape: [2], values: [2, 2]),
       bias: Tensor(shape: [2], values: [1, 1]), into: y)
     #expect(y.scalars == [-1, 3])
     reference.layerNorm(x.reshaped([1, 2]), epsilon: 0, weight: nil, bias: nil, into: y.reshaped([1, 2]))

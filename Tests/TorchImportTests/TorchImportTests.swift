@@ -1,7 +1,7 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
 
 @testable import TorchImport
 
@@ -90,7 +90,8 @@ import TestSupport
   /// pickle when the file opens, in a storage before its bytes are written.
   @Test func corruptedEntriesFailTheirChecksum() throws {
     #expect(Array("123456789".utf8).withUnsafeBytes { CRC32.checksum($0) } == 0xCBF4_3926)
-    let original = [UInt8](try #require(FileManager.default.contents(atPath: TestPaths.fixture("torch/sd-nested.ckpt"))))
+    let original = [UInt8](
+      try #require(FileManager.default.contents(atPath: TestPaths.fixture("torch/sd-nested.ckpt"))))
     let directory = TestPaths.temporaryDirectory("torch-crc")
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let path = directory + "/corrupt.ckpt"
@@ -109,7 +110,8 @@ import TestSupport
     #expect(!FileManager.default.fileExists(atPath: directory + "/out.safetensors"))
 
     bytes = original
-    let pickle = try #require((0..<(bytes.count - 8)).first { bytes[$0..<($0 + 8)].elementsEqual(Array("data.pkl".utf8)) })
+    let pickle = try #require(
+      (0..<(bytes.count - 8)).first { bytes[$0..<($0 + 8)].elementsEqual(Array("data.pkl".utf8)) })
     bytes[pickle + 8 + 40] ^= 0x01  // a byte inside the pickle (the local header is 30 bytes + name + padding)
     FileManager.default.createFile(atPath: path, contents: Data(bytes))
     #expect(throws: TorchImportError.self) { try TorchCheckpoint(path: path) }
@@ -119,7 +121,8 @@ import TestSupport
 
   @Test func everyHostileFileIsRefusedByName() throws {
     let path = TestPaths.fixture("torch/hostile/expected.json")
-    let corpus = try JSONDecoder().decode([String: String].self, from: try #require(FileManager.default.contents(atPath: path)))
+    let corpus = try JSONDecoder().decode(
+      [String: String].self, from: try #require(FileManager.default.contents(atPath: path)))
     #expect(corpus.count >= 40)
     for (name, fragment) in corpus.sorted(by: { $0.key < $1.key }) {
       let file = TestPaths.fixture("torch/hostile/" + name)
@@ -141,9 +144,11 @@ import TestSupport
   }
 
   @Test func refusedGlobalsAreNamedBeforeAnythingCouldRun() throws {
-    for (module, name) in [("os", "system"), ("posix", "system"), ("builtins", "eval"), ("builtins", "exec"),
-                           ("subprocess", "Popen"), ("torch", "load"), ("torch", "Tensor"), ("__builtin__", "getattr"),
-                           ("torch._utils", "_rebuild_device_tensor_from_numpy"), ("collections", "defaultdict")] {
+    for (module, name) in [
+      ("os", "system"), ("posix", "system"), ("builtins", "eval"), ("builtins", "exec"),
+      ("subprocess", "Popen"), ("torch", "load"), ("torch", "Tensor"), ("__builtin__", "getattr"),
+      ("torch._utils", "_rebuild_device_tensor_from_numpy"), ("collections", "defaultdict"),
+    ] {
       #expect(PickleGlobal.resolve(module: module, name: name) == nil, "\(module).\(name) is allowed")
     }
     #expect(PickleGlobal.resolve(module: "torch", name: "BFloat16Storage") == .storageType(.bfloat16))
@@ -192,7 +197,8 @@ import TestSupport
       var bytes = [UInt8](original)
       for _ in 0..<(1 + round % 4) {
         let position = Int.random(in: 0..<bytes.count, using: &generator)
-        bytes[position] = round % 3 == 0 ? [0x00, 0xFF, 0x7F, 0x80][round % 4] : UInt8.random(in: 0...255, using: &generator)
+        bytes[position] =
+          round % 3 == 0 ? [0x00, 0xFF, 0x7F, 0x80][round % 4] : UInt8.random(in: 0...255, using: &generator)
       }
       if round % 10 == 0 { bytes.removeLast(Int.random(in: 1..<bytes.count, using: &generator)) }
       let path = directory + "/m\(round).ckpt"

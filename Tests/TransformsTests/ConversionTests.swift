@@ -1,11 +1,11 @@
 import Checkpoint
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 @Suite struct ConversionTests {
   let fixture = TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors")
@@ -46,14 +46,20 @@ import Weights
   @Test func bf16AndFP8FollowTheCodec() throws {
     for dtype in [DType.bf16, .f8e4m3, .f8e5m2] {
       let out = temp("\(dtype.rawValue).safetensors")
-      _ = try Converter.convert(input: fixture, output: out, request: request { $0.dtype = dtype; $0.overflowPolicy = .clamp })
+      _ = try Converter.convert(
+        input: fixture, output: out,
+        request: request {
+          $0.dtype = dtype; $0.overflowPolicy = .clamp
+        })
       let source = try SafeTensorsFile(path: fixture)
       let result = try SafeTensorsFile(path: out)
       for tensor in source.tensors where tensor.dtype.isFloatingPoint {
         let converted = try #require(result.info(tensor.name))
         let expected = Converter.target(for: tensor, request: request { $0.dtype = dtype })
         #expect(converted.dtype == expected, "\(tensor.name)")
-        if dtype.bitWidth == 8 && tensor.shape.count == 1 { #expect(converted.dtype == tensor.dtype, "1-D stays wide for fp8") }
+        if dtype.bitWidth == 8 && tensor.shape.count == 1 {
+          #expect(converted.dtype == tensor.dtype, "1-D stays wide for fp8")
+        }
         guard converted.dtype == dtype else { continue }
         let values = floats(source, tensor)
         var bytes = [UInt8](repeating: 0, count: values.count * FloatCodec.width(dtype))
@@ -72,7 +78,9 @@ import Weights
       to: path,
       entries: [
         TensorEntry(spec: TensorSpec(name: "loud", dtype: .f32, shape: [4])) { try $0.write(contentsOf: values) },
-        TensorEntry(spec: TensorSpec(name: "quiet", dtype: .f32, shape: [2])) { try $0.write(contentsOf: [Float(0.5), 2]) },
+        TensorEntry(spec: TensorSpec(name: "quiet", dtype: .f32, shape: [2])) {
+          try $0.write(contentsOf: [Float(0.5), 2])
+        },
       ], metadata: nil)
     return path
   }
@@ -95,12 +103,20 @@ import Weights
   @Test func clampSaturatesAndKeepKeepsWide() throws {
     let input = try overflowingFile()
     let clamped = temp("clamped.safetensors")
-    let report = try Converter.convert(input: input, output: clamped, request: request { $0.dtype = .f16; $0.overflowPolicy = .clamp })
+    let report = try Converter.convert(
+      input: input, output: clamped,
+      request: request {
+        $0.dtype = .f16; $0.overflowPolicy = .clamp
+      })
     #expect(report.clamped == ["loud": 2])
     let file = try SafeTensorsFile(path: clamped)
     #expect(floats(file, try #require(file.info("loud"))) == [1, 65504, -2, -65504])
     let kept = temp("kept.safetensors")
-    _ = try Converter.convert(input: input, output: kept, request: request { $0.dtype = .f16; $0.keepPatterns = ["lo*"] })
+    _ = try Converter.convert(
+      input: input, output: kept,
+      request: request {
+        $0.dtype = .f16; $0.keepPatterns = ["lo*"]
+      })
     let keptFile = try SafeTensorsFile(path: kept)
     #expect(keptFile.info("loud")?.dtype == .f32 && keptFile.info("quiet")?.dtype == .f16)
   }
@@ -108,7 +124,10 @@ import Weights
   @Test func extractsComponentsAndSetsMarkers() throws {
     let output = temp("unet.safetensors")
     let report = try Converter.convert(
-      input: fixture, output: output, request: request { $0.components = [.unet]; $0.prediction = .v; $0.zeroTerminalSNR = true })
+      input: fixture, output: output,
+      request: request {
+        $0.components = [.unet]; $0.prediction = .v; $0.zeroTerminalSNR = true
+      })
     let file = try SafeTensorsFile(path: output)
     #expect(file.tensors.count == 618 + 2)
     #expect(file.contains("v_pred") && file.contains("ztsnr"))
@@ -143,15 +162,23 @@ import Weights
     let levels = 4
     func diffusersName(_ ldm: String) -> String {
       var p = ldm.split(separator: ".").map(String.init)
-      if p[1] == "down" && p[3] == "block" { p = [p[0], "down_blocks", p[2], "resnets"] + p[4...] }
-      else if p[1] == "down" { p = [p[0], "down_blocks", p[2], "downsamplers", "0"] + p[4...] }
-      else if p[1] == "up" && p[3] == "block" { p = [p[0], "up_blocks", String(levels - 1 - Int(p[2])!), "resnets"] + p[4...] }
-      else if p[1] == "up" { p = [p[0], "up_blocks", String(levels - 1 - Int(p[2])!), "upsamplers", "0"] + p[4...] }
-      else if p[1] == "mid" && p[2].hasPrefix("block_") { p = [p[0], "mid_block", "resnets", String(Int(p[2].dropFirst(6))! - 1)] + p[3...] }
-      else if p[1] == "mid" {
-        let leaf = ["norm": ["group_norm"], "q": ["to_q"], "k": ["to_k"], "v": ["to_v"], "proj_out": ["to_out", "0"]][p[3]]!
+      if p[1] == "down" && p[3] == "block" {
+        p = [p[0], "down_blocks", p[2], "resnets"] + p[4...]
+      } else if p[1] == "down" {
+        p = [p[0], "down_blocks", p[2], "downsamplers", "0"] + p[4...]
+      } else if p[1] == "up" && p[3] == "block" {
+        p = [p[0], "up_blocks", String(levels - 1 - Int(p[2])!), "resnets"] + p[4...]
+      } else if p[1] == "up" {
+        p = [p[0], "up_blocks", String(levels - 1 - Int(p[2])!), "upsamplers", "0"] + p[4...]
+      } else if p[1] == "mid" && p[2].hasPrefix("block_") {
+        p = [p[0], "mid_block", "resnets", String(Int(p[2].dropFirst(6))! - 1)] + p[3...]
+      } else if p[1] == "mid" {
+        let leaf = ["norm": ["group_norm"], "q": ["to_q"], "k": ["to_k"], "v": ["to_v"], "proj_out": ["to_out", "0"]][
+          p[3]]!
         p = [p[0], "mid_block", "attentions", "0"] + leaf + p[4...]
-      } else if p[1] == "norm_out" { p[1] = "conv_norm_out" }
+      } else if p[1] == "norm_out" {
+        p[1] = "conv_norm_out"
+      }
       return p.joined(separator: ".").replacingOccurrences(of: "nin_shortcut", with: "conv_shortcut")
     }
     let diffusersVAE = temp("sdxl_vae.safetensors")
@@ -159,12 +186,14 @@ import Weights
       to: diffusersVAE,
       entries: vae.map { tensor in
         let name = diffusersName(String(tensor.name.dropFirst(SingleFilePrefix.vae.count)))
-        let shape = name.contains("attentions") && tensor.shape.count == 4 ? Array(tensor.shape.prefix(2)) : tensor.shape
+        let shape =
+          name.contains("attentions") && tensor.shape.count == 4 ? Array(tensor.shape.prefix(2)) : tensor.shape
         return TensorEntry(spec: TensorSpec(name: name, dtype: tensor.dtype, shape: shape), bytes: source.data(tensor))
       }, metadata: nil)
     // Bake it into a copy whose VAE was dropped, then compare with the original.
     let noVAE = temp("novae.safetensors")
-    _ = try Converter.convert(input: fixture, output: noVAE, request: request { $0.components = [.unet, .clipL, .clipG] })
+    _ = try Converter.convert(
+      input: fixture, output: noVAE, request: request { $0.components = [.unet, .clipL, .clipG] })
     let baked = temp("baked.safetensors")
     _ = try Converter.convert(input: noVAE, output: baked, request: request { $0.replacementVAE = diffusersVAE })
     let result = try SafeTensorsFile(path: baked)

@@ -1,11 +1,11 @@
 import Checkpoint
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// single file → diffusers folder → single file is bit-identical, and the folder says v-pred.
 @Suite struct DiffusersLayoutTests {
@@ -15,9 +15,11 @@ import Weights
     let directory = TestPaths.temporaryDirectory("diffusers-layout")
     let folder = directory + "/pipeline"
     _ = try DiffusersLayout.export(input: source, folder: folder, dtype: nil)
-    for file in ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
-                 "text_encoder_2/config.json", "scheduler/scheduler_config.json",
-                 "unet/diffusion_pytorch_model.safetensors", "text_encoder_2/model.safetensors"] {
+    for file in [
+      "model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+      "text_encoder_2/config.json", "scheduler/scheduler_config.json",
+      "unet/diffusion_pytorch_model.safetensors", "text_encoder_2/model.safetensors",
+    ] {
       #expect(FileManager.default.fileExists(atPath: folder + "/" + file), "\(file)")
     }
     let scheduler = try DiffusersFolder.readJSON(folder + "/scheduler/scheduler_config.json")
@@ -43,7 +45,8 @@ import Weights
     let directory = TestPaths.temporaryDirectory("diffusers-exists")
     try FileManager.default.createDirectory(atPath: directory + "/pipeline", withIntermediateDirectories: true)
     #expect(throws: ConversionError.self) {
-      _ = try DiffusersLayout.export(input: TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors"), folder: directory + "/pipeline", dtype: nil)
+      _ = try DiffusersLayout.export(
+        input: TestPaths.fixture("tiny-sdxl/tiny-sdxl-eps.safetensors"), folder: directory + "/pipeline", dtype: nil)
     }
     #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["pipeline"], "no staging folder left")
   }
@@ -64,10 +67,16 @@ import Weights
     #expect((check["pipeline"] as? [String: Any])?["class"] as? String == "StableDiffusionXLPipeline")
     #expect((check["pipeline"] as? [String: Any])?["prediction_type"] as? String == "v_prediction")
     let folder = TestPaths.temporaryDirectory("diffusers-check") + "/pipeline"
-    _ = try DiffusersLayout.export(input: TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors"), folder: folder, dtype: nil)
-    for (file, key) in [("unet/diffusion_pytorch_model.safetensors", "unet_weights_sha256"), ("text_encoder_2/model.safetensors", "text_encoder_2_weights_sha256")] {
+    _ = try DiffusersLayout.export(
+      input: TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors"), folder: folder, dtype: nil)
+    for (file, key) in [
+      ("unet/diffusion_pytorch_model.safetensors", "unet_weights_sha256"),
+      ("text_encoder_2/model.safetensors", "text_encoder_2_weights_sha256"),
+    ] {
       let mapping = try MappedFile(path: folder + "/" + file)
-      #expect(ModelHasher.hashes(of: mapping, dataOffset: nil).sha256 == check[key] as? String, "\(file) changed since diffusers loaded it")
+      #expect(
+        ModelHasher.hashes(of: mapping, dataOffset: nil).sha256 == check[key] as? String,
+        "\(file) changed since diffusers loaded it")
     }
   }
 }

@@ -1,10 +1,10 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// Our casts against PyTorch's on the same inputs (Fixtures/codecs/casts.safetensors).
 @Suite struct FloatCodecTests {
@@ -38,7 +38,8 @@ import Weights
       let a = ours[(index * width)..<((index + 1) * width)]
       let b = expected[(index * width)..<((index + 1) * width)]
       if a != b {
-        mismatches.append("x=\(x[index]) (bits \(String(x[index].bitPattern, radix: 16))): ours \(Array(a)) torch \(Array(b))")
+        mismatches.append(
+          "x=\(x[index]) (bits \(String(x[index].bitPattern, radix: 16))): ours \(Array(a)) torch \(Array(b))")
       }
     }
     #expect(mismatches.isEmpty, "\(mismatches.count) of \(x.count) differ, e.g. \(mismatches.prefix(3))")
@@ -46,7 +47,11 @@ import Weights
 
   @Test func overflowIsCountedAndClampSaturates() {
     let values: [Float] = [1, 70000, -70000, 500, .nan, .infinity]
-    #expect(encoded(values, .f16).1 == { var s = EncodeStatistics(); s.overflowed = 2; s.nan = 1; return s }())
+    #expect(
+      encoded(values, .f16).1
+        == {
+          var s = EncodeStatistics(); s.overflowed = 2; s.nan = 1; return s
+        }())
     let clamped = encoded(values, .f16, .clamp).0
     let halves = stride(from: 0, to: clamped.count, by: 2).map { UInt16(clamped[$0]) | UInt16(clamped[$0 + 1]) << 8 }
     #expect(halves[1] == 0x7BFF && halves[2] == 0xFBFF)
@@ -63,14 +68,20 @@ import Weights
     let codes = dtype.bitWidth == 8 ? 256 : 65536
     var bytes = [UInt8](repeating: 0, count: codes * FloatCodec.width(dtype))
     for code in 0..<codes {
-      for byte in 0..<FloatCodec.width(dtype) { bytes[code * FloatCodec.width(dtype) + byte] = UInt8(truncatingIfNeeded: code >> (8 * byte)) }
+      for byte in 0..<FloatCodec.width(dtype) {
+        bytes[code * FloatCodec.width(dtype) + byte] = UInt8(truncatingIfNeeded: code >> (8 * byte))
+      }
     }
     var values = [Float](repeating: 0, count: codes)
-    bytes.withUnsafeBytes { raw in values.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: dtype, into: $0) } }
+    bytes.withUnsafeBytes { raw in
+      values.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: dtype, into: $0) }
+    }
     let (again, _) = encoded(values, dtype)
     for code in 0..<codes where !values[code].isNaN {
       let width = FloatCodec.width(dtype)
-      #expect(Array(again[(code * width)..<((code + 1) * width)]) == Array(bytes[(code * width)..<((code + 1) * width)]), "code \(code)")
+      #expect(
+        Array(again[(code * width)..<((code + 1) * width)]) == Array(bytes[(code * width)..<((code + 1) * width)]),
+        "code \(code)")
     }
   }
 
@@ -79,7 +90,8 @@ import Weights
     for bits in 0...UInt16.max {
       let expected = Float(Float16(bitPattern: bits)).bitPattern
       if FloatCodec.floatFromHalf(bits).bitPattern != expected {
-        Issue.record("half \(String(bits, radix: 16)): \(FloatCodec.floatFromHalf(bits)) vs \(Float(bitPattern: expected))")
+        Issue.record(
+          "half \(String(bits, radix: 16)): \(FloatCodec.floatFromHalf(bits)) vs \(Float(bitPattern: expected))")
         return
       }
     }
@@ -94,7 +106,8 @@ import Weights
     for bits in patterns {
       let value = Float(bitPattern: bits)
       if FloatCodec.halfSelecting(value) != FloatCodec.half(value) {
-        Issue.record("float \(String(bits, radix: 16)): \(FloatCodec.halfSelecting(value)) vs \(FloatCodec.half(value))")
+        Issue.record(
+          "float \(String(bits, radix: 16)): \(FloatCodec.halfSelecting(value)) vs \(FloatCodec.half(value))")
         return
       }
     }
@@ -105,10 +118,15 @@ import Weights
     // on every half and on floats around every boundary, against Float(Float16) / `half`.
     let halves = (0...UInt16.max).map { $0 }
     var decoded = [Float](repeating: 0, count: halves.count)
-    halves.withUnsafeBytes { raw in decoded.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f16, into: $0) } }
+    halves.withUnsafeBytes { raw in
+      decoded.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f16, into: $0) }
+    }
     #expect(zip(halves, decoded).allSatisfy { Float(Float16(bitPattern: $0)).bitPattern == $1.bitPattern })
     var floats = decoded.filter { !$0.isNaN }.flatMap { [$0, $0.nextUp, $0.nextDown, $0 * 1.000_49, $0 * 0.999_51] }
-    floats += [65_504, 65_519.99, 65_520, 1e6, -1e6, .infinity, -.infinity, .nan, Float(bitPattern: 0x7F80_0001), 6e-8, 2.9e-8, 3e-8]
+    floats += [
+      65_504, 65_519.99, 65_520, 1e6, -1e6, .infinity, -.infinity, .nan, Float(bitPattern: 0x7F80_0001), 6e-8, 2.9e-8,
+      3e-8,
+    ]
     for clamp in [false, true] {
       var expected = [UInt16](), over = 0, nan = 0
       for value in floats {
@@ -123,12 +141,16 @@ import Weights
       }
       var viaCodec = [UInt16](repeating: 0, count: floats.count)
       let stats = floats.withUnsafeBufferPointer { input in
-        viaCodec.withUnsafeMutableBytes { FloatCodec.encode(input, to: .f16, into: $0, policy: clamp ? .clamp : .refuse) }
+        viaCodec.withUnsafeMutableBytes {
+          FloatCodec.encode(input, to: .f16, into: $0, policy: clamp ? .clamp : .refuse)
+        }
       }
       #expect(viaCodec == expected && stats.overflowed == over && stats.nan == nan, "FloatCodec.encode, clamp \(clamp)")
       var viaSwift = [UInt16](repeating: 0, count: floats.count)
       let counts = floats.withUnsafeBufferPointer { input in
-        viaSwift.withUnsafeMutableBytes { FloatCodec.encodeHalves(input.baseAddress!, input.count, $0.baseAddress!, clamp: clamp) }
+        viaSwift.withUnsafeMutableBytes {
+          FloatCodec.encodeHalves(input.baseAddress!, input.count, $0.baseAddress!, clamp: clamp)
+        }
       }
       #expect(viaSwift == expected && Int(counts.0) == over && Int(counts.1) == nan, "Swift kernel, clamp \(clamp)")
       #expect(over > 0 && nan > 0)

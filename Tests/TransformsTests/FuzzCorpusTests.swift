@@ -1,10 +1,10 @@
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// The GGUF fuzz target's seed corpus (Fixtures/fuzz/gguf, Scripts/fixtures/make_fuzz_seeds.py):
 /// each malformed seed ends in the GGUFError its name promises, each one-type seed opens and
@@ -30,7 +30,9 @@ import Weights
   ]
 
   @Test func everyMalformedSeedIsATypedError() throws {
-    let names = try FileManager.default.contentsOfDirectory(atPath: Self.directory).filter { $0.hasPrefix("malformed-") }
+    let names = try FileManager.default.contentsOfDirectory(atPath: Self.directory).filter {
+      $0.hasPrefix("malformed-")
+    }
     #expect(Set(names) == Set(Self.malformed.keys), "every malformed seed has an expected error")
     for name in names.sorted() {
       let path = Self.directory + "/" + name

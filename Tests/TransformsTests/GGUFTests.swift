@@ -1,11 +1,11 @@
 import Crypto
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// GGML block quantizers against the `gguf` package, and whole GGUF files that gguf-py read back
 /// (Scripts/fixtures/make_gguf_goldens.py).
@@ -19,13 +19,19 @@ import Weights
     var values = [Float](repeating: 0, count: input.elementCount)
     values.withUnsafeMutableBufferPointer { FloatCodec.decode(file.data(input), dtype: .f32, into: $0) }
     var ours = [UInt8](repeating: 0, count: type.byteCount(elements: values.count))
-    values.withUnsafeBufferPointer { v in ours.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, into: $0) } }
+    values.withUnsafeBufferPointer { v in
+      ours.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: type, into: $0) }
+    }
     let theirs = Array(try file.data(named: type.name))
     #expect(ours.count == theirs.count)
     let firstDifference = zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }?.offset
-    #expect(firstDifference == nil, "\(type.name): first differing byte \(firstDifference ?? -1) (block \((firstDifference ?? 0) / type.blockBytes))")
+    #expect(
+      firstDifference == nil,
+      "\(type.name): first differing byte \(firstDifference ?? -1) (block \((firstDifference ?? 0) / type.blockBytes))")
     var restored = [Float](repeating: 0, count: values.count)
-    ours.withUnsafeBytes { raw in restored.withUnsafeMutableBufferPointer { GGMLQuantizer.dequantize(raw, type: type, into: $0) } }
+    ours.withUnsafeBytes { raw in
+      restored.withUnsafeMutableBufferPointer { GGMLQuantizer.dequantize(raw, type: type, into: $0) }
+    }
     let expected = try file.data(named: "dequant_" + type.name)
     var reference = [Float](repeating: 0, count: values.count)
     reference.withUnsafeMutableBufferPointer { FloatCodec.decode(expected, dtype: .f32, into: $0) }
@@ -51,7 +57,9 @@ import Weights
     // beyond F16's 65504) stays BF16, byte for byte, and reads back exactly.
     let directory = TestPaths.temporaryDirectory("gguf-bf16")
     let input = directory + "/bf16.safetensors"
-    let weight = (0..<(32 * 32)).map { UInt16(truncatingIfNeeded: Float(Double($0 % 17) * 0.01 - 0.08).bitPattern >> 16) }
+    let weight = (0..<(32 * 32)).map {
+      UInt16(truncatingIfNeeded: Float(Double($0 % 17) * 0.01 - 0.08).bitPattern >> 16)
+    }
     let bias = [Float(1.0e6), -3.0e38, 0.5, -1.0e-30].map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
     try SafeTensorsWriter.write(
       to: input,
@@ -79,7 +87,9 @@ import Weights
       TensorInfo(name: name, dtype: .f16, shape: shape, dataOffsets: (0, shape.reduce(1, *) * 2))
     }
     #expect(GGUFExport.quantizes(info("model.diffusion_model.input_blocks.4.1.proj_in.weight", [640, 640])))
-    #expect(!GGUFExport.quantizes(info("model.diffusion_model.input_blocks.1.0.in_layers.2.weight", [320, 320, 3, 3])), "3×3 convs: ne[0] = 3")
+    #expect(
+      !GGUFExport.quantizes(info("model.diffusion_model.input_blocks.1.0.in_layers.2.weight", [320, 320, 3, 3])),
+      "3×3 convs: ne[0] = 3")
     #expect(!GGUFExport.quantizes(info("model.diffusion_model.input_blocks.4.1.proj_in.bias", [640])))
     #expect(!GGUFExport.quantizes(info("model.diffusion_model.time_embed.0.weight", [1280, 320])))
     #expect(!GGUFExport.quantizes(info("conditioner.embedders.1.model.token_embedding.weight", [49408, 1280])))
@@ -90,7 +100,8 @@ import Weights
   @Test func roundTripDequantizes() throws {
     let directory = TestPaths.temporaryDirectory("gguf-read")
     let source = TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors")
-    _ = try GGUFExport.export(input: source, output: directory + "/q.gguf", type: .q8_0, components: nil, dropEMA: false)
+    _ = try GGUFExport.export(
+      input: source, output: directory + "/q.gguf", type: .q8_0, components: nil, dropEMA: false)
     let gguf = try GGUFFile(path: directory + "/q.gguf")
     #expect(gguf.metadata["rouwei.tool"] == "rouwei-ckpt")
     _ = try GGUFImport.convert(input: directory + "/q.gguf", output: directory + "/back.safetensors", dtype: .f32)
@@ -111,7 +122,9 @@ import Weights
         // Q8_0: each value within half a quantization step (plus the f16 rounding of the scale).
         for block in stride(from: 0, to: a.count, by: 32) {
           let peak = a[block..<(block + 32)].map(abs).max() ?? 0
-          for i in block..<(block + 32) { #expect(abs(a[i] - b[i]) <= peak / 127 * 0.56 + 1e-7, "\(tensor.name)[\(i)]") }
+          for i in block..<(block + 32) {
+            #expect(abs(a[i] - b[i]) <= peak / 127 * 0.56 + 1e-7, "\(tensor.name)[\(i)]")
+          }
         }
       }
     }
@@ -134,9 +147,12 @@ import Weights
       magic + le(UInt32(3)) + le(UInt64.max) + le(UInt64(0)),
       magic + le(UInt32(3)) + le(UInt64(0)) + le(UInt64(1)) + le(UInt64(1 << 40)),
       magic + le(UInt32(3)) + le(UInt64(1)) + le(UInt64(0)) + le(UInt64(1)) + Array("w".utf8) + le(UInt32(9)),
-      magic + le(UInt32(3)) + le(UInt64(1)) + le(UInt64(0)) + le(UInt64(1)) + Array("w".utf8) + le(UInt32(1)) + le(UInt64(1 << 30)) + le(UInt32(0)) + le(UInt64(0)),
-      magic + le(UInt32(3)) + le(UInt64(1)) + le(UInt64(0)) + le(UInt64(1)) + Array("w".utf8) + le(UInt32(1)) + le(UInt64(32)) + le(UInt32(99)) + le(UInt64(0)),
-      magic + le(UInt32(3)) + le(UInt64(0)) + le(UInt64(1)) + le(UInt64(1)) + Array("k".utf8) + le(UInt32(9)) + le(UInt32(9)) + le(UInt64(1 << 50)),
+      magic + le(UInt32(3)) + le(UInt64(1)) + le(UInt64(0)) + le(UInt64(1)) + Array("w".utf8) + le(UInt32(1))
+        + le(UInt64(1 << 30)) + le(UInt32(0)) + le(UInt64(0)),
+      magic + le(UInt32(3)) + le(UInt64(1)) + le(UInt64(0)) + le(UInt64(1)) + Array("w".utf8) + le(UInt32(1))
+        + le(UInt64(32)) + le(UInt32(99)) + le(UInt64(0)),
+      magic + le(UInt32(3)) + le(UInt64(0)) + le(UInt64(1)) + le(UInt64(1)) + Array("k".utf8) + le(UInt32(9))
+        + le(UInt32(9)) + le(UInt64(1 << 50)),
     ]
     for (index, bytes) in cases.enumerated() {
       let path = try hostile(bytes)

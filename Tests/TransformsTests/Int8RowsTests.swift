@@ -1,11 +1,11 @@
 import Checkpoint
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// Per-row int8 against torch (Scripts/fixtures/make_int8_goldens.py), and the round trip back.
 @Suite struct Int8RowsTests {
@@ -18,11 +18,14 @@ import Weights
     try SafeTensorsWriter.write(
       to: model,
       entries: [
-        TensorEntry(spec: TensorSpec(name: layer + ".weight", dtype: .f32, shape: input.shape), bytes: golden.data(input)),
+        TensorEntry(
+          spec: TensorSpec(name: layer + ".weight", dtype: .f32, shape: input.shape), bytes: golden.data(input)),
         TensorEntry(spec: TensorSpec(name: layer + ".bias", dtype: .f32, shape: [input.shape[0]])) {
           try $0.write(contentsOf: [Float](repeating: 0.25, count: input.shape[0]))
         },
-        TensorEntry(spec: TensorSpec(name: "model.diffusion_model.input_blocks.0.0.weight", dtype: .f32, shape: [2, 1, 1, 1])) {
+        TensorEntry(
+          spec: TensorSpec(name: "model.diffusion_model.input_blocks.0.0.weight", dtype: .f32, shape: [2, 1, 1, 1])
+        ) {
           try $0.write(contentsOf: [Float(1), 2])
         },
       ], metadata: ["keep": "me"])
@@ -37,7 +40,8 @@ import Weights
     let scale = try #require(file.info(layer + ".weight_scale"))
     #expect(scale.dtype == .f32 && scale.shape == [input.shape[0]])
     #expect(Array(file.data(scale)) == Array(try golden.data(named: "weight_scale")), "scales differ from torch")
-    #expect(String(decoding: try file.data(named: layer + ".comfy_quant"), as: UTF8.self) == #"{"format":"int8_tensorwise"}"#)
+    #expect(
+      String(decoding: try file.data(named: layer + ".comfy_quant"), as: UTF8.self) == #"{"format":"int8_tensorwise"}"#)
     #expect(file.info(layer + ".bias")?.dtype == .f32, "biases stay wide")
     #expect(file.info("model.diffusion_model.input_blocks.0.0.weight")?.dtype == .f32, "convolutions stay wide")
     let index = try #require(file.metadata["_quantization_metadata"])

@@ -184,7 +184,8 @@ import Workers
       let before = ThreadPool.shared.threadCount
       ThreadPool.useShared(threadCount: 1)
       _ = try GGUFExport.export(
-        input: Self.tiny, output: directory + "/one-thread.gguf", quantization: GGUFQuantization(type: type, method: .search),
+        input: Self.tiny, output: directory + "/one-thread.gguf",
+        quantization: GGUFQuantization(type: type, method: .search),
         components: [.unet], dropEMA: false)
       ThreadPool.useShared(threadCount: max(before, 2))
       let one = FileManager.default.contents(atPath: directory + "/one-thread.gguf")

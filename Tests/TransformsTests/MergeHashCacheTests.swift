@@ -3,9 +3,9 @@ import Foundation
 import SafeTensors
 import TestSupport
 import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// A merge with the hash cache: the second run takes the inputs' hashes from the cache and writes
 /// the same bytes as the first.
@@ -36,7 +36,8 @@ import Weights
     let two = try Data(contentsOf: URL(fileURLWithPath: directory + "/two.safetensors"))
     #expect(one == two, "metadata with cached hashes is byte for byte the computed one")
     let expected = ModelHasher.hashes(of: try MappedFile(path: b), dataOffset: nil).sha256
-    #expect(try SafeTensorsFile(path: directory + "/two.safetensors").metadata["sd_merge_models"]?.contains(expected) == true)
+    #expect(
+      try SafeTensorsFile(path: directory + "/two.safetensors").metadata["sd_merge_models"]?.contains(expected) == true)
     // Without a cache nothing is taken from it.
     let plain = try Merger.merge(request([a, b]), output: directory + "/three.safetensors")
     #expect(plain.hashesFromCache == 0)

@@ -1,11 +1,11 @@
 import Checkpoint
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// Merges against torch goldens (Scripts/fixtures/make_merge_goldens.py) and the rules for what is
 /// not a weight.
@@ -39,7 +39,9 @@ import Weights
     }
   }
 
-  func request(_ inputs: [String], _ method: MergeMethod, alpha: Double = 0.5, _ configure: (inout MergeRequest) -> Void = { _ in }) -> MergeRequest {
+  func request(
+    _ inputs: [String], _ method: MergeMethod, alpha: Double = 0.5, _ configure: (inout MergeRequest) -> Void = { _ in }
+  ) -> MergeRequest {
     var request = MergeRequest(inputs: inputs, method: method, alpha: alpha)
     request.prediction = .epsilon  // B carries v_pred; the inputs disagree
     configure(&request)
@@ -72,7 +74,9 @@ import Weights
 
   @Test func supermergerBlocksMatchTorch() throws {
     let out = temp()
-    let blocks = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95, 0.05]
+    let blocks = [
+      0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95, 0.05,
+    ]
     _ = try Merger.merge(request([a, b], .weightedSum) { $0.blocks = blocks }, output: out)
     try compare(out, golden: "blocks", exact: true)
   }
@@ -82,7 +86,10 @@ import Weights
     _ = try Merger.merge(request([a, b], .weightedSum, alpha: 0.5), output: out)
     let result = try SafeTensorsFile(path: out)
     let source = try SafeTensorsFile(path: a)
-    for name in ["conditioner.embedders.0.transformer.text_model.embeddings.position_ids", "conditioner.embedders.1.model.logit_scale"] {
+    for name in [
+      "conditioner.embedders.0.transformer.text_model.embeddings.position_ids",
+      "conditioner.embedders.1.model.logit_scale",
+    ] {
       let got = try #require(result.info(name))
       let want = try #require(source.info(name))
       #expect(got.dtype == want.dtype && Array(result.data(got)) == Array(source.data(want)), "\(name)")
@@ -115,7 +122,8 @@ import Weights
     let merge = request([a, b], .weightedSum, alpha: 0.3)
     _ = try Merger.merge(merge, output: out)
     let metadata = try SafeTensorsFile(path: out).metadata
-    let recipe = try JSONDecoder().decode(MergeRequest.self, from: Data(try #require(metadata["rouwei.merge.recipe"]).utf8))
+    let recipe = try JSONDecoder().decode(
+      MergeRequest.self, from: Data(try #require(metadata["rouwei.merge.recipe"]).utf8))
     let expectedHash = ModelHasher.hashes(of: try MappedFile(path: a), dataOffset: nil).sha256
     var recorded = merge
     recorded.inputs = ["a.safetensors", "b.safetensors"]
@@ -138,7 +146,8 @@ import Weights
         return TensorEntry(spec: spec) { try $0.write(contentsOf: [UInt8](repeating: 0, count: spec.byteCount)) }
       }, metadata: nil)
     do {
-      _ = try Merger.merge(MergeRequest(inputs: [a, other], method: .weightedSum), output: directory + "/o.safetensors")
+      _ = try Merger.merge(
+        MergeRequest(inputs: [a, other], method: .weightedSum), output: directory + "/o.safetensors")
       Issue.record("shape mismatch not reported")
     } catch let error as MergeError {
       #expect(error.description.contains(key), "\(error)")
@@ -152,7 +161,9 @@ import Weights
     let dropped = "model.diffusion_model.middle_block.1.proj_out.bias"
     try SafeTensorsWriter.write(
       to: partial,
-      entries: source.tensors.filter { $0.name != dropped }.map { TensorEntry(spec: TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape), bytes: source.data($0)) },
+      entries: source.tensors.filter { $0.name != dropped }.map {
+        TensorEntry(spec: TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape), bytes: source.data($0))
+      },
       metadata: nil)
     var merge = MergeRequest(inputs: [a, partial], method: .weightedSum, alpha: 0.5)
     do {
@@ -164,17 +175,25 @@ import Weights
     merge.missing = .takeA
     _ = try Merger.merge(merge, output: directory + "/o.safetensors")
     let result = try SafeTensorsFile(path: directory + "/o.safetensors")
-    #expect(Array(result.data(try #require(result.info(dropped)))) == Array(source.data(try #require(source.info(dropped)))))
+    #expect(
+      Array(result.data(try #require(result.info(dropped)))) == Array(source.data(try #require(source.info(dropped)))))
   }
 
   @Test func vaeFromAndTextEncoderAlpha() throws {
     let out = temp()
-    _ = try Merger.merge(request([a, b], .weightedSum, alpha: 0.5) { $0.vaeFrom = 1; $0.textEncoderAlpha = 0 }, output: out)
+    _ = try Merger.merge(
+      request([a, b], .weightedSum, alpha: 0.5) {
+        $0.vaeFrom = 1; $0.textEncoderAlpha = 0
+      }, output: out)
     let result = try SafeTensorsFile(path: out)
     let bFile = try SafeTensorsFile(path: b), aFile = try SafeTensorsFile(path: a)
-    #expect(try floats(result, "first_stage_model.decoder.conv_out.weight") == floats(bFile, "first_stage_model.decoder.conv_out.weight"))
+    #expect(
+      try floats(result, "first_stage_model.decoder.conv_out.weight")
+        == floats(bFile, "first_stage_model.decoder.conv_out.weight"))
     let clip = "conditioner.embedders.1.model.text_projection"
-    #expect(try floats(result, clip).map(\.bitPattern) == floats(aFile, clip).map { (Float(1) * $0 + Float(0) * $0).bitPattern })
+    #expect(
+      try floats(result, clip).map(\.bitPattern)
+        == floats(aFile, clip).map { (Float(1) * $0 + Float(0) * $0).bitPattern })
   }
 
   @Test func blockTableCoversTheRealSDXLKeys() {
@@ -198,13 +217,20 @@ import Weights
     let source = try SafeTensorsFile(path: a)
     let narrow = try floats(source, key)  // [8, 4, 3, 3]
     var widened = [Float](repeating: 0, count: 8 * 9 * 9)
-    for o in 0..<8 { for ch in 0..<9 { for k in 0..<9 { widened[(o * 9 + ch) * 9 + k] = ch < 4 ? narrow[(o * 4 + ch) * 9 + k] : Float(ch) } } }
+    for o in 0..<8 {
+      for ch in 0..<9 {
+        for k in 0..<9 { widened[(o * 9 + ch) * 9 + k] = ch < 4 ? narrow[(o * 4 + ch) * 9 + k] : Float(ch) }
+      }
+    }
     try SafeTensorsWriter.write(
       to: wide,
       entries: source.tensors.map { tensor in
         tensor.name == key
-          ? TensorEntry(spec: TensorSpec(name: key, dtype: .f32, shape: [8, 9, 3, 3])) { try $0.write(contentsOf: widened) }
-          : TensorEntry(spec: TensorSpec(name: tensor.name, dtype: tensor.dtype, shape: tensor.shape), bytes: source.data(tensor))
+          ? TensorEntry(spec: TensorSpec(name: key, dtype: .f32, shape: [8, 9, 3, 3])) {
+            try $0.write(contentsOf: widened)
+          }
+          : TensorEntry(
+            spec: TensorSpec(name: tensor.name, dtype: tensor.dtype, shape: tensor.shape), bytes: source.data(tensor))
       }, metadata: nil)
     let out = directory + "/o.safetensors"
     _ = try Merger.merge(request([wide, b], .weightedSum, alpha: 0.3), output: out)
@@ -214,7 +240,8 @@ import Weights
       for ch in 0..<9 {
         for k in 0..<9 {
           let value = merged[(o * 9 + ch) * 9 + k]
-          let expected = ch < 4 ? Float(0.7) * widened[(o * 9 + ch) * 9 + k] + Float(0.3) * other[(o * 4 + ch) * 9 + k] : Float(ch)
+          let expected =
+            ch < 4 ? Float(0.7) * widened[(o * 9 + ch) * 9 + k] + Float(0.3) * other[(o * 4 + ch) * 9 + k] : Float(ch)
           #expect(value == expected)
         }
       }
@@ -227,7 +254,10 @@ import Weights
   let b = TestPaths.fixture("merge/b.safetensors")
   let c = TestPaths.fixture("merge/c.safetensors")
 
-  func run(_ inputs: [String], _ method: MergeMethod, alpha: Double, golden: String, _ configure: (inout MergeRequest) -> Void = { _ in }) throws {
+  func run(
+    _ inputs: [String], _ method: MergeMethod, alpha: Double, golden: String,
+    _ configure: (inout MergeRequest) -> Void = { _ in }
+  ) throws {
     var request = MergeRequest(inputs: inputs, method: method, alpha: alpha)
     request.prediction = .epsilon
     configure(&request)
@@ -250,7 +280,9 @@ import Weights
   }
 
   @Test func dareIsBitIdenticalToTorch() throws {
-    try run([a, b], .dare, alpha: 0.9, golden: "dare") { $0.dropRate = 0.4; $0.seed = 7 }
+    try run([a, b], .dare, alpha: 0.9, golden: "dare") {
+      $0.dropRate = 0.4; $0.seed = 7
+    }
   }
 
   @Test func tiesIsBitIdenticalToTorch() throws {
@@ -281,7 +313,9 @@ import Weights
     let partial = directory + "/partial.safetensors"
     try SafeTensorsWriter.write(
       to: partial,
-      entries: source.tensors.filter { $0.name != dropped }.map { TensorEntry(spec: TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape), bytes: source.data($0)) },
+      entries: source.tensors.filter { $0.name != dropped }.map {
+        TensorEntry(spec: TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape), bytes: source.data($0))
+      },
       metadata: source.metadata)
     var direct = MergeRequest(inputs: [quantized, partial], method: .weightedSum, alpha: 0.25)
     direct.dtype = .f32

@@ -1,11 +1,11 @@
 import Checkpoint
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// ComfyUI scaled fp8 against torch (Scripts/fixtures/make_scaled_fp8_goldens.py), and back.
 @Suite struct ScaledFP8Tests {
@@ -18,7 +18,8 @@ import Weights
     try SafeTensorsWriter.write(
       to: model,
       entries: [
-        TensorEntry(spec: TensorSpec(name: layer + ".weight", dtype: .f32, shape: input.shape), bytes: golden.data(input)),
+        TensorEntry(
+          spec: TensorSpec(name: layer + ".weight", dtype: .f32, shape: input.shape), bytes: golden.data(input)),
         TensorEntry(spec: TensorSpec(name: layer + ".bias", dtype: .f32, shape: [input.shape[0]])) {
           try $0.write(contentsOf: [Float](repeating: 0.5, count: input.shape[0]))
         },
@@ -42,7 +43,9 @@ import Weights
     let back = directory + "/back.safetensors"
     _ = try Converter.convert(input: scaled, output: back, request: request)
     let restored = try SafeTensorsFile(path: back)
-    #expect(Array(restored.data(try #require(restored.info(layer + ".weight")))) == Array(try golden.data(named: "dequantized")))
+    #expect(
+      Array(restored.data(try #require(restored.info(layer + ".weight"))))
+        == Array(try golden.data(named: "dequantized")))
     #expect(!restored.contains(ScaledFP8.marker) && !restored.contains(layer + ".scale_weight"))
   }
 }

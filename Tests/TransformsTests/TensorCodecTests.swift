@@ -2,11 +2,11 @@ import Checkpoint
 import Crypto
 import Foundation
 import SafeTensors
-import Testing
 import TestSupport
+import Testing
+import Weights
 
 @testable import Transforms
-import Weights
 
 /// The chunked decode/encode API (`TensorDecoder`, `ChunkEncoder`, `Transcoder`) against the torch
 /// and gguf-py goldens, and the GGUF reader on a file gguf-py wrote in ComfyUI-GGUF's style
@@ -73,7 +73,8 @@ import Weights
       #expect(pieced.map(\.bitPattern) == reference.map(\.bitPattern), "\(tensor.name) in chunks of 37")
       types.insert(tensor.type)
     }
-    #expect(types.isSuperset(of: [.q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .f16, .f32, .bf16]))
+    #expect(
+      types.isSuperset(of: [.q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .f16, .f32, .bf16]))
   }
 
   @Test func importRestoresOriginalShapes() throws {
@@ -103,7 +104,8 @@ import Weights
     #expect(tensor.type == .iq4_nl && tensor.byteCount == 18)
     #expect(throws: GGUFError.self) { try TensorDecoder.resolve(gguf: file, tensor: tensor) }
     #expect(throws: GGUFError.self) {
-      _ = try GGUFImport.convert(input: path, output: TestPaths.temporaryDirectory("iq") + "/x.safetensors", dtype: .f16)
+      _ = try GGUFImport.convert(
+        input: path, output: TestPaths.temporaryDirectory("iq") + "/x.safetensors", dtype: .f16)
     }
   }
 
@@ -117,7 +119,8 @@ import Weights
 
   func copy(_ golden: SafeTensorsFile, _ from: String, as name: String, shape: [Int]? = nil) throws -> TensorEntry {
     let info = try #require(golden.info(from))
-    return TensorEntry(spec: TensorSpec(name: name, dtype: info.dtype, shape: shape ?? info.shape), bytes: golden.data(info))
+    return TensorEntry(
+      spec: TensorSpec(name: name, dtype: info.dtype, shape: shape ?? info.shape), bytes: golden.data(info))
   }
 
   @Test func decodesInt8RowsLikeTorch() throws {
@@ -128,7 +131,9 @@ import Weights
       let file = try layerFile([
         try copy(golden, "weight", as: layer + ".weight"),
         try copy(golden, "weight_scale", as: layer + ".weight_scale", shape: scaleShape),
-        TensorEntry(spec: TensorSpec(name: layer + ".comfy_quant", dtype: .u8, shape: [json.count])) { try $0.write(contentsOf: json) },
+        TensorEntry(spec: TensorSpec(name: layer + ".comfy_quant", dtype: .u8, shape: [json.count])) {
+          try $0.write(contentsOf: json)
+        },
       ])
       let decoder = try TensorDecoder.resolve(file: file, tensor: try #require(file.info(layer + ".weight")))
       guard case .int8Rows(let scales, 48) = decoder.encoding else {
@@ -137,7 +142,9 @@ import Weights
       }
       #expect(scales.count == 8)
       let reference = Array(try golden.data(named: "dequantized").bindMemory(to: Float.self))
-      #expect(decoder.decodeAll().map(\.bitPattern) == reference.map(\.bitPattern), "q·s as torch computes it, scale \(scaleShape)")
+      #expect(
+        decoder.decodeAll().map(\.bitPattern) == reference.map(\.bitPattern),
+        "q·s as torch computes it, scale \(scaleShape)")
       var partial = [Float](repeating: 0, count: 50)
       partial.withUnsafeMutableBufferPointer { decoder.decode(30..<80, into: $0) }
       #expect(partial == Array(reference[30..<80]), "a range across rows")
@@ -152,7 +159,10 @@ import Weights
       if scale { entries.append(try copy(golden, "weight_scale", as: layer + ".weight_scale")) }
       if let comfyQuant {
         let json = Array(comfyQuant.utf8)
-        entries.append(TensorEntry(spec: TensorSpec(name: layer + ".comfy_quant", dtype: .u8, shape: [json.count])) { try $0.write(contentsOf: json) })
+        entries.append(
+          TensorEntry(spec: TensorSpec(name: layer + ".comfy_quant", dtype: .u8, shape: [json.count])) {
+            try $0.write(contentsOf: json)
+          })
       }
       return try layerFile(entries, metadata: header.map { ["_quantization_metadata": $0] })
     }
@@ -160,7 +170,11 @@ import Weights
       (try file(comfyQuant: #"{"format":"int8_tensorwise","convrot":true,"convrot_groupsize":256}"#), "ConvRot"),
       (try file(comfyQuant: #"{"format":"int8_blockwise","group_size":128}"#), "int8_blockwise"),
       (try file(comfyQuant: "not json"), "JSON"),
-      (try file(comfyQuant: nil, header: #"{"format_version":"1.0","layers":{"\#(layer)":{"format":"convrot_w4a4"}}}"#), "convrot_w4a4"),
+      (
+        try file(
+          comfyQuant: nil, header: #"{"format_version":"1.0","layers":{"\#(layer)":{"format":"convrot_w4a4"}}}"#),
+        "convrot_w4a4"
+      ),
       (try file(comfyQuant: nil, scale: false), "weight_scale"),
     ]
     for (file, fragment) in cases {
@@ -180,7 +194,8 @@ import Weights
     let reference = Array(try golden.data(named: "dequantized").bindMemory(to: Float.self))
     let marker = TensorEntry(spec: TensorSpec(name: MarkerKey.scaledFP8, dtype: .f8e4m3, shape: [0])) { _ in }
     let scaled = try layerFile([
-      try copy(golden, "weight", as: layer + ".weight"), try copy(golden, "scale_weight", as: layer + ".scale_weight"), marker,
+      try copy(golden, "weight", as: layer + ".weight"), try copy(golden, "scale_weight", as: layer + ".scale_weight"),
+      marker,
     ])
     let decoder = try TensorDecoder.resolve(file: scaled, tensor: try #require(scaled.info(layer + ".weight")))
     #expect(decoder.decodeAll().map(\.bitPattern) == reference.map(\.bitPattern))
@@ -194,7 +209,9 @@ import Weights
     let plain = try layerFile([
       try copy(golden, "weight", as: layer + ".weight"), try copy(golden, "scale_weight", as: layer + ".scale_weight"),
     ])
-    #expect(try TensorDecoder.resolve(file: plain, tensor: try #require(plain.info(layer + ".weight"))).encoding == .float(.f8e4m3))
+    #expect(
+      try TensorDecoder.resolve(file: plain, tensor: try #require(plain.info(layer + ".weight"))).encoding
+        == .float(.f8e4m3))
   }
 
   // MARK: - encoding in chunks
@@ -208,9 +225,12 @@ import Weights
       var stats = EncodeStatistics()
       try SafeTensorsWriter.write(
         to: directory + "/c.safetensors",
-        entries: [TensorEntry(spec: TensorSpec(name: "x", dtype: target, shape: input.shape)) { sink in
-          stats = try Transcoder.transcode(decoder, to: target, policy: .clamp, sink: sink, file: "casts", chunkElements: 1000)
-        }], metadata: nil)
+        entries: [
+          TensorEntry(spec: TensorSpec(name: "x", dtype: target, shape: input.shape)) { sink in
+            stats = try Transcoder.transcode(
+              decoder, to: target, policy: .clamp, sink: sink, file: "casts", chunkElements: 1000)
+          }
+        ], metadata: nil)
       let written = try SafeTensorsFile(path: directory + "/c.safetensors")
       let all = decoder.decodeAll()
       var oneShot = [UInt8](repeating: 0, count: all.count * target.bitWidth / 8)
@@ -224,9 +244,11 @@ import Weights
         do {
           try SafeTensorsWriter.write(
             to: directory + "/refused.safetensors",
-            entries: [TensorEntry(spec: TensorSpec(name: "x", dtype: target, shape: input.shape)) { sink in
-              try Transcoder.transcode(decoder, to: target, policy: .refuse, sink: sink, file: "casts.safetensors")
-            }], metadata: nil)
+            entries: [
+              TensorEntry(spec: TensorSpec(name: "x", dtype: target, shape: input.shape)) { sink in
+                try Transcoder.transcode(decoder, to: target, policy: .refuse, sink: sink, file: "casts.safetensors")
+              }
+            ], metadata: nil)
           Issue.record("\(target): overflow was not refused")
         } catch CodecError.outOfRange(let file, let tensor, let dtype, let count) {
           #expect(file == "casts.safetensors" && tensor == "input" && dtype == target && count == expected.overflowed)
@@ -246,7 +268,9 @@ import Weights
     }
     func decode(_ bytes: [UInt8], _ dtype: DType) -> [Float] {
       var out = [Float](repeating: 0, count: values.count)
-      bytes.withUnsafeBytes { raw in out.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: dtype, into: $0) } }
+      bytes.withUnsafeBytes { raw in
+        out.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: dtype, into: $0) }
+      }
       return out
     }
     #expect(decode(try encode(.f16), .f16) == [65504, -65504, 65504, 65504, 448, 464, 57344, 61440])
@@ -273,7 +297,8 @@ import Weights
   }
 
   func info(_ name: String, _ dims: [UInt64], type: UInt32, offset: UInt64 = 0) -> [UInt8] {
-    le(UInt64(name.utf8.count)) + Array(name.utf8) + le(UInt32(dims.count)) + dims.flatMap { le($0) } + le(type) + le(offset)
+    le(UInt64(name.utf8.count)) + Array(name.utf8) + le(UInt32(dims.count)) + dims.flatMap { le($0) } + le(type)
+      + le(offset)
   }
 
   func key(_ name: String, type: UInt32, _ payload: [UInt8]) -> [UInt8] {
@@ -292,17 +317,45 @@ import Weights
       ("unknown ggml type", header(infos: [info("w", [8], type: 31)])),
       ("5 dimensions", header(infos: [info("w", [1, 1, 1, 1, 1], type: 0)])),
       ("duplicate tensor", header(tensors: 2, infos: [info("w", [8], type: 0), info("w", [8], type: 0, offset: 32)])),
-      ("alignment not a power of two", header(kv: [key("general.alignment", type: 4, le(UInt32(48)))], infos: [info("w", [8], type: 0)])),
-      ("alignment of the wrong type", header(kv: [key("general.alignment", type: 10, le(UInt64(32)))], infos: [info("w", [8], type: 0)])),
+      (
+        "alignment not a power of two",
+        header(kv: [key("general.alignment", type: 4, le(UInt32(48)))], infos: [info("w", [8], type: 0)])
+      ),
+      (
+        "alignment of the wrong type",
+        header(kv: [key("general.alignment", type: 10, le(UInt64(32)))], infos: [info("w", [8], type: 0)])
+      ),
       ("bool that is not 0/1", header(tensors: 0, kv: [key("b", type: 7, [2])], infos: [])),
       ("unknown value type", header(tensors: 0, kv: [key("b", type: 13, [0])], infos: [])),
-      ("array of 2^60 strings", header(tensors: 0, kv: [key("a", type: 9, le(UInt32(8)) + le(UInt64(1 << 60)))], infos: [])),
-      ("array of 2^60 u64", header(tensors: 0, kv: [key("a", type: 9, le(UInt32(10)) + le(UInt64(1 << 60)))], infos: [])),
-      ("arrays nested 5 deep", header(tensors: 0, kv: [key("a", type: 9, (0..<5).flatMap { _ in le(UInt32(9)) + le(UInt64(1)) } + le(UInt32(0)) + le(UInt64(1)) + [0])], infos: [])),
+      (
+        "array of 2^60 strings",
+        header(tensors: 0, kv: [key("a", type: 9, le(UInt32(8)) + le(UInt64(1 << 60)))], infos: [])
+      ),
+      (
+        "array of 2^60 u64",
+        header(tensors: 0, kv: [key("a", type: 9, le(UInt32(10)) + le(UInt64(1 << 60)))], infos: [])
+      ),
+      (
+        "arrays nested 5 deep",
+        header(
+          tensors: 0,
+          kv: [
+            key(
+              "a", type: 9, (0..<5).flatMap { _ in le(UInt32(9)) + le(UInt64(1)) } + le(UInt32(0)) + le(UInt64(1)) + [0]
+            )
+          ], infos: [])
+      ),
       ("duplicate key", header(tensors: 0, kv: [key("k", type: 0, [1]), key("k", type: 0, [1])], infos: [])),
       ("string longer than the file", header(tensors: 0, kv: [key("k", type: 8, le(UInt64(1 << 40)))], infos: [])),
-      ("name longer than the limit", header(tensors: 0, kv: [le(UInt64(70000)) + [UInt8](repeating: 0x61, count: 70000) + le(UInt32(0)) + [1]], infos: [])),
-      ("non-UTF-8 name", header(infos: [le(UInt64(2)) + [0xC3, 0x28] + le(UInt32(1)) + le(UInt64(8)) + le(UInt32(0)) + le(UInt64(0))])),
+      (
+        "name longer than the limit",
+        header(
+          tensors: 0, kv: [le(UInt64(70000)) + [UInt8](repeating: 0x61, count: 70000) + le(UInt32(0)) + [1]], infos: [])
+      ),
+      (
+        "non-UTF-8 name",
+        header(infos: [le(UInt64(2)) + [0xC3, 0x28] + le(UInt32(1)) + le(UInt64(8)) + le(UInt32(0)) + le(UInt64(0))])
+      ),
       ("tensor count beyond the file", Array("GGUF".utf8) + le(UInt32(3)) + le(UInt64(1 << 50)) + le(UInt64(0))),
     ]
     for (label, bytes) in cases {
@@ -394,12 +447,15 @@ struct SplitMix {
   static func write(to path: String) throws {
     let values = (0..<64).map { Float($0 % 7) * 0.25 - 0.75 }
     var q8 = [UInt8](repeating: 0, count: GGMLType.q8_0.byteCount(elements: 64))
-    values.withUnsafeBufferPointer { v in q8.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: .q8_0, into: $0) } }
+    values.withUnsafeBufferPointer { v in q8.withUnsafeMutableBytes { GGMLQuantizer.quantize(v, type: .q8_0, into: $0) }
+    }
     try GGUFWriter.write(
       to: path, metadata: metadata,
       tensors: [
         GGUFWriter.Tensor(name: "linear.weight", shape: [2, 32], type: .q8_0) { try $0.write(contentsOf: q8) },
-        GGUFWriter.Tensor(name: "conv.weight", shape: [1, 32], type: .f32) { try $0.write(contentsOf: Array(values[0..<32])) },
+        GGUFWriter.Tensor(name: "conv.weight", shape: [1, 32], type: .f32) {
+          try $0.write(contentsOf: Array(values[0..<32]))
+        },
         GGUFWriter.Tensor(name: "bias", shape: [3], type: .f32) { try $0.write(contentsOf: [Float(1), 2, 3]) },
       ], inputs: [])
   }
@@ -413,7 +469,8 @@ struct SplitMix {
     #expect(file.tensors.map(\.name) == ["linear.weight", "conv.weight", "bias"])
     let conv = try #require(file.tensor(named: "conv.weight"))
     #expect(try file.originalShape(of: conv) == [4, 2, 2, 2])
-    #expect(try TensorDecoder.resolve(gguf: file, tensor: try #require(file.tensor(named: "bias"))).decodeAll() == [1, 2, 3])
+    #expect(
+      try TensorDecoder.resolve(gguf: file, tensor: try #require(file.tensor(named: "bias"))).decodeAll() == [1, 2, 3])
     let data = try #require(FileManager.default.contents(atPath: TestPaths.fixture("codecs/gguf-values-check.json")))
     let check = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
     let bytes = try #require(FileManager.default.contents(atPath: path))
@@ -430,15 +487,21 @@ struct SplitMix {
     let cases: [[GGUFWriter.Tensor]] = [
       [GGUFWriter.Tensor(name: "w", shape: [2, 33], type: .q8_0) { _ in }],
       [GGUFWriter.Tensor(name: "w", shape: [1, 1, 1, 1, 1], type: .f32) { _ in }],
-      [GGUFWriter.Tensor(name: "w", shape: [1], type: .f32) { _ in }, GGUFWriter.Tensor(name: "w", shape: [1], type: .f32) { _ in }],
+      [
+        GGUFWriter.Tensor(name: "w", shape: [1], type: .f32) { _ in },
+        GGUFWriter.Tensor(name: "w", shape: [1], type: .f32) { _ in },
+      ],
     ]
     let directory = TestPaths.temporaryDirectory("gguf-refuse")
     for tensors in cases {
-      #expect(throws: GGUFError.self) { try GGUFWriter.write(to: directory + "/x.gguf", metadata: [], tensors: tensors, inputs: []) }
+      #expect(throws: GGUFError.self) {
+        try GGUFWriter.write(to: directory + "/x.gguf", metadata: [], tensors: tensors, inputs: [])
+      }
       #expect(!FileManager.default.fileExists(atPath: directory + "/x.gguf"))
     }
     #expect(throws: GGUFError.self) {
-      try GGUFWriter.write(to: directory + "/x.gguf", metadata: [("k", .uint8(1)), ("k", .uint8(2))], tensors: [], inputs: [])
+      try GGUFWriter.write(
+        to: directory + "/x.gguf", metadata: [("k", .uint8(1)), ("k", .uint8(2))], tensors: [], inputs: [])
     }
   }
 }

@@ -23,18 +23,30 @@ import Weights
     try SafeTensorsWriter.write(
       to: path,
       entries: [
-        TensorEntry(spec: TensorSpec(name: layer + ".weight", dtype: .f8e4m3, shape: [4, 8])) { try $0.write(contentsOf: codes) },
-        TensorEntry(spec: TensorSpec(name: layer + ".weight_scale", dtype: .f32, shape: [])) { try $0.write(contentsOf: [scale]) },
-        TensorEntry(spec: TensorSpec(name: layer + ".bias", dtype: .f16, shape: [8])) { try $0.write(contentsOf: half) },
-        TensorEntry(spec: TensorSpec(name: SingleFilePrefix.unet + "out.2.weight", dtype: .f16, shape: [8])) { try $0.write(contentsOf: half) },
-        TensorEntry(spec: TensorSpec(name: SingleFilePrefix.unet + "out.2.weight_scale", dtype: .f32, shape: [])) { try $0.write(contentsOf: [Float(2)]) },
+        TensorEntry(spec: TensorSpec(name: layer + ".weight", dtype: .f8e4m3, shape: [4, 8])) {
+          try $0.write(contentsOf: codes)
+        },
+        TensorEntry(spec: TensorSpec(name: layer + ".weight_scale", dtype: .f32, shape: [])) {
+          try $0.write(contentsOf: [scale])
+        },
+        TensorEntry(spec: TensorSpec(name: layer + ".bias", dtype: .f16, shape: [8])) {
+          try $0.write(contentsOf: half)
+        },
+        TensorEntry(spec: TensorSpec(name: SingleFilePrefix.unet + "out.2.weight", dtype: .f16, shape: [8])) {
+          try $0.write(contentsOf: half)
+        },
+        TensorEntry(spec: TensorSpec(name: SingleFilePrefix.unet + "out.2.weight_scale", dtype: .f32, shape: [])) {
+          try $0.write(contentsOf: [Float(2)])
+        },
       ], metadata: [:])
     return (path, codes)
   }
 
   static func expected(_ codes: [UInt8]) -> [Float] {
     var decoded = [Float](repeating: 0, count: codes.count)
-    codes.withUnsafeBytes { raw in decoded.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f8e4m3, into: $0) } }
+    codes.withUnsafeBytes { raw in
+      decoded.withUnsafeMutableBufferPointer { FloatCodec.decode(raw, dtype: .f8e4m3, into: $0) }
+    }
     return decoded.map { $0 * scale }
   }
 

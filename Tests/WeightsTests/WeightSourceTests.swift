@@ -17,11 +17,15 @@ import Weights
 
   /// Checks that `layout` serves every float tensor of the single-file `reference` under the same
   /// name, shape and values (`skip`: names the layout has no home for).
-  static func expectSame(_ layout: WeightSource, as reference: WeightSource, skip: (String) -> Bool = { _ in false }) throws {
+  static func expectSame(_ layout: WeightSource, as reference: WeightSource, skip: (String) -> Bool = { _ in false })
+    throws
+  {
     var checked = 0
     for name in reference.names where !skip(name) {
       guard let decoder = try? reference.decoder(name) else { continue }  // integer buffers
-      #expect(layout.shape(name) == reference.shape(name), "\(name): shape \(layout.shape(name) ?? []) vs \(reference.shape(name) ?? [])")
+      #expect(
+        layout.shape(name) == reference.shape(name),
+        "\(name): shape \(layout.shape(name) ?? []) vs \(reference.shape(name) ?? [])")
       let ours = try layout.decoder(name).decodeAll().map(\.bitPattern)
       #expect(ours == decoder.decodeAll().map(\.bitPattern), "\(name): values differ")
       checked += 1
@@ -56,7 +60,9 @@ import Weights
     let unet = folder + "/unet/diffusion_pytorch_model.safetensors"
     try FileManager.default.moveItem(atPath: unet, toPath: folder + "/unet/diffusion_pytorch_model.fp16.safetensors")
     let variant = try WeightSource(path: folder)
-    #expect(try Self.values(variant, "model.diffusion_model.out.2.weight") == Self.values(reference, "model.diffusion_model.out.2.weight"))
+    #expect(
+      try Self.values(variant, "model.diffusion_model.out.2.weight")
+        == Self.values(reference, "model.diffusion_model.out.2.weight"))
   }
 
   @Test func wholeModelGGUFServesCanonicalNames() throws {
@@ -74,7 +80,9 @@ import Weights
     let file = try SafeTensorsFile(path: Self.model)
     func write(_ path: String, prefix: String) throws {
       let entries = file.tensors.filter { $0.name.hasPrefix(prefix) }.map { info in
-        TensorEntry(spec: TensorSpec(name: String(info.name.dropFirst(prefix.count)), dtype: info.dtype, shape: info.shape)) { sink in
+        TensorEntry(
+          spec: TensorSpec(name: String(info.name.dropFirst(prefix.count)), dtype: info.dtype, shape: info.shape)
+        ) { sink in
           try sink.write(file.data(info))
         }
       }
@@ -91,10 +99,13 @@ import Weights
     let assembled = try WeightSource(
       artifact: directory + "/unet.safetensors", textEncoders: [directory + "/clip_l.safetensors", clipG],
       vae: directory + "/vae.safetensors")
-    try Self.expectSame(assembled, as: try WeightSource(path: Self.model)) { $0.hasSuffix("logit_scale") || $0 == "ztsnr" || $0 == "v_pred" }
+    try Self.expectSame(assembled, as: try WeightSource(path: Self.model)) {
+      $0.hasSuffix("logit_scale") || $0 == "ztsnr" || $0 == "v_pred"
+    }
 
     // A whole checkpoint lends its parts too; a part without the asked component is refused.
-    let fromBase = try WeightSource(artifact: directory + "/unet.safetensors", textEncoders: [Self.model], vae: Self.model)
+    let fromBase = try WeightSource(
+      artifact: directory + "/unet.safetensors", textEncoders: [Self.model], vae: Self.model)
     #expect(fromBase.contains(SingleFilePrefix.vae + "decoder.conv_out.weight"))
     #expect(throws: WeightSourceError.self) {
       try WeightSource(artifact: Self.model, vae: directory + "/clip_l.safetensors")

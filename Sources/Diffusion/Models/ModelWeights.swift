@@ -141,11 +141,13 @@ public struct ModelWeights: @unchecked Sendable {
     }
     let shapeDims = expected ?? (entry.shape.isEmpty ? [1] : entry.shape)
     guard shapeDims.count <= Shape.maximumRank else {
-      throw ModelError.badShape(file: entry.file, key: name, shape: entry.shape, expected: "at most \(Shape.maximumRank) dimensions")
+      throw ModelError.badShape(
+        file: entry.file, key: name, shape: entry.shape, expected: "at most \(Shape.maximumRank) dimensions")
     }
     let decoder = try self.decoder(key)
     let result = Tensor(zeros: Shape(shapeDims))
-    decoder.decode(0..<decoder.elementCount, into: UnsafeMutableBufferPointer(start: result.pointer, count: result.count))
+    decoder.decode(
+      0..<decoder.elementCount, into: UnsafeMutableBufferPointer(start: result.pointer, count: result.count))
     try source.checkIntact()
     return result
   }

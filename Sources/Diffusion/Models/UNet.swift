@@ -57,7 +57,8 @@ public final class UNet {
     inChannels = inputConvolution.inChannels
     timeEmbedding = (try LinearLayer(weights, "time_embed.0"), try LinearLayer(weights, "time_embed.2"))
     guard timeEmbedding.0.inFeatures == modelChannels, modelChannels % 2 == 0 else {
-      throw ModelError.unsupportedModel(file: weights.file.path,
+      throw ModelError.unsupportedModel(
+        file: weights.file.path,
         reason: "time_embed.0 takes \(timeEmbedding.0.inFeatures) features but the UNet has \(modelChannels) channels")
     }
     if weights.contains("label_emb.0.0.weight") {
@@ -71,7 +72,8 @@ public final class UNet {
     var blocks: [[UNetLayer]] = []
     var index = 1
     while weights.contains("input_blocks.\(index).0.in_layers.0.weight")
-      || weights.contains("input_blocks.\(index).0.op.weight") {
+      || weights.contains("input_blocks.\(index).0.op.weight")
+    {
       blocks.append(try loader.block("input_blocks.\(index)"))
       index += 1
     }
@@ -87,18 +89,22 @@ public final class UNet {
     outNorm = try NormLayer(weights, "out.0", epsilon: 1e-5)
     outConvolution = try ConvolutionLayer(weights, "out.2")
     outChannels = outConvolution.outChannels
-    downsampleCount = inputBlocks.flatMap { $0 }.filter { if case .downsample = $0 { return true } else { return false } }.count
+    downsampleCount =
+      inputBlocks.flatMap { $0 }.filter { if case .downsample = $0 { return true } else { return false } }.count
     guard !inputBlocks.isEmpty, outputBlocks.count == inputBlocks.count + 1 else {
-      throw ModelError.unsupportedModel(file: weights.file.path,
+      throw ModelError.unsupportedModel(
+        file: weights.file.path,
         reason: "UNet has \(inputBlocks.count + 1) input blocks but \(outputBlocks.count) output blocks")
     }
     let allLayers = (inputBlocks + [middleBlock] + outputBlocks).flatMap { $0 }
-    let widths = Set(allLayers.flatMap { layer -> [Int] in
-      if case .transformer(let block) = layer { return block.blocks.map { $0.crossKey.inFeatures } }
-      return []
-    })
+    let widths = Set(
+      allLayers.flatMap { layer -> [Int] in
+        if case .transformer(let block) = layer { return block.blocks.map { $0.crossKey.inFeatures } }
+        return []
+      })
     guard widths.count <= 1 else {
-      throw ModelError.unsupportedModel(file: weights.file.path, reason: "cross-attention context widths differ: \(widths.sorted())")
+      throw ModelError.unsupportedModel(
+        file: weights.file.path, reason: "cross-attention context widths differ: \(widths.sorted())")
     }
     contextDimension = widths.first
     try checkChannelFlow(file: weights.file.path)
@@ -114,16 +120,19 @@ public final class UNet {
         switch layer {
         case .residual(let block):
           guard block.inChannels == channels else {
-            throw ModelError.unsupportedModel(file: file, reason: "\(where_): ResBlock takes \(block.inChannels) channels, gets \(channels)")
+            throw ModelError.unsupportedModel(
+              file: file, reason: "\(where_): ResBlock takes \(block.inChannels) channels, gets \(channels)")
           }
           channels = block.outChannels
         case .transformer(let block):
           guard block.channels == channels else {
-            throw ModelError.unsupportedModel(file: file, reason: "\(where_): transformer has \(block.channels) channels, gets \(channels)")
+            throw ModelError.unsupportedModel(
+              file: file, reason: "\(where_): transformer has \(block.channels) channels, gets \(channels)")
           }
         case .downsample(let conv), .upsample(let conv):
           guard conv.inChannels == channels else {
-            throw ModelError.unsupportedModel(file: file, reason: "\(where_): resampler takes \(conv.inChannels) channels, gets \(channels)")
+            throw ModelError.unsupportedModel(
+              file: file, reason: "\(where_): resampler takes \(conv.inChannels) channels, gets \(channels)")
           }
           channels = conv.outChannels
         }
@@ -160,8 +169,9 @@ public final class UNet {
       guard context.shape.rank == 3, context.shape[0] == 1, context.shape[1] > 0,
         contextDimension == nil || context.shape[2] == contextDimension
       else {
-        throw ModelError.invalidInput(reason:
-          "context \(index) is \(context.shape), the UNet needs [1, tokens, \(contextDimension ?? 0)]")
+        throw ModelError.invalidInput(
+          reason:
+            "context \(index) is \(context.shape), the UNet needs [1, tokens, \(contextDimension ?? 0)]")
       }
     }
     var keys: [[Tensor]] = [], values: [[Tensor]] = []
@@ -185,24 +195,31 @@ public final class UNet {
   /// The model output (ε or v, by how the model was trained) for latents `x` `[N, C, H, W]` at
   /// (possibly fractional) DDPM `timesteps` (one per sample), with the cross-attention cache of N
   /// contexts and the adm vectors `y` `[N, admChannels]`.
-  public func callAsFunction(_ x: Tensor, timesteps: [Float], crossAttention cache: CrossAttentionCache, y: Tensor?) throws -> Tensor {
+  public func callAsFunction(_ x: Tensor, timesteps: [Float], crossAttention cache: CrossAttentionCache, y: Tensor?)
+    throws -> Tensor
+  {
     let batch = x.shape[0]
     let factor = 1 << downsampleCount
     guard x.shape.rank == 4, x.shape[1] == inChannels, batch > 0, x.shape[2] > 0, x.shape[3] > 0,
       x.shape[2] % factor == 0, x.shape[3] % factor == 0
     else {
-      throw ModelError.invalidInput(reason:
-        "latent \(x.shape): the UNet needs [N, \(inChannels), H, W] with H and W multiples of \(factor)")
+      throw ModelError.invalidInput(
+        reason:
+          "latent \(x.shape): the UNet needs [N, \(inChannels), H, W] with H and W multiples of \(factor)")
     }
     guard timesteps.count == batch else {
       throw ModelError.invalidInput(reason: "\(timesteps.count) timesteps for a batch of \(batch)")
     }
     guard transformerBlockCount == 0 || cache.sampleCount == batch else {
-      throw ModelError.invalidInput(reason: "cross-attention prepared for \(cache.sampleCount) contexts, batch is \(batch)")
+      throw ModelError.invalidInput(
+        reason: "cross-attention prepared for \(cache.sampleCount) contexts, batch is \(batch)")
     }
     if let labelEmbedding {
       guard let y, y.shape == Shape(batch, labelEmbedding.0.inFeatures) else {
-        throw ModelError.invalidInput(reason: "adm vector \(y.map { "\($0.shape)" } ?? "missing"), the UNet needs [\(batch), \(labelEmbedding.0.inFeatures)]")
+        throw ModelError.invalidInput(
+          reason:
+            "adm vector \(y.map { "\($0.shape)" } ?? "missing"), the UNet needs [\(batch), \(labelEmbedding.0.inFeatures)]"
+        )
       }
     }
     arena.reset()
@@ -351,10 +368,12 @@ struct SpatialTransformer {
     guard !blocks.isEmpty, projectIn.inFeatures == norm.channels, projectOut.inFeatures == inner,
       projectOut.outFeatures == norm.channels, blocks.allSatisfy({ $0.width == inner })
     else {
-      throw ModelError.unsupportedModel(file: weights.file.path, reason: "\(weights.prefix)*: transformer widths do not fit together")
+      throw ModelError.unsupportedModel(
+        file: weights.file.path, reason: "\(weights.prefix)*: transformer widths do not fit together")
     }
     guard headDimension > 0, inner % headDimension == 0 else {
-      throw ModelError.unsupportedModel(file: weights.file.path,
+      throw ModelError.unsupportedModel(
+        file: weights.file.path,
         reason: "\(weights.prefix)*: width \(inner) is not a multiple of the head size \(headDimension)")
     }
     headCount = inner / headDimension
@@ -384,14 +403,17 @@ struct TransformerBlock {
     feedForwardIn = try LinearLayer(weights, "ff.net.0.proj")
     feedForwardOut = try LinearLayer(weights, "ff.net.2")
     let c = selfQuery.inFeatures
-    let consistent = [norm1.channels, norm2.channels, norm3.channels, selfQuery.outFeatures, selfKey.inFeatures,
+    let consistent = [
+      norm1.channels, norm2.channels, norm3.channels, selfQuery.outFeatures, selfKey.inFeatures,
       selfKey.outFeatures, selfValue.inFeatures, selfValue.outFeatures, selfOut.inFeatures, selfOut.outFeatures,
       crossQuery.inFeatures, crossQuery.outFeatures, crossKey.outFeatures, crossValue.outFeatures,
-      crossOut.inFeatures, crossOut.outFeatures, feedForwardIn.inFeatures, feedForwardOut.outFeatures].allSatisfy { $0 == c }
+      crossOut.inFeatures, crossOut.outFeatures, feedForwardIn.inFeatures, feedForwardOut.outFeatures,
+    ].allSatisfy { $0 == c }
     guard consistent, crossKey.inFeatures == crossValue.inFeatures,
       feedForwardIn.outFeatures == 2 * feedForwardOut.inFeatures
     else {
-      throw ModelError.unsupportedModel(file: weights.file.path, reason: "\(weights.prefix)*: transformer block widths do not fit together")
+      throw ModelError.unsupportedModel(
+        file: weights.file.path, reason: "\(weights.prefix)*: transformer block widths do not fit together")
     }
   }
 }
@@ -485,7 +507,8 @@ final class ForwardState {
       let keys = cache.keys[transformerIndex], values = cache.values[transformerIndex]
       transformerIndex += 1
       for sample in 0..<batch {
-        compute.attention(query: query.slice(sample..<sample + 1), key: keys[sample], value: values[sample],
+        compute.attention(
+          query: query.slice(sample..<sample + 1), key: keys[sample], value: values[sample],
           headCount: block.headCount, into: attended.slice(sample..<sample + 1))
       }
       layer.crossOut(compute, attended, into: h, accumulate: true)

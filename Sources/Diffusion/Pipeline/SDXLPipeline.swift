@@ -87,15 +87,19 @@ public final class SDXLPipeline {
     unet = try UNet(weights: weights.scoped("model.diffusion_model."), headDimension: headDimension, compute: compute)
     vae = try AutoencoderKL(checkpoint: weights, loadEncoder: false, compute: compute)
     guard unet.contextDimension == nil || unet.contextDimension == text.contextWidth else {
-      throw ModelError.unsupportedModel(file: weights.file.path,
-        reason: "the text encoders give \(text.contextWidth)-wide contexts, the UNet expects \(unet.contextDimension ?? 0)")
+      throw ModelError.unsupportedModel(
+        file: weights.file.path,
+        reason:
+          "the text encoders give \(text.contextWidth)-wide contexts, the UNet expects \(unet.contextDimension ?? 0)")
     }
     guard unet.admChannels == nil || unet.admChannels == text.admWidth else {
-      throw ModelError.unsupportedModel(file: weights.file.path,
+      throw ModelError.unsupportedModel(
+        file: weights.file.path,
         reason: "the adm vector is \(text.admWidth) wide, the UNet's label_emb takes \(unet.admChannels ?? 0)")
     }
     guard unet.inChannels == vae.configuration.latentChannels else {
-      throw ModelError.unsupportedModel(file: weights.file.path,
+      throw ModelError.unsupportedModel(
+        file: weights.file.path,
         reason: "the UNet takes \(unet.inChannels) latent channels, the VAE makes \(vae.configuration.latentChannels)")
     }
   }
@@ -140,14 +144,16 @@ public final class SDXLPipeline {
     guard settings.width > 0, settings.height > 0, settings.width % granularity == 0,
       settings.height % granularity == 0
     else {
-      throw ModelError.invalidInput(reason:
-        "size \(settings.width)×\(settings.height) must be positive multiples of \(granularity) for this model")
+      throw ModelError.invalidInput(
+        reason:
+          "size \(settings.width)×\(settings.height) must be positive multiples of \(granularity) for this model")
     }
     guard settings.steps >= 1, settings.steps <= 10_000 else {
       throw ModelError.invalidInput(reason: "steps must be between 1 and 10000, got \(settings.steps)")
     }
     guard settings.cfg.isFinite, settings.cfgRescale.isFinite, (0...1).contains(settings.cfgRescale) else {
-      throw ModelError.invalidInput(reason: "CFG \(settings.cfg) and rescale \(settings.cfgRescale) must be finite, rescale in [0, 1]")
+      throw ModelError.invalidInput(
+        reason: "CFG \(settings.cfg) and rescale \(settings.cfgRescale) must be finite, rescale in [0, 1]")
     }
     let factor = vae.configuration.downsampleFactor
     let latentShape = Shape(1, vae.configuration.latentChannels, settings.height / factor, settings.width / factor)
@@ -169,12 +175,14 @@ public final class SDXLPipeline {
     let model = try GuidedUNet(
       unet: unet, network: network, guidance: guidance, latentShape: latentShape,
       conditional: positive.context, unconditional: negative.context,
-      conditionalY: unet.admChannels == nil ? nil : positiveY, unconditionalY: unet.admChannels == nil ? nil : negativeY)
+      conditionalY: unet.admChannels == nil ? nil : positiveY, unconditionalY: unet.admChannels == nil ? nil : negativeY
+    )
     let sigmas = try schedule.sigmas(steps: settings.steps, scheduler: settings.scheduler)
     let noise: [Float]
     if let given = settings.initialNoise {
       guard given.count == latentShape.count else {
-        throw ModelError.invalidInput(reason: "initial noise has \(given.count) values, the latent \(latentShape) needs \(latentShape.count)")
+        throw ModelError.invalidInput(
+          reason: "initial noise has \(given.count) values, the latent \(latentShape) needs \(latentShape.count)")
       }
       noise = given
     } else {

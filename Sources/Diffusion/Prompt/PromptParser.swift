@@ -203,8 +203,7 @@ public enum PromptParser {
   }
 
   /// The (text, weight) pairs of one prompt, with an empty text kept as ComfyUI keeps it.
-  static func tokenWeights(_ text: [Unicode.Scalar], weight: Double) -> [([Unicode.Scalar], Double)]
-  {
+  static func tokenWeights(_ text: [Unicode.Scalar], weight: Double) -> [([Unicode.Scalar], Double)] {
     // token_weights is recursive in Python; an explicit stack keeps deep nesting off the call
     // stack.
     var output = [([Unicode.Scalar], Double)]()

@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 
 /// How tensors are combined. Formulas (per element, in Float32; A, B, C are the inputs in order):
 /// - `weighted-sum`: (1 − α)·A + α·B  (A1111's formula, evaluated exactly as written)
@@ -135,15 +135,21 @@ public struct MergeRequest: Codable, Sendable, Equatable {
     if method == .sum {
       guard inputs.count >= 2 else { throw MergeError.invalidRequest("sum takes two or more inputs") }
       guard let weights, weights.count == inputs.count else {
-        throw MergeError.invalidRequest("sum needs one weight per input (--weights), got \(weights?.count ?? 0) for \(inputs.count)")
+        throw MergeError.invalidRequest(
+          "sum needs one weight per input (--weights), got \(weights?.count ?? 0) for \(inputs.count)")
       }
-      if normalize && abs(weights.reduce(0, +)) < 1e-12 { throw MergeError.invalidRequest("weights sum to zero: cannot normalise") }
+      if normalize && abs(weights.reduce(0, +)) < 1e-12 {
+        throw MergeError.invalidRequest("weights sum to zero: cannot normalise")
+      }
     }
-    if method == .ties && inputs.count < 2 { throw MergeError.invalidRequest("ties takes a base and one or more models") }
+    if method == .ties && inputs.count < 2 {
+      throw MergeError.invalidRequest("ties takes a base and one or more models")
+    }
     if !(density > 0 && density <= 1) { throw MergeError.invalidRequest("--density must be in (0, 1]") }
     if !(dropRate >= 0 && dropRate < 1) { throw MergeError.invalidRequest("--drop-rate must be in [0, 1)") }
     if let blocks, blocks.count != 20 {
-      throw MergeError.invalidRequest("--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
+      throw MergeError.invalidRequest(
+        "--blocks takes 20 numbers (BASE, IN00–IN08, M00, OUT00–OUT08), got \(blocks.count)")
     }
     if blocks != nil && method == .sum { throw MergeError.invalidRequest("--blocks applies to α methods, not sum") }
     for (name, index) in [("--vae-from", vaeFrom), ("--text-encoders-from", textEncodersFrom)] {
@@ -187,14 +193,17 @@ public enum MergeError: Error, CustomStringConvertible, Sendable {
       return "'\(key)' has different shapes: \(list) — these models do not share an architecture"
     case .missingKeys(let keys, let files):
       let list = keys.prefix(10).joined(separator: ", ")
-      return "\(keys.count) keys are not in every input (\(files.joined(separator: ", "))): \(list)\(keys.count > 10 ? ", …" : ""). Use --missing take-a to keep A's tensors for them"
+      return
+        "\(keys.count) keys are not in every input (\(files.joined(separator: ", "))): \(list)\(keys.count > 10 ? ", …" : ""). Use --missing take-a to keep A's tensors for them"
     case .predictionDisagreement(let details):
       let list = details.map { "\($0.file): \($0.prediction)" }.joined(separator: "; ")
-      return "the inputs disagree on prediction type (\(list)). A merge of an epsilon and a v-prediction model is neither; say what the result is with --prediction eps|v [--ztsnr]"
+      return
+        "the inputs disagree on prediction type (\(list)). A merge of an epsilon and a v-prediction model is neither; say what the result is with --prediction eps|v [--ztsnr]"
     case .notFloat(let key, let file, let dtype):
       return "\(file): '\(key)' is \(dtype.rawValue), which cannot be blended"
     case .overflow(let key, let target, let count):
-      return "'\(key)': \(count) merged values do not fit \(target.rawValue); nothing was written (use --clamp, or a wider --dtype)"
+      return
+        "'\(key)': \(count) merged values do not fit \(target.rawValue); nothing was written (use --clamp, or a wider --dtype)"
     case .recipe(let path, let reason):
       return "\(path): \(reason)"
     case .unreadable(let path):
@@ -202,7 +211,8 @@ public enum MergeError: Error, CustomStringConvertible, Sendable {
     case .inputNotFound(let name, let sha256, let searched, let mismatched):
       let wanted = sha256.map { "'\(name)' (SHA-256 \($0))" } ?? "'\(name)'"
       let other = mismatched.isEmpty ? "" : "; \(mismatched.joined(separator: ", ")) has that name but another SHA-256"
-      return "recipe input \(wanted) not found in \(searched.joined(separator: ", "))\(other) (add its folder with --search DIR)"
+      return
+        "recipe input \(wanted) not found in \(searched.joined(separator: ", "))\(other) (add its folder with --search DIR)"
     }
   }
 }

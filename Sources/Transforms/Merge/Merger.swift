@@ -1,7 +1,7 @@
 import Checkpoint
-import Weights
 import Foundation
 import SafeTensors
+import Weights
 
 /// What a merge did.
 public struct MergeReport: Codable, Sendable {
@@ -73,7 +73,9 @@ public enum Merger {
     let files = try paths.map { try SafeTensorsFile(path: $0) }
     for file in files where file.mapping.size > 0 {
       let whole = file.mapping.bytes(offset: 0, count: file.mapping.size)
-      if let base = whole.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), whole.count, MADV_SEQUENTIAL) }
+      if let base = whole.baseAddress {
+        _ = madvise(UnsafeMutableRawPointer(mutating: base), whole.count, MADV_SEQUENTIAL)
+      }
     }
     return files
   }
@@ -84,10 +86,14 @@ public enum Merger {
     let a = files[0]
     var missing: [String] = []
     for file in files.dropFirst() {
-      for tensor in a.tensors where !file.contains(tensor.name) && !isMarker(tensor.name) && !QuantizedLayers.isBookkeeping(tensor.name, in: a) {
+      for tensor in a.tensors
+      where !file.contains(tensor.name) && !isMarker(tensor.name) && !QuantizedLayers.isBookkeeping(tensor.name, in: a)
+      {
         missing.append(tensor.name)
       }
-      for tensor in file.tensors where !a.contains(tensor.name) && !isMarker(tensor.name) && !QuantizedLayers.isBookkeeping(tensor.name, in: file) {
+      for tensor in file.tensors
+      where !a.contains(tensor.name) && !isMarker(tensor.name) && !QuantizedLayers.isBookkeeping(tensor.name, in: file)
+      {
         missing.append(tensor.name)
       }
     }
@@ -126,7 +132,8 @@ public enum Merger {
           throw MergeError.missingKeys(keys: [tensor.name], files: [names[index]])
         }
         guard source.shape == tensor.shape || index == 0 else {
-          throw MergeError.shapeMismatch(key: tensor.name, shapes: [(names[0], tensor.shape), (names[index], source.shape)])
+          throw MergeError.shapeMismatch(
+            key: tensor.name, shapes: [(names[0], tensor.shape), (names[index], source.shape)])
         }
         plan.entries.append(copyEntry(file: files[index], tensor: source, dtype: request.dtype, clamp: request.clamp))
         plan.copied += 1
@@ -173,9 +180,11 @@ public enum Merger {
   ) throws -> TensorEntry {
     // Dequantized weights are written as float: the requested dtype, else fp16.
     let outDType =
-      isQuantized(tensor, in: files[0]) ? (request.dtype ?? .f16)
-      : tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype) ? (request.dtype ?? tensor.dtype)
-      : tensor.dtype
+      isQuantized(tensor, in: files[0])
+      ? (request.dtype ?? .f16)
+      : tensor.dtype.isFloatingPoint && FloatCodec.supported.contains(tensor.dtype)
+        ? (request.dtype ?? tensor.dtype)
+        : tensor.dtype
     let spec = TensorSpec(name: tensor.name, dtype: outDType, shape: tensor.shape)
     // One decode path for every stored layout: a tensor that is not a float weight (or whose
     // quantization is not understood) is a CodecError naming the file and the tensor.
@@ -319,12 +328,16 @@ public enum Merger {
   static func isMarker(_ key: String) -> Bool { key == MarkerKey.vPrediction || key == MarkerKey.zeroTerminalSNR }
 
   /// Markers are decided, not copied: agreeing inputs keep theirs; disagreeing inputs need `--prediction`.
-  static func decideMarkers(files: [SafeTensorsFile], names: [String], request: MergeRequest) throws -> ([String], String) {
+  static func decideMarkers(files: [SafeTensorsFile], names: [String], request: MergeRequest) throws -> (
+    [String], String
+  ) {
     if let prediction = request.prediction {
       switch prediction {
       case .v, .edmV:
-        return (request.zeroTerminalSNR ? [MarkerKey.vPrediction, MarkerKey.zeroTerminalSNR] : [MarkerKey.vPrediction],
-                request.zeroTerminalSNR ? "v + ztsnr (--prediction)" : "v (--prediction)")
+        return (
+          request.zeroTerminalSNR ? [MarkerKey.vPrediction, MarkerKey.zeroTerminalSNR] : [MarkerKey.vPrediction],
+          request.zeroTerminalSNR ? "v + ztsnr (--prediction)" : "v (--prediction)"
+        )
       case .epsilon:
         return ([], "epsilon (--prediction)")
       }
@@ -349,9 +362,12 @@ public enum Merger {
     let first = infos[0].shape
     var inpainting: Int?
     for (index, info) in infos.enumerated().dropFirst() where info.shape != first {
-      let onlyDim1 = info.shape.count == first.count && first.count >= 2
+      let onlyDim1 =
+        info.shape.count == first.count && first.count >= 2
         && zip(info.shape, first).enumerated().allSatisfy { $0.offset == 1 || $0.element.0 == $0.element.1 }
-      if onlyDim1, key.hasSuffix("input_blocks.0.0.weight"), first[1] > info.shape[1], inpainting == nil || inpainting == info.shape[1] {
+      if onlyDim1, key.hasSuffix("input_blocks.0.0.weight"), first[1] > info.shape[1],
+        inpainting == nil || inpainting == info.shape[1]
+      {
         inpainting = info.shape[1]
         continue
       }
@@ -397,7 +413,9 @@ public enum Merger {
       }
       let source = try decoder ?? TensorDecoder.resolve(file: file, tensor: tensor)
       let stats = try Streaming.convert(source, to: target, policy: clamp ? .clamp : .refuse, sink: sink)
-      if stats.overflowed > 0 && !clamp { throw MergeError.overflow(key: tensor.name, target: target, count: stats.overflowed) }
+      if stats.overflowed > 0 && !clamp {
+        throw MergeError.overflow(key: tensor.name, target: target, count: stats.overflowed)
+      }
     }
   }
 
@@ -440,7 +458,9 @@ public enum Merger {
             for k in 0..<inputs {
               let into = UnsafeMutableBufferPointer(start: base + k * blockElements, count: m)
               if let remapped {
-                remapped[k].withUnsafeBufferPointer { into.baseAddress!.update(from: $0.baseAddress! + global, count: m) }
+                remapped[k].withUnsafeBufferPointer {
+                  into.baseAddress!.update(from: $0.baseAddress! + global, count: m)
+                }
               } else {
                 decoders[k].decode(global..<(global + m), into: into)
               }
@@ -640,7 +660,7 @@ public enum Merger {
     _ body: ([UnsafeMutableBufferPointer<Float>], Int, Int) throws -> Void
   ) throws {
     let buffers = infos.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: chunkElements) }
-    defer { buffers.forEach { $0.deallocate() } }
+    defer { for buffer in buffers { buffer.deallocate() } }
     if let narrow = inpainting {
       let full = remap(infos: infos, decoders: decoders, narrow: narrow)
       var offset = 0

@@ -112,7 +112,8 @@ public struct LoadedModel {
     name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     hashCache = options.hashCache
     adapters =
-      partsOnlyWhereMissing ? [] : try options.adapters.map { AppliedAdapter(adapter: try AdapterFile(path: $0.path), spec: $0) }
+      partsOnlyWhereMissing
+      ? [] : try options.adapters.map { AppliedAdapter(adapter: try AdapterFile(path: $0.path), spec: $0) }
     loadSeconds = Date().timeIntervalSince(clock)
   }
 
@@ -168,7 +169,12 @@ public struct LoadedModel {
       seed: settings.seed, width: settings.width, height: settings.height, modelHash: modelHash, modelName: name,
       extra: (settings.cfgRescale > 0 ? [.init("CFG Rescale phi", String(format: "%g", settings.cfgRescale))] : [])
         + (adapters.isEmpty
-          ? [] : [.init("Lora hashes", adapters.map { "\(($0.name as NSString).deletingPathExtension): \($0.autoV3)" }.joined(separator: ", "))]),
+          ? []
+          : [
+            .init(
+              "Lora hashes",
+              adapters.map { "\(($0.name as NSString).deletingPathExtension): \($0.autoV3)" }.joined(separator: ", "))
+          ]),
       version: "\(ToolInfo.name) \(ToolInfo.version)")
   }
 }

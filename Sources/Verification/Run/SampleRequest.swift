@@ -64,18 +64,21 @@ public struct SampleRequest {
     let shape = Array(result.latent.shape.dimensions)
     var entries: [TensorEntry] = []
     func add(_ name: String, _ values: [Float]) {
-      entries.append(TensorEntry(spec: TensorSpec(name: name, dtype: .f32, shape: shape)) { sink in
-        try sink.write(contentsOf: values)
-      })
+      entries.append(
+        TensorEntry(spec: TensorSpec(name: name, dtype: .f32, shape: shape)) { sink in
+          try sink.write(contentsOf: values)
+        })
     }
     add("noise", result.initialNoise)
     for (index, latent) in result.stepLatents.enumerated() { add("step\(index).x", latent) }
     add("final", result.latent.scalars)
     let sigmas = result.sigmas
-    entries.append(TensorEntry(spec: TensorSpec(name: "sigmas", dtype: .f32, shape: [sigmas.count])) { sink in
-      try sink.write(contentsOf: sigmas)
-    })
-    try SafeTensorsWriter.write(to: path, entries: entries, metadata: ["rouwei.latents": "noise, step<i>.x, final, sigmas"])
+    entries.append(
+      TensorEntry(spec: TensorSpec(name: "sigmas", dtype: .f32, shape: [sigmas.count])) { sink in
+        try sink.write(contentsOf: sigmas)
+      })
+    try SafeTensorsWriter.write(
+      to: path, entries: entries, metadata: ["rouwei.latents": "noise, step<i>.x, final, sigmas"])
   }
 }
 
@@ -95,7 +98,8 @@ public struct SampleReport: Codable, Sendable {
   /// One line for people.
   public var text: String {
     String(
-      format: "%@: %d×%d, %d steps %@ (%@), CFG %g, seed %llu, %@%@ from %@; load %.1f s, text %.1f s, sampling %.1f s, decode %.1f s",
+      format:
+        "%@: %d×%d, %d steps %@ (%@), CFG %g, seed %llu, %@%@ from %@; load %.1f s, text %.1f s, sampling %.1f s, decode %.1f s",
       output, width, height, steps, sampler, scheduler, cfg, seed, prediction, zeroTerminalSNR ? " + zsnr" : "",
       predictionSource, loadSeconds, textSeconds, samplingSeconds, decodeSeconds)
   }

@@ -132,7 +132,9 @@ public struct VerifyRequest {
 
   /// The reference's images (and its weights, to guess the kind of change); the pipeline is
   /// released on return.
-  func renderReference(_ path: String, progress: ProgressHandler?) throws -> (images: [FloatImage], source: WeightSource) {
+  func renderReference(_ path: String, progress: ProgressHandler?) throws -> (
+    images: [FloatImage], source: WeightSource
+  ) {
     let model = try LoadedModel(path: path, options: load, partsOnlyWhereMissing: true)
     let results = try model.generate(plan(for: model), label: "reference", progress: progress)
     return (try results.map { try FloatImage(tensor: $0.image) }, model.pipeline.weights.source)
