@@ -68,6 +68,47 @@ extension ComputeContext {
     }
   }
 
+  /// A GroupNorm of `x` as one affine map per sample and channel (its group's mean and 1/σ folded
+  /// with γ and β), which can then be applied to any part of `x` — a band of rows — and gives
+  /// exactly what `groupNorm` gives there (the same statistics and the same arithmetic).
+  public func groupNormAffine(
+    _ x: Tensor, groups: Int = 32, epsilon: Float, weight: Tensor?, bias: Tensor?,
+    activation: FusedActivation = .none
+  ) -> GroupNormAffine {
+    precondition(x.shape.rank >= 2, "groupNormAffine \(x.shape)")
+    let batch = x.shape[0], channels = x.shape[1]
+    precondition(groups > 0 && channels % groups == 0, "groupNorm: \(groups) groups for \(channels) channels")
+    if let weight { precondition(weight.count == channels, "groupNorm weight \(weight.shape)") }
+    if let bias { precondition(bias.count == channels, "groupNorm bias \(bias.shape)") }
+    let plane = x.count / Swift.max(1, batch * channels)
+    let channelsPerGroup = channels / groups
+    let groupSize = channelsPerGroup * plane
+    var scales = [Float](repeating: 0, count: batch * channels)
+    var shifts = [Float](repeating: 0, count: batch * channels)
+    let input = x.pointer
+    let gamma = weight?.pointer, beta = bias?.pointer
+    scales.withUnsafeMutableBufferPointer { scaleBuffer in
+      shifts.withUnsafeMutableBufferPointer { shiftBuffer in
+        let scale = scaleBuffer.baseAddress!, shift = shiftBuffer.baseAddress!
+        pool.forEachChunk(batch * groups) { range in
+          for groupIndex in range {
+            let (mean, variance) = ComputeContext.meanAndVariance(
+              input + groupIndex * groupSize, count: groupSize)
+            let inverse = Float(1 / (variance + Double(epsilon)).squareRoot())
+            let sample = groupIndex / groups
+            let firstChannel = (groupIndex % groups) * channelsPerGroup
+            for channel in firstChannel..<(firstChannel + channelsPerGroup) {
+              let channelScale = inverse * (gamma?[channel] ?? 1)
+              scale[sample * channels + channel] = channelScale
+              shift[sample * channels + channel] = (beta?[channel] ?? 0) - Float(mean) * channelScale
+            }
+          }
+        }
+      }
+    }
+    return GroupNormAffine(channels: channels, scales: scales, shifts: shifts, silu: activation == .silu)
+  }
+
   /// Layer normalisation over the last dimension (PyTorch `nn.LayerNorm(C)`), biased variance.
   /// - Parameters:
   ///   - epsilon: 1e-5 in CLIP and the UNet's transformer blocks.
@@ -138,5 +179,24 @@ extension ComputeContext {
       total += block
     }
     return total
+  }
+}
+
+/// One GroupNorm's affine map per sample and channel (see `ComputeContext.groupNormAffine`).
+public struct GroupNormAffine: Sendable {
+  /// Channels per sample.
+  public let channels: Int
+  let scales: [Float]
+  let shifts: [Float]
+  let silu: Bool
+
+  /// Normalises `count` values of `channel` in `sample` (then SiLU when asked) from `source` into
+  /// `destination` (which may be `source`).
+  public func apply(
+    sample: Int, channel: Int, _ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>,
+    count: Int
+  ) {
+    let index = sample * channels + channel
+    tk_affine(source, destination, count, scales[index], shifts[index], silu ? 1 : 0)
   }
 }

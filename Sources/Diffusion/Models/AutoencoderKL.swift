@@ -128,6 +128,9 @@ public final class AutoencoderKL {
   /// Floats of input rows per band of the up- and down-sampling convolutions (16 MB); small
   /// values force many bands (tests).
   var bandBudget = 4 << 20
+  /// Runs every ResnetBlock on whole planes: the path the banded one reproduces bit for bit, kept
+  /// for tests and `Scripts/bench vae`; it holds more memory.
+  public var wholePlanes = false
 
   /// Builds the VAE from `weights` scoped to its root (keys `decoder.conv_in.weight`, …).
   /// - Parameters:
@@ -385,7 +388,12 @@ struct Decoder {
     pass.pool.release(z)
     x = pass.middle(middle, x)
     for level in levels {
-      for block in level.blocks { x = pass.resnet(block, x) }
+      var blocks = level.blocks[...]
+      if let first = blocks.first, pass.halvesInPlace(first) {
+        x = pass.halvingResnet(first, x)
+        blocks = blocks.dropFirst()
+      }
+      for block in blocks { x = pass.resnet(block, x) }
       if let upsample = level.upsample { x = pass.upsample(upsample, x) }
     }
     outNorm.groupNorm(pass.compute, x, silu: true, into: x)
@@ -486,12 +494,15 @@ struct VAEPass {
   let arena: TensorArena
   /// Band buffers hold about this many floats of input rows.
   let bandBudget: Int
+  /// Whether ResnetBlocks run in bands (`VAEBands.swift`); the reference kernels use whole planes.
+  let banded: Bool
 
   init(_ model: AutoencoderKL) {
     compute = model.compute
     pool = model.pool
     arena = model.arena
     bandBudget = model.bandBudget
+    banded = !model.wholePlanes && !model.compute.usesReferenceKernels
     arena.reset()
   }
 
@@ -518,11 +529,21 @@ struct VAEPass {
       pool.release(h)
       return output
     }
-    let normalised = pool.tensor(x.shape)
-    block.norm1.groupNorm(compute, x, silu: true, into: normalised)
     let h = pool.tensor(outShape)
-    block.conv1(compute, normalised, into: h)
-    pool.release(normalised)
+    if banded {
+      // conv1's normalised input is made a band at a time, never whole.
+      let affine = compute.groupNormAffine(
+        x, epsilon: block.norm1.epsilon, weight: block.norm1.weight, bias: block.norm1.bias, activation: .silu)
+      for sample in 0..<x.shape[0] {
+        normalizedConvolution(
+          affine, sample: sample, block.conv1, x.slice(sample..<(sample + 1)), into: h.slice(sample..<(sample + 1)))
+      }
+    } else {
+      let normalised = pool.tensor(x.shape)
+      block.norm1.groupNorm(compute, x, silu: true, into: normalised)
+      block.conv1(compute, normalised, into: h)
+      pool.release(normalised)
+    }
     block.norm2.groupNorm(compute, h, silu: true, into: h)
     // The residual is fused into conv2: x += conv2(h).
     block.conv2(compute, h, into: x, accumulate: true)
@@ -661,7 +682,7 @@ struct VAEPass {
   }
 
   /// Copies a `[1, C, rows, W]` band into rows `firstRow…` of sample `sample` of `[N, C, H, W]`.
-  private func copyBand(_ band: Tensor, into output: Tensor, sample: Int, firstRow: Int) {
+  func copyBand(_ band: Tensor, into output: Tensor, sample: Int, firstRow: Int) {
     let (channels, rows, width) = (band.shape[1], band.shape[2], band.shape[3])
     let height = output.shape[2]
     let destination = output.pointer + sample * channels * height * width
