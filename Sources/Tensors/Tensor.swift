@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
 /// Memory for tensors: a 64-byte aligned block of `Float`s, freed when the last tensor using it goes.
 public final class TensorStorage: @unchecked Sendable {
   /// The first element.
@@ -17,6 +20,18 @@ public final class TensorStorage: @unchecked Sendable {
   }
 
   deinit { UnsafeMutableRawPointer(base).deallocate() }
+
+  /// Gives the memory pages lying wholly inside floats `range` back to the system (resident memory
+  /// drops; they read as zeros when next touched). For blocks whose contents are dead but which are
+  /// kept for reuse.
+  public func discardPages(_ range: Range<Int>) {
+    precondition(range.lowerBound >= 0 && range.upperBound <= capacity, "discardPages \(range) of \(capacity)")
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = (Int(bitPattern: base + range.lowerBound) + page - 1) / page * page
+    let end = Int(bitPattern: base + range.upperBound) / page * page
+    guard end > start, let address = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(address, end - start, Int32(MADV_DONTNEED))
+  }
 }
 
 /// A dense, contiguous, row-major Float32 tensor (a shape and a window on shared storage).

@@ -25,6 +25,21 @@ import Testing
     #expect(tensor.view(offset: 4, shape: [2]).scalars == [4, 5])
   }
 
+  /// Discarded pages read as zeros; values outside the whole pages of the range are kept.
+  @Test func discardedPagesReadAsZerosAndTheRestIsKept() {
+    let storage = TensorStorage(capacity: 1 << 20)
+    storage.base.update(repeating: 1, count: storage.capacity)
+    let range = 1000..<900_000
+    storage.discardPages(range)
+    let page = Int(sysconf(Int32(_SC_PAGESIZE))) / MemoryLayout<Float>.stride
+    let values = UnsafeBufferPointer(start: storage.base, count: storage.capacity)
+    #expect(values[..<range.lowerBound].allSatisfy { $0 == 1 })
+    #expect(values[range.upperBound...].allSatisfy { $0 == 1 })
+    let zeros = values[range].filter { $0 == 0 }.count
+    // Every whole page inside the range (all but at most two partial ones at its ends).
+    #expect(zeros > range.count - 2 * page && zeros <= range.count, "\(zeros) zeros")
+  }
+
   @Test func arenaReusesMemoryInASteadyLoop() {
     let arena = TensorArena(minimumBlockCapacity: 1000)
     var firstPointers: [UnsafeMutablePointer<Float>] = []
