@@ -3,11 +3,12 @@ import Foundation
 import Tensors
 
 /// The VAE decode on a full-size SDXL file (random weights):
-/// `Benchmarks vae --file PATH [--size 1024] [--whole-planes] [--threads N] [--out RAW]`.
+/// `Benchmarks vae --file PATH [--size 1024] [--whole-planes] [--peak] [--threads N] [--out RAW]`.
 ///
 /// Decodes one seeded random latent to a `size`² image with ResnetBlocks in bands (the default) or
-/// on whole planes, and prints the decode time, its GFLOP/s against the convolutions' FLOPs, and the
-/// resident memory after it; `Scripts/bench vae` samples the peaks from outside and compares the
+/// on whole planes, and prints the decode time, its GFLOP/s (the decoder's dense FLOPs over the
+/// time; with `--peak`, as a share of the sgemm peak measured first), and the resident memory after
+/// it; `Scripts/bench vae` samples the peaks from outside and compares the
 /// two runs' images (`--out` writes the raw Float32 image) bit for bit.
 enum VAEBench {
   static func run(_ arguments: [String]) throws {
@@ -31,17 +32,56 @@ enum VAEBench {
       state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
       latent.pointer[index] = Float(Int64(bitPattern: state >> 11) % 2001 - 1000) / 1000 * 4
     }
+    let peak = arguments.contains("--peak") ? UNetBench.sgemmPeak(compute) : 0
     let started = Date()
     let image = try vae.decode(latent)
     let seconds = Date().timeIntervalSince(started)
     let memory = RenderBench.residentMemory()
+    let operations = decoderOperations(vae.configuration, height: size, width: size)
+    let rate = operations / seconds / 1e9
+    let share = peak > 0 ? String(format: " = %.0f %% of the sgemm peak %.1f GFLOP/s", 100 * rate / peak, peak) : ""
     print(
       String(
-        format: "vae decode %d² (%@): %.2f s, anon %d MB, file %d MB after", size,
-        vae.wholePlanes ? "whole planes" : "bands", seconds, memory.anon / 1024, memory.file / 1024))
+        format: "vae decode %d² (%@): %.2f s, %.2f TFLOP, %.1f GFLOP/s%@; anon %d MB, file %d MB after", size,
+        vae.wholePlanes ? "whole planes" : "bands", seconds, operations / 1e12, rate, share, memory.anon / 1024,
+        memory.file / 1024))
     if let out = value("--out") {
       let data = Data(bytes: image.pointer, count: image.count * MemoryLayout<Float>.size)
       try data.write(to: URL(fileURLWithPath: out))
     }
+  }
+
+  /// The decoder's dense FLOPs (2 per multiply-add) for an image of `height`×`width`: every
+  /// convolution, the mid-block attention's projections and its two products.
+  static func decoderOperations(_ configuration: AutoencoderConfiguration, height: Int, width: Int) -> Double {
+    var operations = 0.0
+    var (rows, columns) = (height / configuration.downsampleFactor, width / configuration.downsampleFactor)
+    func convolution(_ inputs: Int, _ outputs: Int, kernel: Int) {
+      operations += 2 * Double(outputs * inputs * kernel * kernel) * Double(rows * columns)
+    }
+    let levels = configuration.levelChannels
+    var channels = levels[levels.count - 1]
+    convolution(configuration.latentChannels, configuration.latentChannels, kernel: 1)
+    convolution(configuration.latentChannels, channels, kernel: 3)
+    for _ in 0..<2 {
+      convolution(channels, channels, kernel: 3)
+      convolution(channels, channels, kernel: 3)
+    }
+    let tokens = Double(rows * columns), width = Double(channels)
+    operations += 4 * 2 * tokens * width * width + 2 * 2 * tokens * tokens * width
+    for level in stride(from: levels.count - 1, through: 0, by: -1) {
+      for _ in 0...configuration.resBlockCount {
+        convolution(channels, levels[level], kernel: 3)
+        convolution(levels[level], levels[level], kernel: 3)
+        if channels != levels[level] { convolution(channels, levels[level], kernel: 1) }
+        channels = levels[level]
+      }
+      if level > 0 {
+        (rows, columns) = (2 * rows, 2 * columns)
+        convolution(channels, channels, kernel: 3)
+      }
+    }
+    convolution(channels, configuration.imageChannels, kernel: 3)
+    return operations
   }
 }
