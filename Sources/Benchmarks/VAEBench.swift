@@ -42,9 +42,9 @@ enum VAEBench {
     let share = peak > 0 ? String(format: " = %.0f %% of the sgemm peak %.1f GFLOP/s", 100 * rate / peak, peak) : ""
     print(
       String(
-        format: "vae decode %d² (%@): %.2f s, %.2f TFLOP, %.1f GFLOP/s%@; anon %d MB, file %d MB after", size,
-        vae.wholePlanes ? "whole planes" : "bands", seconds, operations / 1e12, rate, share, memory.anon / 1024,
-        memory.file / 1024))
+        format: "vae decode %d² (%@): %.2f s, %.2f TFLOP, %.1f GFLOP/s%@; anon %d MB, file %d MB after; "
+          + "peak total RSS %d MB (VmHWM)", size, vae.wholePlanes ? "whole planes" : "bands", seconds,
+        operations / 1e12, rate, share, memory.anon / 1024, memory.file / 1024, peakResidentKB() / 1024))
     if let out = value("--out") {
       let data = Data(bytes: image.pointer, count: image.count * MemoryLayout<Float>.size)
       try data.write(to: URL(fileURLWithPath: out))
@@ -83,5 +83,14 @@ enum VAEBench {
     }
     convolution(channels, configuration.imageChannels, kernel: 3)
     return operations
+  }
+
+  /// The process's peak resident memory (VmHWM, anonymous and file-backed together) in kB, kept by
+  /// the kernel: exact where an outside sampler can miss a short peak.
+  static func peakResidentKB() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+      let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+    else { return 0 }
+    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
   }
 }
