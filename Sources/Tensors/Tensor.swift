@@ -1,5 +1,7 @@
 #if canImport(Glibc)
   import Glibc
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 /// Memory for tensors: a 64-byte aligned block of `Float`s, freed when the last tensor using it goes.
 public final class TensorStorage: @unchecked Sendable {

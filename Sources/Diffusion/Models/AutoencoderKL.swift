@@ -103,9 +103,9 @@ public struct AutoencoderConfiguration: Sendable, Equatable, CustomStringConvert
 /// soon as its output is complete); the up- and down-sampling convolutions run in bands of rows, and
 /// so do the ResnetBlocks (`VAEBands.swift`: the normalised input of each convolution exists only a
 /// band at a time, and a block that halves the width works inside its input's block), bit-identical
-/// to whole planes. An SDXL decode to 1024×1024 holds about three 128-channel full-resolution
-/// planes (1.5 GB) at its peak, not one per layer; the mid-block attention over 16 384 tokens keeps its score blocks
-/// bounded (`ComputeContext.attentionTile`). A second decode of the same size allocates
+/// to whole planes. An SDXL decode to 1024×1024 holds about two and a half 128-channel
+/// full-resolution planes (1.25 GB) at its peak, not one per layer; the mid-block attention over
+/// 16 384 tokens keeps its score blocks bounded (`ComputeContext.attentionTile`). A second decode of the same size allocates
 /// nothing. Not thread-safe: one decode or encode at a time per instance.
 public final class AutoencoderKL {
   /// The prefix of the VAE in a single-file SDXL checkpoint.

@@ -5,14 +5,15 @@ import Tensors
 /// A GroupNorm needs statistics over a whole plane, so its input stays whole; what no longer
 /// exists whole is everything that only feeds the next convolution: the normalised (and SiLU'd)
 /// input of each `conv1` is made a band at a time, with a row above and below, and convolved at
-/// once. The first block of a level that halves the width (SDXL's up.2 and up.3: 512→256 and
+/// once. The first block of a level that halves the width (SDXL's up.1 and up.0: 512→256 and
 /// 256→128 channels) works inside its input's block: each band's shortcut and `conv1` results are
 /// written back over rows of the input that no later band reads, so the whole level runs in one
 /// block of the input's size, whose second half is given back to the system when the level ends.
 ///
 /// Every value is computed by the same kernels in the same order as on whole planes (the norm's
 /// affine map per channel, the convolution's gemm over the same reduction), so the result is the
-/// same bit for bit; `AutoencoderTests` checks it with one-row bands.
+/// same bit for bit (`AutoencoderTests`; one-row bands, whose narrow gemms OpenBLAS sums in another
+/// order, agree to fp32 rounding).
 extension VAEPass {
   /// Whether `block` can run inside its input's block (the width halves, 3×3 convolutions).
   func halvesInPlace(_ block: VAEResnetBlock) -> Bool {
