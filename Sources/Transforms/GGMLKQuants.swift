@@ -1,3 +1,4 @@
+import CCodecKernels
 import Weights
 
 /// ggml's K-quant encoders (256-value super-blocks), written from ggml-quants.c's algorithms and
@@ -11,7 +12,7 @@ enum KQuants {
   struct Scratch {
     let L: UnsafeMutablePointer<Int8>  // signed levels (Q3_K, Q6_K) or unsigned ones (bit pattern)
     let Laux: UnsafeMutablePointer<UInt8>
-    let weights: UnsafeMutablePointer<Float>
+    let weights: UnsafeMutablePointer<Float>  // one per value of the super-block
     let scales: UnsafeMutablePointer<Float>
     let mins: UnsafeMutablePointer<Float>
     let sw: UnsafeMutablePointer<Float>
@@ -22,7 +23,7 @@ enum KQuants {
     init() {
       L = .allocate(capacity: 256)
       Laux = .allocate(capacity: 64)
-      weights = .allocate(capacity: 32)
+      weights = .allocate(capacity: 256)
       scales = .allocate(capacity: 16)
       mins = .allocate(capacity: 16)
       sw = .allocate(capacity: 16)
@@ -112,6 +113,17 @@ enum KQuants {
       }
     }
     return scale
+  }
+
+  /// `makeQX(16, nmax, …)` for the 16 sub-blocks of the super-block at `x` (weights `qw`, one per
+  /// value, or x² when nil): levels into `L`, scales into `s.scales`; eight sub-blocks per call of
+  /// the C kernel (ck_qx_search8), the same float operations.
+  static func qxSearch(
+    _ nmax: Int, _ x: UnsafePointer<Float>, _ qw: UnsafePointer<Float>?, _ s: Scratch, _ L: UnsafeMutablePointer<Int8>
+  ) {
+    for first in stride(from: 0, to: 16, by: 8) {
+      ck_qx_search8(16, Int32(nmax), x + first * 16, qw.map { $0 + first * 16 }, L + first * 16, s.scales + first)
+    }
   }
 
   /// `make_q3_quants(n, nmax, x, L, do_rmse: true)`.
@@ -237,6 +249,20 @@ enum KQuants {
     }
     theMin = -min
     return scale
+  }
+
+  /// `makeQKX` for every sub-block of `n` values of the super-block at `x` (weights in
+  /// `s.weights`, one per value): levels into `L`, scales into `s.scales`, `-min` into `s.mins`.
+  /// Eight sub-blocks at a time in the C kernel (ck_qkx_search8), the same float operations.
+  static func qkxSearch(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ s: Scratch, _ L: UnsafeMutablePointer<UInt8>, rmin: Float,
+    rdelta: Float, nstep: Int, useMAD: Bool
+  ) {
+    for first in stride(from: 0, to: 256 / n, by: 8) {
+      ck_qkx_search8(
+        Int32(n), Int32(nmax), x + first * n, s.weights + first * n, L + first * n, s.scales + first, s.mins + first,
+        rmin, rdelta, Int32(nstep), useMAD ? 1 : 0)
+    }
   }
 
   /// One step's level sums (Σw·l, Σw·l², Σw·l·x) for `iscale`, levels into `Laux`.
@@ -369,12 +395,12 @@ enum KQuants {
         var sumw: Float = 0
         for l in 0..<16 {
           let v = x[16 * j + l]
-          s.weights[l] = (sigma2 + v * v).squareRoot()
-          sumw += s.weights[l]
+          s.weights[16 * j + l] = (sigma2 + v * v).squareRoot()
+          sumw += s.weights[16 * j + l]
         }
         s.sw[j] = sumw
-        s.scales[j] = makeQKX(16, 3, x + 16 * j, s.weights, L + 16 * j, &s.mins[j], s.Laux, -0.9, 0.05, 36, false)
       }
+      qkxSearch(16, 3, x, s, L, rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
       let dm = makeQP(16, 15, s.scales, s.Ls, s.sw)
       let mm = makeQP(16, 15, s.mins, s.Lm, s.sw)
       storeHalf(dm, y, 80)
@@ -382,9 +408,9 @@ enum KQuants {
       for j in 0..<16 { y.storeBytes(of: s.Ls[j] | (s.Lm[j] << 4), toByteOffset: j, as: UInt8.self) }
     } else {
       var maxScale: Float = 0, maxMin: Float = 0
+      for l in 0..<256 { s.weights[l] = abs(x[l]) }
+      qkxSearch(16, 3, x, s, L, rmin: -0.5, rdelta: 0.1, nstep: 15, useMAD: true)
       for j in 0..<16 {
-        for l in 0..<16 { s.weights[l] = abs(x[16 * j + l]) }
-        s.scales[j] = makeQKX(16, 3, x + 16 * j, s.weights, L + 16 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, true)
         if s.scales[j] > maxScale { maxScale = s.scales[j] }
         if s.mins[j] > maxMin { maxMin = s.mins[j] }
       }
@@ -456,12 +482,12 @@ enum KQuants {
         var sumw: Float = 0
         for l in 0..<16 {
           let v = x[16 * j + l]
-          s.weights[l] = (sigma2 + v * v).squareRoot()
+          s.weights[16 * j + l] = (sigma2 + v * v).squareRoot()
         }
-        for l in 0..<16 { sumw += s.weights[l] }
+        for l in 0..<16 { sumw += s.weights[16 * j + l] }
         s.sw[j] = sumw
-        s.scales[j] = makeQX(16, 4, x + 16 * j, L + 16 * j, s.weights)
       }
+      qxSearch(4, x, s.weights, s, L)
       let dBlock = makeQX(16, 32, s.scales, s.Lq, s.sw)
       for j in 0..<16 { putScale(j, Int(s.Lq[j])) }
       storeHalf(dBlock, y, 108)
@@ -537,13 +563,13 @@ enum KQuants {
       for j in 0..<8 {
         for l in 0..<32 {
           let v = x[32 * j + l]
-          s.weights[l] = (sigma2 + v * v).squareRoot()
+          s.weights[32 * j + l] = (sigma2 + v * v).squareRoot()
         }
         var sumw: Float = 0
-        for l in 0..<32 { sumw += s.weights[l] }
+        for l in 0..<32 { sumw += s.weights[32 * j + l] }
         s.sw[j] = sumw
-        s.scales[j] = makeQKX(32, nmax, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.9, 0.05, 36, false)
       }
+      qkxSearch(32, nmax, x, s, L, rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
       let dBlock = makeQP(8, 63, s.scales, s.Ls, s.sw)
       let mBlock = makeQP(8, 63, s.mins, s.Lm, s.sw)
       for j in 0..<8 {
@@ -559,11 +585,14 @@ enum KQuants {
         var sumx2: Float = 0
         for l in 0..<32 { sumx2 += x[32 * j + l] * x[32 * j + l] }
         let avx = (sumx2 / 32).squareRoot()
-        for l in 0..<32 { s.weights[l] = avx + abs(x[32 * j + l]) }
-        s.scales[j] =
-          five
-          ? makeQKX(32, 31, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, false)
-          : makeQKX(32, 15, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -1, 0.1, 20, false)
+        for l in 0..<32 { s.weights[32 * j + l] = avx + abs(x[32 * j + l]) }
+      }
+      if five {
+        qkxSearch(32, 31, x, s, L, rmin: -0.5, rdelta: 0.1, nstep: 15, useMAD: false)
+      } else {
+        qkxSearch(32, 15, x, s, L, rmin: -1, rdelta: 0.1, nstep: 20, useMAD: false)
+      }
+      for j in 0..<8 {
         if s.scales[j] > maxScale { maxScale = s.scales[j] }
         if s.mins[j] > maxMin { maxMin = s.mins[j] }
       }
@@ -643,10 +672,10 @@ enum KQuants {
   static func q6_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
     let L = s.L
     var maxScale: Float = 0, maxAbsScale: Float = 0
-    if unitImportance { for l in 0..<16 { s.weights[l] = 1 } }
+    if unitImportance { for l in 0..<256 { s.weights[l] = 1 } }
+    qxSearch(32, x, unitImportance ? UnsafePointer(s.weights) : nil, s, L)
     for ib in 0..<16 {
-      let scale = makeQX(16, 32, x + 16 * ib, L + 16 * ib, unitImportance ? UnsafePointer(s.weights) : nil)
-      s.scales[ib] = scale
+      let scale = s.scales[ib]
       if abs(scale) > maxAbsScale {
         maxAbsScale = abs(scale)
         maxScale = scale

@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+import Weights
+
+@testable import Transforms
+
+/// The vectorised scale search (eight sub-blocks per call, CCodecKernels/kquant_kernels.c) against
+/// the scalar `KQuants.makeQKX`/`makeQX` written from ggml's `make_qkx2_quants`/`make_qx_quants`: the same levels, scales and
+/// mins, bit for bit, on every setting the K-quant and unit-importance encoders use, over random
+/// super-blocks with the edge cases that take other branches (flat, all positive, zeros, spikes).
+@Suite struct KQuantKernelTests {
+  /// (n, nmax, rmin, rdelta, nstep, useMAD) as the encoders call the search.
+  static let settings: [(Int, Int, Float, Float, Int, Bool)] = [
+    (32, 15, -1, 0.1, 20, false),  // Q4_K reference
+    (32, 31, -0.5, 0.1, 15, false),  // Q5_K reference
+    (32, 15, -0.9, 0.05, 36, false),  // Q4_K unit importance
+    (32, 31, -0.9, 0.05, 36, false),  // Q5_K unit importance
+    (16, 3, -0.5, 0.1, 15, true),  // Q2_K reference
+    (16, 3, -0.9, 0.05, 36, false),  // Q2_K unit importance
+  ]
+
+  /// A super-block of 256 values; `kind` picks the distribution, sub-block edge cases mixed in.
+  static func superBlock(_ kind: Int, _ rng: inout SplitMix) -> [Float] {
+    func uniform() -> Float { Float(Double(rng.next() >> 11) / Double(1 << 53)) }
+    var x = (0..<256).map { _ -> Float in
+      switch kind % 4 {
+      case 0: return (uniform() - 0.5) * 0.1
+      case 1:
+        let u = Double(uniform()) - 0.5
+        return -0.02 * Float(u < 0 ? -1 : 1) * Float(log(1 - 2 * abs(u) + 1e-12))
+      case 2: return uniform() * 3 + 0.01  // all positive: min clamps to 0
+      default: return (uniform() - 0.5) * 1e-3
+      }
+    }
+    let sub = Int(rng.next() % 16) * 16
+    switch kind % 5 {
+    case 0: for i in sub..<(sub + 16) { x[i] = 0 }
+    case 1: for i in sub..<(sub + 32) where i < 256 { x[i] = 0.25 }
+    case 2: x[Int(rng.next() % 256)] = 40
+    case 3: for i in 0..<256 where i % 7 == 0 { x[i] = -x[i] }
+    default: break
+    }
+    return x
+  }
+
+  @Test func vectorisedSearchMatchesScalar() {
+    var rng = SplitMix(seed: 2026)
+    let s = KQuants.Scratch()
+    defer { s.deallocate() }
+    var mismatches: [String] = []
+    for (n, nmax, rmin, rdelta, nstep, mad) in Self.settings {
+      for kind in 0..<200 {
+        let x = Self.superBlock(kind, &rng)
+        let weights = x.map { mad ? abs($0) : (0.01 + $0 * $0).squareRoot() + abs($0) }
+        var scalarLevels = [UInt8](repeating: 0, count: 256)
+        var scalarScales = [Float](repeating: 0, count: 16), scalarMins = [Float](repeating: 0, count: 16)
+        x.withUnsafeBufferPointer { xp in
+          weights.withUnsafeBufferPointer { wp in
+            scalarLevels.withUnsafeMutableBufferPointer { lp in
+              for j in 0..<(256 / n) {
+                scalarScales[j] = KQuants.makeQKX(
+                  n, nmax, xp.baseAddress! + j * n, wp.baseAddress! + j * n, lp.baseAddress! + j * n,
+                  &scalarMins[j], s.Laux, rmin, rdelta, nstep, mad)
+              }
+            }
+            for i in 0..<256 { s.weights[i] = wp[i] }
+            KQuants.qkxSearch(
+              n, nmax, xp.baseAddress!, s, s.levels, rmin: rmin, rdelta: rdelta, nstep: nstep, useMAD: mad)
+          }
+        }
+        for j in 0..<(256 / n) {
+          let levels = (0..<n).map { s.levels[j * n + $0] }
+          if s.scales[j].bitPattern != scalarScales[j].bitPattern || s.mins[j].bitPattern != scalarMins[j].bitPattern
+            || levels != Array(scalarLevels[(j * n)..<(j * n + n)])
+          {
+            mismatches.append("n \(n) nmax \(nmax) nstep \(nstep) block \(kind) sub-block \(j)")
+          }
+        }
+      }
+    }
+    #expect(mismatches.isEmpty, "\(mismatches.count) differ, first: \(mismatches.prefix(3))")
+  }
+
+  @Test(arguments: [(32, false), (32, true), (4, true)])
+  func vectorisedQXSearchMatchesScalar(nmax: Int, weighted: Bool) {
+    var rng = SplitMix(seed: 6)
+    let s = KQuants.Scratch()
+    defer { s.deallocate() }
+    var mismatches: [String] = []
+    for kind in 0..<300 {
+      let x = Self.superBlock(kind, &rng)
+      let weights = x.map { (0.01 + $0 * $0).squareRoot() }
+      var scalarLevels = [Int8](repeating: 0, count: 256)
+      var scalarScales = [Float](repeating: 0, count: 16)
+      x.withUnsafeBufferPointer { xp in
+        weights.withUnsafeBufferPointer { wp in
+          scalarLevels.withUnsafeMutableBufferPointer { lp in
+            for j in 0..<16 {
+              scalarScales[j] = KQuants.makeQX(
+                16, nmax, xp.baseAddress! + 16 * j, lp.baseAddress! + 16 * j, weighted ? wp.baseAddress! + 16 * j : nil)
+            }
+          }
+          KQuants.qxSearch(nmax, xp.baseAddress!, weighted ? wp.baseAddress! : nil, s, s.L)
+        }
+      }
+      for j in 0..<16 {
+        let levels = (0..<16).map { s.L[16 * j + $0] }
+        if s.scales[j].bitPattern != scalarScales[j].bitPattern
+          || levels != Array(scalarLevels[(16 * j)..<(16 * j + 16)])
+        {
+          mismatches.append("block \(kind) sub-block \(j)")
+        }
+      }
+    }
+    #expect(mismatches.isEmpty, "nmax \(nmax): \(mismatches.count) differ, first: \(mismatches.prefix(3))")
+  }
+}
