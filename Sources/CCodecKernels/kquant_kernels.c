@@ -170,7 +170,72 @@ CK_INLINE void qx8_body(int n, int nmax, const float *x, const float *qw, int8_t
   for (int k = 0; k < 8; k++) scale_out[k] = scale[k];
 }
 
+// `make_q3_quants(n, nmax, x, L, do_rmse = true)` for 8 sub-blocks of n values: levels stored as
+// l + nmax (0 for an all-zero sub-block, as ggml leaves them). A lane whose pass changes nothing
+// would change nothing in a further pass either, so running all lanes until none changes (at most
+// five passes) leaves every lane where ggml's own early exit does.
+CK_INLINE void q3_8_body(int n, int nmax, const float *x, int8_t *L, float *scale_out) {
+  v8f xt[32], wt[32];
+  v8i lt[32];
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < 8; k++) {
+      xt[i][k] = x[k * n + i];
+      wt[i][k] = x[k * n + i] * x[k * n + i];
+    }
+  v8f max = splat(0), amax = splat(0);
+  for (int i = 0; i < n; i++) {
+    v8f ax = absf(xt[i]);
+    v8i larger = ax > amax;
+    amax = select(larger, ax, amax);
+    max = select(larger, xt[i], max);
+  }
+  v8i zero = amax < splat(1e-15f);
+  const v8i low = splati(-nmax), high = splati(nmax - 1);
+  v8f iscale = splat((float)-nmax) / max;
+  v8f sumlx = splat(0), suml2 = splat(0);
+  for (int i = 0; i < n; i++) {
+    v8i l = nearest(iscale * xt[i]);
+    l = selecti(l > high, high, selecti(l < low, low, l));
+    lt[i] = l;
+    v8f fl = __builtin_convertvector(l, v8f);
+    sumlx += wt[i] * xt[i] * fl;
+    suml2 += wt[i] * fl * fl;
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    v8i changed = splati(0);
+    for (int i = 0; i < n; i++) {
+      v8f fl = __builtin_convertvector(lt[i], v8f);
+      v8f slx = sumlx - wt[i] * xt[i] * fl;
+      v8f sl2 = suml2 - wt[i] * fl * fl;
+      v8i new_l = nearest(xt[i] * sl2 / slx);
+      new_l = selecti(new_l > high, high, selecti(new_l < low, low, new_l));
+      v8f fnew = __builtin_convertvector(new_l, v8f);
+      v8f slx2 = slx + wt[i] * xt[i] * fnew;
+      v8f sl22 = sl2 + wt[i] * fnew * fnew;
+      v8i take = (slx > splat(0)) & (new_l != lt[i]) & (sl22 > splat(0)) &
+                 (slx2 * slx2 * suml2 > sumlx * sumlx * sl22) & ~zero;
+      lt[i] = selecti(take, new_l, lt[i]);
+      sumlx = select(take, slx2, sumlx);
+      suml2 = select(take, sl22, suml2);
+      changed |= take;
+    }
+    if (!(changed[0] | changed[1] | changed[2] | changed[3] | changed[4] | changed[5] | changed[6] | changed[7]))
+      break;
+  }
+  for (int i = 0; i < n; i++) {
+    v8i l = selecti(zero, splati(0), lt[i] + splati(nmax));
+    for (int k = 0; k < 8; k++) L[k * n + i] = (int8_t)l[k];
+  }
+  v8f scale = select(suml2 > splat(0), sumlx / suml2, splat(0));
+  scale = select(zero, splat(0), scale);
+  for (int k = 0; k < 8; k++) scale_out[k] = scale[k];
+}
+
 #if defined(__x86_64__)
+__attribute__((target("avx2"))) static void q3_8_avx2(int n, int nmax, const float *x, int8_t *L, float *scale_out) {
+  q3_8_body(n, nmax, x, L, scale_out);
+}
+
 __attribute__((target("avx2"))) static void qx8_avx2(int n, int nmax, const float *x, const float *qw, int8_t *L,
                                                      float *scale_out) {
   qx8_body(n, nmax, x, qw, L, scale_out);
@@ -217,4 +282,18 @@ void ck_qx_search8(int n, int nmax, const float *x, const float *weights, signed
   }
 #endif
   qx8_portable(n, nmax, x, weights, levels, scales);
+}
+
+static void q3_8_portable(int n, int nmax, const float *x, int8_t *L, float *scale_out) {
+  q3_8_body(n, nmax, x, L, scale_out);
+}
+
+void ck_q3_search8(int n, int nmax, const float *x, signed char *levels, float *scales) {
+#if defined(__x86_64__)
+  if (has_avx2()) {
+    q3_8_avx2(n, nmax, x, levels, scales);
+    return;
+  }
+#endif
+  q3_8_portable(n, nmax, x, levels, scales);
 }

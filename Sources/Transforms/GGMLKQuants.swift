@@ -493,8 +493,10 @@ enum KQuants {
       storeHalf(dBlock, y, 108)
     } else {
       var maxScale: Float = 0, amax: Float = 0
+      for first in stride(from: 0, to: 16, by: 8) {
+        ck_q3_search8(16, 4, x + first * 16, L + first * 16, s.scales + first)  // makeQ3, eight at a time
+      }
       for j in 0..<16 {
-        s.scales[j] = makeQ3(16, 4, x + 16 * j, L + 16 * j)
         let scale = abs(s.scales[j])
         if scale > amax { amax = scale; maxScale = s.scales[j] }
       }

@@ -1,3 +1,4 @@
+import CCodecKernels
 import Foundation
 import Testing
 import Weights
@@ -113,5 +114,33 @@ import Weights
       }
     }
     #expect(mismatches.isEmpty, "nmax \(nmax): \(mismatches.count) differ, first: \(mismatches.prefix(3))")
+  }
+
+  @Test func vectorisedQ3SearchMatchesScalar() {
+    var rng = SplitMix(seed: 3)
+    var mismatches: [String] = []
+    for kind in 0..<300 {
+      let x = Self.superBlock(kind, &rng)
+      var scalarLevels = [Int8](repeating: 0, count: 256), levels = [Int8](repeating: 0, count: 256)
+      var scalarScales = [Float](repeating: 0, count: 16), scales = [Float](repeating: 0, count: 16)
+      x.withUnsafeBufferPointer { xp in
+        scalarLevels.withUnsafeMutableBufferPointer { lp in
+          for j in 0..<16 {
+            scalarScales[j] = KQuants.makeQ3(16, 4, xp.baseAddress! + 16 * j, lp.baseAddress! + 16 * j)
+          }
+        }
+        levels.withUnsafeMutableBufferPointer { lp in
+          scales.withUnsafeMutableBufferPointer { sp in
+            for first in stride(from: 0, to: 16, by: 8) {
+              ck_q3_search8(16, 4, xp.baseAddress! + 16 * first, lp.baseAddress! + 16 * first, sp.baseAddress! + first)
+            }
+          }
+        }
+      }
+      if levels != scalarLevels || scales.map(\.bitPattern) != scalarScales.map(\.bitPattern) {
+        mismatches.append("block \(kind)")
+      }
+    }
+    #expect(mismatches.isEmpty, "\(mismatches.count) differ, first: \(mismatches.prefix(3))")
   }
 }

@@ -31,4 +31,8 @@ void ck_qkx_search8(int n, int nmax, const float *x, const float *weights, unsig
 /// the scale into `scales[k]`.
 void ck_qx_search8(int n, int nmax, const float *x, const float *weights, signed char *levels, float *scales);
 
+/// ggml's `make_q3_quants(…, do_rmse = true)` for eight sub-blocks of `n` ≤ 32 values: levels + nmax
+/// into `levels + k·n` (0 for an all-zero sub-block), the scale into `scales[k]`.
+void ck_q3_search8(int n, int nmax, const float *x, signed char *levels, float *scales);
+
 #endif
