@@ -725,20 +725,47 @@ enum KQuants {
     _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch
   ) {
     for j in 0..<32 { s.weights[j] = (sigma2 + x[j] * x[j]).squareRoot() }
-    let levels = s.levels
-    var nibbles = 2
     switch type {
     case .q4_0, .q5_0:
-      let d = makeQX(32, type == .q4_0 ? 8 : 16, x, s.L, s.weights)
-      storeHalf(d, y, 0)
-      nibbles = type == .q4_0 ? 2 : 6
+      s.scales[0] = makeQX(32, type == .q4_0 ? 8 : 16, x, s.L, s.weights)
     case .q4_1, .q5_1:
-      var theMin: Float = 0
-      let d = makeQKX(32, type == .q4_1 ? 15 : 31, x, s.weights, levels, &theMin, s.Laux, -0.9, 0.05, 36, false)
-      storeHalf(d, y, 0)
-      storeHalf(-theMin, y, 2)
-      nibbles = type == .q4_1 ? 4 : 8
+      s.scales[0] = makeQKX(
+        32, type == .q4_1 ? 15 : 31, x, s.weights, s.levels, &s.mins[0], s.Laux, -0.9, 0.05, 36, false)
     default: preconditionFailure("\(type.name) has no unit-importance encoder")
+    }
+    legacyPack(type, s.levels, s.scales[0], s.mins[0], y)
+  }
+
+  /// `legacyUnit` for eight consecutive blocks (256 values, `y` their 8 block encodings), the
+  /// searches in the C kernels eight blocks at a time; the same bytes.
+  static func legacyUnit8(
+    _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch
+  ) {
+    for j in 0..<256 { s.weights[j] = (sigma2 + x[j] * x[j]).squareRoot() }
+    switch type {
+    case .q4_0, .q5_0: ck_qx_search8(32, type == .q4_0 ? 8 : 16, x, s.weights, s.L, s.scales)
+    case .q4_1, .q5_1:
+      ck_qkx_search8(32, type == .q4_1 ? 15 : 31, x, s.weights, s.levels, s.scales, s.mins, -0.9, 0.05, 36, 0)
+    default: preconditionFailure("\(type.name) has no unit-importance encoder")
+    }
+    for b in 0..<8 { legacyPack(type, s.levels + 32 * b, s.scales[b], s.mins[b], y + b * type.blockBytes) }
+  }
+
+  /// A 32-value block from its levels, scale and `-min` (the affine types).
+  static func legacyPack(
+    _ type: GGMLType, _ levels: UnsafeMutablePointer<UInt8>, _ d: Float, _ theMin: Float, _ y: UnsafeMutableRawPointer
+  ) {
+    storeHalf(d, y, 0)
+    let nibbles: Int
+    switch type {
+    case .q4_0: nibbles = 2
+    case .q5_0: nibbles = 6
+    case .q4_1:
+      storeHalf(-theMin, y, 2)
+      nibbles = 4
+    default:
+      storeHalf(-theMin, y, 2)
+      nibbles = 8
     }
     var qh: UInt32 = 0
     for j in 0..<16 {

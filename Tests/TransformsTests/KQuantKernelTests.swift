@@ -143,4 +143,33 @@ import Weights
     }
     #expect(mismatches.isEmpty, "\(mismatches.count) differ, first: \(mismatches.prefix(3))")
   }
+
+  /// The 32-value types' unit-importance encodings, eight blocks per kernel call where a row has
+  /// eight left, equal the one-block scalar encoder on rows of 320 (a batch and two single blocks).
+  @Test(arguments: [GGMLType.q4_0, .q4_1, .q5_0, .q5_1])
+  func batchedLegacyUnitMatchesScalar(type: GGMLType) {
+    var rng = SplitMix(seed: 32)
+    var values: [Float] = []
+    for kind in 0..<5 { values += Self.superBlock(kind, &rng) }
+    let row = 320
+    var batched = [UInt8](repeating: 0, count: type.byteCount(elements: values.count))
+    var scalar = batched
+    let s = KQuants.Scratch()
+    defer { s.deallocate() }
+    values.withUnsafeBufferPointer { v in
+      batched.withUnsafeMutableBytes {
+        GGMLQuantizer.quantize(v, type: type, method: .unitImportance, rowLength: row, into: $0)
+      }
+      scalar.withUnsafeMutableBytes { out in
+        for start in stride(from: 0, to: values.count, by: row) {
+          let sigma2 = (start..<(start + row)).reduce(Float(0)) { $0 + v[$1] * v[$1] } / Float(row)
+          for offset in stride(from: start, to: start + row, by: 32) {
+            KQuants.legacyUnit(
+              type, v.baseAddress! + offset, out.baseAddress! + offset / 32 * type.blockBytes, sigma2, s)
+          }
+        }
+      }
+    }
+    #expect(batched == scalar)
+  }
 }
