@@ -247,10 +247,12 @@ __attribute__((target("avx2"))) static void qkx8_avx2(int n, int nmax, const flo
   qkx8_body(n, nmax, x, w, L, scale_out, min_out, rmin, rdelta, nstep, use_mad);
 }
 
+static int force_portable = 0;  // tests: the portable build must give the same bits
+
 static int has_avx2(void) {
   static int cached = -1;
   if (cached < 0) cached = __builtin_cpu_supports("avx2");
-  return cached;
+  return cached && !force_portable;
 }
 #endif
 
@@ -296,4 +298,12 @@ void ck_q3_search8(int n, int nmax, const float *x, signed char *levels, float *
   }
 #endif
   q3_8_portable(n, nmax, x, levels, scales);
+}
+
+void ck_kquant_force_portable(int on) {
+#if defined(__x86_64__)
+  force_portable = on;
+#else
+  (void)on;
+#endif
 }

@@ -35,4 +35,8 @@ void ck_qx_search8(int n, int nmax, const float *x, const float *weights, signed
 /// into `levels + k·n` (0 for an all-zero sub-block), the scale into `scales[k]`.
 void ck_q3_search8(int n, int nmax, const float *x, signed char *levels, float *scales);
 
+/// Tests only: 1 makes the K-quant kernels above take their portable (non-AVX2) build, 0 restores
+/// the run-time choice. Not thread-safe.
+void ck_kquant_force_portable(int on);
+
 #endif
