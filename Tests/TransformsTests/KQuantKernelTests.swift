@@ -9,7 +9,7 @@ import Weights
 /// the scalar `KQuants.makeQKX`/`makeQX` written from ggml's `make_qkx2_quants`/`make_qx_quants`: the same levels, scales and
 /// mins, bit for bit, on every setting the K-quant and unit-importance encoders use, over random
 /// super-blocks with the edge cases that take other branches (flat, all positive, zeros, spikes).
-@Suite struct KQuantKernelTests {
+@Suite(.serialized) struct KQuantKernelTests {  // serialized: the portable switch is global
   /// (n, nmax, rmin, rdelta, nstep, useMAD) as the encoders call the search.
   static let settings: [(Int, Int, Float, Float, Int, Bool)] = [
     (32, 15, -1, 0.1, 20, false),  // Q4_K reference
@@ -85,8 +85,11 @@ import Weights
     #expect(mismatches.count == 0, "\(mismatches.count) differ, first: \(mismatches.prefix(3))")
   }
 
-  @Test(arguments: [(32, false), (32, true), (4, true)])
-  func vectorisedQXSearchMatchesScalar(nmax: Int, weighted: Bool) {
+  @Test(arguments: [(32, false), (32, true), (4, true)], [false, true])
+  func vectorisedQXSearchMatchesScalar(settings: (nmax: Int, weighted: Bool), portable: Bool) {
+    let (nmax, weighted) = settings
+    ck_kquant_force_portable(portable ? 1 : 0)
+    defer { ck_kquant_force_portable(0) }
     var rng = SplitMix(seed: 6)
     let s = KQuants.Scratch()
     defer { s.deallocate() }
@@ -119,7 +122,10 @@ import Weights
     #expect(mismatches.count == 0, "nmax \(nmax): \(mismatches.count) differ, first: \(mismatches.prefix(3))")
   }
 
-  @Test func vectorisedQ3SearchMatchesScalar() {
+  @Test(arguments: [false, true])
+  func vectorisedQ3SearchMatchesScalar(portable: Bool) {
+    ck_kquant_force_portable(portable ? 1 : 0)
+    defer { ck_kquant_force_portable(0) }
     var rng = SplitMix(seed: 3)
     var mismatches: [String] = []
     for kind in 0..<300 {
