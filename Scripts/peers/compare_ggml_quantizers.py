@@ -7,10 +7,14 @@ in the same type, two ways:
   reference        quantize_row_<type>_ref (gguf-py's bytes; llama-quantize without an imatrix)
   unit-importance  quantize_<type>(…, importance of ones) (what stable-diffusion.cpp's converter
                    calls: src/model_loader.cpp convert_tensor)
-and dequantized by gguf-py; ours is dequantized by gguf-py too. Prints, per type, how many tensors
-have ours ≤ each peer (RMSE) and the mean and worst ratio ours/peer; exit 1 if any tensor is worse.
+and dequantized by gguf-py; ours is dequantized by gguf-py too. With --sdcpp SDCPP.gguf (the same
+source converted by a built stable-diffusion.cpp: `sd-cli -M convert -m SOURCE -o SDCPP.gguf --type T`),
+each tensor that file holds in the same type is a third peer, "sd.cpp", read from its own bytes.
+Prints, per type, how many tensors have ours ≤ each peer (RMSE) and the mean and worst ratio
+ours/peer; exit 1 if any tensor is worse.
 
     /work/.venv/bin/python Scripts/peers/compare_ggml_quantizers.py --ggml DIR SOURCE.safetensors OURS.gguf
+    … --ggml DIR --sdcpp SDCPP.gguf SOURCE.safetensors OURS.gguf
     /work/.venv/bin/python Scripts/peers/compare_ggml_quantizers.py --make-random OUT.safetensors
 --make-random writes real SDXL shapes and names (a cross-attention block at each width, ResNet
 1×1/linear layers, the embeddings) with random trained-like weights (Laplace, per-row scales), fp16.
@@ -76,12 +80,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--ggml")
     parser.add_argument("--make-random")
+    parser.add_argument("--sdcpp", help="the same source converted by stable-diffusion.cpp")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args()
     if args.make_random:
         return make_random(args.make_random)
     source = load_file(args.files[0])
     reader = GGUFReader(args.files[1])
+    sdcpp = {t.name: t for t in GGUFReader(args.sdcpp).tensors} if args.sdcpp else {}
+    peers = ["reference", "unit-importance"] + (["sd.cpp"] if args.sdcpp else [])
     stats = {}
     worse = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,9 +105,17 @@ def main():
                 q = ggml_quantize(lib, t.tensor_type, x, unit)
                 got = dequantize(q.reshape(x.shape[0], -1), t.tensor_type).astype(np.float64).reshape(ref.shape)
                 rmse[peer] = float(np.sqrt(np.mean((got - ref) ** 2)))
-            s = stats.setdefault(t.tensor_type.name, {"n": 0, "reference": [], "unit-importance": []})
+            theirs = sdcpp.get(t.name)
+            if theirs is not None and theirs.tensor_type == t.tensor_type:
+                got = dequantize(theirs.data, theirs.tensor_type).astype(np.float64).reshape(ref.shape)
+                rmse["sd.cpp"] = float(np.sqrt(np.mean((got - ref) ** 2)))
+            elif theirs is not None:
+                print(f"  sd.cpp wrote {t.name} as {theirs.tensor_type.name}, ours {t.tensor_type.name}: not compared")
+            s = stats.setdefault(t.tensor_type.name, {"n": 0, **{peer: [] for peer in peers}})
             s["n"] += 1
-            for peer in ("reference", "unit-importance"):
+            for peer in peers:
+                if peer not in rmse:
+                    continue
                 ratio = rmse["ours"] / rmse[peer] if rmse[peer] > 0 else 1.0
                 s[peer].append(ratio)
                 if rmse["ours"] > rmse[peer]:
@@ -108,9 +123,13 @@ def main():
                     print(f"  worse than {peer}: {t.name} {rmse}")
     for name, s in sorted(stats.items()):
         parts = []
-        for peer in ("reference", "unit-importance"):
+        for peer in peers:
             r = np.array(s[peer])
-            parts.append(f"vs ggml {peer}: ours <= peer on {(r <= 1).sum()}/{s['n']}, RMSE ratio mean {r.mean():.4f} worst {r.max():.4f}")
+            if not r.size:
+                parts.append(f"vs {peer}: no tensor of this type")
+                continue
+            label = peer if peer == "sd.cpp" else "ggml " + peer
+            parts.append(f"vs {label}: ours <= peer on {(r <= 1).sum()}/{r.size}, RMSE ratio mean {r.mean():.4f} worst {r.max():.4f}")
         print(f"{name}: {s['n']} tensors; " + "; ".join(parts))
     sys.exit(1 if worse else 0)
 

@@ -1,3 +1,4 @@
+import CCodecKernels
 import Weights
 
 /// ggml's K-quant encoders (256-value super-blocks), written from ggml-quants.c's algorithms and
@@ -11,7 +12,7 @@ enum KQuants {
   struct Scratch {
     let L: UnsafeMutablePointer<Int8>  // signed levels (Q3_K, Q6_K) or unsigned ones (bit pattern)
     let Laux: UnsafeMutablePointer<UInt8>
-    let weights: UnsafeMutablePointer<Float>
+    let weights: UnsafeMutablePointer<Float>  // one per value of the super-block
     let scales: UnsafeMutablePointer<Float>
     let mins: UnsafeMutablePointer<Float>
     let sw: UnsafeMutablePointer<Float>
@@ -22,7 +23,7 @@ enum KQuants {
     init() {
       L = .allocate(capacity: 256)
       Laux = .allocate(capacity: 64)
-      weights = .allocate(capacity: 32)
+      weights = .allocate(capacity: 256)
       scales = .allocate(capacity: 16)
       mins = .allocate(capacity: 16)
       sw = .allocate(capacity: 16)
@@ -112,6 +113,17 @@ enum KQuants {
       }
     }
     return scale
+  }
+
+  /// `makeQX(16, nmax, …)` for the 16 sub-blocks of the super-block at `x` (weights `qw`, one per
+  /// value, or x² when nil): levels into `L`, scales into `s.scales`; eight sub-blocks per call of
+  /// the C kernel (ck_qx_search8), the same float operations.
+  static func qxSearch(
+    _ nmax: Int, _ x: UnsafePointer<Float>, _ qw: UnsafePointer<Float>?, _ s: Scratch, _ L: UnsafeMutablePointer<Int8>
+  ) {
+    for first in stride(from: 0, to: 16, by: 8) {
+      ck_qx_search8(16, Int32(nmax), x + first * 16, qw.map { $0 + first * 16 }, L + first * 16, s.scales + first)
+    }
   }
 
   /// `make_q3_quants(n, nmax, x, L, do_rmse: true)`.
@@ -237,6 +249,20 @@ enum KQuants {
     }
     theMin = -min
     return scale
+  }
+
+  /// `makeQKX` for every sub-block of `n` values of the super-block at `x` (weights in
+  /// `s.weights`, one per value): levels into `L`, scales into `s.scales`, `-min` into `s.mins`.
+  /// Eight sub-blocks at a time in the C kernel (ck_qkx_search8), the same float operations.
+  static func qkxSearch(
+    _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ s: Scratch, _ L: UnsafeMutablePointer<UInt8>, rmin: Float,
+    rdelta: Float, nstep: Int, useMAD: Bool
+  ) {
+    for first in stride(from: 0, to: 256 / n, by: 8) {
+      ck_qkx_search8(
+        Int32(n), Int32(nmax), x + first * n, s.weights + first * n, L + first * n, s.scales + first, s.mins + first,
+        rmin, rdelta, Int32(nstep), useMAD ? 1 : 0)
+    }
   }
 
   /// One step's level sums (Σw·l, Σw·l², Σw·l·x) for `iscale`, levels into `Laux`.
@@ -369,12 +395,12 @@ enum KQuants {
         var sumw: Float = 0
         for l in 0..<16 {
           let v = x[16 * j + l]
-          s.weights[l] = (sigma2 + v * v).squareRoot()
-          sumw += s.weights[l]
+          s.weights[16 * j + l] = (sigma2 + v * v).squareRoot()
+          sumw += s.weights[16 * j + l]
         }
         s.sw[j] = sumw
-        s.scales[j] = makeQKX(16, 3, x + 16 * j, s.weights, L + 16 * j, &s.mins[j], s.Laux, -0.9, 0.05, 36, false)
       }
+      qkxSearch(16, 3, x, s, L, rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
       let dm = makeQP(16, 15, s.scales, s.Ls, s.sw)
       let mm = makeQP(16, 15, s.mins, s.Lm, s.sw)
       storeHalf(dm, y, 80)
@@ -382,9 +408,9 @@ enum KQuants {
       for j in 0..<16 { y.storeBytes(of: s.Ls[j] | (s.Lm[j] << 4), toByteOffset: j, as: UInt8.self) }
     } else {
       var maxScale: Float = 0, maxMin: Float = 0
+      for l in 0..<256 { s.weights[l] = abs(x[l]) }
+      qkxSearch(16, 3, x, s, L, rmin: -0.5, rdelta: 0.1, nstep: 15, useMAD: true)
       for j in 0..<16 {
-        for l in 0..<16 { s.weights[l] = abs(x[16 * j + l]) }
-        s.scales[j] = makeQKX(16, 3, x + 16 * j, s.weights, L + 16 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, true)
         if s.scales[j] > maxScale { maxScale = s.scales[j] }
         if s.mins[j] > maxMin { maxMin = s.mins[j] }
       }
@@ -456,19 +482,21 @@ enum KQuants {
         var sumw: Float = 0
         for l in 0..<16 {
           let v = x[16 * j + l]
-          s.weights[l] = (sigma2 + v * v).squareRoot()
+          s.weights[16 * j + l] = (sigma2 + v * v).squareRoot()
         }
-        for l in 0..<16 { sumw += s.weights[l] }
+        for l in 0..<16 { sumw += s.weights[16 * j + l] }
         s.sw[j] = sumw
-        s.scales[j] = makeQX(16, 4, x + 16 * j, L + 16 * j, s.weights)
       }
+      qxSearch(4, x, s.weights, s, L)
       let dBlock = makeQX(16, 32, s.scales, s.Lq, s.sw)
       for j in 0..<16 { putScale(j, Int(s.Lq[j])) }
       storeHalf(dBlock, y, 108)
     } else {
       var maxScale: Float = 0, amax: Float = 0
+      for first in stride(from: 0, to: 16, by: 8) {
+        ck_q3_search8(16, 4, x + first * 16, L + first * 16, s.scales + first)  // makeQ3, eight at a time
+      }
       for j in 0..<16 {
-        s.scales[j] = makeQ3(16, 4, x + 16 * j, L + 16 * j)
         let scale = abs(s.scales[j])
         if scale > amax { amax = scale; maxScale = s.scales[j] }
       }
@@ -537,13 +565,13 @@ enum KQuants {
       for j in 0..<8 {
         for l in 0..<32 {
           let v = x[32 * j + l]
-          s.weights[l] = (sigma2 + v * v).squareRoot()
+          s.weights[32 * j + l] = (sigma2 + v * v).squareRoot()
         }
         var sumw: Float = 0
-        for l in 0..<32 { sumw += s.weights[l] }
+        for l in 0..<32 { sumw += s.weights[32 * j + l] }
         s.sw[j] = sumw
-        s.scales[j] = makeQKX(32, nmax, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.9, 0.05, 36, false)
       }
+      qkxSearch(32, nmax, x, s, L, rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
       let dBlock = makeQP(8, 63, s.scales, s.Ls, s.sw)
       let mBlock = makeQP(8, 63, s.mins, s.Lm, s.sw)
       for j in 0..<8 {
@@ -559,11 +587,14 @@ enum KQuants {
         var sumx2: Float = 0
         for l in 0..<32 { sumx2 += x[32 * j + l] * x[32 * j + l] }
         let avx = (sumx2 / 32).squareRoot()
-        for l in 0..<32 { s.weights[l] = avx + abs(x[32 * j + l]) }
-        s.scales[j] =
-          five
-          ? makeQKX(32, 31, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -0.5, 0.1, 15, false)
-          : makeQKX(32, 15, x + 32 * j, s.weights, L + 32 * j, &s.mins[j], s.Laux, -1, 0.1, 20, false)
+        for l in 0..<32 { s.weights[32 * j + l] = avx + abs(x[32 * j + l]) }
+      }
+      if five {
+        qkxSearch(32, 31, x, s, L, rmin: -0.5, rdelta: 0.1, nstep: 15, useMAD: false)
+      } else {
+        qkxSearch(32, 15, x, s, L, rmin: -1, rdelta: 0.1, nstep: 20, useMAD: false)
+      }
+      for j in 0..<8 {
         if s.scales[j] > maxScale { maxScale = s.scales[j] }
         if s.mins[j] > maxMin { maxMin = s.mins[j] }
       }
@@ -643,10 +674,10 @@ enum KQuants {
   static func q6_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ s: Scratch, unitImportance: Bool) {
     let L = s.L
     var maxScale: Float = 0, maxAbsScale: Float = 0
-    if unitImportance { for l in 0..<16 { s.weights[l] = 1 } }
+    if unitImportance { for l in 0..<256 { s.weights[l] = 1 } }
+    qxSearch(32, x, unitImportance ? UnsafePointer(s.weights) : nil, s, L)
     for ib in 0..<16 {
-      let scale = makeQX(16, 32, x + 16 * ib, L + 16 * ib, unitImportance ? UnsafePointer(s.weights) : nil)
-      s.scales[ib] = scale
+      let scale = s.scales[ib]
       if abs(scale) > maxAbsScale {
         maxAbsScale = abs(scale)
         maxScale = scale
@@ -694,20 +725,47 @@ enum KQuants {
     _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch
   ) {
     for j in 0..<32 { s.weights[j] = (sigma2 + x[j] * x[j]).squareRoot() }
-    let levels = s.levels
-    var nibbles = 2
     switch type {
     case .q4_0, .q5_0:
-      let d = makeQX(32, type == .q4_0 ? 8 : 16, x, s.L, s.weights)
-      storeHalf(d, y, 0)
-      nibbles = type == .q4_0 ? 2 : 6
+      s.scales[0] = makeQX(32, type == .q4_0 ? 8 : 16, x, s.L, s.weights)
     case .q4_1, .q5_1:
-      var theMin: Float = 0
-      let d = makeQKX(32, type == .q4_1 ? 15 : 31, x, s.weights, levels, &theMin, s.Laux, -0.9, 0.05, 36, false)
-      storeHalf(d, y, 0)
-      storeHalf(-theMin, y, 2)
-      nibbles = type == .q4_1 ? 4 : 8
+      s.scales[0] = makeQKX(
+        32, type == .q4_1 ? 15 : 31, x, s.weights, s.levels, &s.mins[0], s.Laux, -0.9, 0.05, 36, false)
     default: preconditionFailure("\(type.name) has no unit-importance encoder")
+    }
+    legacyPack(type, s.levels, s.scales[0], s.mins[0], y)
+  }
+
+  /// `legacyUnit` for eight consecutive blocks (256 values, `y` their 8 block encodings), the
+  /// searches in the C kernels eight blocks at a time; the same bytes.
+  static func legacyUnit8(
+    _ type: GGMLType, _ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ sigma2: Float, _ s: Scratch
+  ) {
+    for j in 0..<256 { s.weights[j] = (sigma2 + x[j] * x[j]).squareRoot() }
+    switch type {
+    case .q4_0, .q5_0: ck_qx_search8(32, type == .q4_0 ? 8 : 16, x, s.weights, s.L, s.scales)
+    case .q4_1, .q5_1:
+      ck_qkx_search8(32, type == .q4_1 ? 15 : 31, x, s.weights, s.levels, s.scales, s.mins, -0.9, 0.05, 36, 0)
+    default: preconditionFailure("\(type.name) has no unit-importance encoder")
+    }
+    for b in 0..<8 { legacyPack(type, s.levels + 32 * b, s.scales[b], s.mins[b], y + b * type.blockBytes) }
+  }
+
+  /// A 32-value block from its levels, scale and `-min` (the affine types).
+  static func legacyPack(
+    _ type: GGMLType, _ levels: UnsafeMutablePointer<UInt8>, _ d: Float, _ theMin: Float, _ y: UnsafeMutableRawPointer
+  ) {
+    storeHalf(d, y, 0)
+    let nibbles: Int
+    switch type {
+    case .q4_0: nibbles = 2
+    case .q5_0: nibbles = 6
+    case .q4_1:
+      storeHalf(-theMin, y, 2)
+      nibbles = 4
+    default:
+      storeHalf(-theMin, y, 2)
+      nibbles = 8
     }
     var qh: UInt32 = 0
     for j in 0..<16 {

@@ -45,9 +45,13 @@ extension GGMLQuantizer {
     // Search: a second encoding and the dequantized values of each, to keep the better one.
     let candidate = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
     let decoded = UnsafeMutablePointer<Float>.allocate(capacity: size)
+    // Unit-importance encodings of the 32-value types, eight blocks per C kernel call.
+    let unitBatch = UnsafeMutableRawPointer.allocate(byteCount: 8 * bytes, alignment: 8)
+    var batchStart = -1  // offset of the first value of the blocks in `unitBatch`
     defer {
       candidate.deallocate()
       decoded.deallocate()
+      unitBatch.deallocate()
     }
     let isK = size == 256
     let needsSigma = !isK && type != .q8_0 && method != .reference
@@ -65,7 +69,16 @@ extension GGMLQuantizer {
           if isK {
             KQuants.encode(type, x, into, scratch, unitImportance: unit)
           } else if unit && type != .q8_0 {
-            KQuants.legacyUnit(type, x, into, sigma2, scratch)
+            let inBatch = { batchStart >= 0 && offset >= batchStart && offset < batchStart + 8 * size }
+            if !inBatch() && offset + 8 * size <= start + row {
+              KQuants.legacyUnit8(type, x, unitBatch, sigma2, scratch)
+              batchStart = offset
+            }
+            if inBatch() {
+              into.copyMemory(from: unitBatch + (offset - batchStart) / size * bytes, byteCount: bytes)
+            } else {
+              KQuants.legacyUnit(type, x, into, sigma2, scratch)
+            }
           } else {
             legacy(
               type, UnsafeBufferPointer(start: x, count: 32), UnsafeMutableRawBufferPointer(start: into, count: bytes))
