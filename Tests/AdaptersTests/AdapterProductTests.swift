@@ -10,8 +10,8 @@ import Testing
 @Suite(.serialized) struct AdapterProductTests {
   static let unetKey = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
   static let te2Key = "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"
-  // More rows than one tile holds (2¹⁹ values / 1280 columns = 409 rows), so tiles are exercised.
-  static let unetShape = [640, 1280]
+  // More rows than one tile holds (2²⁰ values / 1280 columns = 819 rows), so tiles are exercised.
+  static let unetShape = [1000, 1280]
   static let te2Shape = [3 * 96, 1280]
 
   /// Deterministic values in [-scale, scale).
@@ -61,10 +61,10 @@ import Testing
     let a = try Self.writeLoRA(
       directory + "/a.safetensors",
       [
-        (unet, 8, 4, 640, 1280), (te2 + "q_proj", 4, 2, 96, 1280), (te2 + "v_proj", 4, nil, 96, 1280),
+        (unet, 8, 4, 1000, 1280), (te2 + "q_proj", 4, 2, 96, 1280), (te2 + "v_proj", 4, nil, 96, 1280),
       ], seed: 1)
     let b = try Self.writeLoRA(
-      directory + "/b.safetensors", [(unet, 16, nil, 640, 1280), (te2 + "k_proj", 6, 3, 96, 1280)], seed: 100)
+      directory + "/b.safetensors", [(unet, 16, nil, 1000, 1280), (te2 + "k_proj", 6, 3, 96, 1280)], seed: 100)
     let stack = try AdapterStack([
       AdapterApplication(adapter: try AdapterFile(path: directory + "/a.safetensors"), unet: 0.8, textEncoders: 0.6),
       AdapterApplication(adapter: try AdapterFile(path: directory + "/b.safetensors"), unet: -0.5, textEncoders: 1.5),
@@ -90,11 +90,11 @@ import Testing
       }
       return out
     }
-    let unetBase = Self.values(640 * 1280, seed: 7, scale: 1)
+    let unetBase = Self.values(1000 * 1280, seed: 7, scale: 1)
     let te2Base = Self.values(288 * 1280, seed: 8, scale: 1)
     let expected = [
       Self.unetKey: reference(
-        unetBase, columns: 1280, [(a[unet]!, 8, 0.8 * 0.5, 0, 640), (b[unet]!, 16, -0.5, 0, 640)]),
+        unetBase, columns: 1280, [(a[unet]!, 8, 0.8 * 0.5, 0, 1000), (b[unet]!, 16, -0.5, 0, 1000)]),
       Self.te2Key: reference(
         te2Base, columns: 1280,
         [
@@ -127,13 +127,13 @@ import Testing
   @Test func nonFiniteFactorsAreRefusedNamingTheTarget() throws {
     let directory = TestPaths.temporaryDirectory("adapter-products-nan")
     let unet = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
-    _ = try Self.writeLoRA(directory + "/a.safetensors", [(unet, 4, nil, 640, 1280)], seed: 3)
+    _ = try Self.writeLoRA(directory + "/a.safetensors", [(unet, 4, nil, 1000, 1280)], seed: 3)
     let stack = try AdapterStack([
       AdapterApplication(adapter: try AdapterFile(path: directory + "/a.safetensors"), unet: 1, textEncoders: 1)
     ])
-    var values = Self.values(640 * 1280, seed: 9, scale: 1)
+    var values = Self.values(1000 * 1280, seed: 9, scale: 1)
     values[5] = .infinity  // in the first tile
-    values[600 * 1280 + 3] = .nan  // in the second
+    values[900 * 1280 + 3] = .nan  // in the second
     do {
       try stack.apply(key: Self.unetKey, shape: Self.unetShape, to: &values)
       Issue.record("non-finite values were accepted")

@@ -90,6 +90,7 @@ public enum LoRABaker {
     // ahead of the writer, up to `lookaheadBytes` of finished output, in the writer's file order:
     // the products overlap the copying and writing, also across runs of copied tensors.
     AdapterStack.useSingleThreadedProducts()
+    keepFreedMemoryForReuse()
     let workers = max(1, min(ThreadPool.shared.threadCount, 8))
     let lookahead = Lookahead(budget: lookaheadBytes, workers: workers)
     var entries: [TensorEntry] = []
@@ -161,7 +162,8 @@ public enum LoRABaker {
     metadata["rouwei.lora.recipe"] = jsonString(recipe)
     try SafeTensorsWriter.write(
       to: output, entries: entries, metadata: metadata, inputs: [request.base] + request.adapters.map(\.path),
-      progress: { _, _, done, total in progress?(done, total) })
+      // Past the page cache: the kernel's copy and dirty-page work would cost the products CPU time.
+      progress: { _, _, done, total in progress?(done, total) }, directIO: true)
     var skipped: [String: [String]] = [:]
     for (path, keys) in stack.skippedKeys { skipped[(path as NSString).lastPathComponent] = keys }
     return LoRABakeReport(
@@ -183,6 +185,20 @@ public enum LoRABaker {
       defer { lock.unlock() }
       return values
     }
+  }
+
+  /// Serves allocations up to 32 MiB (the per-tensor tiles and factors) from glibc's heaps, whose
+  /// freed memory is reused, instead of fresh maps that are zero-filled page by page and unmapped
+  /// again (about 1 s of page faults in a full-size bake). Process-wide; the memory stays bounded
+  /// by what one tensor's work needs.
+  static func keepFreedMemoryForReuse() {
+    #if os(Linux)
+      typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+      guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+      let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+      _ = mallopt(-3, 32 << 20)  // M_MMAP_THRESHOLD
+      _ = mallopt(-1, 256 << 20)  // M_TRIM_THRESHOLD
+    #endif
   }
 
   /// Finished output the workers may hold ahead of the writer (plus as much again in recycled
