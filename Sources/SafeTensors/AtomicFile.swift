@@ -40,7 +40,7 @@ public final class AtomicFile {
   private var fileSize = 0
   // Whether writes bypass the page cache (O_DIRECT): then only whole, aligned staging buffers are
   // written until the end, when the flag is cleared for the tail and any header patch.
-  private var direct = false
+  private(set) var direct = false
   /// Bytes written so far (buffered bytes included).
   public private(set) var bytesWritten: UInt64 = 0
 

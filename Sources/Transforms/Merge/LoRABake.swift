@@ -197,13 +197,13 @@ public enum LoRABaker {
       guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
       let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
       _ = mallopt(-3, 32 << 20)  // M_MMAP_THRESHOLD
-      _ = mallopt(-1, 256 << 20)  // M_TRIM_THRESHOLD
+      _ = mallopt(-1, 64 << 20)  // M_TRIM_THRESHOLD
     #endif
   }
 
   /// Finished output the workers may hold ahead of the writer (plus as much again in recycled
   /// buffers): bounds anonymous memory whatever the model's size.
-  static let lookaheadBytes = 128 << 20
+  static let lookaheadBytes = 96 << 20
 
   /// An output buffer of the lookahead: `count` bytes of `memory` are the tensor's.
   final class Buffer: @unchecked Sendable {
