@@ -56,9 +56,10 @@ public struct AppliedAdapter: Codable, Sendable, Equatable {
     case modules
   }
 
-  /// Hashes `adapter` (whole file and tensor data).
-  public init(adapter: AdapterFile, spec: AdapterSpec) {
-    let hashes = ModelHasher.hashes(of: adapter.file.mapping, dataOffset: adapter.file.dataOffset)
+  /// Hashes `adapter` (whole file and tensor data), through `cache` when given (as `merge` does
+  /// for its inputs).
+  public init(adapter: AdapterFile, spec: AdapterSpec, cache: HashCache? = nil) {
+    let hashes = ModelHasher.hashes(of: adapter.file.mapping, dataOffset: adapter.file.dataOffset, cache: cache).hashes
     name = spec.fileName
     sha256 = hashes.sha256
     autoV3 = hashes.autoV3 ?? ""

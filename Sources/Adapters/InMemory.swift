@@ -20,27 +20,33 @@ extension AdapterStack {
       }
       let stored = source.storedType(key) ?? dtype.rawValue
       try source.replace(key, storedType: "\(stored) + adapters") { [self] in
-        var values = base.decodeAll()
-        try self.apply(key: key, shape: shape, to: &values)
-        return try TensorDecoder.owning(
-          Self.encode(values, as: dtype), name: key, elementCount: values.count, dtype: dtype)
+        let count = shape.reduce(1, *), columns = count / Self.rowCount(shape), width = dtype.bitWidth / 8
+        var bytes = [UInt8](repeating: 0, count: count * width)
+        try bytes.withUnsafeMutableBytes { out in
+          try self.adapt(
+            key: key, shape: shape,
+            load: { rows, tile in base.decode((rows.lowerBound * columns)..<(rows.upperBound * columns), into: tile) },
+            body: { rows, tile in
+              Self.encode(
+                tile, as: dtype,
+                into: UnsafeMutableRawBufferPointer(rebasing: out[(rows.lowerBound * columns * width)...]))
+            })
+        }
+        return try TensorDecoder.owning(bytes, name: key, elementCount: count, dtype: dtype)
       }
     }
   }
 
-  /// Float32 → `dtype` bytes, rounding to nearest even (as a bake's encoder does).
-  static func encode(_ values: [Float], as dtype: DType) -> [UInt8] {
-    var bytes = [UInt8](repeating: 0, count: values.count * dtype.bitWidth / 8)
-    bytes.withUnsafeMutableBytes { out in
-      for (i, value) in values.enumerated() {
-        switch dtype {
-        case .f16: out.storeBytes(of: Float16(value).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-        case .bf16: out.storeBytes(of: bfloat16(value).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-        default: out.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
-        }
+  /// Float32 → `dtype` bytes at the start of `out`, rounding to nearest even (as a bake's
+  /// encoder does).
+  static func encode(_ values: UnsafeBufferPointer<Float>, as dtype: DType, into out: UnsafeMutableRawBufferPointer) {
+    for (i, value) in values.enumerated() {
+      switch dtype {
+      case .f16: out.storeBytes(of: Float16(value).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+      case .bf16: out.storeBytes(of: bfloat16(value).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+      default: out.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
       }
     }
-    return bytes
   }
 
   static func bfloat16(_ value: Float) -> UInt16 {

@@ -196,6 +196,7 @@ struct Merge: ParsableCommand {
     if let dtype { request.dtype = dtype.dtype }
     request.skipUnmapped = loraSkipUnmapped
     request.clamp = clamp
+    request.hashCache = hashCacheOptions.cache()
     let bar = ProgressBar("baking", total: 1, quiet: json)
     let report = try LoRABaker.bake(request, output: output) { done, total in
       bar.update(Double(done) / Double(max(total, 1)))

@@ -38,6 +38,9 @@ public final class AtomicFile {
   private var finished = false
   // Bytes in the file so far (not counting the staging buffer).
   private var fileSize = 0
+  // Whether writes bypass the page cache (O_DIRECT): then only whole, aligned staging buffers are
+  // written until the end, when the flag is cleared for the tail and any header patch.
+  private(set) var direct = false
   /// Bytes written so far (buffered bytes included).
   public private(set) var bytesWritten: UInt64 = 0
 
@@ -72,8 +75,10 @@ public final class AtomicFile {
 
   /// Creates the temporary file beside `destination`. Refuses when `destination` is the same file
   /// as any of `inputs` (by device and inode, so links and other spellings are caught too), and
-  /// when it is a directory.
-  public init(destination: String, inputs: [String] = []) throws {
+  /// when it is a directory. `directIO` (Linux) writes past the page cache where the file system
+  /// allows it: no kernel copy and no dirty pages to reclaim (for a 7 GB file about 5 s of system
+  /// time less than buffered writes and a sync), at the cost of the bytes not staying cached.
+  public init(destination: String, inputs: [String] = [], directIO: Bool = false) throws {
     self.destination = destination
     var status = stat()
     if stat(destination, &status) == 0 {
@@ -98,8 +103,35 @@ public final class AtomicFile {
       InterruptCleanup.unregister(temporaryPath)
       throw SafeTensorsError.io(file: destination, operation: "create temporary file", errno: code)
     }
-    buffer = .allocate(byteCount: 8 << 20, alignment: 64)
-    spare = .allocate(byteCount: 8 << 20, alignment: 64)
+    // Page-aligned, as direct I/O requires.
+    buffer = .allocate(byteCount: 8 << 20, alignment: 4096)
+    spare = .allocate(byteCount: 8 << 20, alignment: 4096)
+    #if os(Linux)
+      if directIO {
+        let flags = fcntl(fd, F_GETFL)
+        direct = flags >= 0 && fcntl(fd, F_SETFL, flags | AtomicFile.directFlag) == 0
+      }
+    #endif
+  }
+
+  #if os(Linux)
+    /// O_DIRECT (not exported to Swift; its value differs between architectures).
+    #if arch(arm64) || arch(arm)
+      static let directFlag: Int32 = 0o200000
+    #else
+      static let directFlag: Int32 = 0o40000
+    #endif
+  #endif
+
+  /// Back to buffered writes (for a tail or patch that is not a whole aligned buffer, or after a
+  /// direct write the file system refused).
+  private func leaveDirect() {
+    guard direct else { return }
+    direct = false
+    #if os(Linux)
+      let flags = fcntl(fd, F_GETFL)
+      if flags >= 0 { _ = fcntl(fd, F_SETFL, flags & ~AtomicFile.directFlag) }
+    #endif
   }
 
   deinit {
@@ -118,21 +150,23 @@ public final class AtomicFile {
     if buffered + bytes.count <= buffer.count {
       (staging + buffered).copyMemory(from: source, byteCount: bytes.count)
       buffered += bytes.count
-    } else if bytes.count >= buffer.count {
+    } else if bytes.count >= buffer.count && !direct {
       // Large pieces (tensors copied from a map) go straight to write(2), synchronously: a map
       // whose file shrank then fails with EFAULT instead of raising SIGBUS in another thread.
       try flushBuffer()
       try drain()
       try writeAll(bytes)
     } else {
-      // Top the staging buffer up, hand it to the background writer, keep the rest.
-      let head = buffer.count - buffered
-      (staging + buffered).copyMemory(from: source, byteCount: head)
-      buffered = buffer.count
-      try flushBufferInBackground()
-      guard let fresh = buffer.baseAddress else { return }
-      fresh.copyMemory(from: source + head, byteCount: bytes.count - head)
-      buffered = bytes.count - head
+      // Top the staging buffer up, hand it to the background writer, go on in the other one.
+      var offset = 0
+      while offset < bytes.count {
+        guard let into = buffer.baseAddress else { return }
+        let n = min(buffer.count - buffered, bytes.count - offset)
+        (into + buffered).copyMemory(from: source + offset, byteCount: n)
+        buffered += n
+        offset += n
+        if buffered == buffer.count { try flushBufferInBackground() }
+      }
     }
     bytesWritten += UInt64(bytes.count)
   }
@@ -211,6 +245,8 @@ public final class AtomicFile {
   /// Writes the staging buffer now (after any background write), on this thread.
   private func flushBuffer() throws {
     try drain()
+    // A partial buffer (the tail) or a patch is not a whole aligned block.
+    leaveDirect()
     guard buffered > 0 else { return }
     try writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<buffered]))
     buffered = 0
@@ -256,7 +292,8 @@ public final class AtomicFile {
       // Pieces of 256 KiB: on Linux (ext4 with large folios, seen on 6.x kernels) write(2) calls
       // of 2 MiB and more get several times slower than small ones (`dd bs=8M` 8 s vs `bs=256k`
       // 0.9 s for 1.9 GB here), while 256 KiB costs nothing measurable in system calls.
-      var request = min(bytes.count - offset, AtomicFile.writePiece)
+      // Direct writes go whole (no page cache to slow down; the buffer is aligned).
+      var request = direct ? bytes.count - offset : min(bytes.count - offset, AtomicFile.writePiece)
       if let limit = faults.shortWrite?(request) { request = max(1, min(request, limit)) }
       let result: Int
       if let code = faults.write?(UInt64(fileSize + request)) {
@@ -268,15 +305,22 @@ public final class AtomicFile {
       }
       if result < 0 {
         if errno == EINTR { continue }
+        // A file system that accepted O_DIRECT but refuses this write: go on buffered.
+        if errno == EINVAL && direct {
+          leaveDirect()
+          continue
+        }
         throw ioError("write")
       }
       if result == 0 { errno = EIO; throw ioError("write") }
       offset += result
       fileSize += result
+      // A short direct write leaves the offset unaligned: the rest goes buffered.
+      if direct && (result % 4096 != 0) { leaveDirect() }
     }
     #if os(Linux)
       // Start writeback of what is written so far (asynchronous; errors surface at fsync).
-      if fileSize - writebackStart >= 32 << 20 {
+      if !direct && fileSize - writebackStart >= 32 << 20 {
         _ = AtomicFile.syncFileRange?(fd, Int64(writebackStart), Int64(fileSize - writebackStart), 2)  // _WRITE
         writebackStart = fileSize
       }

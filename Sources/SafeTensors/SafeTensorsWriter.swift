@@ -159,12 +159,13 @@ public enum SafeTensorsWriter {
   ///   - progress: called after each tensor with (tensors done, total tensors, bytes done, total bytes).
   /// - Throws: `SafeTensorsError` for invalid entries, producers that write the wrong amount,
   ///   and I/O failures. On any error nothing is left at `path` that was not there before.
+  ///   - directIO: write past the page cache where possible (see `AtomicFile`).
   ///   - finalMetadata: called after the last tensor; its metadata replaces `metadata` in the header.
   ///     It must not serialise longer (use placeholders of the final length, e.g. for hashes computed
   ///     while the tensors were written); a shorter header is padded with spaces, which the format allows.
   public static func write(
     to path: String, entries: [TensorEntry], metadata: [String: String]?, inputs: [String] = [],
-    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil,
+    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil, directIO: Bool = false,
     finalMetadata: (() throws -> [String: String])? = nil
   ) throws {
     var seen = Set<String>()
@@ -202,7 +203,7 @@ public enum SafeTensorsWriter {
     guard UInt64(header.count) <= SafeTensorsHeader.maximumHeaderLength else {
       throw SafeTensorsError.invalidEntry(file: path, tensor: "__metadata__", reason: "header would exceed 100 MB")
     }
-    let file = try AtomicFile(destination: path, inputs: inputs)
+    let file = try AtomicFile(destination: path, inputs: inputs, directIO: directIO)
     do {
       var length = UInt64(header.count).littleEndian
       try withUnsafeBytes(of: &length) { try file.write($0) }

@@ -48,6 +48,21 @@ import Weights
     #expect(!applied.contains("/"), "no paths: \(applied)")
   }
 
+  @Test func bakeIsTheSameWhateverTheThreadCount() throws {
+    let directory = TestPaths.temporaryDirectory("cli-lora-threads")
+    var files: [[UInt8]] = []
+    for threads in ["1", "2", "3"] {
+      let out = directory + "/t\(threads).safetensors"
+      let run = try BinaryRun.run([
+        "merge", eps, "--lora", lora("kohya_sgm") + ":0.8", "--lora", lora("peft"), "--lora", lora("loha") + ":0.5",
+        "--threads", threads, "--no-hash-cache", "-o", out,
+      ])
+      #expect(run.status == 0, "\(run.stderr)")
+      files.append(Array(try Data(contentsOf: URL(fileURLWithPath: out))))
+    }
+    #expect(files[0] == files[1] && files[1] == files[2], "a bake depends on --threads")
+  }
+
   @Test func renderingWithLoraEqualsRenderingTheBakedFileBitForBit() throws {
     let directory = TestPaths.temporaryDirectory("cli-lora-render")
     let adapters = [

@@ -131,6 +131,58 @@ final class FaultCounter: @unchecked Sendable {
     #expect(leftovers(in: directory).isEmpty)
   }
 
+  /// Direct I/O (the bake's writes): odd-sized tensors larger and smaller than the staging buffer,
+  /// a header patched at the end, and short writes that force the buffered fallback, all give the
+  /// same bytes as a buffered write.
+  @Test func directWritesGiveTheSameFile() throws {
+    let directory = TestPaths.temporaryDirectory("direct")
+    let big = (0..<(5 << 20) + 3).map { Float($0 % 977) }  // 20 MiB + 12 bytes: 2½ staging buffers
+    let odd = (0..<12345).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+    let entries = [
+      TensorEntry(spec: TensorSpec(name: "big", dtype: .f32, shape: [big.count])) { try $0.write(contentsOf: big) },
+      TensorEntry(spec: TensorSpec(name: "odd", dtype: .u8, shape: [odd.count])) { try $0.write(contentsOf: odd) },
+      TensorEntry(spec: TensorSpec(name: "w", dtype: .f32, shape: [Self.payload.count])) {
+        try $0.write(contentsOf: Self.payload)
+      },
+    ]
+    let metadata = ["hash": "0000000000"]
+    func write(_ name: String, direct: Bool, faults: AtomicFile.Faults? = nil) throws -> Data? {
+      let path = directory + "/\(name).safetensors"
+      AtomicFile.injectFaults(faults, forDestination: path)
+      defer { AtomicFile.injectFaults(nil, forDestination: path) }
+      try SafeTensorsWriter.write(
+        to: path, entries: entries, metadata: metadata, directIO: direct, finalMetadata: { ["hash": "1234567890"] })
+      return FileManager.default.contents(atPath: path)
+    }
+    let reference = try #require(try write("buffered", direct: false))
+    #expect(try write("direct", direct: true) == reference)
+    var faults = AtomicFile.Faults()
+    faults.shortWrite = { requested in requested > 4 << 20 ? requested - 4093 : requested }
+    #expect(try write("direct-short", direct: true, faults: faults) == reference)
+    #expect(leftovers(in: directory).isEmpty)
+    #if os(Linux)
+      // On ext4 (which takes O_DIRECT) the flag is really set and whole buffers keep it.
+      let file = try AtomicFile(destination: directory + "/probe.safetensors", directIO: true)
+      let probe = Process()
+      let pipe = Pipe()
+      probe.executableURL = URL(fileURLWithPath: "/usr/bin/stat")
+      probe.arguments = ["-f", "-c", "%T", directory]
+      probe.standardOutput = pipe
+      try probe.run()
+      probe.waitUntilExit()
+      let type = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+      let ext4 = type.hasPrefix("ext2/ext3")  // how stat names ext4 too
+      let aligned = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 << 20, alignment: 4096)
+      defer { aligned.deallocate() }
+      aligned.initializeMemory(as: UInt8.self, repeating: 7)
+      try file.write(UnsafeRawBufferPointer(aligned))
+      try file.write(UnsafeRawBufferPointer(aligned))
+      if ext4 { #expect(file.direct) }
+      try file.commit()
+      #expect(FileManager.default.contents(atPath: directory + "/probe.safetensors")?.count == 16 << 20)
+    #endif
+  }
+
   /// Disk full after a partial write of the big tensor's bytes straight from the producer's
   /// buffer (not through the 8 MiB staging buffer).
   @Test func diskFullDuringADirectWrite() throws {

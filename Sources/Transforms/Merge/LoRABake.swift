@@ -3,6 +3,7 @@ import Checkpoint
 import Foundation
 import SafeTensors
 import Weights
+import Workers
 
 /// `merge BASE --lora A:0.8 --lora B:0.5 -o OUT`: adapters baked into a single-file checkpoint.
 public struct LoRABakeRequest: Sendable {
@@ -21,6 +22,8 @@ public struct LoRABakeRequest: Sendable {
   public var skipUnmapped = false
   /// Saturate values outside the output dtype instead of failing.
   public var clamp = false
+  /// Where the adapters' hashes (recorded in the output) are looked up and stored; nil: computed.
+  public var hashCache: HashCache?
 
   public init(base: String, adapters: [AdapterSpec]) {
     self.base = base
@@ -83,13 +86,15 @@ public enum LoRABaker {
     try stack.checkTargets { base.info($0)?.shape }
     let targets = stack.targetKeys
     let clamped = Tally()
-    // Adapted weights are computed on worker threads (one per core, single-threaded products),
-    // a few tensors ahead of the writer, so the products overlap the copying and writing.
+    // Adapted weights are computed on worker threads (one per `--threads`, single-threaded products)
+    // ahead of the writer, up to `lookaheadBytes` of finished output, in the writer's file order:
+    // the products overlap the copying and writing, also across runs of copied tensors.
     AdapterStack.useSingleThreadedProducts()
-    let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8))
-    let lookahead = Lookahead(depth: workers + 1, workers: workers)
+    keepFreedMemoryForReuse()
+    let workers = max(1, min(ThreadPool.shared.threadCount, 8))
+    let lookahead = Lookahead(budget: lookaheadBytes, workers: workers)
     var entries: [TensorEntry] = []
-    var jobs: [String: () throws -> [UInt8]] = [:]
+    var jobs: [String: (bytes: Int, run: (UnsafeMutableRawBufferPointer) throws -> Void)] = [:]
     var changed = 0, copied = 0
     for tensor in base.tensors where !QuantizedLayers.isBookkeeping(tensor.name, in: base) {
       guard targets.contains(tensor.name) else {
@@ -105,28 +110,48 @@ public enum LoRABaker {
       let quantized: Bool = { if case .float = decoder.encoding { return false } else { return true } }()
       let target = request.dtype ?? (quantized ? .f16 : tensor.dtype)
       let policy: OverflowPolicy = request.clamp ? .clamp : .refuse
-      jobs[tensor.name] = {
-        var values = decoder.decodeAll()
-        try stack.apply(key: tensor.name, shape: tensor.shape, to: &values)
-        var encoder = try ChunkEncoder(target: target, policy: policy)
-        var bytes = [UInt8](repeating: 0, count: values.count * encoder.width)
-        values.withUnsafeBufferPointer { input in bytes.withUnsafeMutableBytes { _ = encoder.encode(input, into: $0) } }
-        if encoder.statistics.overflowed > 0 {
-          guard request.clamp else {
-            throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed)
+      let width = target.bitWidth / 8
+      let columns = tensor.elementCount / max(tensor.shape.first ?? 1, 1)
+      // Each row tile is decoded, adapted and encoded straight into the output buffer.
+      jobs[tensor.name] = (
+        tensor.elementCount * width,
+        { out in
+          var encoder = try ChunkEncoder(target: target, policy: policy)
+          try stack.adapt(
+            key: tensor.name, shape: tensor.shape,
+            load: { rows, tile in
+              decoder.decode((rows.lowerBound * columns)..<(rows.upperBound * columns), into: tile)
+            },
+            body: { rows, tile in
+              encoder.encode(
+                tile, into: UnsafeMutableRawBufferPointer(rebasing: out[(rows.lowerBound * columns * width)...]))
+            })
+          if encoder.statistics.overflowed > 0 {
+            guard request.clamp else {
+              throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed)
+            }
+            clamped.add(tensor.name, encoder.statistics.overflowed)
           }
-          clamped.add(tensor.name, encoder.statistics.overflowed)
         }
-        return bytes
-      }
+      )
       entries.append(
         TensorEntry(spec: TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)) { sink in
-          let bytes = try lookahead.take(tensor.name)
-          try bytes.withUnsafeBytes { try sink.write($0) }
+          let buffer = try lookahead.take(tensor.name)
+          defer { lookahead.recycle(buffer) }
+          try sink.write(UnsafeRawBufferPointer(rebasing: buffer.memory[0..<buffer.count]))
         })
       changed += 1
     }
-    let applied = zip(stack.applications, request.adapters).map { AppliedAdapter(adapter: $0.adapter, spec: $1) }
+    // The writer asks for tensors in safetensors file order (dtype, then name): so do the jobs.
+    for spec in SafeTensorsWriter.fileOrder(entries.map(\.spec)) {
+      if let job = jobs[spec.name] { lookahead.add(spec.name, bytes: job.bytes, job.run) }
+    }
+    // Started before the adapters are hashed for the metadata, so hashing overlaps the products.
+    lookahead.start()
+    defer { lookahead.cancel() }
+    let applied = zip(stack.applications, request.adapters).map {
+      AppliedAdapter(adapter: $0.adapter, spec: $1, cache: request.hashCache)
+    }
     var metadata = base.metadata
     metadata["rouwei.tool"] = ToolInfo.name
     metadata["rouwei.version"] = ToolInfo.version
@@ -135,15 +160,10 @@ public enum LoRABaker {
     if let blocks = request.blocks { recipe["blocks"] = blocks }
     if let dtype = request.dtype { recipe["dtype"] = dtype.rawValue }
     metadata["rouwei.lora.recipe"] = jsonString(recipe)
-    // The writer asks for tensors in safetensors file order (dtype, then name): so do the jobs.
-    for spec in SafeTensorsWriter.fileOrder(entries.map(\.spec)) {
-      if let job = jobs[spec.name] { lookahead.add(spec.name, job) }
-    }
-    lookahead.start()
-    defer { lookahead.cancel() }
     try SafeTensorsWriter.write(
       to: output, entries: entries, metadata: metadata, inputs: [request.base] + request.adapters.map(\.path),
-      progress: { _, _, done, total in progress?(done, total) })
+      // Past the page cache: the kernel's copy and dirty-page work would cost the products CPU time.
+      progress: { _, _, done, total in progress?(done, total) }, directIO: true)
     var skipped: [String: [String]] = [:]
     for (path, keys) in stack.skippedKeys { skipped[(path as NSString).lastPathComponent] = keys }
     return LoRABakeReport(
@@ -167,23 +187,56 @@ public enum LoRABaker {
     }
   }
 
-  /// Runs named jobs in order on `workers` background threads, at most `depth` results ahead of
-  /// `take` (memory: `depth` results); `take` waits for a job's result (or rethrows its error).
+  /// Serves allocations up to 32 MiB (the per-tensor tiles and factors) from glibc's heaps, whose
+  /// freed memory is reused, instead of fresh maps that are zero-filled page by page and unmapped
+  /// again (about 1 s of page faults in a full-size bake). Process-wide; the memory stays bounded
+  /// by what one tensor's work needs.
+  static func keepFreedMemoryForReuse() {
+    #if os(Linux)
+      typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+      guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+      let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+      _ = mallopt(-3, 32 << 20)  // M_MMAP_THRESHOLD
+      _ = mallopt(-1, 64 << 20)  // M_TRIM_THRESHOLD
+    #endif
+  }
+
+  /// Finished output the workers may hold ahead of the writer (plus as much again in recycled
+  /// buffers): bounds anonymous memory whatever the model's size.
+  static let lookaheadBytes = 96 << 20
+
+  /// An output buffer of the lookahead: `count` bytes of `memory` are the tensor's.
+  final class Buffer: @unchecked Sendable {
+    let memory: UnsafeMutableRawBufferPointer
+    var count = 0
+    init(capacity: Int) { memory = .allocate(byteCount: max(capacity, 1), alignment: 64) }
+    deinit { memory.deallocate() }
+  }
+
+  /// Runs named jobs in order on `workers` background threads, each into an output buffer, while
+  /// the results not yet written stay within `budget` bytes (one job always may run); `take`
+  /// waits for a job's result (or rethrows its error), `recycle` returns its buffer for reuse,
+  /// so the workers write into memory already faulted in.
   final class Lookahead: @unchecked Sendable {
-    private let depth: Int
+    private let budget: Int
     private let workers: Int
-    private var jobs: [(String, () throws -> [UInt8])] = []
-    private var results: [String: Result<[UInt8], Error>] = [:]
-    private var next = 0, taken = 0
+    private var jobs: [(name: String, bytes: Int, run: (UnsafeMutableRawBufferPointer) throws -> Void)] = []
+    private var results: [String: Result<Buffer, Error>] = [:]
+    private var next = 0
+    /// Bytes of jobs started and not yet recycled.
+    private var pending = 0
+    private var free: [Buffer] = []
     private var cancelled = false
     private let condition = NSCondition()
 
-    init(depth: Int, workers: Int) {
-      self.depth = max(depth, workers)
+    init(budget: Int, workers: Int) {
+      self.budget = budget
       self.workers = workers
     }
 
-    func add(_ name: String, _ job: @escaping () throws -> [UInt8]) { jobs.append((name, job)) }
+    func add(_ name: String, bytes: Int, _ run: @escaping (UnsafeMutableRawBufferPointer) throws -> Void) {
+      jobs.append((name, bytes, run))
+    }
 
     func start() {
       guard !jobs.isEmpty else { return }
@@ -191,17 +244,25 @@ public enum LoRABaker {
         let thread = Thread { [self] in
           while true {
             condition.lock()
-            while next < jobs.count && next - taken >= depth && !cancelled { condition.wait() }
+            while next < jobs.count && pending > 0 && pending + jobs[next].bytes > budget && !cancelled {
+              condition.wait()
+            }
             guard next < jobs.count, !cancelled else {
               condition.unlock()
               return
             }
-            let (name, job) = jobs[next]
+            let job = jobs[next]
             next += 1
+            pending += job.bytes
+            let buffer = buffer(for: job.bytes)
             condition.unlock()
-            let result = Result { try job() }
+            let result = Result { () throws -> Buffer in
+              buffer.count = job.bytes
+              try job.run(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[0..<job.bytes]))
+              return buffer
+            }
             condition.lock()
-            results[name] = result
+            results[job.name] = result
             condition.broadcast()
             condition.unlock()
           }
@@ -211,20 +272,41 @@ public enum LoRABaker {
       }
     }
 
-    func take(_ name: String) throws -> [UInt8] {
+    /// The smallest free buffer that holds `bytes`, else a new one (under the lock).
+    private func buffer(for bytes: Int) -> Buffer {
+      if let index = free.indices.filter({ free[$0].memory.count >= bytes }).min(by: {
+        free[$0].memory.count < free[$1].memory.count
+      }) {
+        return free.remove(at: index)
+      }
+      return Buffer(capacity: bytes)
+    }
+
+    func take(_ name: String) throws -> Buffer {
       condition.lock()
       defer { condition.unlock() }
       while results[name] == nil && !cancelled { condition.wait() }
       guard let result = results.removeValue(forKey: name) else { throw CancellationError() }
-      taken += 1
-      condition.broadcast()
       return try result.get()
     }
 
-    /// Stops the thread after its current job (the writer is done or failed).
+    /// Returns a taken buffer once written: kept for reuse while the free ones stay within the
+    /// budget, the largest dropped beyond it.
+    func recycle(_ buffer: Buffer) {
+      condition.lock()
+      pending -= buffer.count
+      free.append(buffer)
+      free.sort { $0.memory.count < $1.memory.count }
+      while free.reduce(0, { $0 + $1.memory.count }) > budget { free.removeLast() }
+      condition.broadcast()
+      condition.unlock()
+    }
+
+    /// Stops the threads after their current job (the writer is done or failed).
     func cancel() {
       condition.lock()
       cancelled = true
+      free = []
       condition.broadcast()
       condition.unlock()
     }
