@@ -31,9 +31,10 @@ public struct ModelLoadOptions: Sendable {
   /// levels. 0 renders one image (and probes one level) at a time; results are the same.
   public var batchBytes: Int
 
-  /// 1 GiB: a `verify --preset quick` (three 512² images, six UNet rows) and its probe (eight
-  /// rows) run as one batch each; at 1024² one image at a time, as before.
-  public static let defaultBatchBytes = 1 << 30
+  /// 1.5 GiB: a `verify --preset quick` on full-size SDXL (three 512² images, six UNet rows:
+  /// 1.1 GB of activations and four distinct contexts' keys and values) runs as one batch, and
+  /// its probe (eight rows of one context) as another; at 1024² one image at a time, as before.
+  public static let defaultBatchBytes = 3 << 29
 
   public init(
     behaviour: ModelBehaviour? = nil, headDimension: Int? = nil, threads: Int? = nil, hashCache: HashCache? = nil,
