@@ -7,7 +7,7 @@ import Tensors
 /// converts each to a denoised sample by the prediction type and combines each image's pair.
 ///
 /// Every kernel of the UNet computes a sample's rows from that sample alone, so an image's result
-/// is the same bit for bit whatever else is in the batch (`GuidedUNetBatchTests`).
+/// is the same bit for bit whatever else is in the batch (`BatchTests`).
 /// Cross-attention keys and values are computed once per distinct context, here.
 public final class GuidedUNet {
   /// One image's guidance and conditioning.
