@@ -10,6 +10,7 @@ let sections: [String: ([String]) throws -> Void] = [
   "codecs": CodecBench.run,
   "unet": UNetBench.run,
   "render": RenderBench.run,
+  "verify": VerifyBench.run,
   "widen": WidenBench.run,
   "render-file": RenderBench.writeFile,
   "vae": VAEBench.run,

@@ -159,6 +159,19 @@ public enum PredictionProbe {
     cleanLatent: Tensor, configuration: Configuration = .standard,
     network: (_ scaledInputs: Tensor, _ timestep: Float) throws -> Tensor
   ) throws -> Result {
+    try run(cleanLatent: cleanLatent, configuration: configuration, levelsPerCall: 1) { inputs, timesteps in
+      try network(inputs, timesteps[0])
+    }
+  }
+
+  /// Probes a network that takes several levels per call: `batchedNetwork(scaledInputs,
+  /// timesteps)` → F for `[2·L, C, H, W]` (both draws of each of L levels, in order) at
+  /// `timesteps` (2·L values). The levels are sent `levelsPerCall` at a time; each level's
+  /// measurements are those a call of one level gives when the network treats samples apart.
+  public static func run(
+    cleanLatent: Tensor, configuration: Configuration = .standard, levelsPerCall: Int,
+    batchedNetwork network: (_ scaledInputs: Tensor, _ timesteps: [Float]) throws -> Tensor
+  ) throws -> Result {
     let shape = cleanLatent.shape
     guard shape.rank == 4, shape[0] == 1, shape.count > 1 else {
       throw VerificationError.invalidInput(reason: "probe latent \(shape) must be [1, C, H, W]")
@@ -177,50 +190,88 @@ public enum PredictionProbe {
     var generator = TorchGenerator(seed: configuration.seed)
     let draws = generator.randn(count: 2 * count).map(Double.init)
     let noise = [Array(draws[0..<count]), Array(draws[count...])]
-    let batchShape = Shape(2, shape[1], shape[2], shape[3])
     let schedule = DiscreteNoiseSchedule.sdxl(
       zeroTerminalSNR: configuration.zeroTerminalSNR ? .comfyUI : nil)
     var levels: [Level] = []
-    for timestep in configuration.timesteps {
-      let sigma = Double(schedule.sigmas[timestep])
-      let scale = (sigma * sigma + 1).squareRoot()
-      let noisy = noise.map { draw in zip(clean, draw).map { $0 + sigma * $1 } }
-      let input = Tensor(shape: batchShape, values: noisy.flatMap { $0.map { Float($0 / scale) } })
-      let output = try network(input, Float(timestep))
+    let perCall = Swift.max(1, levelsPerCall)
+    var first = 0
+    while first < configuration.timesteps.count {
+      let timesteps = Array(configuration.timesteps[first..<Swift.min(first + perCall, configuration.timesteps.count)])
+      let batchShape = Shape(2 * timesteps.count, shape[1], shape[2], shape[3])
+      var inputs: [Float] = []
+      inputs.reserveCapacity(batchShape.count)
+      var noisyLevels: [[[Double]]] = []
+      for timestep in timesteps {
+        let sigma = Double(schedule.sigmas[timestep])
+        let scale = (sigma * sigma + 1).squareRoot()
+        let noisy = noise.map { draw in zip(clean, draw).map { $0 + sigma * $1 } }
+        noisyLevels.append(noisy)
+        inputs += noisy.flatMap { $0.map { Float($0 / scale) } }
+      }
+      let output = try network(
+        Tensor(shape: batchShape, values: inputs), timesteps.flatMap { [Float($0), Float($0)] })
       guard output.shape == batchShape else {
         throw VerificationError.invalidInput(
           reason: "network returned \(output.shape) for input \(batchShape)")
       }
       let values = output.scalars.map(Double.init)
-      let outputs = [Array(values[0..<count]), Array(values[count...])]
-      levels.append(
-        measure(
-          outputs: outputs, noise: noise, noisy: noisy, clean: clean, timestep: timestep,
-          sigma: sigma,
-          configuration: configuration))
+      for (index, timestep) in timesteps.enumerated() {
+        let base = 2 * index * count
+        let outputs = [Array(values[base..<base + count]), Array(values[base + count..<base + 2 * count])]
+        levels.append(
+          measure(
+            outputs: outputs, noise: noise, noisy: noisyLevels[index], clean: clean, timestep: timestep,
+            sigma: Double(schedule.sigmas[timestep]), configuration: configuration))
+      }
+      first += timesteps.count
     }
     return decide(levels, configuration: configuration)
   }
 
   /// Probes `unet` with the conditioning `context` `[1, tokens, contextDimension]` and `y`
-  /// `[1, admChannels]` (an encoded empty prompt, or zeros of the right shapes); both draws run
-  /// as one batch of two.
+  /// `[1, admChannels]` (an encoded empty prompt, or zeros of the right shapes). Both draws of as
+  /// many levels as `batchBytes` of UNet working memory allows run as one batch (one level, two
+  /// rows, at least); the numbers are the same whatever the batch.
   /// - Throws: `VerificationError.invalidInput`, or the UNet's `ModelError` for mismatched shapes.
   public static func run(
     unet: UNet, context: Tensor, y: Tensor?, cleanLatent: Tensor,
-    configuration: Configuration = .standard
+    configuration: Configuration = .standard, batchBytes: Int = 0
   ) throws -> Result {
-    let cache = try unet.crossAttention(for: [context, context])
-    let pair = try y.map { y -> Tensor in
+    let levelsPerCall = levelsPerBatch(
+      unet: unet, latentShape: cleanLatent.shape, contextTokens: context.shape.rank == 3 ? context.shape[1] : 0,
+      levels: configuration.timesteps.count, batchBytes: batchBytes)
+    let rows = 2 * levelsPerCall
+    // One context for every row: the cache computes its keys and values once.
+    let cache = try unet.crossAttention(for: [Tensor](repeating: context, count: rows))
+    let stacked = try y.map { y -> Tensor in
       guard y.shape.rank == 2, y.shape[0] == 1 else {
         throw VerificationError.invalidInput(reason: "adm vector \(y.shape) must be [1, width]")
       }
-      let values = y.scalars
-      return Tensor(shape: [2, y.shape[1]], values: values + values)
+      return Tensor(shape: [rows, y.shape[1]], values: Array([[Float]](repeating: y.scalars, count: rows).joined()))
     }
-    return try run(cleanLatent: cleanLatent, configuration: configuration) { input, timestep in
-      try unet(input, timesteps: [timestep, timestep], crossAttention: cache, y: pair)
+    return try run(cleanLatent: cleanLatent, configuration: configuration, levelsPerCall: levelsPerCall) {
+      input, timesteps in
+      let batch = input.shape[0]
+      guard batch < rows else {
+        return try unet(input, timesteps: timesteps, crossAttention: cache, y: stacked)
+      }
+      // The last call may hold fewer levels: a cache and adm rows of its size.
+      let partial = try unet.crossAttention(for: [Tensor](repeating: context, count: batch))
+      return try unet(input, timesteps: timesteps, crossAttention: partial, y: stacked.map { $0.slice(0..<batch) })
     }
+  }
+
+  /// How many levels (two UNet rows each) fit in `batchBytes` of UNet working memory; 1 at least.
+  static func levelsPerBatch(unet: UNet, latentShape: Shape, contextTokens: Int, levels: Int, batchBytes: Int) -> Int {
+    guard latentShape.rank == 4 else { return 1 }
+    var count = 1
+    while count < levels,
+      GuidedUNet.workingBytes(unet: unet, rows: 2 * (count + 1), latentShape: latentShape)
+        + unet.crossAttentionBytes(tokens: contextTokens) <= batchBytes
+    {
+      count += 1
+    }
+    return count
   }
 
   static func dot(_ a: [Double], _ b: [Double]) -> Double {

@@ -95,6 +95,8 @@ public struct VerifyReport: Codable, Sendable {
   public var failures: [String]
   /// Things worth knowing that do not fail the run (e.g. an inconclusive probe).
   public var warnings: [String]
+  /// Where the time went (set by `VerifyRequest.run`).
+  public var timings: Timings?
 
   /// A report; `passed`, `failures` and `warnings` are derived from the images and the verdict.
   public init(
@@ -183,6 +185,10 @@ public struct VerifyReport: Codable, Sendable {
       lines.append("")
       lines.append("contact sheet: \(contactSheet)")
     }
+    if let timings {
+      if contactSheet == nil { lines.append("") }
+      lines.append(timings.line)
+    }
     if !warnings.isEmpty {
       lines.append("")
       lines.append("warnings:")
@@ -194,6 +200,52 @@ public struct VerifyReport: Codable, Sendable {
       lines += failures.map { "  - \($0)" }
     }
     return lines.joined(separator: "\n")
+  }
+
+  /// Where a verify run's time went, in seconds of wall time.
+  public struct Timings: Codable, Sendable, Equatable {
+    /// Opening the model and building the pipeline.
+    public var load: Double
+    /// Rendering the reference's images (0 without a reference).
+    public var reference: Double
+    /// Encoding the prompts.
+    public var text: Double
+    /// The sampler steps: every UNet evaluation of the images.
+    public var steps: Double
+    /// The prediction probe (its VAE encode, empty-prompt encode and UNet evaluations).
+    public var probe: Double
+    /// Decoding the images with the VAE.
+    public var decode: Double
+    /// The whole run, these and the rest (hashing, checks, PNG writing).
+    public var total: Double
+    /// Images per UNet batch, in order (e.g. [3] for a quick preset sampled as one batch).
+    public var batches: [Int]
+    /// Floating-point operations of every gemm the model's compute context ran (2·m·n·k), the
+    /// reference's excluded: the dense work, for benchmarks that compare with a gemm peak.
+    public var gemmOperations: Double
+
+    public init(
+      load: Double, reference: Double, text: Double, steps: Double, probe: Double, decode: Double, total: Double,
+      batches: [Int], gemmOperations: Double
+    ) {
+      self.load = load
+      self.reference = reference
+      self.text = text
+      self.steps = steps
+      self.probe = probe
+      self.decode = decode
+      self.total = total
+      self.batches = batches
+      self.gemmOperations = gemmOperations
+    }
+
+    /// One line: `time: 41.2 s (load 3.1, text 2.0, steps 30.5 in batches of 3, probe 4.0, decode 1.6)`.
+    public var line: String {
+      String(
+        format: "time: %.1f s (load %.1f%@, text %.1f, steps %.1f in batches of %@, probe %.1f, decode %.1f)", total,
+        load, reference > 0 ? String(format: ", reference %.1f", reference) : "", text, steps,
+        batches.map(String.init).joined(separator: "+"), probe, decode)
+    }
   }
 
   static func shortened(_ prompt: String) -> String {

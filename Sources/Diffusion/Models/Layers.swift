@@ -108,10 +108,29 @@ struct LinearLayer {
     }
   }
 
-  /// `output = x·Wᵀ + b`, or `output += x·Wᵀ + b` when `accumulate`.
+  /// `output = x·Wᵀ + b`, or `output += x·Wᵀ + b` when `accumulate`, for `x` `[N, …, in]` read as
+  /// N samples. A sample's rows get the same bits whatever N is: OpenBLAS sends a gemm below
+  /// about 100³ multiply-adds to its small-matrix kernel, which sums in another order, so a small
+  /// per-sample gemm (an embedding vector, a tiny model's tokens) runs one sample at a time, and
+  /// a large one, which takes the blocked path alone or batched, runs as one gemm.
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-    context.linear(x, weight: weight.view(context), bias: bias, into: output, accumulate: accumulate)
+    let view = weight.view(context)
+    let samples = x.shape.rank >= 2 ? x.shape[0] : 1
+    let rows = x.shape.rows / Swift.max(1, samples)
+    guard samples > 1, rows * inFeatures * outFeatures < Self.smallGemmBound else {
+      context.linear(x, weight: view, bias: bias, into: output, accumulate: accumulate)
+      return
+    }
+    for sample in 0..<samples {
+      context.linear(
+        x.slice(sample..<sample + 1), weight: view, bias: bias, into: output.slice(sample..<sample + 1),
+        accumulate: accumulate)
+    }
   }
+
+  /// Per-sample multiply-adds below which a batch runs sample by sample: 4× OpenBLAS's small-matrix
+  /// limit (100³ in 0.3.21), so both a sample alone and the batch stay on the blocked path above it.
+  static let smallGemmBound = 1 << 22
 }
 
 /// A 2-D convolution with its weight `[out, in, kh, kw]` kept as stored.

@@ -163,7 +163,8 @@ public final class UNet {
   }
 
   /// Precomputes cross-attention K/V for `contexts` (each `[1, tokens, contextDimension]`; tokens
-  /// may differ between them, e.g. a long prompt and a short negative).
+  /// may differ between them, e.g. a long prompt and a short negative). Equal contexts (the same
+  /// negative prompt of several images, the probe's one empty prompt) share one K/V.
   public func crossAttention(for contexts: [Tensor]) throws -> CrossAttentionCache {
     for (index, context) in contexts.enumerated() {
       guard context.shape.rank == 3, context.shape[0] == 1, context.shape[1] > 0,
@@ -174,10 +175,17 @@ public final class UNet {
             "context \(index) is \(context.shape), the UNet needs [1, tokens, \(contextDimension ?? 0)]")
       }
     }
+    // Each sample's index into the distinct contexts.
+    var distinct: [Tensor] = []
+    let slots = contexts.map { context -> Int in
+      if let index = distinct.firstIndex(where: { Self.sameValues($0, context) }) { return index }
+      distinct.append(context)
+      return distinct.count - 1
+    }
     var keys: [[Tensor]] = [], values: [[Tensor]] = []
     for block in transformers.flatMap({ $0.blocks }) {
       var blockKeys: [Tensor] = [], blockValues: [Tensor] = []
-      for context in contexts {
+      for context in distinct {
         let tokens = context.shape[1]
         let key = Tensor(zeros: [1, tokens, block.crossKey.outFeatures])
         let value = Tensor(zeros: [1, tokens, block.crossValue.outFeatures])
@@ -186,10 +194,78 @@ public final class UNet {
         blockKeys.append(key)
         blockValues.append(value)
       }
-      keys.append(blockKeys)
-      values.append(blockValues)
+      keys.append(slots.map { blockKeys[$0] })
+      values.append(slots.map { blockValues[$0] })
     }
     return CrossAttentionCache(keys: keys, values: values)
+  }
+
+  /// Bytes of the cross-attention keys and values of one context of `tokens` tokens.
+  public func crossAttentionBytes(tokens: Int) -> Int {
+    4 * tokens * transformers.flatMap(\.blocks).reduce(0) { $0 + $1.crossKey.outFeatures + $1.crossValue.outFeatures }
+  }
+
+  /// Whether two tensors have the same shape and bit-identical values.
+  static func sameValues(_ a: Tensor, _ b: Tensor) -> Bool {
+    a.shape == b.shape && memcmp(a.pointer, b.pointer, a.count * MemoryLayout<Float>.size) == 0
+  }
+
+  /// Floats the activation arena holds at its peak during a forward pass of `batch` latents of
+  /// `height`×`width`: the same requests in the same order as `callAsFunction` (checked against
+  /// the arena's own count by the tests), so callers can size a batch to a memory budget before
+  /// running it. Grows linearly with the batch and the latent area.
+  public func activationPeak(batch: Int, height: Int, width: Int) -> Int {
+    var counter = ArenaCounter()
+    let b = batch
+    var shape = inputConvolution.outputShape(for: [b, inChannels, height, width])
+    counter.take(shape.count)
+    var skips = [shape[1]]
+    func run(_ layers: [UNetLayer]) {
+      for layer in layers {
+        let plane = shape[2] * shape[3]
+        switch layer {
+        case .residual(let block):
+          let output = Shape(b, block.outChannels, shape[2], shape[3])
+          counter.take(output.count)
+          let mark = counter.live
+          counter.take(shape.count)
+          counter.take(output.count)
+          counter.take(b * block.outChannels)
+          counter.live = mark
+          shape = output
+        case .transformer(let block):
+          let inner = block.projectIn.outFeatures, feedForward = block.blocks[0]
+          counter.take(shape.count)
+          let mark = counter.live
+          counter.take(shape.count)
+          counter.take(shape.count)
+          for _ in 0..<6 { counter.take(b * plane * inner) }
+          counter.take(b * plane * feedForward.feedForwardIn.outFeatures)
+          counter.take(b * plane * feedForward.feedForwardOut.inFeatures)
+          counter.live = mark
+        case .downsample(let conv):
+          shape = conv.outputShape(for: shape)
+          counter.take(shape.count)
+        case .upsample(let conv):
+          let doubled = Shape(b, shape[1], 2 * shape[2], 2 * shape[3])
+          counter.take(doubled.count)
+          shape = conv.outputShape(for: doubled)
+          counter.take(shape.count)
+        }
+      }
+    }
+    for block in inputBlocks {
+      run(block)
+      skips.append(shape[1])
+    }
+    run(middleBlock)
+    for block in outputBlocks {
+      shape = Shape(b, shape[1] + skips.removeLast(), shape[2], shape[3])
+      counter.take(shape.count)
+      run(block)
+    }
+    counter.take(shape.count)
+    return counter.peak
   }
 
   /// The model output (ε or v, by how the model was trained) for latents `x` `[N, C, H, W]` at
@@ -250,8 +326,14 @@ public final class UNet {
   /// Frees the activation memory kept between passes (it is allocated again on the next pass):
   /// the pipeline calls it once an image's steps are done, before the VAE needs memory.
   public func releaseWorkingMemory() {
+    releasedPeak = Swift.max(releasedPeak, arena.peakCount)
     arena = TensorArena()
   }
+
+  /// The most activation floats held at once by any pass since the UNet was built (for tests and
+  /// reports: it should follow the batch, not the number of images or steps).
+  public var activationPeakFloats: Int { Swift.max(releasedPeak, arena.peakCount) }
+  private var releasedPeak = 0
 
   /// `time_embed(t_emb) + label_emb(y)` `[N, 4·modelChannels]` with `t_emb` the sinusoidal
   /// timestep embedding; returned after SiLU, the form every ResBlock's `emb_layers` consumes.
@@ -277,6 +359,18 @@ public final class UNet {
       labelEmbedding.1(compute, labelHidden, into: embedding, accumulate: true)
     }
     return embedding
+  }
+}
+
+/// Follows a `TensorArena`'s count of live floats without allocating (`UNet.activationPeak`).
+struct ArenaCounter {
+  var live = 0
+  private(set) var peak = 0
+
+  /// Takes `count` floats, rounded up as the arena rounds them.
+  mutating func take(_ count: Int) {
+    live += (count + 15) & ~15
+    peak = Swift.max(peak, live)
   }
 }
 

@@ -27,26 +27,52 @@ public typealias SamplerStepCallback = (
   _ step: Int, _ steps: Int, _ x: [Float], _ denoised: [Float]
 ) -> Void
 
+/// A denoiser for several samples at the same σ: D(xᵢ, σ) for each xᵢ, in order. A batched render
+/// runs them as one network call; each result must be what the sample would get alone.
+public typealias BatchDenoiser = (_ xs: [[Float]], _ sigma: Float) throws -> [[Float]]
+
+/// Called after every step for each sample of a batch, in sample order.
+public typealias BatchStepCallback = (
+  _ sample: Int, _ step: Int, _ steps: Int, _ x: [Float], _ denoised: [Float]
+) -> Void
+
 /// A sampler: integrates from `sigmas[0]` down to `sigmas.last` (usually 0) with a denoiser.
+///
+/// Samplers run a batch of samples in lockstep (one denoiser call per step for all of them); each
+/// sample's arithmetic is the same code a batch of one runs, so its result does not depend on
+/// the batch it ran in.
 public protocol Sampler: Sendable {
   /// The name ComfyUI uses (`euler`, `euler_ancestral`, `dpmpp_2m`).
   var name: String { get }
   /// Whether each step draws fresh noise.
   var isAncestral: Bool { get }
-  /// Runs the sampler from `x` (already scaled to the first σ).
+  /// Runs the sampler from each of `xs` (already scaled to the first σ; all the same length),
+  /// `noise[i]` feeding sample i (one per sample, or empty for none).
   func sample(
-    _ x: [Float], sigmas: [Float], denoiser: Denoiser, noise: NoiseSource?,
-    onStep: SamplerStepCallback?
-  ) throws -> [Float]
+    batch xs: [[Float]], sigmas: [Float], denoiser: BatchDenoiser, noise: [NoiseSource?],
+    onStep: BatchStepCallback?
+  ) throws -> [[Float]]
 }
 
 extension Sampler {
+  /// Runs the sampler from `x` (already scaled to the first σ): a batch of one.
+  public func sample(
+    _ x: [Float], sigmas: [Float], denoiser: Denoiser, noise: NoiseSource?,
+    onStep: SamplerStepCallback?
+  ) throws -> [Float] {
+    let results = try sample(
+      batch: [x], sigmas: sigmas, denoiser: { xs, sigma in try xs.map { try denoiser($0, sigma) } },
+      noise: [noise],
+      onStep: onStep.map { callback in { _, step, steps, x, denoised in callback(step, steps, x, denoised) } })
+    return results[0]
+  }
+
   /// Runs the sampler without noise source or callback (deterministic samplers).
   public func sample(_ x: [Float], sigmas: [Float], denoiser: Denoiser) throws -> [Float] {
     try sample(x, sigmas: sigmas, denoiser: denoiser, noise: nil, onStep: nil)
   }
 
-  func validate(_ x: [Float], _ sigmas: [Float]) throws {
+  func validate(_ xs: [[Float]], _ sigmas: [Float], _ noise: [NoiseSource?]) throws {
     guard sigmas.count >= 2 else {
       throw DiffusionError.invalidSamplerInput(
         reason: "need at least 2 sigmas, got \(sigmas.count)")
@@ -57,14 +83,23 @@ extension Sampler {
     guard sigmas.dropLast().allSatisfy({ $0 > 0 }) else {
       throw DiffusionError.invalidSamplerInput(reason: "only the last sigma may be 0")
     }
-    guard !x.isEmpty else { throw DiffusionError.invalidSamplerInput(reason: "empty sample") }
+    guard !xs.isEmpty, xs.allSatisfy({ !$0.isEmpty }) else {
+      throw DiffusionError.invalidSamplerInput(reason: "empty sample")
+    }
+    guard noise.isEmpty || noise.count == xs.count else {
+      throw DiffusionError.invalidSamplerInput(reason: "\(noise.count) noise sources for \(xs.count) samples")
+    }
   }
 
-  func denoise(_ denoiser: Denoiser, _ x: [Float], _ sigma: Float) throws -> [Float] {
-    let denoised = try denoiser(x, sigma)
-    guard denoised.count == x.count else {
+  func denoise(_ denoiser: BatchDenoiser, _ xs: [[Float]], _ sigma: Float) throws -> [[Float]] {
+    let denoised = try denoiser(xs, sigma)
+    guard denoised.count == xs.count else {
       throw DiffusionError.invalidSamplerInput(
-        reason: "denoiser returned \(denoised.count) values for a sample of \(x.count)")
+        reason: "denoiser returned \(denoised.count) samples for a batch of \(xs.count)")
+    }
+    for (x, d) in zip(xs, denoised) where d.count != x.count {
+      throw DiffusionError.invalidSamplerInput(
+        reason: "denoiser returned \(d.count) values for a sample of \(x.count)")
     }
     return denoised
   }
@@ -101,23 +136,25 @@ public struct EulerSampler: Sampler {
 
   /// Runs Euler over `sigmas`.
   public func sample(
-    _ x: [Float], sigmas: [Float], denoiser: Denoiser, noise: NoiseSource?,
-    onStep: SamplerStepCallback?
-  ) throws -> [Float] {
-    try validate(x, sigmas)
-    var x = x
+    batch xs: [[Float]], sigmas: [Float], denoiser: BatchDenoiser, noise: [NoiseSource?],
+    onStep: BatchStepCallback?
+  ) throws -> [[Float]] {
+    try validate(xs, sigmas, noise)
+    var xs = xs
     let steps = sigmas.count - 1
     for step in 0..<steps {
       let sigma = sigmas[step]
-      let denoised = try denoise(denoiser, x, sigma)
+      let denoised = try denoise(denoiser, xs, sigma)
       let dt = sigmas[step + 1] - sigma
-      for index in x.indices {
-        let derivative = (x[index] - denoised[index]) / sigma
-        x[index] = x[index] + derivative * dt
+      for sample in xs.indices {
+        for index in xs[sample].indices {
+          let derivative = (xs[sample][index] - denoised[sample][index]) / sigma
+          xs[sample][index] = xs[sample][index] + derivative * dt
+        }
+        onStep?(sample, step, steps, xs[sample], denoised[sample])
       }
-      onStep?(step, steps, x, denoised)
     }
-    return x
+    return xs
   }
 }
 
@@ -148,37 +185,39 @@ public struct EulerAncestralSampler: Sampler {
     return (down, up)
   }
 
-  /// Runs Euler ancestral over `sigmas`; `noise` is required when η ≠ 0.
+  /// Runs Euler ancestral over `sigmas`; a noise source per sample is required when η ≠ 0.
   public func sample(
-    _ x: [Float], sigmas: [Float], denoiser: Denoiser, noise: NoiseSource?,
-    onStep: SamplerStepCallback?
-  ) throws -> [Float] {
-    try validate(x, sigmas)
-    if isAncestral && noise == nil {
+    batch xs: [[Float]], sigmas: [Float], denoiser: BatchDenoiser, noise: [NoiseSource?],
+    onStep: BatchStepCallback?
+  ) throws -> [[Float]] {
+    try validate(xs, sigmas, noise)
+    if isAncestral && (noise.count != xs.count || noise.contains { $0 == nil }) {
       throw DiffusionError.invalidSamplerInput(reason: "euler_ancestral needs a noise source")
     }
-    var x = x
+    var xs = xs
     let steps = sigmas.count - 1
     for step in 0..<steps {
       let sigma = sigmas[step]
       let next = sigmas[step + 1]
-      let denoised = try denoise(denoiser, x, sigma)
+      let denoised = try denoise(denoiser, xs, sigma)
       let (down, up) = ancestralStep(from: sigma, to: next)
       let dt = down - sigma
-      for index in x.indices {
-        let derivative = (x[index] - denoised[index]) / sigma
-        x[index] = x[index] + derivative * dt
-      }
-      if next > 0, let noise, isAncestral {
-        let epsilon = noise.next(count: x.count)
-        guard epsilon.count == x.count else {
-          throw DiffusionError.invalidSamplerInput(reason: "noise source returned a wrong size")
+      for sample in xs.indices {
+        for index in xs[sample].indices {
+          let derivative = (xs[sample][index] - denoised[sample][index]) / sigma
+          xs[sample][index] = xs[sample][index] + derivative * dt
         }
-        for index in x.indices { x[index] = x[index] + epsilon[index] * noiseScale * up }
+        if next > 0, isAncestral, let source = noise[sample] {
+          let epsilon = source.next(count: xs[sample].count)
+          guard epsilon.count == xs[sample].count else {
+            throw DiffusionError.invalidSamplerInput(reason: "noise source returned a wrong size")
+          }
+          for index in xs[sample].indices { xs[sample][index] = xs[sample][index] + epsilon[index] * noiseScale * up }
+        }
+        onStep?(sample, step, steps, xs[sample], denoised[sample])
       }
-      onStep?(step, steps, x, denoised)
     }
-    return x
+    return xs
   }
 }
 
@@ -196,39 +235,43 @@ public struct DPMPP2MSampler: Sampler {
 
   /// Runs DPM++ 2M over `sigmas`.
   public func sample(
-    _ x: [Float], sigmas: [Float], denoiser: Denoiser, noise: NoiseSource?,
-    onStep: SamplerStepCallback?
-  ) throws -> [Float] {
-    try validate(x, sigmas)
-    var x = x
-    var previous: [Float]?
+    batch xs: [[Float]], sigmas: [Float], denoiser: BatchDenoiser, noise: [NoiseSource?],
+    onStep: BatchStepCallback?
+  ) throws -> [[Float]] {
+    try validate(xs, sigmas, noise)
+    var xs = xs
+    var previous: [[Float]]?
     let steps = sigmas.count - 1
     let tOf = { (sigma: Float) -> Float in -Foundation.log(sigma) }
     let sigmaOf = { (t: Float) -> Float in Foundation.exp(-t) }
     for step in 0..<steps {
       let sigma = sigmas[step]
       let next = sigmas[step + 1]
-      let denoised = try denoise(denoiser, x, sigma)
+      let denoised = try denoise(denoiser, xs, sigma)
       let t = tOf(sigma)
       let tNext = tOf(next)
       let h = tNext - t
       let ratio = sigmaOf(tNext) / sigmaOf(t)
       let weight = Foundation.expm1(-h)
-      if let old = previous, next != 0 {
-        let hLast = t - tOf(sigmas[step - 1])
-        let r = hLast / h
-        let a = 1 + 1 / (2 * r)
-        let b = 1 / (2 * r)
-        for index in x.indices {
-          let corrected = a * denoised[index] - b * old[index]
-          x[index] = ratio * x[index] - weight * corrected
+      for sample in xs.indices {
+        if let old = previous?[sample], next != 0 {
+          let hLast = t - tOf(sigmas[step - 1])
+          let r = hLast / h
+          let a = 1 + 1 / (2 * r)
+          let b = 1 / (2 * r)
+          for index in xs[sample].indices {
+            let corrected = a * denoised[sample][index] - b * old[index]
+            xs[sample][index] = ratio * xs[sample][index] - weight * corrected
+          }
+        } else {
+          for index in xs[sample].indices {
+            xs[sample][index] = ratio * xs[sample][index] - weight * denoised[sample][index]
+          }
         }
-      } else {
-        for index in x.indices { x[index] = ratio * x[index] - weight * denoised[index] }
+        onStep?(sample, step, steps, xs[sample], denoised[sample])
       }
       previous = denoised
-      onStep?(step, steps, x, denoised)
     }
-    return x
+    return xs
   }
 }

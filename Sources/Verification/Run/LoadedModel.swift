@@ -25,11 +25,24 @@ public struct ModelLoadOptions: Sendable {
   public var adapters: [AdapterSpec]
   /// Apply what maps onto SDXL and skip an adapter's other keys (default: refuse the adapter).
   public var skipUnmappedAdapterKeys: Bool
+  /// Memory a render may give the UNet's batch besides the weights (activations, latents,
+  /// cross-attention keys and values): images that share size, steps and sampler are sampled
+  /// together up to this (`SDXLPipeline.batchBytes`), and so are the probe's noise draws and
+  /// levels. 0 renders one image (and probes one level) at a time; results are the same.
+  public var batchBytes: Int
+
+  /// 1.5 GiB: a `verify --preset quick` on full-size SDXL (three 512² images, six UNet rows:
+  /// 1.1 GB of activations and four distinct contexts' keys and values) runs as one batch, and
+  /// its probe (eight rows of one context) as another; at 1024² one image at a time, as before.
+  public static let defaultBatchBytes = 3 << 29
 
   public init(
     behaviour: ModelBehaviour? = nil, headDimension: Int? = nil, threads: Int? = nil, hashCache: HashCache? = nil,
-    textEncoders: [String] = [], vae: String? = nil, adapters: [AdapterSpec] = [], skipUnmappedAdapterKeys: Bool = false
+    textEncoders: [String] = [], vae: String? = nil, adapters: [AdapterSpec] = [],
+    skipUnmappedAdapterKeys: Bool = false,
+    batchBytes: Int = ModelLoadOptions.defaultBatchBytes
   ) {
+    self.batchBytes = batchBytes
     self.adapters = adapters
     self.skipUnmappedAdapterKeys = skipUnmappedAdapterKeys
     self.behaviour = behaviour
@@ -69,6 +82,8 @@ public struct LoadedModel {
   /// The adapters applied in memory (names, hashes, strengths).
   public let adapters: [AppliedAdapter]
   let hashCache: HashCache?
+  /// The memory budget of a UNet batch (`ModelLoadOptions.batchBytes`).
+  public let batchBytes: Int
 
   /// Opens the model artifact at `path` (any layout the weight source reads) with the parts
   /// `options` lend: the one place a model is opened for rendering. With `partsOnlyWhereMissing`
@@ -111,6 +126,7 @@ public struct LoadedModel {
     self.path = path
     name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     hashCache = options.hashCache
+    batchBytes = options.batchBytes
     adapters =
       partsOnlyWhereMissing
       ? [] : try options.adapters.map { AppliedAdapter(adapter: try AdapterFile(path: $0.path), spec: $0) }
@@ -142,9 +158,10 @@ public struct LoadedModel {
   }
 
   /// Runs `settings` in order and hands each result to `body` as it is made (so a caller that
-  /// keeps only what it needs holds one image at a time). Each image's prompts are encoded just
-  /// before its steps and the text encoders dropped after: they are never resident beside the
-  /// UNet, and the first UNet evaluation waits for one prompt pair only.
+  /// keeps only what it needs holds one image at a time). Images that can share a UNet batch run
+  /// together up to `batchBytes` of working memory (`SDXLPipeline.generate(_:batchBytes:)`), each
+  /// with the result it gets alone; a batch's prompts are encoded just before its steps and the
+  /// text encoders dropped after, so they are never resident beside the UNet.
   public func generate(
     _ settings: [GenerationSettings], label: String, progress: ProgressHandler?,
     each body: (Int, GenerationResult) throws -> Void
@@ -152,13 +169,12 @@ public struct LoadedModel {
     let total = settings.reduce(0) { $0 + $1.steps }
     var done = 0
     progress?(RenderProgress(label: label, done: 0, total: total))
-    for (index, setting) in settings.enumerated() {
-      let result = try pipeline.generate(setting) { _, _ in
-        done += 1
+    try pipeline.generate(
+      settings, batchBytes: batchBytes,
+      onSteps: { images in
+        done += images
         progress?(RenderProgress(label: label, done: done, total: total))
-      }
-      try body(index, result)
-    }
+      }, each: body)
   }
 
   /// A1111's `parameters` text for a generation with this model.

@@ -34,7 +34,8 @@ extension PredictionProbe {
     let empty = try pipeline.text.encode("")
     pipeline.releaseTextEncoders()
     let y = empty.admVector(originalSize: (height, width), crop: (0, 0), targetSize: (height, width))
-    let result = try run(unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean)
+    let result = try run(
+      unet: pipeline.unet, context: empty.context, y: y, cleanLatent: clean, batchBytes: model.batchBytes)
     return Outcome(result: result, verdict: PredictionVerdict(result: result, report: model.declaration), note: note)
   }
 

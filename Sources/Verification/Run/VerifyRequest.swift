@@ -70,10 +70,12 @@ public struct VerifyRequest {
   /// Renders, checks and probes: the whole report. Progress goes to `progress` (labels
   /// `reference` and `verify`); nothing is printed.
   public func run(progress: ProgressHandler? = nil) throws -> VerifyReport {
+    let started = Date()
     let directory = folder
     try Self.createFolder(directory)
     // The reference first, and released (its maps closed) before the model is loaded.
     let references = try reference.map { try renderReference($0, progress: progress) }
+    let referenceSeconds = Date().timeIntervalSince(started)
 
     let model = try LoadedModel(path: self.model, options: load)
     let settings = plan(for: model)
@@ -84,9 +86,16 @@ public struct VerifyRequest {
     var hash: String?
     var images: [VerifyReport.Image] = []
     var sheet: [RGBImage] = []
+    var text = 0.0, steps = 0.0, decode = 0.0
+    var batches: [Int] = []
     // Each image is checked and written as it is made: only its report and 8-bit copy are kept.
     try model.generate(settings, label: "verify", progress: progress) { index, result in
       let setting = settings[index]
+      text += result.textSeconds
+      steps += result.samplingSeconds
+      decode += result.decodeSeconds
+      // Results come in order, a batch's images one after another.
+      if batches.isEmpty || batches.reduce(0, +) == images.count { batches.append(result.batchImages) }
       let image = try FloatImage(tensor: result.image)
       let file = "\(directory)/\(String(format: "%02d", index + 1))-seed\(setting.seed).png"
       let bytes = image.rgbImage()
@@ -108,14 +117,21 @@ public struct VerifyRequest {
     let contactSheet = try writeContactSheet(sheet, in: directory)
 
     var outcome: PredictionProbe.Outcome?
+    let probeStarted = Date()
     if probe {
       outcome = try PredictionProbe.run(
         on: model, size: settings.first.map { ImageSize(width: $0.width, height: $0.height) } ?? model.defaultSize)
     }
-    return VerifyReport(
+    let probeSeconds = Date().timeIntervalSince(probeStarted)
+    var report = VerifyReport(
       model: self.model, reference: reference, change: changeKind, settings: describe(settings.first, model: model),
       images: images, probe: outcome?.result, prediction: outcome?.verdict, contactSheet: contactSheet,
       warnings: outcome?.note.map { [$0] } ?? [])
+    report.timings = VerifyReport.Timings(
+      load: model.loadSeconds, reference: reference == nil ? 0 : referenceSeconds, text: text, steps: steps,
+      probe: probeSeconds, decode: decode, total: Date().timeIntervalSince(started), batches: batches,
+      gemmOperations: model.pipeline.compute.gemmOperations)
+    return report
   }
 
   /// Creates `path` (and its parents) unless it is a folder already.
