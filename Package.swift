@@ -42,7 +42,7 @@ let package = Package(
       "SafeTensors", "Checkpoint", "TorchImport", "Weights", "Adapters", "Transforms", "Extraction", "Tensors", "Diffusion",
       "Verification", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
-    .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI"]),
+    .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI", "Tensors"]),
     .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Transforms", "Tensors", "Diffusion", "Verification"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
@@ -55,7 +55,7 @@ let package = Package(
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
     .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "Weights", "Checkpoint", "Tensors", "SafeTensors", "TestSupport"]),
     .testTarget(name: "VerificationTests", dependencies: ["Verification", "Checkpoint", "Diffusion", "Tensors", "SafeTensors", "TestSupport"]),
-    .testTarget(name: "CLITests", dependencies: ["CLI", "Checkpoint", "Weights", "Verification", "SafeTensors", "TestSupport"]),
+    .testTarget(name: "CLITests", dependencies: ["CLI", "Checkpoint", "Weights", "Verification", "SafeTensors", "Tensors", "TestSupport"]),
     .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
   ],
   swiftLanguageModes: [.v5]

@@ -53,7 +53,7 @@ public final class AdapterStack: @unchecked Sendable {
   /// tensors side by side instead, which keeps OpenBLAS's spinning threads off the writer's core.
   public static func useSingleThreadedProducts() { productThreads = 1 }
 
-  /// OpenBLAS's thread count (process-wide); results do not depend on it (see `adapt`).
+  /// OpenBLAS's thread count (process-wide); with the AVX-512 kernels results do not depend on it (see `adapt`).
   public static var productThreads: Int {
     get { Int(openblas_get_num_threads()) }
     set { openblas_set_num_threads(Int32(max(1, newValue))) }
@@ -112,8 +112,9 @@ public final class AdapterStack: @unchecked Sendable {
   /// (the common case), a row block gets all of them in one sgemm with the ranks concatenated:
   /// W += [m₁s₁U₁ | m₂s₂U₂ | …]·[D₁; D₂; …], accumulated straight into the tile. Other forms
   /// (LoHa, LoKr, DoRA, mid factors, full ΔW, biases) are applied in order to the whole weight.
-  /// Deterministic whatever OpenBLAS's thread count (the product is split by rows and columns,
-  /// never along the rank).
+  /// Deterministic whatever OpenBLAS's thread count with its AVX-512 (SkylakeX) kernels: the product
+  /// is split by rows and columns, never along the rank. (Its Prescott and Haswell kernels were seen
+  /// to differ in the last bit between 1 and 2 threads; the bake runs single-threaded products.)
   public func adapt(
     key: String, shape: [Int], load: (Range<Int>, UnsafeMutableBufferPointer<Float>) -> Void,
     body: (Range<Int>, UnsafeBufferPointer<Float>) throws -> Void

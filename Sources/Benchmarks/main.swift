@@ -1,6 +1,9 @@
 import Foundation
+import Tensors
 
 // Benchmarks, run by Scripts/bench (never by swift test): `Benchmarks SECTION ARGS…`.
+// The kernels the tool itself would run (BLASCore): a misdetected CPU would measure OpenBLAS's slowest.
+BLASCore.relaunchIfMisdetected()
 let sections: [String: ([String]) throws -> Void] = [
   "info": InfoBench.run,
   "hash": HashBench.run,

@@ -129,9 +129,9 @@ struct Convert: ParsableCommand {
 
   @Option(
     help:
-      "GGUF block scales: reference (ggml's reference quantizers: gguf-py's bytes), unit-importance (ggml's importance search with weights of one: stable-diffusion.cpp's converter's bytes) or search (per block the least squared error of both and our own search; lower RMSE, but least-squares scales shrink weights and can hurt renders: check with --verify)."
+      "GGUF block scales: unit-importance (default: ggml's error-minimising search with weights of one, the bytes stable-diffusion.cpp's converter writes), reference (ggml's reference quantizers: the bytes gguf-py and llama-quantize without an imatrix write) or search (per block the least squared error of both and our own search; lowest RMSE, slower)."
   )
-  var quantizer: GGMLQuantizerMethod = .reference
+  var quantizer: GGMLQuantizerMethod?
 
   @Flag(
     help:
@@ -192,7 +192,7 @@ struct Convert: ParsableCommand {
           "--replace-vae, --set-prediction, --keep and --clamp apply to safetensors output; convert first, then to GGUF"
         )
       }
-    } else if report || quantizer != .reference {
+    } else if report || quantizer != nil {
       throw ValidationError("--report and --quantizer apply to GGUF output")
     } else if let dtype, dtype.ggmlType?.isQuantized == true {
       throw ValidationError("\(dtype.rawValue) is a GGUF block type: write the output as .gguf")
@@ -238,7 +238,8 @@ struct Convert: ParsableCommand {
     }
     if output.hasSuffix(".gguf"), let type = dtype?.ggmlType {
       let bar = ProgressBar("writing GGUF", total: 1, quiet: json)
-      let quantization = GGUFQuantization(type: type, preset: dtype?.preset, method: quantizer, measure: report)
+      let quantization = GGUFQuantization(
+        type: type, preset: dtype?.preset, method: quantizer ?? .conversionDefault, measure: report)
       let result = try GGUFExport.export(
         input: input, output: output, quantization: quantization,
         components: try components.map(Convert.parseComponents),

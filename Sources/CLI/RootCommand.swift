@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SafeTensors
+import Tensors
 
 /// The `rouwei-ckpt` command: inspect, convert, merge and verify SDXL checkpoints.
 public struct RootCommand: ParsableCommand {
@@ -10,7 +11,8 @@ public struct RootCommand: ParsableCommand {
     discussion: """
       Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 I/O failure.
       """,
-    version: ToolVersion.string,
+    // The BLAS kernels in use: where they are slower than the CPU allows, every render is.
+    version: "\(ToolVersion.string) (OpenBLAS kernels: \(BLASCore.current))",
     subcommands: RootCommand.subcommandTypes
   )
 

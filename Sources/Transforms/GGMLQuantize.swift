@@ -12,11 +12,15 @@ public enum GGMLQuantizerMethod: String, Sendable, CaseIterable {
   case unitImportance = "unit-importance"
   /// Per block, the encoding with the smallest squared error among `reference`, `unitImportance`
   /// and, for the 32-value types, our own search (least-squares scales over a range of candidate
-  /// grids). Never worse than either ggml variant on any block in squared error — but least-squares
-  /// scales make the error correlate with the weight (Σx·x̂ = Σx̂², so ‖x̂‖² = ‖x‖² − ‖e‖²: weights
-  /// shrink), which compounds through layers: on the tiny trained fixture q4_0/q5_0 renders lose
-  /// PSNR against `reference` (Manuals/convert.md). Not the default for that reason.
+  /// grids). Never worse than either ggml variant on any block in squared error; on the 32-value
+  /// types 7–10× slower than `unitImportance` (scalar), hence opt-in.
   case search
+
+  /// What `convert` uses unless told otherwise: ggml's own error-minimising search, the bytes
+  /// stable-diffusion.cpp writes (RMSE 0.8–11 % below `reference`; Q8_0 the same). Measured on the trained fixtures
+  /// (Scripts/peers/quantizer_render_error.py, Manuals/convert.md): the denoiser's error is lower
+  /// than with `reference` or equal within the spread, renders pass the judge as often.
+  public static let conversionDefault = GGMLQuantizerMethod.unitImportance
 }
 
 /// ggml's reference block quantizers (`quantize_row_*_ref`), bit-exact: scales are computed in float32

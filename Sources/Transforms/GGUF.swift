@@ -185,7 +185,8 @@ public struct GGUFQuantization: Sendable {
   public var measure: Bool
 
   public init(
-    type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .reference, measure: Bool = false
+    type: GGMLType, preset: GGUFPreset? = nil, method: GGMLQuantizerMethod = .conversionDefault,
+    measure: Bool = false
   ) {
     self.type = preset?.base ?? type
     self.preset = preset

@@ -98,6 +98,25 @@ import Testing
     #expect(refused.status == 2)
   }
 
+  @Test func defaultQuantizerWritesUnitImportanceBytes() throws {
+    // The default block scales are ggml's unit-importance search (stable-diffusion.cpp's bytes),
+    // not the reference quantizer's; an explicit --quantizer on safetensors output is refused.
+    let directory = TestPaths.temporaryDirectory("cli-gguf-default-quantizer")
+    func bytes(_ name: String, _ extra: [String]) throws -> Data {
+      let path = directory + "/" + name
+      let run = try BinaryRun.run(["convert", fixture, "-o", path, "--dtype", "q4_0"] + extra)
+      #expect(run.status == 0, "\(run.stderr)")
+      return try #require(FileManager.default.contents(atPath: path))
+    }
+    let standard = try bytes("default.gguf", [])
+    #expect(standard == (try bytes("unit.gguf", ["--quantizer", "unit-importance"])))
+    #expect(standard != (try bytes("reference.gguf", ["--quantizer", "reference"])))
+    let refused = try BinaryRun.run([
+      "convert", fixture, "-o", directory + "/x.safetensors", "--dtype", "fp16", "--quantizer", "reference",
+    ])
+    #expect(refused.status == 2 && refused.stderr.contains("--quantizer apply to GGUF output"))
+  }
+
   @Test func diffusersLayoutRoundTrip() throws {
     let directory = TestPaths.temporaryDirectory("cli-diffusers")
     let out = try BinaryRun.run(["convert", fixture, "-o", directory + "/pipe", "--layout", "diffusers"])

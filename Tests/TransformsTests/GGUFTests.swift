@@ -42,9 +42,10 @@ import Weights
     let data = try #require(FileManager.default.contents(atPath: TestPaths.fixture("codecs/gguf-check.json")))
     let check = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
     let output = TestPaths.temporaryDirectory("gguf") + "/tiny-q8.gguf"
+    // The golden was made with the reference quantizer, whose name the file records (`rouwei.quantizer`).
     let report = try GGUFExport.export(
-      input: TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors"), output: output, type: .q8_0, components: nil,
-      dropEMA: false)
+      input: TestPaths.fixture("tiny-sdxl/tiny-sdxl-vpred.safetensors"), output: output,
+      quantization: GGUFQuantization(type: .q8_0, method: .reference), components: nil, dropEMA: false)
     #expect(report.tensorsWritten == check["tensors"] as? Int)
     let bytes = try #require(FileManager.default.contents(atPath: output))
     let digest = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
