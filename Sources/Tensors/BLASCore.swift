@@ -5,10 +5,10 @@ import Foundation
 ///
 /// An OpenBLAS older than the CPU (Debian 12 ships 0.3.21) does not recognise newer cores — a
 /// Sapphire Rapids Xeon is reported as "Prescott" — and falls back to its SSE3 kernels: sgemm
-/// several times slower, and with another summation order at the edges of a multi-threaded split.
-/// OpenBLAS picks its kernels when it is loaded, before `main`, from `OPENBLAS_CORETYPE` (the
-/// override numpy's and OpenBLAS's own documentation give for this case), so the command line
-/// tool relaunches itself with it set (`relaunchIfMisdetected`); scripts export it the same way.
+/// 6× slower (`Benchmarks kernels gemm`, 2 threads: 44.6 against 271 GFLOP/s with SkylakeX's), and LoRA products that differ in the last bit between 1 and 2 threads
+/// (AdapterProductTests). OpenBLAS picks its kernels when it is loaded, before `main`, honouring
+/// `OPENBLAS_CORETYPE` (the override OpenBLAS documents), so the command line tool relaunches
+/// itself with it set (`relaunchIfMisdetected`); Scripts/blas-env exports it for the test runner.
 public enum BLASCore {
   /// OpenBLAS's name for the kernels it chose, e.g. "SkylakeX", "Haswell", "Prescott".
   public static var current: String {
