@@ -4,11 +4,12 @@ import Foundation
 /// Which OpenBLAS kernel family the process runs, and the one it should run.
 ///
 /// An OpenBLAS older than the CPU (Debian 12 ships 0.3.21) does not recognise newer cores — a
-/// Sapphire Rapids Xeon is reported as "Prescott" — and falls back to its SSE3 kernels: sgemm
-/// 6× slower (`Benchmarks kernels gemm`, 2 threads: 44.6 against 271 GFLOP/s with SkylakeX's), and LoRA products that differ in the last bit between 1 and 2 threads
-/// (AdapterProductTests). OpenBLAS picks its kernels when it is loaded, before `main`, honouring
-/// `OPENBLAS_CORETYPE` (the override OpenBLAS documents), so the command line tool relaunches
-/// itself with it set (`relaunchIfMisdetected`); Scripts/blas-env exports it for the test runner.
+/// Sapphire Rapids Xeon is reported as "Prescott" — and falls back to its SSE3 kernels: sgemm 6×
+/// slower (`Benchmarks kernels gemm`, 2 threads: 44.6 against 271 GFLOP/s with SkylakeX's), and LoRA
+/// products that differ in the last bit between 1 and 2 threads (AdapterProductTests). OpenBLAS
+/// picks its kernels when it is loaded, before `main`, honouring `OPENBLAS_CORETYPE` (the override
+/// OpenBLAS documents), so the command line tool relaunches itself with it set
+/// (`relaunchIfMisdetected`); Scripts/test passes the kernels the binary reports to the test runner.
 public enum BLASCore {
   /// OpenBLAS's name for the kernels it chose, e.g. "SkylakeX", "Haswell", "Prescott".
   public static var current: String {
