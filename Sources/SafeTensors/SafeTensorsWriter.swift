@@ -69,6 +69,19 @@ public final class TensorSink {
     count += UInt64(bytes.count)
   }
 
+  /// Appends bytes that stay valid until `release` is called (see `AtomicFile.write(_:release:)`:
+  /// with direct I/O, page-aligned bytes are written without a copy). `release` is called once,
+  /// whatever happens.
+  public func write(_ bytes: UnsafeRawBufferPointer, release: @escaping @Sendable () -> Void) throws {
+    guard UInt64(bytes.count) <= expected - count else {
+      release()
+      throw SafeTensorsError.producerSizeMismatch(
+        file: file.destination, tensor: tensor, expected: expected, written: count + UInt64(bytes.count))
+    }
+    try file.write(bytes, release: release)
+    count += UInt64(bytes.count)
+  }
+
   /// Appends the raw bytes of an array of trivial values (e.g. `[Float]`, `[UInt16]`).
   public func write<T>(contentsOf values: [T]) throws {
     try values.withUnsafeBytes { try write($0) }
@@ -117,12 +130,15 @@ public enum SafeTensorsWriter {
     }
   }
 
-  /// The header JSON (padded with spaces to a multiple of 8), for tensors already in file order.
+  /// The header JSON, for tensors already in file order, padded with spaces so the data starts at
+  /// a multiple of `dataAlignment` bytes (8, as safetensors does; more is allowed by the format).
   /// Matches serde_json's compact output as safetensors writes it: `__metadata__` first when
   /// `metadata` is not nil (an empty map gives `"__metadata__":{}`, as safetensors-py's
   /// `metadata={}` does), its keys sorted bytewise for reproducibility, then the tensors with
   /// contiguous offsets. Precondition: every spec has a `checkedByteCount` (`write` checks this).
-  public static func headerBytes(ordered specs: [TensorSpec], metadata: [String: String]?) -> [UInt8] {
+  public static func headerBytes(ordered specs: [TensorSpec], metadata: [String: String]?, dataAlignment: Int = 8)
+    -> [UInt8]
+  {
     var json = "{"
     var first = true
     if let metadata {
@@ -144,7 +160,9 @@ public enum SafeTensorsWriter {
     }
     json += "}"
     var bytes = Array(json.utf8)
-    let padded = (bytes.count + 7) / 8 * 8
+    // 8 bytes of length come first.
+    let alignment = max(dataAlignment, 8)
+    let padded = (8 + bytes.count + alignment - 1) / alignment * alignment - 8
     bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: padded - bytes.count))
     return bytes
   }
@@ -160,14 +178,17 @@ public enum SafeTensorsWriter {
   /// - Throws: `SafeTensorsError` for invalid entries, producers that write the wrong amount,
   ///   and I/O failures. On any error nothing is left at `path` that was not there before.
   ///   - directIO: write past the page cache where possible (see `AtomicFile`).
+  ///   - dataAlignment: the data starts at a multiple of this many bytes (a multiple of 8), e.g.
+  ///     `AtomicFile.pageSize`, so a producer can line its memory up with the file for direct I/O.
   ///   - finalMetadata: called after the last tensor; its metadata replaces `metadata` in the header.
   ///     It must not serialise longer (use placeholders of the final length, e.g. for hashes computed
   ///     while the tensors were written); a shorter header is padded with spaces, which the format allows.
   public static func write(
     to path: String, entries: [TensorEntry], metadata: [String: String]?, inputs: [String] = [],
-    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil, directIO: Bool = false,
+    progress: ((Int, Int, UInt64, UInt64) -> Void)? = nil, directIO: Bool = false, dataAlignment: Int = 8,
     finalMetadata: (() throws -> [String: String])? = nil
   ) throws {
+    precondition(dataAlignment > 0 && dataAlignment % 8 == 0, "dataAlignment must be a multiple of 8")
     var seen = Set<String>()
     var sizes: [String: Int] = [:]
     var totalBytes = 0
@@ -199,7 +220,7 @@ public enum SafeTensorsWriter {
     }
     let byName = Dictionary(uniqueKeysWithValues: entries.map { ($0.spec.name, $0) })
     let ordered = fileOrder(entries.map(\.spec))
-    let header = headerBytes(ordered: ordered, metadata: metadata)
+    let header = headerBytes(ordered: ordered, metadata: metadata, dataAlignment: dataAlignment)
     guard UInt64(header.count) <= SafeTensorsHeader.maximumHeaderLength else {
       throw SafeTensorsError.invalidEntry(file: path, tensor: "__metadata__", reason: "header would exceed 100 MB")
     }
@@ -222,7 +243,7 @@ public enum SafeTensorsWriter {
         progress?(index + 1, ordered.count, done, UInt64(totalBytes))
       }
       if let finalMetadata {
-        var patched = headerBytes(ordered: ordered, metadata: try finalMetadata())
+        var patched = headerBytes(ordered: ordered, metadata: try finalMetadata(), dataAlignment: 8)
         guard patched.count <= header.count else {
           throw SafeTensorsError.invalidEntry(
             file: path, tensor: "__metadata__", reason: "final metadata is longer than its placeholder")

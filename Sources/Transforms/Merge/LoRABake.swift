@@ -137,14 +137,22 @@ public enum LoRABaker {
       entries.append(
         TensorEntry(spec: TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)) { sink in
           let buffer = try lookahead.take(tensor.name)
-          defer { lookahead.recycle(buffer) }
-          try sink.write(UnsafeRawBufferPointer(rebasing: buffer.memory[0..<buffer.count]))
+          // Written from the buffer where it lines up with the file (direct I/O), recycled after.
+          try sink.write(
+            UnsafeRawBufferPointer(rebasing: buffer.memory[buffer.lead..<(buffer.lead + buffer.count)]),
+            release: { lookahead.recycle(buffer) })
         })
       changed += 1
     }
-    // The writer asks for tensors in safetensors file order (dtype, then name): so do the jobs.
+    // The writer asks for tensors in safetensors file order (dtype, then name): so do the jobs. The
+    // data starts on a page (`dataAlignment`), so a tensor's page offset in the file is known now:
+    // its job writes at the same offset in a page-aligned buffer.
+    var dataOffset = 0
     for spec in SafeTensorsWriter.fileOrder(entries.map(\.spec)) {
-      if let job = jobs[spec.name] { lookahead.add(spec.name, bytes: job.bytes, job.run) }
+      if let job = jobs[spec.name] {
+        lookahead.add(spec.name, bytes: job.bytes, lead: dataOffset % AtomicFile.pageSize, job.run)
+      }
+      dataOffset += spec.byteCount
     }
     // Started before the adapters are hashed for the metadata, so hashing overlaps the products.
     lookahead.start()
@@ -163,7 +171,7 @@ public enum LoRABaker {
     try SafeTensorsWriter.write(
       to: output, entries: entries, metadata: metadata, inputs: [request.base] + request.adapters.map(\.path),
       // Past the page cache: the kernel's copy and dirty-page work would cost the products CPU time.
-      progress: { _, _, done, total in progress?(done, total) }, directIO: true)
+      progress: { _, _, done, total in progress?(done, total) }, directIO: true, dataAlignment: AtomicFile.pageSize)
     var skipped: [String: [String]] = [:]
     for (path, keys) in stack.skippedKeys { skipped[(path as NSString).lastPathComponent] = keys }
     return LoRABakeReport(
@@ -205,22 +213,26 @@ public enum LoRABaker {
   /// buffers): bounds anonymous memory whatever the model's size.
   static let lookaheadBytes = 96 << 20
 
-  /// An output buffer of the lookahead: `count` bytes of `memory` are the tensor's.
+  /// An output buffer of the lookahead (page-aligned): `count` bytes of `memory` from `lead` on
+  /// are the tensor's.
   final class Buffer: @unchecked Sendable {
     let memory: UnsafeMutableRawBufferPointer
+    var lead = 0
     var count = 0
-    init(capacity: Int) { memory = .allocate(byteCount: max(capacity, 1), alignment: 64) }
+    init(capacity: Int) { memory = .allocate(byteCount: max(capacity, 1), alignment: AtomicFile.pageSize) }
     deinit { memory.deallocate() }
   }
 
-  /// Runs named jobs in order on `workers` background threads, each into an output buffer, while
-  /// the results not yet written stay within `budget` bytes (one job always may run); `take`
-  /// waits for a job's result (or rethrows its error), `recycle` returns its buffer for reuse,
-  /// so the workers write into memory already faulted in.
+  /// Runs named jobs in order on `workers` background threads, each into an output buffer (at
+  /// `lead` bytes past a page boundary), while the results not yet written stay within `budget`
+  /// bytes (one job always may run); `take` waits for a job's result (or rethrows its error),
+  /// `recycle` (from any thread) returns its buffer for reuse, so the workers write into memory
+  /// already faulted in.
   final class Lookahead: @unchecked Sendable {
     private let budget: Int
     private let workers: Int
-    private var jobs: [(name: String, bytes: Int, run: (UnsafeMutableRawBufferPointer) throws -> Void)] = []
+    private var jobs: [(name: String, bytes: Int, lead: Int, run: (UnsafeMutableRawBufferPointer) throws -> Void)] =
+      []
     private var results: [String: Result<Buffer, Error>] = [:]
     private var next = 0
     /// Bytes of jobs started and not yet recycled.
@@ -234,8 +246,8 @@ public enum LoRABaker {
       self.workers = workers
     }
 
-    func add(_ name: String, bytes: Int, _ run: @escaping (UnsafeMutableRawBufferPointer) throws -> Void) {
-      jobs.append((name, bytes, run))
+    func add(_ name: String, bytes: Int, lead: Int, _ run: @escaping (UnsafeMutableRawBufferPointer) throws -> Void) {
+      jobs.append((name, bytes, lead, run))
     }
 
     func start() {
@@ -254,11 +266,12 @@ public enum LoRABaker {
             let job = jobs[next]
             next += 1
             pending += job.bytes
-            let buffer = buffer(for: job.bytes)
+            let buffer = buffer(for: job.lead + job.bytes)
             condition.unlock()
             let result = Result { () throws -> Buffer in
+              buffer.lead = job.lead
               buffer.count = job.bytes
-              try job.run(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[0..<job.bytes]))
+              try job.run(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[job.lead..<(job.lead + job.bytes)]))
               return buffer
             }
             condition.lock()
