@@ -287,11 +287,16 @@ public final class AdapterFile: @unchecked Sendable {
 
   /// The decoded values of one of a module's tensors.
   func values(_ module: AdapterModule, _ role: AdapterRole) throws -> [Float] {
+    try decoder(module, role).decodeAll()
+  }
+
+  /// The decoder of a factor (for decoding parts of it in place).
+  func decoder(_ module: AdapterModule, _ role: AdapterRole) throws -> TensorDecoder {
     guard let info = module.tensors[role] else {
       throw AdapterError.malformed(file: path, module: module.name, reason: "lacks \(role.rawValue)")
     }
     do {
-      return try TensorDecoder.resolve(file: file, tensor: info).decodeAll()
+      return try TensorDecoder.resolve(file: file, tensor: info)
     } catch let error as CodecError {
       throw AdapterError.malformed(file: path, module: module.name, reason: error.description)
     }

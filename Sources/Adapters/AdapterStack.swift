@@ -115,8 +115,12 @@ public final class AdapterStack: @unchecked Sendable {
   /// Deterministic whatever OpenBLAS's thread count with its AVX-512 (SkylakeX) kernels: the product
   /// is split by rows and columns, never along the rank. (Its Prescott and Haswell kernels were seen
   /// to differ in the last bit between 1 and 2 threads; the bake runs single-threaded products.)
+  ///
+  /// With `checkFinite` false the low-rank path leaves the check to the caller, whose `body` then
+  /// gets every tile and must count non-finite values itself (the bake's encoder does, in the pass
+  /// it makes anyway; see `nonFiniteError`).
   public func adapt(
-    key: String, shape: [Int], load: (Range<Int>, UnsafeMutableBufferPointer<Float>) -> Void,
+    key: String, shape: [Int], checkFinite: Bool = true, load: (Range<Int>, UnsafeMutableBufferPointer<Float>) -> Void,
     body: (Range<Int>, UnsafeBufferPointer<Float>) throws -> Void
   ) throws {
     let uses = byKey[key] ?? []
@@ -151,7 +155,7 @@ public final class AdapterStack: @unchecked Sendable {
             }
           }
         }
-        bad += Self.nonFiniteCount(UnsafeBufferPointer(part))
+        if checkFinite { bad += Self.nonFiniteCount(UnsafeBufferPointer(part)) }
         if bad == 0 { try body(start..<(start + n), UnsafeBufferPointer(part)) }
         start += n
       }
@@ -198,30 +202,45 @@ public final class AdapterStack: @unchecked Sendable {
     var cuts = Set([0, rows])
     for m in modules { cuts.formUnion([m.rows.lowerBound, m.rows.upperBound]) }
     let bounds = cuts.sorted()
+    // Each module's factors decoded once (a q/k/v slice's up factor may serve several blocks),
+    // without zero-filling: they are the products' other input, as large as a fifth of the weight.
     var ups: [Int: [Float]] = [:], downs: [Int: [Float]] = [:]
+    func decoded(_ m: Int, _ role: AdapterRole) throws -> [Float] {
+      let adapter = modules[m].adapter, module = modules[m].module
+      let count = (adapter.shape(module, role) ?? []).reduce(1, *)
+      let decoder = try adapter.decoder(module, role)
+      return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+        decoder.decode(0..<count, into: buffer)
+        initialized = count
+      }
+    }
     var blocks: [LowRankBlock] = []
     for (lower, upper) in zip(bounds, bounds.dropFirst()) {
       let span = lower..<upper
       let here = modules.indices.filter { modules[$0].rows.contains(lower) }
       let rank = here.reduce(0) { $0 + modules[$1].rank }
-      var up = [Float](repeating: 0, count: span.count * rank)
-      var down: [Float] = []
-      down.reserveCapacity(rank * columns)
-      var offset = 0
-      for i in here {
-        let m = modules[i]
-        if ups[i] == nil {
-          ups[i] = try m.adapter.values(m.module, .up)
-          downs[i] = try m.adapter.values(m.module, .down)
-        }
-        let u = ups[i]!
-        for row in span {
-          let from = (row - m.rows.lowerBound) * m.rank, to = (row - lower) * rank + offset
-          for c in 0..<m.rank { up[to + c] = m.factor * u[from + c] }
-        }
-        down.append(contentsOf: downs[i]!)
-        offset += m.rank
+      for m in here where ups[m] == nil {
+        ups[m] = try decoded(m, .up)
+        downs[m] = try decoded(m, .down)
       }
+      // Each module's up rows side by side, scaled by its factor; its down rows one after another.
+      let up = [Float](unsafeUninitializedCapacity: span.count * rank) { buffer, initialized in
+        var offset = 0
+        for m in here {
+          let factor = modules[m].factor, r = modules[m].rank, first = modules[m].rows.lowerBound
+          ups[m]!.withUnsafeBufferPointer { u in
+            for row in span {
+              let from = (row - first) * r, to = (row - lower) * rank + offset
+              for c in 0..<r { buffer[to + c] = factor * u[from + c] }
+            }
+          }
+          offset += r
+        }
+        initialized = span.count * rank
+      }
+      var down = [Float]()
+      down.reserveCapacity(rank * columns)
+      for m in here { down.append(contentsOf: downs[m]!) }
       blocks.append(LowRankBlock(rows: span, rank: rank, up: up, down: down))
     }
     return blocks
@@ -255,6 +274,12 @@ public final class AdapterStack: @unchecked Sendable {
 
   func nonFinite(uses: [(application: Int, module: Int, bias: Bool)], key: String, count: Int) -> AdapterError {
     .nonFinite(file: uses.map { applications[$0.application].adapter.path }.first ?? "", target: key, count: count)
+  }
+
+  /// The error `adapt` throws for `count` non-finite values in the adapted `key`, for callers that
+  /// count them themselves.
+  public func nonFiniteError(key: String, count: Int) -> AdapterError {
+    nonFinite(uses: byKey[key] ?? [], key: key, count: count)
   }
 
   /// How many values are NaN or infinite: x − x is 0 for finite x, NaN otherwise, summed 16 lanes

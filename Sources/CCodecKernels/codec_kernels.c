@@ -55,7 +55,7 @@ static void portable_to_floats(const uint8_t *in, float *out, size_t count) {
 }
 
 static void portable_to_halves(const float *in, uint8_t *out, size_t count, int clamp, size_t *overflowed,
-                               size_t *nans) {
+                               size_t *nans, size_t *infinities) {
   for (size_t i = 0; i < count; i++) {
     uint32_t bits;
     memcpy(&bits, &in[i], 4);
@@ -66,6 +66,8 @@ static void portable_to_halves(const float *in, uint8_t *out, size_t count, int 
       if (clamp) h = (h & 0x8000u) | 0x7BFFu;
     } else if (magnitude > 0x7F800000u) {
       *nans += 1;
+    } else if (magnitude == 0x7F800000u) {
+      *infinities += 1;
     }
     out[2 * i] = (uint8_t)h;
     out[2 * i + 1] = (uint8_t)(h >> 8);
@@ -89,24 +91,27 @@ CK_F16C static void f16c_to_floats(const uint8_t *in, float *out, size_t count) 
 }
 
 CK_F16C static void f16c_to_halves(const float *in, uint8_t *out, size_t count, int clamp, size_t *overflowed,
-                                   size_t *nans) {
+                                   size_t *nans, size_t *infinities) {
   const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256 infinity = _mm256_castsi256_ps(_mm256_set1_epi32(0x7F800000));
   const __m128i half_magnitude = _mm_set1_epi16(0x7FFF), half_infinity = _mm_set1_epi16(0x7C00);
-  size_t over = 0, nan = 0, i = 0;
+  size_t over = 0, nan = 0, infinite = 0, i = 0;
   for (; i + 8 <= count; i += 8) {
     __m256 x = _mm256_loadu_ps(in + i);
     __m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
     nan += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
     if (_mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(h, half_magnitude), half_infinity))) {
-      // Rare: some lane is ±infinity; those from finite inputs overflowed.
+      // Rare: some lane is ±infinity; those from finite inputs overflowed, the others were ±infinity.
       int finite = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(x, magnitude_mask), infinity, _CMP_LT_OQ));
       uint16_t lanes[8];
       _mm_storeu_si128((__m128i *)lanes, h);
       for (int k = 0; k < 8; k++) {
-        if ((lanes[k] & 0x7FFFu) == 0x7C00u && ((finite >> k) & 1)) {
+        if ((lanes[k] & 0x7FFFu) != 0x7C00u) continue;
+        if ((finite >> k) & 1) {
           over += 1;
           if (clamp) lanes[k] = (uint16_t)((lanes[k] & 0x8000u) | 0x7BFFu);
+        } else {
+          infinite += 1;
         }
       }
       h = _mm_loadu_si128((const __m128i *)lanes);
@@ -115,7 +120,8 @@ CK_F16C static void f16c_to_halves(const float *in, uint8_t *out, size_t count, 
   }
   *overflowed += over;
   *nans += nan;
-  portable_to_halves(in + i, out + 2 * i, count - i, clamp, overflowed, nans);
+  *infinities += infinite;
+  portable_to_halves(in + i, out + 2 * i, count - i, clamp, overflowed, nans, infinities);
 }
 
 void ck_halves_to_floats(const void *halves, float *floats, size_t count) {
@@ -124,9 +130,9 @@ void ck_halves_to_floats(const void *halves, float *floats, size_t count) {
 }
 
 void ck_floats_to_halves(const float *floats, void *halves, size_t count, int clamp, size_t *overflowed,
-                         size_t *nans) {
-  if (ck_uses_f16c()) f16c_to_halves(floats, halves, count, clamp, overflowed, nans);
-  else portable_to_halves(floats, halves, count, clamp, overflowed, nans);
+                         size_t *nans, size_t *infinities) {
+  if (ck_uses_f16c()) f16c_to_halves(floats, halves, count, clamp, overflowed, nans, infinities);
+  else portable_to_halves(floats, halves, count, clamp, overflowed, nans, infinities);
 }
 
 #else
@@ -136,8 +142,8 @@ int ck_uses_f16c(void) { return 0; }
 void ck_halves_to_floats(const void *halves, float *floats, size_t count) { portable_to_floats(halves, floats, count); }
 
 void ck_floats_to_halves(const float *floats, void *halves, size_t count, int clamp, size_t *overflowed,
-                         size_t *nans) {
-  portable_to_halves(floats, halves, count, clamp, overflowed, nans);
+                         size_t *nans, size_t *infinities) {
+  portable_to_halves(floats, halves, count, clamp, overflowed, nans, infinities);
 }
 
 #endif

@@ -18,11 +18,21 @@ public struct EncodeStatistics: Sendable, Equatable {
   public var overflowed = 0
   /// NaN inputs (kept as NaN: a defect to report, not to hide).
   public var nan = 0
+  /// ±infinity inputs (kept, or saturated where the target has no infinity).
+  public var infinite = 0
   public init() {}
+
+  /// Inputs that were not finite numbers.
+  public var nonFinite: Int { nan + infinite }
+
+  mutating func count(nonFinite value: Float) {
+    if value.isNaN { nan += 1 } else { infinite += 1 }
+  }
 
   public static func += (lhs: inout EncodeStatistics, rhs: EncodeStatistics) {
     lhs.overflowed += rhs.overflowed
     lhs.nan += rhs.nan
+    lhs.infinite += rhs.infinite
   }
 }
 
@@ -44,27 +54,29 @@ extension FloatCodec {
     switch dtype {
     case .f32:
       for i in 0..<count {
-        if src[i].isNaN { stats.nan += 1 }
+        if !src[i].isFinite { stats.count(nonFinite: src[i]) }
         out.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
       }
     case .f64:
       for i in 0..<count {
-        if src[i].isNaN { stats.nan += 1 }
+        if !src[i].isFinite { stats.count(nonFinite: src[i]) }
         out.storeBytes(of: Double(src[i]).bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self)
       }
     case .f16 where useF16C:
-      var overflowed = 0, nan = 0
-      ck_floats_to_halves(src, out, count, clamp ? 1 : 0, &overflowed, &nan)
+      var overflowed = 0, nan = 0, infinite = 0
+      ck_floats_to_halves(src, out, count, clamp ? 1 : 0, &overflowed, &nan, &infinite)
       stats.overflowed += overflowed
       stats.nan += nan
+      stats.infinite += infinite
     case .f16:
       // Blocks of 64 Ki values through a branch-free kernel the compiler vectorises.
       var start = 0
       while start < count {
         let n = min(count - start, 1 << 16)
-        let (overflowed, nan) = encodeHalves(src + start, n, out + 2 * start, clamp: clamp)
+        let (overflowed, nan, infinite) = encodeHalves(src + start, n, out + 2 * start, clamp: clamp)
         stats.overflowed += Int(overflowed)
         stats.nan += Int(nan)
+        stats.infinite += Int(infinite)
         start += n
       }
     case .bf16:
@@ -73,8 +85,8 @@ extension FloatCodec {
         if bits & 0x7FFF == 0x7F80 && src[i].isFinite {
           stats.overflowed += 1
           if clamp { bits = (bits & 0x8000) | 0x7F7F }
-        } else if src[i].isNaN {
-          stats.nan += 1
+        } else if !src[i].isFinite {
+          stats.count(nonFinite: src[i])
         }
         out.storeBytes(of: bits.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
       }
@@ -82,7 +94,8 @@ extension FloatCodec {
       for i in 0..<count {
         // torch saturates to ±448 silently; we count it so the caller can refuse.
         let (code, overflowed) = e4m3(src[i])
-        if overflowed { stats.overflowed += 1 } else if src[i].isNaN { stats.nan += 1 }
+        if overflowed { stats.overflowed += 1 }
+        if !src[i].isFinite { stats.count(nonFinite: src[i]) }
         out.storeBytes(of: code, toByteOffset: i, as: UInt8.self)
       }
     case .f8e5m2:
@@ -91,8 +104,8 @@ extension FloatCodec {
         if code & 0x7F == 0x7C && src[i].isFinite {
           stats.overflowed += 1
           if clamp { code = (code & 0x80) | 0x7B }
-        } else if src[i].isNaN {
-          stats.nan += 1
+        } else if !src[i].isFinite {
+          stats.count(nonFinite: src[i])
         }
         out.storeBytes(of: code, toByteOffset: i, as: UInt8.self)
       }
@@ -122,13 +135,14 @@ extension FloatCodec {
     return sign | UInt16(truncatingIfNeeded: bits >> 13)
   }
 
-  /// Encodes `count` (< 2^32) values to halves at `out`; returns the overflowed and NaN counts.
+  /// Encodes `count` (< 2^32) values to halves at `out`; returns the overflowed, NaN and ±infinity
+  /// counts.
   /// Flags are counted in 32-bit lanes and chosen with selects, so the loop vectorises.
   @inline(never)
   static func encodeHalves(
     _ src: UnsafePointer<Float>, _ count: Int, _ out: UnsafeMutableRawPointer, clamp: Bool
-  ) -> (UInt32, UInt32) {
-    var overflowed: UInt32 = 0, nan: UInt32 = 0
+  ) -> (UInt32, UInt32, UInt32) {
+    var overflowed: UInt32 = 0, nan: UInt32 = 0, infinite: UInt32 = 0
     let clampMask: UInt32 = clamp ? 0xFFFF : 0
     for i in 0..<count {
       let magnitude = src[i].bitPattern & 0x7FFF_FFFF
@@ -137,11 +151,12 @@ extension FloatCodec {
       let over = (bits & 0x7FFF == 0x7C00 ? UInt32(1) : 0) & (magnitude < 0x7F80_0000 ? 1 : 0)
       overflowed &+= over
       nan &+= magnitude > 0x7F80_0000 ? 1 : 0
+      infinite &+= magnitude == 0x7F80_0000 ? 1 : 0
       let replace = (0 &- over) & clampMask
       let result = (bits & ~replace) | (((bits & 0x8000) | 0x7BFF) & replace)
       out.storeBytes(of: UInt16(truncatingIfNeeded: result).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
     }
-    return (overflowed, nan)
+    return (overflowed, nan, infinite)
   }
 
   /// `half(value)` computed without branches: every case is computed and the right one selected,

@@ -134,6 +134,36 @@ import Weights
     #expect(try BinaryRun.run(["merge", eps, eps, "--lora", lora("kohya_sgm"), "-o", out]).status == 2)
   }
 
+  /// Factors that overflow Float32 in the product: the bake (whose encoder counts non-finite
+  /// values) and a render with `--lora` (which checks each tile) refuse, naming the weight.
+  @Test func productsThatOverflowAreRefused() throws {
+    let directory = TestPaths.temporaryDirectory("cli-lora-overflow")
+    let source = try SafeTensorsFile(path: lora("kohya_sgm"))
+    let ups = source.tensors.map(\.name).filter { $0.hasSuffix(".lora_up.weight") }.sorted()
+    let target = try #require(ups.first)
+    var entries: [TensorEntry] = []
+    for tensor in source.tensors {
+      var values = try TensorDecoder.resolve(file: source, tensor: tensor).decodeAll()
+      let module = tensor.name.components(separatedBy: ".lora_")[0]
+      if module == target.components(separatedBy: ".lora_")[0] && tensor.name.contains(".lora_") {
+        values = values.map { _ in 1e30 }  // up and down: 1e60 per term
+      }
+      entries.append(
+        TensorEntry(spec: TensorSpec(name: tensor.name, dtype: .f32, shape: tensor.shape)) { sink in
+          try values.withUnsafeBytes { try sink.write($0) }
+        })
+    }
+    let adapter = directory + "/overflow.safetensors"
+    try SafeTensorsWriter.write(to: adapter, entries: entries, metadata: source.metadata)
+    let out = directory + "/baked.safetensors"
+    let bake = try BinaryRun.run(["merge", eps, "--lora", adapter, "-o", out])
+    #expect(bake.status == 2, "\(bake.stderr)")
+    #expect(bake.stderr.contains("overflow.safetensors") && bake.stderr.contains("non-finite"), "\(bake.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: out))
+    let render = try BinaryRun.run(["sample", eps, "-p", "x", "--steps", "1", "-o", out + ".png", "--lora", adapter])
+    #expect(render.status == 2 && render.stderr.contains("non-finite"), "\(render.stderr)")
+  }
+
   @Test func extractLoRAWritesAKohyaFileThatBakesBack() throws {
     let directory = TestPaths.temporaryDirectory("cli-extract")
     let base = TestPaths.fixture("lora/extract/base.safetensors"),

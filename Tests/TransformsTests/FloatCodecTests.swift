@@ -50,7 +50,7 @@ import Weights
     #expect(
       encoded(values, .f16).1
         == {
-          var s = EncodeStatistics(); s.overflowed = 2; s.nan = 1; return s
+          var s = EncodeStatistics(); s.overflowed = 2; s.nan = 1; s.infinite = 1; return s
         }())
     let clamped = encoded(values, .f16, .clamp).0
     let halves = stride(from: 0, to: clamped.count, by: 2).map { UInt16(clamped[$0]) | UInt16(clamped[$0 + 1]) << 8 }
@@ -113,6 +113,17 @@ import Weights
     }
   }
 
+  @Test(arguments: FloatCodec.supported.sorted { $0.rawValue < $1.rawValue })
+  func everyEncoderCountsNonFiniteInputs(_ dtype: DType) {
+    // What a bake relies on to refuse non-finite results without a separate pass.
+    let input: [Float] = [1, .infinity, 2, -.infinity, .nan, 3, 4, 5, 6, 7, 8, 9, -.infinity, 0, .nan, 1]
+    var output = [UInt8](repeating: 0, count: input.count * 8)
+    let stats = input.withUnsafeBufferPointer { values in
+      output.withUnsafeMutableBytes { FloatCodec.encode(values, to: dtype, into: $0, policy: .clamp) }
+    }
+    #expect(stats.nan == 2 && stats.infinite == 3 && stats.nonFinite == 5, "\(dtype.rawValue): \(stats)")
+  }
+
   @Test func f16CodecPathsAgreeWithTheReference() {
     // FloatCodec.decode/encode (F16C kernels where the CPU has them) and the Swift block kernel,
     // on every half and on floats around every boundary, against Float(Float16) / `half`.
@@ -128,7 +139,7 @@ import Weights
       3e-8,
     ]
     for clamp in [false, true] {
-      var expected = [UInt16](), over = 0, nan = 0
+      var expected = [UInt16](), over = 0, nan = 0, infinite = 0
       for value in floats {
         var bits = FloatCodec.half(value)
         if bits & 0x7FFF == 0x7C00 && value.isFinite {
@@ -136,6 +147,8 @@ import Weights
           if clamp { bits = (bits & 0x8000) | 0x7BFF }
         } else if value.isNaN {
           nan += 1
+        } else if value.isInfinite {
+          infinite += 1
         }
         expected.append(bits)
       }
@@ -145,15 +158,19 @@ import Weights
           FloatCodec.encode(input, to: .f16, into: $0, policy: clamp ? .clamp : .refuse)
         }
       }
-      #expect(viaCodec == expected && stats.overflowed == over && stats.nan == nan, "FloatCodec.encode, clamp \(clamp)")
+      #expect(
+        viaCodec == expected && stats.overflowed == over && stats.nan == nan && stats.infinite == infinite,
+        "FloatCodec.encode, clamp \(clamp)")
       var viaSwift = [UInt16](repeating: 0, count: floats.count)
       let counts = floats.withUnsafeBufferPointer { input in
         viaSwift.withUnsafeMutableBytes {
           FloatCodec.encodeHalves(input.baseAddress!, input.count, $0.baseAddress!, clamp: clamp)
         }
       }
-      #expect(viaSwift == expected && Int(counts.0) == over && Int(counts.1) == nan, "Swift kernel, clamp \(clamp)")
-      #expect(over > 0 && nan > 0)
+      #expect(
+        viaSwift == expected && Int(counts.0) == over && Int(counts.1) == nan && Int(counts.2) == infinite,
+        "Swift kernel, clamp \(clamp)")
+      #expect(over > 0 && nan > 0 && infinite > 0)
     }
   }
 }

@@ -117,8 +117,9 @@ public enum LoRABaker {
         tensor.elementCount * width,
         { out in
           var encoder = try ChunkEncoder(target: target, policy: policy)
+          // Non-finite results are counted by the encoder, in its pass over the tile.
           try stack.adapt(
-            key: tensor.name, shape: tensor.shape,
+            key: tensor.name, shape: tensor.shape, checkFinite: false,
             load: { rows, tile in
               decoder.decode((rows.lowerBound * columns)..<(rows.upperBound * columns), into: tile)
             },
@@ -126,6 +127,9 @@ public enum LoRABaker {
               encoder.encode(
                 tile, into: UnsafeMutableRawBufferPointer(rebasing: out[(rows.lowerBound * columns * width)...]))
             })
+          if encoder.statistics.nonFinite > 0 {
+            throw stack.nonFiniteError(key: tensor.name, count: encoder.statistics.nonFinite)
+          }
           if encoder.statistics.overflowed > 0 {
             guard request.clamp else {
               throw MergeError.overflow(key: tensor.name, target: target, count: encoder.statistics.overflowed)
