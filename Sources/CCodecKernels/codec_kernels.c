@@ -91,11 +91,20 @@ CK_F16C static void f16c_to_floats(const uint8_t *in, float *out, size_t count) 
 }
 
 CK_F16C static void f16c_to_halves(const float *in, uint8_t *out, size_t count, int clamp, size_t *overflowed,
-                                   size_t *nans, size_t *infinities) {
+                                   size_t *nans, size_t *infinities, int stream) {
   const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256 infinity = _mm256_castsi256_ps(_mm256_set1_epi32(0x7F800000));
   const __m128i half_magnitude = _mm_set1_epi16(0x7FFF), half_infinity = _mm_set1_epi16(0x7C00);
   size_t over = 0, nan = 0, infinite = 0, i = 0;
+  if (stream) {
+    // Non-temporal stores need 16-byte aligned destinations: the first few values go the usual
+    // way (none at all if the output is not even 2-byte aligned).
+    if ((uintptr_t)out & 1u) stream = 0;
+    size_t head = stream ? ((16u - ((uintptr_t)out & 15u)) & 15u) / 2u : 0;
+    if (head > count) head = count;
+    portable_to_halves(in, out, head, clamp, overflowed, nans, infinities);
+    i = head;
+  }
   for (; i + 8 <= count; i += 8) {
     __m256 x = _mm256_loadu_ps(in + i);
     __m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
@@ -116,8 +125,14 @@ CK_F16C static void f16c_to_halves(const float *in, uint8_t *out, size_t count, 
       }
       h = _mm_loadu_si128((const __m128i *)lanes);
     }
-    _mm_storeu_si128((__m128i *)(out + 2 * i), h);
+    if (stream) {
+      _mm_stream_si128((__m128i *)(out + 2 * i), h);
+    } else {
+      _mm_storeu_si128((__m128i *)(out + 2 * i), h);
+    }
   }
+  // The streamed stores are visible to other threads (and devices) before anything stored after.
+  if (stream) _mm_sfence();
   *overflowed += over;
   *nans += nan;
   *infinities += infinite;
@@ -130,8 +145,8 @@ void ck_halves_to_floats(const void *halves, float *floats, size_t count) {
 }
 
 void ck_floats_to_halves(const float *floats, void *halves, size_t count, int clamp, size_t *overflowed,
-                         size_t *nans, size_t *infinities) {
-  if (ck_uses_f16c()) f16c_to_halves(floats, halves, count, clamp, overflowed, nans, infinities);
+                         size_t *nans, size_t *infinities, int stream) {
+  if (ck_uses_f16c()) f16c_to_halves(floats, halves, count, clamp, overflowed, nans, infinities, stream);
   else portable_to_halves(floats, halves, count, clamp, overflowed, nans, infinities);
 }
 
@@ -142,7 +157,8 @@ int ck_uses_f16c(void) { return 0; }
 void ck_halves_to_floats(const void *halves, float *floats, size_t count) { portable_to_floats(halves, floats, count); }
 
 void ck_floats_to_halves(const float *floats, void *halves, size_t count, int clamp, size_t *overflowed,
-                         size_t *nans, size_t *infinities) {
+                         size_t *nans, size_t *infinities, int stream) {
+  (void)stream;
   portable_to_halves(floats, halves, count, clamp, overflowed, nans, infinities);
 }
 

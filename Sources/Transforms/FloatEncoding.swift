@@ -40,11 +40,12 @@ public struct EncodeStatistics: Sendable, Equatable {
 extension FloatCodec {
   // MARK: - Encoding
 
-  /// Narrows `input` into `dtype` bytes in `output`, returning what overflowed or was NaN.
+  /// Narrows `input` into `dtype` bytes in `output`, returning what overflowed or was not finite.
+  /// `bypassCache`: the output is not read again soon (F16 with F16C: non-temporal stores).
   @discardableResult
   public static func encode(
     _ input: UnsafeBufferPointer<Float>, to dtype: DType, into output: UnsafeMutableRawBufferPointer,
-    policy: OverflowPolicy
+    policy: OverflowPolicy, bypassCache: Bool = false
   ) -> EncodeStatistics {
     var stats = EncodeStatistics()
     let count = input.count
@@ -64,7 +65,7 @@ extension FloatCodec {
       }
     case .f16 where useF16C:
       var overflowed = 0, nan = 0, infinite = 0
-      ck_floats_to_halves(src, out, count, clamp ? 1 : 0, &overflowed, &nan, &infinite)
+      ck_floats_to_halves(src, out, count, clamp ? 1 : 0, &overflowed, &nan, &infinite, bypassCache ? 1 : 0)
       stats.overflowed += overflowed
       stats.nan += nan
       stats.infinite += infinite

@@ -9,18 +9,22 @@ public struct ChunkEncoder {
   public let target: DType
   /// What happens to finite values the target cannot hold.
   public let policy: OverflowPolicy
-  /// Everything seen so far (overflowed and NaN counts).
+  /// Everything seen so far (overflowed and non-finite counts).
   public private(set) var statistics = EncodeStatistics()
+  /// Whether `encode(_:into:)` writes past the cache (output not read again soon).
+  public let bypassCache: Bool
   private var buffer: [UInt8] = []
 
-  /// An encoder to `target` (one of `FloatCodec.supported`).
-  public init(target: DType, policy: OverflowPolicy) throws {
+  /// An encoder to `target` (one of `FloatCodec.supported`). `bypassCache`: what it writes into
+  /// memory goes to the disk, not to a reader (see `FloatCodec.encode`).
+  public init(target: DType, policy: OverflowPolicy, bypassCache: Bool = false) throws {
     guard FloatCodec.supported.contains(target) else {
       throw CodecError.unsupported(
         file: "-", tensor: "-", reason: "\(target.rawValue) is not a float type this codec writes")
     }
     self.target = target
     self.policy = policy
+    self.bypassCache = bypassCache
   }
 
   /// Bytes per value of the target.
@@ -29,7 +33,7 @@ public struct ChunkEncoder {
   /// Encodes `values` into `output` (at least `values.count × width` bytes); returns bytes written.
   @discardableResult
   public mutating func encode(_ values: UnsafeBufferPointer<Float>, into output: UnsafeMutableRawBufferPointer) -> Int {
-    statistics += FloatCodec.encode(values, to: target, into: output, policy: policy)
+    statistics += FloatCodec.encode(values, to: target, into: output, policy: policy, bypassCache: bypassCache)
     return values.count * width
   }
 

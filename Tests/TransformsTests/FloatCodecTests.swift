@@ -124,6 +124,31 @@ import Weights
     #expect(stats.nan == 2 && stats.infinite == 3 && stats.nonFinite == 5, "\(dtype.rawValue): \(stats)")
   }
 
+  @Test func encodingPastTheCacheWritesTheSameBytes() {
+    // Non-temporal stores start at a 16-byte boundary: every start offset, odd ones included.
+    let input = (0..<1000).map { Float($0) * 97.5 - 40_000 } + [.nan, .infinity, 70_000, 1e-8]
+    for clamp in [false, true] {
+      for offset in 0..<18 {
+        var plain = [UInt8](repeating: 0, count: offset + 2 * input.count)
+        var streamed = plain
+        let policy: OverflowPolicy = clamp ? .clamp : .refuse
+        let a = input.withUnsafeBufferPointer { values in
+          plain.withUnsafeMutableBytes {
+            FloatCodec.encode(values, to: .f16, into: UnsafeMutableRawBufferPointer(rebasing: $0[offset...]), policy: policy)
+          }
+        }
+        let b = input.withUnsafeBufferPointer { values in
+          streamed.withUnsafeMutableBytes {
+            FloatCodec.encode(
+              values, to: .f16, into: UnsafeMutableRawBufferPointer(rebasing: $0[offset...]), policy: policy,
+              bypassCache: true)
+          }
+        }
+        #expect(plain == streamed && a == b, "offset \(offset), clamp \(clamp)")
+      }
+    }
+  }
+
   @Test func f16CodecPathsAgreeWithTheReference() {
     // FloatCodec.decode/encode (F16C kernels where the CPU has them) and the Swift block kernel,
     // on every half and on floats around every boundary, against Float(Float16) / `half`.

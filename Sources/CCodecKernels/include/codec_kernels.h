@@ -15,9 +15,11 @@ void ck_halves_to_floats(const void *halves, float *floats, size_t count);
 
 /// `count` floats → little-endian halves at `halves` (any alignment). Finite values that round to
 /// infinity are counted in `*overflowed` and, when `clamp`, written as ±65504; NaNs are counted in
-/// `*nans`, ±infinities in `*infinities`. The counters are added to, not reset.
+/// `*nans`, ±infinities in `*infinities`. The counters are added to, not reset. `stream` writes
+/// with non-temporal stores (F16C path): for output that is not read again soon, e.g. a buffer
+/// handed to the disk, twice as fast as stores that first read each line into the cache.
 void ck_floats_to_halves(const float *floats, void *halves, size_t count, int clamp, size_t *overflowed,
-                         size_t *nans, size_t *infinities);
+                         size_t *nans, size_t *infinities, int stream);
 
 /// ggml's `make_qkx2_quants` (`make_qkx3_quants` with weights) for eight sub-blocks of `n` ≤ 32
 /// values at once (sub-block k at `x + k·n`, its weights at `weights + k·n`): levels in [0, nmax]

@@ -116,7 +116,8 @@ public enum LoRABaker {
       jobs[tensor.name] = (
         tensor.elementCount * width,
         { out in
-          var encoder = try ChunkEncoder(target: target, policy: policy)
+          // The output goes to the disk from this buffer: past the cache.
+          var encoder = try ChunkEncoder(target: target, policy: policy, bypassCache: true)
           // Non-finite results are counted by the encoder, in its pass over the tile.
           try stack.adapt(
             key: tensor.name, shape: tensor.shape, checkFinite: false,
