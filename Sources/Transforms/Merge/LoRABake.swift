@@ -92,7 +92,7 @@ public enum LoRABaker {
     AdapterStack.useSingleThreadedProducts()
     keepFreedMemoryForReuse()
     let workers = max(1, min(ThreadPool.shared.threadCount, 8))
-    let lookahead = Lookahead(budget: lookaheadBytes, workers: workers)
+    let lookahead = Lookahead(capacity: lookaheadBytes, workers: workers)
     var entries: [TensorEntry] = []
     var jobs: [String: (bytes: Int, run: (UnsafeMutableRawBufferPointer) throws -> Void)] = [:]
     var changed = 0, copied = 0
@@ -141,11 +141,9 @@ public enum LoRABaker {
       )
       entries.append(
         TensorEntry(spec: TensorSpec(name: tensor.name, dtype: target, shape: tensor.shape)) { sink in
-          let buffer = try lookahead.take(tensor.name)
-          // Written from the buffer where it lines up with the file (direct I/O), recycled after.
-          try sink.write(
-            UnsafeRawBufferPointer(rebasing: buffer.memory[buffer.lead..<(buffer.lead + buffer.count)]),
-            release: { lookahead.recycle(buffer) })
+          let slice = try lookahead.take(tensor.name)
+          // Written from the ring where it lines up with the file (direct I/O), released after.
+          try sink.write(slice.bytes, release: { lookahead.release(slice) })
         })
       changed += 1
     }
@@ -214,121 +212,9 @@ public enum LoRABaker {
     #endif
   }
 
-  /// Finished output the workers may hold ahead of the writer (plus as much again in recycled
-  /// buffers): bounds anonymous memory whatever the model's size.
-  static let lookaheadBytes = 96 << 20
-
-  /// An output buffer of the lookahead (page-aligned): `count` bytes of `memory` from `lead` on
-  /// are the tensor's.
-  final class Buffer: @unchecked Sendable {
-    let memory: UnsafeMutableRawBufferPointer
-    var lead = 0
-    var count = 0
-    init(capacity: Int) { memory = .allocate(byteCount: max(capacity, 1), alignment: AtomicFile.pageSize) }
-    deinit { memory.deallocate() }
-  }
-
-  /// Runs named jobs in order on `workers` background threads, each into an output buffer (at
-  /// `lead` bytes past a page boundary), while the results not yet written stay within `budget`
-  /// bytes (one job always may run); `take` waits for a job's result (or rethrows its error),
-  /// `recycle` (from any thread) returns its buffer for reuse, so the workers write into memory
-  /// already faulted in.
-  final class Lookahead: @unchecked Sendable {
-    private let budget: Int
-    private let workers: Int
-    private var jobs: [(name: String, bytes: Int, lead: Int, run: (UnsafeMutableRawBufferPointer) throws -> Void)] =
-      []
-    private var results: [String: Result<Buffer, Error>] = [:]
-    private var next = 0
-    /// Bytes of jobs started and not yet recycled.
-    private var pending = 0
-    private var free: [Buffer] = []
-    private var cancelled = false
-    private let condition = NSCondition()
-
-    init(budget: Int, workers: Int) {
-      self.budget = budget
-      self.workers = workers
-    }
-
-    func add(_ name: String, bytes: Int, lead: Int, _ run: @escaping (UnsafeMutableRawBufferPointer) throws -> Void) {
-      jobs.append((name, bytes, lead, run))
-    }
-
-    func start() {
-      guard !jobs.isEmpty else { return }
-      for _ in 0..<workers {
-        let thread = Thread { [self] in
-          while true {
-            condition.lock()
-            while next < jobs.count && pending > 0 && pending + jobs[next].bytes > budget && !cancelled {
-              condition.wait()
-            }
-            guard next < jobs.count, !cancelled else {
-              condition.unlock()
-              return
-            }
-            let job = jobs[next]
-            next += 1
-            pending += job.bytes
-            let buffer = buffer(for: job.lead + job.bytes)
-            condition.unlock()
-            let result = Result { () throws -> Buffer in
-              buffer.lead = job.lead
-              buffer.count = job.bytes
-              try job.run(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[job.lead..<(job.lead + job.bytes)]))
-              return buffer
-            }
-            condition.lock()
-            results[job.name] = result
-            condition.broadcast()
-            condition.unlock()
-          }
-        }
-        thread.stackSize = 1 << 22
-        thread.start()
-      }
-    }
-
-    /// The smallest free buffer that holds `bytes`, else a new one (under the lock).
-    private func buffer(for bytes: Int) -> Buffer {
-      if let index = free.indices.filter({ free[$0].memory.count >= bytes }).min(by: {
-        free[$0].memory.count < free[$1].memory.count
-      }) {
-        return free.remove(at: index)
-      }
-      return Buffer(capacity: bytes)
-    }
-
-    func take(_ name: String) throws -> Buffer {
-      condition.lock()
-      defer { condition.unlock() }
-      while results[name] == nil && !cancelled { condition.wait() }
-      guard let result = results.removeValue(forKey: name) else { throw CancellationError() }
-      return try result.get()
-    }
-
-    /// Returns a taken buffer once written: kept for reuse while the free ones stay within the
-    /// budget, the largest dropped beyond it.
-    func recycle(_ buffer: Buffer) {
-      condition.lock()
-      pending -= buffer.count
-      free.append(buffer)
-      free.sort { $0.memory.count < $1.memory.count }
-      while free.reduce(0, { $0 + $1.memory.count }) > budget { free.removeLast() }
-      condition.broadcast()
-      condition.unlock()
-    }
-
-    /// Stops the threads after their current job (the writer is done or failed).
-    func cancel() {
-      condition.lock()
-      cancelled = true
-      free = []
-      condition.broadcast()
-      condition.unlock()
-    }
-  }
+  /// Finished output the workers may hold ahead of the writer (the lookahead's ring): bounds
+  /// anonymous memory whatever the model's size.
+  static let lookaheadBytes = 160 << 20
 
   static func jsonString<T: Encodable>(_ value: T) -> String {
     (try? JSONEncoder.sorted.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
