@@ -207,7 +207,7 @@ struct Merge: ParsableCommand {
       return
     }
     print(
-      "\(report.output): \(report.tensorsChanged) tensors changed by \(report.adapters.count) adapters, \(report.tensorsCopied) copied; \(String(format: "%.1f", report.seconds)) s"
+      "\(report.output): \(report.tensorsChanged) tensors changed by \(report.adapters.count) adapter\(report.adapters.count == 1 ? "" : "s"), \(report.tensorsCopied) copied; \(String(format: "%.1f", report.seconds)) s"
     )
     for adapter in report.adapters {
       print(

@@ -98,7 +98,8 @@ import Testing
       #expect(FileManager.default.contents(atPath: path) == reference, "aligned \(aligned)")
       if Self.takesDirectIO(directory) {
         // Several writes at once (the 20 MiB tensor alone is two staging buffers and a page run).
-        #expect(overlap.most > 1 && overlap.most <= AtomicFile.directWritesInFlight, "aligned \(aligned): \(overlap.most)")
+        #expect(
+          overlap.most > 1 && overlap.most <= AtomicFile.directWritesInFlight, "aligned \(aligned): \(overlap.most)")
       }
     }
     #expect(releases.snapshot == ["a": 3, "b": 3, "c": 3, "d": 3, "e": 3], "release is called once per write")

@@ -134,7 +134,8 @@ import Weights
         let policy: OverflowPolicy = clamp ? .clamp : .refuse
         let a = input.withUnsafeBufferPointer { values in
           plain.withUnsafeMutableBytes {
-            FloatCodec.encode(values, to: .f16, into: UnsafeMutableRawBufferPointer(rebasing: $0[offset...]), policy: policy)
+            FloatCodec.encode(
+              values, to: .f16, into: UnsafeMutableRawBufferPointer(rebasing: $0[offset...]), policy: policy)
           }
         }
         let b = input.withUnsafeBufferPointer { values in

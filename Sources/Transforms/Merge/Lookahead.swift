@@ -17,7 +17,9 @@ final class Lookahead: @unchecked Sendable {
     let lead: Int
     let count: Int
     let memory: UnsafeMutableRawBufferPointer
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: memory[(start + lead)..<(start + lead + count)]) }
+    var bytes: UnsafeRawBufferPointer {
+      UnsafeRawBufferPointer(rebasing: memory[(start + lead)..<(start + lead + count)])
+    }
   }
 
   private struct Job {
@@ -64,7 +66,9 @@ final class Lookahead: @unchecked Sendable {
       let thread = Thread { [self] in
         while let (job, slice) = claim() {
           let result = Result { () throws -> Slice in
-            try job.run(UnsafeMutableRawBufferPointer(rebasing: ring[(slice.start + job.lead)..<(slice.start + job.lead + job.bytes)]))
+            try job.run(
+              UnsafeMutableRawBufferPointer(
+                rebasing: ring[(slice.start + job.lead)..<(slice.start + job.lead + job.bytes)]))
             return slice
           }
           condition.lock()
