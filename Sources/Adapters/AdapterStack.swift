@@ -1,6 +1,7 @@
 import CBLAS
 import Checkpoint
 import Foundation
+import Weights
 
 /// One adapter to apply and its strength per target weight (UNet vs text encoders, per block).
 public struct AdapterApplication: Sendable {
@@ -202,17 +203,12 @@ public final class AdapterStack: @unchecked Sendable {
     var cuts = Set([0, rows])
     for m in modules { cuts.formUnion([m.rows.lowerBound, m.rows.upperBound]) }
     let bounds = cuts.sorted()
-    // Each module's factors decoded once (a q/k/v slice's up factor may serve several blocks),
-    // without zero-filling: they are the products' other input, as large as a fifth of the weight.
-    var ups: [Int: [Float]] = [:], downs: [Int: [Float]] = [:]
-    func decoded(_ m: Int, _ role: AdapterRole) throws -> [Float] {
-      let adapter = modules[m].adapter, module = modules[m].module
-      let count = (adapter.shape(module, role) ?? []).reduce(1, *)
-      let decoder = try adapter.decoder(module, role)
-      return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-        decoder.decode(0..<count, into: buffer)
-        initialized = count
-      }
+    // Each module's up factor decoded once (a whole-weight module's may serve several row blocks),
+    // its down factor straight into each block's concatenation, nothing zero-filled first: the
+    // factors are as large as a fifth of the weight.
+    var ups: [Int: [Float]] = [:]
+    func decoder(_ m: Int, _ role: AdapterRole) throws -> TensorDecoder {
+      try modules[m].adapter.decoder(modules[m].module, role)
     }
     var blocks: [LowRankBlock] = []
     for (lower, upper) in zip(bounds, bounds.dropFirst()) {
@@ -220,8 +216,11 @@ public final class AdapterStack: @unchecked Sendable {
       let here = modules.indices.filter { modules[$0].rows.contains(lower) }
       let rank = here.reduce(0) { $0 + modules[$1].rank }
       for m in here where ups[m] == nil {
-        ups[m] = try decoded(m, .up)
-        downs[m] = try decoded(m, .down)
+        let up = try decoder(m, .up)
+        ups[m] = [Float](unsafeUninitializedCapacity: up.elementCount) { buffer, initialized in
+          up.decode(0..<up.elementCount, into: buffer)
+          initialized = up.elementCount
+        }
       }
       // Each module's up rows side by side, scaled by its factor; its down rows one after another.
       let up = [Float](unsafeUninitializedCapacity: span.count * rank) { buffer, initialized in
@@ -238,9 +237,17 @@ public final class AdapterStack: @unchecked Sendable {
         }
         initialized = span.count * rank
       }
-      var down = [Float]()
-      down.reserveCapacity(rank * columns)
-      for m in here { down.append(contentsOf: downs[m]!) }
+      let downs = try here.map { try decoder($0, .down) }
+      let down = [Float](unsafeUninitializedCapacity: rank * columns) { buffer, initialized in
+        var offset = 0
+        for factor in downs {
+          factor.decode(
+            0..<factor.elementCount,
+            into: UnsafeMutableBufferPointer(rebasing: buffer[offset..<(offset + factor.elementCount)]))
+          offset += factor.elementCount
+        }
+        initialized = offset
+      }
       blocks.append(LowRankBlock(rows: span, rank: rank, up: up, down: down))
     }
     return blocks
