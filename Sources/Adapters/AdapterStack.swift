@@ -228,9 +228,11 @@ public final class AdapterStack: @unchecked Sendable {
         for m in here {
           let factor = modules[m].factor, r = modules[m].rank, first = modules[m].rows.lowerBound
           ups[m]!.withUnsafeBufferPointer { u in
+            guard let source = u.baseAddress, let target = buffer.baseAddress else { return }
             for row in span {
-              let from = (row - first) * r, to = (row - lower) * rank + offset
-              for c in 0..<r { buffer[to + c] = factor * u[from + c] }
+              // Pointers, not checked index sums: the loop then vectorises (it was 3 % of a bake).
+              let from = source + (row - first) * r, to = target + (row - lower) * rank + offset
+              for c in 0..<r { to[c] = factor * from[c] }
             }
           }
           offset += r
