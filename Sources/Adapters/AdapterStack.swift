@@ -215,13 +215,7 @@ public final class AdapterStack: @unchecked Sendable {
       let span = lower..<upper
       let here = modules.indices.filter { modules[$0].rows.contains(lower) }
       let rank = here.reduce(0) { $0 + modules[$1].rank }
-      for m in here where ups[m] == nil {
-        let up = try decoder(m, .up)
-        ups[m] = [Float](unsafeUninitializedCapacity: up.elementCount) { buffer, initialized in
-          up.decode(0..<up.elementCount, into: buffer)
-          initialized = up.elementCount
-        }
-      }
+      for m in here where ups[m] == nil { ups[m] = try modules[m].adapter.values(modules[m].module, .up) }
       // Each module's up rows side by side, scaled by its factor; its down rows one after another.
       let up = [Float](unsafeUninitializedCapacity: span.count * rank) { buffer, initialized in
         var offset = 0

@@ -300,9 +300,11 @@ public struct TensorDecoder: @unchecked Sendable {
 
   /// The whole tensor as Float32 (for small tensors: scales, norms, biases).
   public func decodeAll() -> [Float] {
-    var values = [Float](repeating: 0, count: elementCount)
-    values.withUnsafeMutableBufferPointer { decode(0..<elementCount, into: $0) }
-    return values
+    // Not zero-filled first: `decode` writes every value of its range.
+    [Float](unsafeUninitializedCapacity: elementCount) { buffer, initialized in
+      decode(0..<elementCount, into: buffer)
+      initialized = elementCount
+    }
   }
 
   // MARK: - Resolving what a stored tensor means
