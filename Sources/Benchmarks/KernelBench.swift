@@ -97,18 +97,29 @@ enum KernelBench {
 
     if wanted("conv") { shares += convolutions(context, peak: peak, repeats: repeats) }
     if wanted("attention") {
-      // `--attention-tiles 64x256,128x512` compares tile sizes (the default tile alone otherwise).
-      var tiles = [context.attentionTile]
-      if let index = arguments.firstIndex(of: "--attention-tiles"), index + 1 < arguments.count {
-        tiles = arguments[index + 1].split(separator: ",").compactMap { item in
+      // `--attention-kernel-tiles 96x128,192x256` compares the AVX-512 kernel's tile sizes;
+      // `--attention-tiles 64x256,128x512` adds the gemm-based form at those tiles (the form
+      // used where the CPU lacks AVX-512).
+      func tiles(_ option: String) -> [(Int, Int)]? {
+        guard let index = arguments.firstIndex(of: option), index + 1 < arguments.count else { return nil }
+        return arguments[index + 1].split(separator: ",").compactMap { item in
           let sizes = item.split(separator: "x").compactMap { Int($0) }
           return sizes.count == 2 ? (sizes[0], sizes[1]) : nil
         }
       }
-      for tile in tiles {
+      if ComputeContext.hasAttentionKernel {
+        for tile in tiles("--attention-kernel-tiles") ?? [context.attentionKernelTile] {
+          context.attentionKernelTile = tile
+          shares += attention(context, peak: peak, repeats: repeats)
+        }
+      }
+      let gemmTiles = tiles("--attention-tiles") ?? (ComputeContext.hasAttentionKernel ? [] : [context.attentionTile])
+      context.usesAttentionKernel = false
+      for tile in gemmTiles {
         context.attentionTile = tile
         shares += attention(context, peak: peak, repeats: repeats)
       }
+      context.usesAttentionKernel = true
     }
     if wanted("elementwise") { elementwise(context, repeats: repeats) }
     if !shares.isEmpty {
@@ -169,8 +180,12 @@ enum KernelBench {
   /// Prints each attention shape's rate against `peak`; returns (name, GFLOP/s).
   static func attention(_ context: ComputeContext, peak: Double, repeats: Int) -> [(String, Double)] {
     var rates: [(String, Double)] = []
-    let tile = context.attentionTile
-    print("\n-- attention (fused: online softmax over \(tile.queries)×\(tile.keys) score tiles), batch 2, head dim 64")
+    let kernel = context.usesAttentionKernel && ComputeContext.hasAttentionKernel
+    let tile = kernel ? context.attentionKernelTile : context.attentionTile
+    let form = kernel ? "AVX-512 kernel" : "gemm-based"
+    print(
+      "\n-- attention (\(form), online softmax: \(tile.queries) query rows × \(tile.keys) keys a step), batch 2, head dim 64"
+    )
     let attentionShapes: [(String, Int, Int, Int)] = [
       ("level-1 self 4096 tok, 640 ch, 10 heads", 4096, 4096, 640),
       ("level-1 cross 4096 tok × 77, 640 ch", 4096, 77, 640),
@@ -186,7 +201,7 @@ enum KernelBench {
       }
       let flops = 2 * 4.0 * Double(queryTokens) * Double(keyTokens) * Double(channels)
       let rate = flops / timing.best / 1e9
-      rates.append(("\(name) (\(tile.queries)×\(tile.keys))", rate))
+      rates.append(("\(name) (\(kernel ? "kernel" : "gemm") \(tile.queries)×\(tile.keys))", rate))
       print(
         String(
           format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak), %6.1f ms", name as NSString, rate, 100 * rate / peak,

@@ -53,6 +53,16 @@ extension ComputeContext {
       output.fill(0)
       return
     }
+    gemmOperations += attentionOperations(
+      batch: batch, headCount: headCount, queryTokens: queryTokens, keyTokens: keyTokens,
+      headDimension: headDimension, valueHeadDimension: valueHeadDimension, causal: causal)
+    if !causal && headDimension == 64 && valueHeadDimension == 64 && usesAttentionKernel
+      && ComputeContext.hasAttentionKernel
+    {
+      attentionKernel(
+        query: query, key: key, value: value, headCount: headCount, scale: scale, into: output)
+      return
+    }
     let tile = (
       queries: Swift.max(1, Swift.min(queryTokens, attentionTile.queries)),
       keys: Swift.max(1, Swift.min(keyTokens, attentionTile.keys))
@@ -93,6 +103,69 @@ extension ComputeContext {
     }
   }
 
+  /// The gemm-equivalent work of one attention call (2·m·n·k of Q·Kᵀ and P·V per head), counted
+  /// once here rather than by the tasks' gemms, which run on several threads at once. Causal
+  /// blocks count the key tiles they compute, as the gemm-based form walks them.
+  func attentionOperations(
+    batch: Int, headCount: Int, queryTokens: Int, keyTokens: Int, headDimension: Int,
+    valueHeadDimension: Int, causal: Bool
+  ) -> Double {
+    var products = Double(queryTokens) * Double(keyTokens)
+    if causal {
+      let rows = Swift.max(1, Swift.min(queryTokens, attentionTile.queries))
+      products = 0
+      for firstRow in stride(from: 0, to: queryTokens, by: rows) {
+        let blockRows = Swift.min(rows, queryTokens - firstRow)
+        let keyEnd = Swift.min(keyTokens, firstRow + blockRows)
+        products += Double(blockRows) * Double(keyEnd)
+      }
+    }
+    return 2 * Double(batch * headCount) * products * Double(headDimension + valueHeadDimension)
+  }
+
+  /// Attention with head dimension 64 through the AVX-512 kernel: tasks of one sample, one head
+  /// and a range of query rows, one per thread; each packs its head's keys and values once into
+  /// its own scratch (heads are split into several row ranges only when there are fewer heads
+  /// than threads need, so the packing stays a small fraction).
+  func attentionKernel(
+    query: Tensor, key: Tensor, value: Tensor, headCount: Int, scale: Float, into output: Tensor
+  ) {
+    let batch = query.shape[0], queryTokens = query.shape[1], channels = query.shape[2]
+    let keyTokens = key.shape[1], valueChannels = value.shape[2]
+    let blockRows = Swift.max(1, attentionKernelTile.queries)
+    let tileKeys = (Swift.max(1, attentionKernelTile.keys) + 15) / 16 * 16
+    let heads = batch * headCount
+    let queryBlocks = (queryTokens + blockRows - 1) / blockRows
+    let rangesPerHead = Swift.min(queryBlocks, Swift.max(1, (2 * pool.threadCount + heads - 1) / heads))
+    let rangeRows = (queryBlocks + rangesPerHead - 1) / rangesPerHead * blockRows
+    let taskCount = heads * rangesPerHead
+    let workers = Swift.min(pool.threadCount, taskCount)
+    let scratchFloats = tk_attention_workspace_floats(keyTokens, blockRows, tileKeys)
+    let scratch = workspace.buffer(workers * scratchFloats)
+    pool.forEachChunk(workers) { slots in
+      for worker in slots {
+        var task = worker
+        while task < taskCount {
+          let range = task % rangesPerHead, head = (task / rangesPerHead) % headCount
+          let sample = task / (rangesPerHead * headCount)
+          let keySample = key.shape[0] == 1 ? 0 : sample
+          let firstRow = range * rangeRows
+          if firstRow < queryTokens {
+            let rows = Swift.min(rangeRows, queryTokens - firstRow)
+            tk_attention_head64(
+              query.pointer + (sample * queryTokens + firstRow) * channels + head * 64, channels, rows,
+              key.pointer + keySample * keyTokens * channels + head * 64, channels,
+              value.pointer + keySample * keyTokens * valueChannels + head * 64, valueChannels,
+              keyTokens, scale, blockRows, tileKeys, scratch + worker * scratchFloats,
+              output.pointer + (sample * queryTokens + firstRow) * valueChannels + head * 64,
+              valueChannels)
+          }
+          task += workers
+        }
+      }
+    }
+  }
+
   /// The sizes one attention call shares between its tasks.
   struct AttentionGeometry {
     let queryTokens: Int, keyTokens: Int, channels: Int, valueChannels: Int
@@ -119,7 +192,7 @@ extension ComputeContext {
     while firstKey < keyEnd {
       let keyCount = Swift.min(g.tileKeys, keyEnd - firstKey)
       // S[rows, keys] = scale · Q[rows, head] · K[keys, head]ᵀ.
-      gemm(
+      uncountedGemm(
         transposeA: false, transposeB: true, m: rows, n: keyCount, k: g.headDimension,
         alpha: g.scale, a: queries + firstRow * g.channels + head * g.headDimension, lda: g.channels,
         b: keys + firstKey * g.channels + head * g.headDimension, ldb: g.channels, beta: 0,
@@ -149,7 +222,7 @@ extension ComputeContext {
         if visible < keyCount { (line + visible).update(repeating: 0, count: keyCount - visible) }
       }
       // O[rows, head] (+)= P[rows, keys] · V[keys, head].
-      gemm(
+      uncountedGemm(
         transposeA: false, transposeB: false, m: rows, n: g.valueHeadDimension, k: keyCount,
         a: scores, lda: keyCount, b: values + firstKey * g.valueChannels + head * g.valueHeadDimension,
         ldb: g.valueChannels, beta: firstKey == 0 ? 0 : 1, c: target, ldc: g.valueChannels)

@@ -24,6 +24,14 @@ public final class ComputeContext {
   /// 256 × 512: a 512 KB score tile that stays in L2 between the two gemms; the fastest of the
   /// sizes `Benchmarks kernels attention --attention-tiles` compares on this project's machines).
   public var attentionTile: (queries: Int, keys: Int) = (256, 512)
+  /// Whether attention with head dimension 64 (all of SDXL's) runs the AVX-512 kernel
+  /// (`tk_attention_head64`) on CPUs that have it; false keeps it on the gemm-based form above.
+  public var usesAttentionKernel = true
+  /// The kernel's query rows per block and key tokens per online-softmax step (default 96 × 128:
+  /// a 48 KB probability tile, a 32 KB key tile and a 32 KB value tile for one core's L1/L2; the
+  /// fastest of the sizes `Benchmarks kernels attention --attention-kernel-tiles` compares here).
+  /// Keys are rounded up to a multiple of 16.
+  public var attentionKernelTile: (queries: Int, keys: Int) = (96, 128)
   /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
   /// dense-equivalent work benchmarks divide by time. Reset it freely.
   public var gemmOperations: Double = 0
@@ -46,6 +54,9 @@ public final class ComputeContext {
   /// Whether the element-wise kernels run their AVX2+FMA forms (x86-64 CPUs that have them) rather
   /// than the portable C loops.
   public static var usesVectorKernels: Bool { tk_uses_avx2() != 0 }
+
+  /// Whether this CPU can run the AVX-512 attention kernel (`usesAttentionKernel`).
+  public static var hasAttentionKernel: Bool { tk_attention_available() != 0 }
 
   /// OpenBLAS's build description (version, target core, threading), for benchmark reports.
   public static var blasConfiguration: String {

@@ -41,6 +41,19 @@ extension ComputeContext {
     precondition(ldc >= Swift.max(1, n), "ldc \(ldc) too small")
     if m == 0 || n == 0 { return }
     gemmOperations += 2 * Double(m) * Double(n) * Double(k)
+    uncountedGemm(
+      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+      b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+  }
+
+  /// `gemm` without adding to `gemmOperations`: for callers on several threads at once, which
+  /// count their work themselves.
+  func uncountedGemm(
+    transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    if m == 0 || n == 0 { return }
     if usesReferenceKernels {
       ReferenceKernels.gemm(
         transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,

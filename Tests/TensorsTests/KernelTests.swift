@@ -229,6 +229,89 @@ import Testing
     #expect(closeness(o1, o2).nmse <= 1e-10, "\(closeness(o1, o2))")
   }
 
+  /// The AVX-512 kernel for head dimension 64 (`usesAttentionKernel`) and the gemm-based form,
+  /// each against the reference: row and key tails of every register tile (1–6 rows, 1–4 panels
+  /// of 16 keys, partial panels), CLIP's 77 keys shared by a batch, and many key tiles.
+  @Test(arguments: [
+    AttentionCase(
+      batch: 2, queryTokens: 37, keyTokens: 77, channels: 128, valueChannels: 128, heads: 2, sharedKeys: true,
+      causal: false, tile: [7, 20]),
+    AttentionCase(
+      batch: 1, queryTokens: 130, keyTokens: 130, channels: 64, valueChannels: 64, heads: 1, sharedKeys: false,
+      causal: false, tile: [96, 128]),
+    AttentionCase(
+      batch: 3, queryTokens: 11, keyTokens: 1, channels: 192, valueChannels: 192, heads: 3, sharedKeys: false,
+      causal: false, tile: [5, 16]),
+    AttentionCase(
+      batch: 1, queryTokens: 200, keyTokens: 1100, channels: 64, valueChannels: 64, heads: 1, sharedKeys: false,
+      causal: false, tile: [64, 48]),
+    AttentionCase(
+      batch: 2, queryTokens: 6, keyTokens: 64, channels: 64, valueChannels: 64, heads: 1, sharedKeys: false,
+      causal: false, tile: [1, 64]),
+  ])
+  func attentionKernel(_ c: AttentionCase) {
+    let kvBatch = c.sharedKeys ? 1 : c.batch
+    let q = randomTensor([c.batch, c.queryTokens, c.channels], seed: 31, scale: 3)
+    let k = randomTensor([kvBatch, c.keyTokens, c.channels], seed: 32, scale: 3)
+    let v = randomTensor([kvBatch, c.keyTokens, c.valueChannels], seed: 33)
+    let expected = Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels])
+    reference.attention(query: q, key: k, value: v, headCount: c.heads, into: expected)
+    for kernel in [true, false] {
+      let output = Tensor(zeros: expected.shape)
+      let context = ComputeContext(pool: fast.pool)
+      context.usesAttentionKernel = kernel
+      context.attentionKernelTile = (c.tile[0], c.tile[1])
+      context.attentionTile = (c.tile[0], c.tile[1])
+      context.attention(query: q, key: k, value: v, headCount: c.heads, into: output)
+      #expect(closeness(output, expected).nmse <= 1e-10, "kernel \(kernel): \(closeness(output, expected))")
+      // The work is counted once per call, whichever threads ran it.
+      let products = 2 * Double(c.batch * c.heads * c.queryTokens * c.keyTokens)
+      #expect(context.gemmOperations == products * Double((c.channels + c.valueChannels) / c.heads))
+    }
+  }
+
+  /// A sample's attention gives the same bits alone as in a batch, in any query block size: the
+  /// batched renders of `verify` rely on it.
+  @Test func attentionKernelGivesEachSampleItsOwnBits() {
+    let q = randomTensor([3, 150, 128], seed: 34, scale: 3), k = randomTensor([3, 150, 128], seed: 35, scale: 3)
+    let v = randomTensor([3, 150, 128], seed: 36)
+    let batched = Tensor(zeros: [3, 150, 128])
+    fast.attention(query: q, key: k, value: v, headCount: 2, into: batched)
+    for (sample, rows) in [(0, 96), (1, 7), (2, 1)] {
+      let context = ComputeContext(pool: fast.pool)
+      context.attentionKernelTile.queries = rows
+      let one = { (t: Tensor) in
+        Tensor(shape: [1, 150, 128], values: Array(t.scalars[sample * 150 * 128..<(sample + 1) * 150 * 128]))
+      }
+      let alone = Tensor(zeros: [1, 150, 128])
+      context.attention(query: one(q), key: one(k), value: one(v), headCount: 2, into: alone)
+      #expect(alone.scalars == one(batched).scalars, "sample \(sample), blocks of \(rows) rows")
+    }
+  }
+
+  /// A NaN in one query row makes that row NaN and leaves the others finite (health checks look for it).
+  @Test func attentionKernelKeepsNaN() {
+    let q = randomTensor([1, 20, 64], seed: 37), k = randomTensor([1, 40, 64], seed: 38)
+    let v = randomTensor([1, 40, 64], seed: 39)
+    q.pointer[5 * 64 + 3] = .nan
+    let output = Tensor(zeros: [1, 20, 64])
+    fast.attention(query: q, key: k, value: v, headCount: 1, into: output)
+    for row in 0..<20 {
+      let values = output.scalars[row * 64..<(row + 1) * 64]
+      #expect(values.allSatisfy { row == 5 ? $0.isNaN : $0.isFinite }, "row \(row)")
+    }
+  }
+
+  /// The kernel is in use wherever the CPU reports AVX-512F (read here from /proc/cpuinfo, not
+  /// from the compiler's runtime check the kernel uses).
+  @Test func attentionKernelRunsWhereTheCPUHasAVX512() throws {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+      let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+    else { return }
+    let hasAVX512 = flags.split(separator: " ").contains("avx512f")
+    #expect(ComputeContext.hasAttentionKernel == hasAVX512)
+  }
+
   @Test func layout() {
     let x = randomTensor([2, 3, 5, 7], seed: 26)
     let (u1, u2) = (Tensor(zeros: [2, 3, 10, 14]), Tensor(zeros: [2, 3, 10, 14]))
