@@ -196,7 +196,10 @@ enum KernelBench {
       let q = random([2, queryTokens, channels], seed: 6)
       let k = random([2, keyTokens, channels], seed: 7), v = random([2, keyTokens, channels], seed: 8)
       let o = Tensor(zeros: [2, queryTokens, channels])
-      let timing = time(repeats: repeats) {
+      // Short shapes (a few ms) repeat for about a second: the best of many runs, not of 5, is
+      // what filters out this VM's bursts of interference.
+      let once = measure { context.attention(query: q, key: k, value: v, headCount: channels / 64, into: o) }
+      let timing = time(repeats: max(repeats, min(500, Int(1 / max(once, 1e-6))))) {
         context.attention(query: q, key: k, value: v, headCount: channels / 64, into: o)
       }
       let flops = 2 * 4.0 * Double(queryTokens) * Double(keyTokens) * Double(channels)

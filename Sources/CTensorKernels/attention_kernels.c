@@ -37,12 +37,17 @@ size_t tk_attention_workspace_floats(size_t key_count, size_t block_rows, size_t
 #define TA_AVX512 __attribute__((target("avx512f,fma")))
 #define TA_INLINE static inline __attribute__((always_inline))
 
+// exp(x) for x ≤ 0 (scores minus their running maximum): the Cephes polynomial of kernels.c on
+// r = x − n·ln2, scaled by 2ⁿ with vscalefps instead of exponent arithmetic. Below −87.3 (where
+// kernels.c also gives 0) the zero-masking returns 0 exactly: an underflowing scalef would take
+// a slow microcode assist per lane, and −∞ (hidden keys) would turn r into NaN. NaN stays NaN
+// (max(low, x) returns x when x is NaN, and the unordered compare keeps the lane).
 TA_AVX512 TA_INLINE __m512 exp16(__m512 input) {
   const __m512 low = _mm512_set1_ps(-87.3f);
-  __m512 x = _mm512_min_ps(_mm512_max_ps(input, low), _mm512_set1_ps(88.3762626647949f));
-  __m512 shifted = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f),
-                                   _mm512_set1_ps(12582912.0f));
-  __m512 n = _mm512_sub_ps(shifted, _mm512_set1_ps(12582912.0f));
+  __mmask16 kept = _mm512_cmp_ps_mask(input, low, _CMP_NLT_UQ);
+  __m512 x = _mm512_max_ps(low, input);
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 r2 = _mm512_mul_ps(r, r);
@@ -53,17 +58,7 @@ TA_AVX512 TA_INLINE __m512 exp16(__m512 input) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
-  __m512i integer = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000));
-  __m512 scale = _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_add_epi32(integer, _mm512_set1_epi32(127)), 23));
-  __m512 result = _mm512_mul_ps(y, scale);
-  result = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(input, low, _CMP_LT_OQ), result,
-                                _mm512_setzero_ps());
-  result = _mm512_mask_blend_ps(
-      _mm512_cmp_ps_mask(input, _mm512_set1_ps(88.72283f), _CMP_GT_OQ), result,
-      _mm512_set1_ps(INFINITY));
-  // A NaN score stays NaN (the clamps above would turn it into a tiny number).
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(input, input, _CMP_UNORD_Q), result, input);
+  return _mm512_maskz_scalef_ps(kept, y, n);
 }
 
 // Scores of `rows` query rows against `blocks` panels of 16 keys: s = scale · q·k, lanes past
@@ -124,7 +119,7 @@ TA_AVX512 TA_INLINE void value_tile(const int rows, const float *probabilities,
     return;
 #define TA_SCORE_ROW(R) TA_SCORE(R, 1) TA_SCORE(R, 2) TA_SCORE(R, 3) TA_SCORE(R, 4)
 
-TA_AVX512 static void score_tiles(int rows, int blocks, const float *queries, size_t query_stride,
+TA_AVX512 __attribute__((noinline)) static void score_tiles(int rows, int blocks, const float *queries, size_t query_stride,
                                   const float *panels, float scale, int last_lanes,
                                   float *scores, size_t score_stride, float *maxima) {
   switch (rows * 8 + blocks) {
@@ -132,7 +127,7 @@ TA_AVX512 static void score_tiles(int rows, int blocks, const float *queries, si
   }
 }
 
-TA_AVX512 static void value_tiles(int rows, const float *probabilities, size_t probability_stride,
+TA_AVX512 __attribute__((noinline)) static void value_tiles(int rows, const float *probabilities, size_t probability_stride,
                                   const float *values, size_t key_count, float *output) {
   switch (rows) {
     case 1: value_tile(1, probabilities, probability_stride, values, key_count, output); return;
@@ -146,7 +141,7 @@ TA_AVX512 static void value_tiles(int rows, const float *probabilities, size_t p
 
 // The online softmax step for one tile: p = exp(s − m_new) in place, sums and output rows
 // rescaled by exp(m_old − m_new) when the running maximum moved.
-TA_AVX512 static void softmax_step(size_t rows, float *scores, size_t score_stride, size_t blocks,
+TA_AVX512 __attribute__((noinline)) static void softmax_step(size_t rows, float *scores, size_t score_stride, size_t blocks,
                                    const float *tile_maxima, float *running_maxima, float *sums,
                                    float *output, int first_tile) {
   for (size_t r = 0; r < rows; r++) {

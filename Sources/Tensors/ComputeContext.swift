@@ -27,11 +27,12 @@ public final class ComputeContext {
   /// Whether attention with head dimension 64 (all of SDXL's) runs the AVX-512 kernel
   /// (`tk_attention_head64`) on CPUs that have it; false keeps it on the gemm-based form above.
   public var usesAttentionKernel = true
-  /// The kernel's query rows per block and key tokens per online-softmax step (default 96 × 128:
-  /// a 48 KB probability tile, a 32 KB key tile and a 32 KB value tile for one core's L1/L2; the
-  /// fastest of the sizes `Benchmarks kernels attention --attention-kernel-tiles` compares here).
-  /// Keys are rounded up to a multiple of 16.
-  public var attentionKernelTile: (queries: Int, keys: Int) = (96, 128)
+  /// The kernel's query rows per block and key tokens per online-softmax step (default 48 × 256:
+  /// a 48 KB probability tile and 64 KB key and value tiles for one core's L1/L2; among the
+  /// fastest of the sizes `Benchmarks kernels attention --attention-kernel-tiles` compares here,
+  /// where 48–96 rows × 128–512 keys lie within this VM's run-to-run noise). Keys are rounded up
+  /// to a multiple of 16.
+  public var attentionKernelTile: (queries: Int, keys: Int) = (48, 256)
   /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
   /// dense-equivalent work benchmarks divide by time. Reset it freely.
   public var gemmOperations: Double = 0
