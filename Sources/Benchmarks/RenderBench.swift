@@ -25,7 +25,6 @@ enum RenderBench {
     let steps = value("--steps").flatMap(Int.init) ?? 1
     let images = value("--images").flatMap(Int.init) ?? 1
     let threads = value("--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
-    ComputeContext.setBLASThreadCount(threads)
     ThreadPool.useShared(threadCount: threads)
     let compute = ComputeContext(pool: ThreadPool.shared)
 

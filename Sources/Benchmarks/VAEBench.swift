@@ -21,7 +21,6 @@ enum VAEBench {
     }
     let size = value("--size").flatMap(Int.init) ?? 1024
     let threads = value("--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
-    ComputeContext.setBLASThreadCount(threads)
     ThreadPool.useShared(threadCount: threads)
     let compute = ComputeContext(pool: ThreadPool.shared)
     let vae = try AutoencoderKL(checkpoint: try ModelWeights(path: path), loadEncoder: false, compute: compute)

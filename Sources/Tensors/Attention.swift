@@ -73,11 +73,6 @@ extension ComputeContext {
     let workers = Swift.min(pool.threadCount, taskCount)
     let scratchFloats = tile.queries * tile.keys + 2 * tile.queries
     let scratch = workspace.buffer(workers * scratchFloats)
-    // Each task runs its small gemms on its own thread: OpenBLAS threading is switched off for
-    // the duration so threads do not fight over the cores (the pool owns them here).
-    let blasThreads = workers > 1 ? ComputeContext.blasThreadCount : 1
-    if workers > 1 { ComputeContext.setBLASThreadCount(1) }
-    defer { if workers > 1 { ComputeContext.setBLASThreadCount(blasThreads) } }
     let geometry = AttentionGeometry(
       queryTokens: queryTokens, keyTokens: keyTokens, channels: channels, valueChannels: valueChannels,
       headDimension: headDimension, valueHeadDimension: valueHeadDimension, scale: scale, causal: causal,
@@ -196,7 +191,7 @@ extension ComputeContext {
         transposeA: false, transposeB: true, m: rows, n: keyCount, k: g.headDimension,
         alpha: g.scale, a: queries + firstRow * g.channels + head * g.headDimension, lda: g.channels,
         b: keys + firstKey * g.channels + head * g.headDimension, ldb: g.channels, beta: 0,
-        c: scores, ldc: keyCount)
+        c: scores, ldc: keyCount, parallel: false)
       for row in 0..<rows {
         let line = scores + row * keyCount
         let visible = g.causal ? Swift.max(0, Swift.min(keyCount, firstRow + row + 1 - firstKey)) : keyCount
@@ -225,7 +220,7 @@ extension ComputeContext {
       uncountedGemm(
         transposeA: false, transposeB: false, m: rows, n: g.valueHeadDimension, k: keyCount,
         a: scores, lda: keyCount, b: values + firstKey * g.valueChannels + head * g.valueHeadDimension,
-        ldb: g.valueChannels, beta: firstKey == 0 ? 0 : 1, c: target, ldc: g.valueChannels)
+        ldb: g.valueChannels, beta: firstKey == 0 ? 0 : 1, c: target, ldc: g.valueChannels, parallel: false)
       firstKey += keyCount
     }
     // Dividing the d-wide output instead of the key-wide scores saves a pass.

@@ -47,11 +47,19 @@ extension ComputeContext {
   }
 
   /// `gemm` without adding to `gemmOperations`: for callers on several threads at once, which
-  /// count their work themselves.
+  /// count their work themselves (and pass `parallel: false`: a pool job cannot use the pool).
+  ///
+  /// OpenBLAS runs single-threaded here, and a large gemm is split into column (or row) ranges,
+  /// one per pool thread. OpenBLAS's own threads spin in `sched_yield` for about 2²⁸ cycles after
+  /// every gemm, taking a core from the element-wise work between gemms; on two cores that cost
+  /// the SDXL UNet forward 12–13 % (8.5–8.7 s against 9.6–10.0 s at 64², three interleaved pairs).
+  /// Splitting columns leaves each thread packing only its share of B, as OpenBLAS's blocking
+  /// packs A once per column block anyway. An element's sum runs over k in the same blocked
+  /// order in any range, so the result does not depend on the split (tested bit for bit).
   func uncountedGemm(
     transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
-    c: UnsafeMutablePointer<Float>, ldc: Int
+    c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true
   ) {
     if m == 0 || n == 0 { return }
     if usesReferenceKernels {
@@ -60,10 +68,63 @@ extension ComputeContext {
         lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
       return
     }
+    if ComputeContext.blasThreadCount != 1 { ComputeContext.setBLASThreadCount(1) }
+    let parts = parallel ? gemmParts(m: m, n: n, k: k) : 1
+    if parts > 1 {
+      // Ranges are multiples of 64 columns (rows), whole register tiles for OpenBLAS's kernels.
+      let splitColumns = n >= m
+      let length = splitColumns ? n : m
+      let step = ((length + parts - 1) / parts + 63) / 64 * 64
+      pool.forEachChunk(parts) { chunk in
+        for part in chunk {
+          let first = part * step
+          guard first < length else { continue }
+          let count = Swift.min(step, length - first)
+          if splitColumns {
+            cblas_sgemm(
+              CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+              Int32(m), Int32(count), Int32(k), alpha, a, Int32(lda), b + (transposeB ? first * ldb : first),
+              Int32(ldb), beta, c + first, Int32(ldc))
+          } else {
+            cblas_sgemm(
+              CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+              Int32(count), Int32(n), Int32(k), alpha, a + (transposeA ? first : first * lda), Int32(lda), b,
+              Int32(ldb), beta, c + first * ldc, Int32(ldc))
+          }
+        }
+      }
+      return
+    }
     cblas_sgemm(
       CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
       Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
   }
+
+  /// How many pool threads a gemm is split over: one per thread while every part keeps at least
+  /// `gemmSplitOperations` multiply-adds and 64 columns (rows), else 1. The bound keeps each part
+  /// far above OpenBLAS's small-matrix limit (100³ in 0.3.21), whose kernel sums in another order.
+  func gemmParts(m: Int, n: Int, k: Int) -> Int {
+    let length = Swift.max(m, n)
+    var parts = Swift.min(pool.threadCount, length / 64)
+    while parts > 1 && m * n * k / parts < ComputeContext.gemmSplitOperations { parts -= 1 }
+    return Swift.max(1, parts)
+  }
+
+  /// C = A·op(B) on OpenBLAS's own `threads` threads, bypassing the pool's split: the benchmarks'
+  /// second measure of the machine's sgemm peak. OpenBLAS is set back to one thread after.
+  public static func openBLASThreadedMatmul(_ a: Tensor, _ b: Tensor, transposeB: Bool, into c: Tensor, threads: Int) {
+    let (m, k) = (a.shape[0], a.shape[1]), n = c.shape[1]
+    precondition(c.shape[0] == m && b.count == k * n, "openBLASThreadedMatmul shapes \(a.shape) \(b.shape) \(c.shape)")
+    setBLASThreadCount(threads)
+    defer { setBLASThreadCount(1) }
+    cblas_sgemm(
+      CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
+      a.pointer, Int32(k), b.pointer, Int32(transposeB ? k : n), 0, c.pointer, Int32(n))
+  }
+
+  /// The fewest multiply-adds per part of a split gemm (2²², 4× OpenBLAS's small-matrix limit;
+  /// a part takes about a millisecond, far above the pool's wake-up).
+  static let gemmSplitOperations = 1 << 22
 
   /// C = α·op(A)·op(B) + β·C for tensors read as matrices `[rows, last]` (see `Shape.rows`).
   ///

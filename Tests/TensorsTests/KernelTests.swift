@@ -1,7 +1,8 @@
 import Foundation
-import Tensors
 import TestSupport
 import Testing
+
+@testable import Tensors
 
 /// Each optimised kernel against its reference loop (NMSE ≤ 1e-10 for exact element-wise work,
 /// ≤ 1e-8 where gemm or vector transcendental functions are involved).
@@ -26,6 +27,38 @@ import Testing
     reference.matmul(a, b, transposeA: shape.transposeA, transposeB: shape.transposeB, alpha: 0.7, beta: 0.3, into: c2)
     let result = closeness(c1, c2)
     #expect(result.nmse <= 1e-10, "\(result)")
+  }
+
+  /// A gemm large enough to be split over the pool gives the same bits as one single-threaded
+  /// OpenBLAS call over the whole product, split by columns or by rows, in every transpose.
+  @Test(arguments: [
+    GemmCase(transposeA: false, transposeB: true, m: 300, n: 1000, k: 100),  // columns
+    GemmCase(transposeA: true, transposeB: false, m: 1100, n: 200, k: 70),  // rows
+    GemmCase(transposeA: false, transposeB: false, m: 129, n: 777, k: 130),
+    GemmCase(transposeA: true, transposeB: true, m: 900, n: 150, k: 90),
+  ])
+  func splitGemmGivesTheSameBits(_ shape: GemmCase) {
+    let pool = ThreadPool(threadCount: 3)
+    let context = ComputeContext(pool: pool)
+    #expect(context.gemmParts(m: shape.m, n: shape.n, k: shape.k) > 1, "\(shape) is split")
+    let a = randomTensor(shape.transposeA ? [shape.k, shape.m] : [shape.m, shape.k], seed: 40)
+    let b = randomTensor(shape.transposeB ? [shape.n, shape.k] : [shape.k, shape.n], seed: 41)
+    let initial = randomTensor([shape.m, shape.n], seed: 42)
+    let (split, whole) = (clone(initial), clone(initial))
+    let (lda, ldb) = (shape.transposeA ? shape.m : shape.k, shape.transposeB ? shape.k : shape.n)
+    context.gemm(
+      transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k, alpha: 0.7,
+      a: a.pointer, lda: lda, b: b.pointer, ldb: ldb, beta: 0.3, c: split.pointer, ldc: shape.n)
+    context.uncountedGemm(
+      transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k, alpha: 0.7,
+      a: a.pointer, lda: lda, b: b.pointer, ldb: ldb, beta: 0.3, c: whole.pointer, ldc: shape.n, parallel: false)
+    #expect(split.scalars == whole.scalars)
+    #expect(ComputeContext.blasThreadCount == 1, "OpenBLAS stays single-threaded under the pool")
+    let expected = clone(initial)
+    reference.gemm(
+      transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k, alpha: 0.7,
+      a: a.pointer, lda: lda, b: b.pointer, ldb: ldb, beta: 0.3, c: expected.pointer, ldc: shape.n)
+    #expect(closeness(split, expected).nmse <= 1e-10)
   }
 
   @Test func stridedGemmAddressesOneHead() {

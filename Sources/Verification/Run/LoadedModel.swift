@@ -53,11 +53,10 @@ public struct ModelLoadOptions: Sendable {
     self.vae = vae
   }
 
-  /// The compute context with the thread count applied: process-wide, to OpenBLAS and to the
-  /// shared pool (which the weights' decoding in Transforms uses too).
+  /// The compute context with the thread count applied to the shared pool, process-wide (gemms
+  /// split over it, and the weights' decoding in Transforms uses it too).
   public func computeContext() -> ComputeContext {
     let count = threads ?? ProcessInfo.processInfo.activeProcessorCount
-    ComputeContext.setBLASThreadCount(count)
     ThreadPool.useShared(threadCount: count)
     return ComputeContext(pool: ThreadPool.shared)
   }
