@@ -119,16 +119,20 @@ TA_AVX512 TA_INLINE void value_tile(const int rows, const float *probabilities,
     return;
 #define TA_SCORE_ROW(R) TA_SCORE(R, 1) TA_SCORE(R, 2) TA_SCORE(R, 3) TA_SCORE(R, 4)
 
-TA_AVX512 __attribute__((noinline)) static void score_tiles(int rows, int blocks, const float *queries, size_t query_stride,
-                                  const float *panels, float scale, int last_lanes,
-                                  float *scores, size_t score_stride, float *maxima) {
+// Not inlined into the driver: one call per register tile is cheap, and `perf` then shows where
+// the time goes.
+#define TA_KERNEL TA_AVX512 __attribute__((noinline)) static
+
+TA_KERNEL void score_tiles(int rows, int blocks, const float *queries, size_t query_stride,
+                           const float *panels, float scale, int last_lanes, float *scores,
+                           size_t score_stride, float *maxima) {
   switch (rows * 8 + blocks) {
     TA_SCORE_ROW(1) TA_SCORE_ROW(2) TA_SCORE_ROW(3) TA_SCORE_ROW(4) TA_SCORE_ROW(5) TA_SCORE_ROW(6)
   }
 }
 
-TA_AVX512 __attribute__((noinline)) static void value_tiles(int rows, const float *probabilities, size_t probability_stride,
-                                  const float *values, size_t key_count, float *output) {
+TA_KERNEL void value_tiles(int rows, const float *probabilities, size_t probability_stride,
+                           const float *values, size_t key_count, float *output) {
   switch (rows) {
     case 1: value_tile(1, probabilities, probability_stride, values, key_count, output); return;
     case 2: value_tile(2, probabilities, probability_stride, values, key_count, output); return;
@@ -141,9 +145,9 @@ TA_AVX512 __attribute__((noinline)) static void value_tiles(int rows, const floa
 
 // The online softmax step for one tile: p = exp(s − m_new) in place, sums and output rows
 // rescaled by exp(m_old − m_new) when the running maximum moved.
-TA_AVX512 __attribute__((noinline)) static void softmax_step(size_t rows, float *scores, size_t score_stride, size_t blocks,
-                                   const float *tile_maxima, float *running_maxima, float *sums,
-                                   float *output, int first_tile) {
+TA_KERNEL void softmax_step(size_t rows, float *scores, size_t score_stride, size_t blocks,
+                            const float *tile_maxima, float *running_maxima, float *sums,
+                            float *output, int first_tile) {
   for (size_t r = 0; r < rows; r++) {
     float tile_maximum = _mm512_reduce_max_ps(_mm512_load_ps(tile_maxima + r * LANES));
     float maximum = first_tile ? tile_maximum : fmaxf(running_maxima[r], tile_maximum);
@@ -178,11 +182,11 @@ static float *take(float **cursor, size_t count) {
   return start;
 }
 
-TA_AVX512 static void attention_head64(const float *queries, size_t query_stride,
-                                       size_t query_count, const float *keys, size_t key_stride,
-                                       const float *values, size_t value_stride, size_t key_count,
-                                       float scale, size_t block_rows, size_t tile_keys,
-                                       float *workspace, float *output, size_t output_stride) {
+TA_AVX512 void tk_attention_head64(const float *queries, size_t query_stride, size_t query_count,
+                                   const float *keys, size_t key_stride, const float *values,
+                                   size_t value_stride, size_t key_count, float scale,
+                                   size_t block_rows, size_t tile_keys, float *workspace,
+                                   float *output, size_t output_stride) {
   float *cursor = workspace;
   float *panels = take(&cursor, round_up(key_count, LANES) * HEAD);
   float *packed_values = take(&cursor, key_count * HEAD);
@@ -247,14 +251,6 @@ int tk_attention_available(void) {
     state = __builtin_cpu_supports("avx512f") ? 1 : 0;
   }
   return state;
-}
-
-void tk_attention_head64(const float *queries, size_t query_stride, size_t query_count,
-                         const float *keys, size_t key_stride, const float *values,
-                         size_t value_stride, size_t key_count, float scale, size_t block_rows,
-                         size_t tile_keys, float *workspace, float *output, size_t output_stride) {
-  attention_head64(queries, query_stride, query_count, keys, key_stride, values, value_stride,
-                   key_count, scale, block_rows, tile_keys, workspace, output, output_stride);
 }
 
 #else

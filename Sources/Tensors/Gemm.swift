@@ -52,7 +52,9 @@ extension ComputeContext {
   /// OpenBLAS runs single-threaded here, and a large gemm is split into column (or row) ranges,
   /// one per pool thread. OpenBLAS's own threads spin in `sched_yield` for about 2²⁸ cycles after
   /// every gemm, taking a core from the element-wise work between gemms; on two cores that cost
-  /// the SDXL UNet forward 12–13 % (8.5–8.7 s against 9.6–10.0 s at 64², three interleaved pairs).
+  /// the SDXL UNet forward 12–13 % at 64² (8.5–8.7 s with their spin cut short through
+  /// `OPENBLAS_THREAD_TIMEOUT=4` against 9.6–10.0 s, three interleaved pairs; this split ran as
+  /// fast as that setting, 8.7–9.1 s against 8.7–8.8 s).
   /// Splitting columns leaves each thread packing only its share of B, as OpenBLAS's blocking
   /// packs A once per column block anyway. An element's sum runs over k in the same blocked
   /// order in any range, so the result does not depend on the split (tested bit for bit).
@@ -69,35 +71,30 @@ extension ComputeContext {
       return
     }
     if ComputeContext.blasThreadCount != 1 { ComputeContext.setBLASThreadCount(1) }
+    // C's rows `rows` × columns `columns` of the product, on the calling thread.
+    func part(rows: Range<Int>, columns: Range<Int>) {
+      cblas_sgemm(
+        CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+        Int32(rows.count), Int32(columns.count), Int32(k), alpha,
+        a + rows.lowerBound * (transposeA ? 1 : lda), Int32(lda),
+        b + columns.lowerBound * (transposeB ? ldb : 1), Int32(ldb), beta,
+        c + rows.lowerBound * ldc + columns.lowerBound, Int32(ldc))
+    }
     let parts = parallel ? gemmParts(m: m, n: n, k: k) : 1
-    if parts > 1 {
-      // Ranges are multiples of 64 columns (rows), whole register tiles for OpenBLAS's kernels.
-      let splitColumns = n >= m
-      let length = splitColumns ? n : m
-      let step = ((length + parts - 1) / parts + 63) / 64 * 64
-      pool.forEachChunk(parts) { chunk in
-        for part in chunk {
-          let first = part * step
-          guard first < length else { continue }
-          let count = Swift.min(step, length - first)
-          if splitColumns {
-            cblas_sgemm(
-              CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-              Int32(m), Int32(count), Int32(k), alpha, a, Int32(lda), b + (transposeB ? first * ldb : first),
-              Int32(ldb), beta, c + first, Int32(ldc))
-          } else {
-            cblas_sgemm(
-              CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-              Int32(count), Int32(n), Int32(k), alpha, a + (transposeA ? first : first * lda), Int32(lda), b,
-              Int32(ldb), beta, c + first * ldc, Int32(ldc))
-          }
-        }
-      }
+    guard parts > 1 else {
+      part(rows: 0..<m, columns: 0..<n)
       return
     }
-    cblas_sgemm(
-      CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-      Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    // Ranges are multiples of 64 columns (rows), whole register tiles for OpenBLAS's kernels.
+    let splitColumns = n >= m
+    let length = splitColumns ? n : m
+    let step = ((length + parts - 1) / parts + 63) / 64 * 64
+    pool.forEachChunk(parts) { chunk in
+      for index in chunk where index * step < length {
+        let range = index * step..<Swift.min(length, (index + 1) * step)
+        if splitColumns { part(rows: 0..<m, columns: range) } else { part(rows: range, columns: 0..<n) }
+      }
+    }
   }
 
   /// How many pool threads a gemm is split over: one per thread while every part keeps at least

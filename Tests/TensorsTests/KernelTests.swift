@@ -220,6 +220,16 @@ import Testing
       "\(batch)×\(queryTokens)×\(channels) over \(keyTokens) keys, \(heads) heads"
         + "\(sharedKeys ? " shared K/V" : "")\(causal ? " causal" : "") tile \(tile[0])×\(tile[1])"
     }
+
+    /// Q, K, V of this case: seeds `seed`, `seed + 1`, `seed + 2`; Q and K scaled by `scale`.
+    func inputs(seed: UInt64, scale: Float = 1) -> (query: Tensor, key: Tensor, value: Tensor) {
+      let kvBatch = sharedKeys ? 1 : batch
+      return (
+        randomTensor([batch, queryTokens, channels], seed: seed, scale: scale),
+        randomTensor([kvBatch, keyTokens, channels], seed: seed + 1, scale: scale),
+        randomTensor([kvBatch, keyTokens, valueChannels], seed: seed + 2)
+      )
+    }
   }
 
   @Test(arguments: [
@@ -247,10 +257,7 @@ import Testing
       causal: false, tile: [128, 512]),
   ])
   func attention(_ c: AttentionCase) {
-    let kvBatch = c.sharedKeys ? 1 : c.batch
-    let q = randomTensor([c.batch, c.queryTokens, c.channels], seed: 23)
-    let k = randomTensor([kvBatch, c.keyTokens, c.channels], seed: 24)
-    let v = randomTensor([kvBatch, c.keyTokens, c.valueChannels], seed: 25)
+    let (q, k, v) = c.inputs(seed: 23)
     let (o1, o2) = (
       Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels]),
       Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels])
@@ -283,10 +290,7 @@ import Testing
       causal: false, tile: [1, 64]),
   ])
   func attentionKernel(_ c: AttentionCase) {
-    let kvBatch = c.sharedKeys ? 1 : c.batch
-    let q = randomTensor([c.batch, c.queryTokens, c.channels], seed: 31, scale: 3)
-    let k = randomTensor([kvBatch, c.keyTokens, c.channels], seed: 32, scale: 3)
-    let v = randomTensor([kvBatch, c.keyTokens, c.valueChannels], seed: 33)
+    let (q, k, v) = c.inputs(seed: 31, scale: 3)
     let expected = Tensor(zeros: [c.batch, c.queryTokens, c.valueChannels])
     reference.attention(query: q, key: k, value: v, headCount: c.heads, into: expected)
     for kernel in [true, false] {
