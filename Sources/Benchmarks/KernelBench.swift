@@ -43,8 +43,10 @@ enum KernelBench {
     let parts = Set(arguments.filter { ["gemm", "conv", "attention", "elementwise"].contains($0) })
     func wanted(_ part: String) -> Bool { parts.isEmpty || parts.contains(part) }
     let context = ComputeContext(pool: ThreadPool(threadCount: threads))
+    // `--im2col` keeps 3×3 convolutions on im2col + sgemm, for comparison with the kernel.
+    context.usesConvolutionKernel = !arguments.contains("--im2col")
     print(
-      "OpenBLAS: \(ComputeContext.blasConfiguration); gemm split over \(context.pool.threadCount) pool threads, AVX2 element-wise kernels \(ComputeContext.usesVectorKernels), AVX-512 attention kernel \(ComputeContext.hasAttentionKernel)"
+      "OpenBLAS: \(ComputeContext.blasConfiguration); gemm split over \(context.pool.threadCount) pool threads, AVX2 element-wise kernels \(ComputeContext.usesVectorKernels), AVX-512 attention kernel \(ComputeContext.hasAttentionKernel), AVX-512 3×3 convolution kernel \(ComputeContext.hasConvolutionKernel)"
     )
 
     // sgemm on the shapes that dominate an SDXL UNet forward at 1024² (128² latent), batch 1.
@@ -161,18 +163,24 @@ enum KernelBench {
     _ context: ComputeContext, peak: Double, repeats: Int, around: (() -> Double) -> (rate: Double, peak: Double)
   ) -> [(name: String, rate: Double, peak: Double)] {
     var rates: [(name: String, rate: Double, peak: Double)] = []
-    print("\n-- conv2d (im2col bands + gemm), batch 2 as under CFG")
-    let convShapes: [(String, Int, Int, Int, Int, Int)] = [
-      // name, in, out, size, kernel, stride
-      ("level-0 3×3 320→320 @128²", 320, 320, 128, 3, 1),
-      ("level-1 3×3 640→640 @64²", 640, 640, 64, 3, 1),
-      ("level-2 3×3 1280→1280 @32²", 1280, 1280, 32, 3, 1),
-      ("down 3×3/2 320→320 @128²", 320, 320, 128, 3, 2),
-      ("skip 1×1 1920→1280 @32²", 1920, 1280, 32, 1, 1),
-      ("@64² latent: level-0 3×3 320→320 @64²", 320, 320, 64, 3, 1),
+    let kernel3x3 = context.usesConvolutionKernel && ComputeContext.hasConvolutionKernel
+    print(
+      "\n-- conv2d (3×3 stride 1: \(kernel3x3 ? "AVX-512 kernel" : "im2col bands + gemm"); others im2col + gemm), "
+        + "UNet shapes at batch 2 as under CFG, VAE decoder shapes at batch 1")
+    let convShapes: [(String, Int, Int, Int, Int, Int, Int)] = [
+      // name, batch, in, out, size, kernel, stride
+      ("level-0 3×3 320→320 @128²", 2, 320, 320, 128, 3, 1),
+      ("level-1 3×3 640→640 @64²", 2, 640, 640, 64, 3, 1),
+      ("level-2 3×3 1280→1280 @32²", 2, 1280, 1280, 32, 3, 1),
+      ("down 3×3/2 320→320 @128²", 2, 320, 320, 128, 3, 2),
+      ("skip 1×1 1920→1280 @32²", 2, 1920, 1280, 32, 1, 1),
+      ("@64² latent: level-0 3×3 320→320 @64²", 2, 320, 320, 64, 3, 1),
+      ("VAE 3×3 512→512 @128²", 1, 512, 512, 128, 3, 1),
+      ("VAE 3×3 256→256 @256²", 1, 256, 256, 256, 3, 1),
+      ("VAE 3×3 128→128 @512²", 1, 128, 128, 512, 3, 1),
     ]
-    for (name, inChannels, outChannels, size, kernel, stride) in convShapes {
-      let x = random([2, inChannels, size, size], seed: 3)
+    for (name, batch, inChannels, outChannels, size, kernel, stride) in convShapes {
+      let x = random([batch, inChannels, size, size], seed: 3)
       let weight = random([outChannels, inChannels, kernel, kernel], seed: 4)
       let bias = random([outChannels], seed: 5)
       let padding = kernel / 2

@@ -33,6 +33,9 @@ public final class ComputeContext {
   /// where 48–96 rows × 128–512 keys lie within this VM's run-to-run noise). Keys are rounded up
   /// to a multiple of 16.
   public var attentionKernelTile: (queries: Int, keys: Int) = (48, 256)
+  /// Whether 3×3 convolutions with stride 1 run the AVX-512 kernel (`tk_conv3x3`) on CPUs that
+  /// have it; false keeps them on im2col + sgemm.
+  public var usesConvolutionKernel = true
   /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
   /// dense-equivalent work benchmarks divide by time. Reset it freely.
   public var gemmOperations: Double = 0
@@ -58,6 +61,9 @@ public final class ComputeContext {
 
   /// Whether this CPU can run the AVX-512 attention kernel (`usesAttentionKernel`).
   public static var hasAttentionKernel: Bool { tk_attention_available() != 0 }
+
+  /// Whether this CPU can run the AVX-512 3×3 convolution kernel (`usesConvolutionKernel`).
+  public static var hasConvolutionKernel: Bool { tk_conv3x3_available() != 0 }
 
   /// OpenBLAS's build description (version, target core, threading), for benchmark reports.
   public static var blasConfiguration: String {

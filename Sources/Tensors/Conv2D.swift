@@ -1,3 +1,5 @@
+import CTensorKernels
+
 extension ComputeContext {
   /// The NCHW output shape of `conv2d` for an NCHW input and a `[out, in, kh, kw]` weight.
   public static func conv2dOutputShape(
@@ -55,6 +57,13 @@ extension ComputeContext {
     let reduction = inChannels * kernelHeight * kernelWidth
     let outPlane = outHeight * outWidth
 
+    gemmOperations += 2 * Double(batch * outChannels * reduction * outPlane)
+    if kernelHeight == 3 && kernelWidth == 3 && stride == 1 && usesConvolutionKernel
+      && ComputeContext.hasConvolutionKernel
+    {
+      convolution3x3(x, weight: weight, bias: bias, padding: padding, into: output, accumulate: accumulate)
+      return
+    }
     var beta: Float = accumulate ? 1 : 0
     if let bias {
       addChannelBias(output, bias: bias, accumulate: accumulate)
@@ -65,7 +74,7 @@ extension ComputeContext {
       let input = x.pointer + sample * inChannels * height * width
       let result = output.pointer + sample * outChannels * outPlane
       if pointwise {
-        gemm(
+        uncountedGemm(
           transposeA: false, transposeB: false, m: outChannels, n: outPlane, k: reduction,
           a: weight.pointer, lda: reduction, b: input, ldb: outPlane, beta: beta, c: result,
           ldc: outPlane)
@@ -81,11 +90,57 @@ extension ComputeContext {
           input, channels: inChannels, height: height, width: width, kernelHeight: kernelHeight,
           kernelWidth: kernelWidth, stride: stride, padding: padding, outWidth: outWidth,
           firstRow: firstRow, rows: rows, into: columns)
-        gemm(
+        uncountedGemm(
           transposeA: false, transposeB: false, m: outChannels, n: bandWidth, k: reduction,
           a: weight.pointer, lda: reduction, b: columns, ldb: bandWidth, beta: beta,
           c: result + firstRow * outWidth, ldc: outPlane)
         firstRow += rows
+      }
+    }
+  }
+
+  /// A 3×3, stride-1 convolution through the AVX-512 kernel, without an im2col matrix: the
+  /// weights are packed once per call, then each sample's output positions are split into one
+  /// contiguous range per thread (in multiples of 64), or, where a plane has fewer positions
+  /// than that needs, its output channels are. Every output is the same chain of multiply-adds
+  /// in any split, band or batch (`tk_conv3x3`).
+  private func convolution3x3(
+    _ x: Tensor, weight: WeightView, bias: Tensor?, padding: Int, into output: Tensor, accumulate: Bool
+  ) {
+    let batch = x.shape[0], inChannels = x.shape[1], height = x.shape[2], width = x.shape[3]
+    let outChannels = weight.shape[0], positions = output.shape[2] * output.shape[3]
+    let tileChannels = tk_conv3x3_tile_channels()
+    let weightTiles = (outChannels + tileChannels - 1) / tileChannels
+    let packedFloats = (tk_conv3x3_packed_weight_floats(outChannels, inChannels) + 15) / 16 * 16
+    let scratchFloats = tk_conv3x3_workspace_floats(weightTiles)
+    let threads = pool.threadCount
+    // 64-byte alignment for the packed input tiles, whatever the buffer's own.
+    let buffer = workspace.buffer(packedFloats + threads * scratchFloats + 16)
+    let aligned = buffer + (16 - (Int(bitPattern: buffer) / 4) % 16) % 16
+    let packed = aligned, scratch = aligned + packedFloats
+    pool.forEachChunk(weightTiles, minimumChunk: 8) { tiles in
+      tk_conv3x3_pack_weights(weight.pointer, outChannels, inChannels, tiles.lowerBound, tiles.count, packed)
+    }
+    let positionTiles = (positions + 63) / 64
+    let splitsPositions = positionTiles >= threads
+    for sample in 0..<batch {
+      let input = x.pointer + sample * inChannels * height * width
+      let result = output.pointer + sample * outChannels * positions
+      pool.forEachChunk(threads) { workers in
+        for worker in workers {
+          var (firstPosition, endPosition, firstTile, endTile) = (0, positions, 0, weightTiles)
+          if splitsPositions {
+            firstPosition = Swift.min(positions, positionTiles * worker / threads * 64)
+            endPosition = Swift.min(positions, positionTiles * (worker + 1) / threads * 64)
+          } else {
+            (firstTile, endTile) = (weightTiles * worker / threads, weightTiles * (worker + 1) / threads)
+          }
+          guard firstPosition < endPosition, firstTile < endTile else { continue }
+          tk_conv3x3(
+            input, inChannels, height, width, padding, packed, outChannels, bias?.pointer,
+            accumulate ? 1 : 0, firstPosition, endPosition, firstTile, endTile, scratch + worker * scratchFloats,
+            result)
+        }
       }
     }
   }
