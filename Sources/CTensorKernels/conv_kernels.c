@@ -9,7 +9,10 @@
 //     fields as [k][64] (zero where a field leaves the image), read from the image in runs;
 //   - products: register tiles of 6 channels × 64 positions (24 accumulators), the 6 weights
 //     broadcast, the 4 input vectors loaded from the L1 tile. Between channel blocks the partial
-//     sums wait in the output, which stays in L2 for its 256 positions.
+//     sums of a group of 256 positions wait in a contiguous per-thread buffer in L2, not in the
+//     output: its rows lie a plane apart (64 KB at 128²), which maps them onto a few cache sets.
+// Reading the fields in place instead of packing them (possible for the decoder's pre-bordered
+// bands) was no faster: nearly every such load straddles two cache lines.
 // Each output is one chain of fused multiply-adds in k order whatever the split, so a result
 // never depends on the band, batch or thread it was computed in.
 #include "conv_kernels.h"
@@ -69,6 +72,10 @@ TC_INLINE __mmask16 lane_mask(ptrdiff_t count) {
 
 // `count` (≤ 64) floats from `source` to `target`, or zeros when `source` is NULL.
 TC_AVX512 TC_INLINE void copy_run(float *target, const float *source, ptrdiff_t count) {
+  if (count == TILE_POSITIONS && source) {  // the common case: a whole tile inside one row
+    for (int v = 0; v < TILE_VECTORS; v++) _mm512_store_ps(target + v * LANES, _mm512_loadu_ps(source + v * LANES));
+    return;
+  }
   for (ptrdiff_t i = 0; i < count; i += LANES) {
     const __mmask16 mask = lane_mask(count - i);
     const __m512 value = source ? _mm512_maskz_loadu_ps(mask, source + i) : _mm512_setzero_ps();

@@ -166,12 +166,22 @@ extension ComputeContext {
     var index = 0
     while index < count {
       let end = Swift.min(count, index + 1024)
-      var lanes = SIMD8<Float>(repeating: 0)
+      // Four independent sums: one chain of vector adds would wait on each add's latency.
+      var lanes = (SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0))
+      var more = (SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0))
+      while index + 32 <= end {
+        let raw = UnsafeRawPointer(values + index)
+        lanes.0 += transform(raw.loadUnaligned(as: SIMD8<Float>.self))
+        lanes.1 += transform(raw.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self))
+        more.0 += transform(raw.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self))
+        more.1 += transform(raw.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self))
+        index += 32
+      }
       while index + 8 <= end {
-        lanes += transform(UnsafeRawPointer(values + index).loadUnaligned(as: SIMD8<Float>.self))
+        lanes.0 += transform(UnsafeRawPointer(values + index).loadUnaligned(as: SIMD8<Float>.self))
         index += 8
       }
-      var block = Double(lanes.sum())
+      var block = Double(((lanes.0 + lanes.1) + (more.0 + more.1)).sum())
       while index < end {
         block += Double(transform(SIMD8<Float>(repeating: values[index]))[0])
         index += 1
