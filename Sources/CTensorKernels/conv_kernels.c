@@ -46,14 +46,19 @@ void tk_conv3x3_pack_weights(const float *weight, size_t out_channels, size_t in
   const size_t reduction = in_channels * TAPS;
   for (size_t tile = first_tile; tile < first_tile + tile_count; tile++) {
     float *target = packed + tile * TILE_CHANNELS * reduction;
-    for (int r = 0; r < TILE_CHANNELS; r++) {
-      const size_t channel = tile * TILE_CHANNELS + (size_t)r;
-      const float *row = weight + channel * reduction;
-      if (channel < out_channels) {
-        for (size_t k = 0; k < reduction; k++) target[k * TILE_CHANNELS + (size_t)r] = row[k];
-      } else {
-        for (size_t k = 0; k < reduction; k++) target[k * TILE_CHANNELS + (size_t)r] = 0;
-      }
+    const size_t first = tile * TILE_CHANNELS;
+    const size_t rows = out_channels - first < TILE_CHANNELS ? out_channels - first : TILE_CHANNELS;
+    if (rows < TILE_CHANNELS) {  // the last tile, zero past the last channel
+      memset(target, 0, TILE_CHANNELS * reduction * sizeof(float));
+      for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < reduction; k++) target[k * TILE_CHANNELS + r] = weight[(first + r) * reduction + k];
+      continue;
+    }
+    // Six rows read side by side, the tile written in order: one pass through each.
+    const float *row = weight + first * reduction;
+    for (size_t k = 0; k < reduction; k++) {
+      float *column = target + k * TILE_CHANNELS;
+      for (size_t r = 0; r < TILE_CHANNELS; r++) column[r] = row[r * reduction + k];
     }
   }
 }
