@@ -40,7 +40,7 @@ enum KernelBench {
     }
     if arguments.contains("--quick") { repeats = 2 }
     // Parts to run: any of gemm, conv, attention, elementwise (default all).
-    let parts = Set(arguments.filter { ["gemm", "conv", "attention", "elementwise"].contains($0) })
+    let parts = Set(arguments.filter { ["gemm", "conv", "linear", "attention", "elementwise"].contains($0) })
     func wanted(_ part: String) -> Bool { parts.isEmpty || parts.contains(part) }
     let context = ComputeContext(pool: ThreadPool(threadCount: threads))
     // `--im2col` keeps 3×3 convolutions on im2col + sgemm, for comparison with the kernel.
@@ -111,6 +111,7 @@ enum KernelBench {
     var shares: [(name: String, rate: Double, peak: Double)] = []
 
     if wanted("conv") { shares += convolutions(context, peak: peak, repeats: repeats, around: peakAround) }
+    if wanted("linear") { shares += linears(context, peak: peak, repeats: repeats, around: peakAround) }
     if wanted("attention") {
       // `--attention-kernel-tiles 96x128,192x256` compares the AVX-512 kernel's tile sizes;
       // `--attention-tiles 64x256,128x512` adds the gemm-based form at those tiles (the form
@@ -202,6 +203,69 @@ enum KernelBench {
         String(
           format: "%-42@ %7.1f GFLOP/s (%5.1f%% of sgemm peak, %5.1f%% of the peak around it), %6.1f ms",
           name as NSString, rate, 100 * rate / peak, 100 * rate / measured.peak, best * 1000))
+    }
+    return rates
+  }
+
+  /// Prints each linear layer's rate against `peak` with its weight in fp16 as stored, read cold
+  /// as in a forward (copies cycled through 600 MB), through the AVX-512 kernel, and, for
+  /// comparison, with the weight already widened to fp32 (warm) through the kernel and through
+  /// sgemm; returns (name, GFLOP/s) of the fp16 kernel.
+  static func linears(
+    _ context: ComputeContext, peak: Double, repeats: Int, around: (() -> Double) -> (rate: Double, peak: Double)
+  ) -> [(name: String, rate: Double, peak: Double)] {
+    var rates: [(name: String, rate: Double, peak: Double)] = []
+    guard context.takesFloat16Weights else {
+      print("\n-- linear: the AVX-512 kernel is not available here (sgemm on widened weights)")
+      return rates
+    }
+    print("\n-- linear (y = x·Wᵀ + b), UNet shapes at batch 2 as under CFG: 64² latent, then 128²")
+    let linearShapes: [(String, Int, Int, Int)] = [
+      // name, rows, in, out
+      ("@64² level-1 attn 640→640", 2048, 640, 640),
+      ("@64² level-1 GEGLU 640→5120", 2048, 640, 5120),
+      ("@64² level-1 ff out 2560→640", 2048, 2560, 640),
+      ("@64² level-2 attn 1280→1280", 512, 1280, 1280),
+      ("@64² level-2 GEGLU 1280→10240", 512, 1280, 10240),
+      ("@64² level-2 ff out 5120→1280", 512, 5120, 1280),
+      ("cross k/v 2048→1280, 154 tokens", 154, 2048, 1280),
+      ("@128² level-1 GEGLU 640→5120", 8192, 640, 5120),
+      ("@128² level-2 attn 1280→1280", 2048, 1280, 1280),
+      ("@128² level-2 GEGLU 1280→10240", 2048, 1280, 10240),
+    ]
+    for (name, rows, inFeatures, outFeatures) in linearShapes {
+      let x = random([rows, inFeatures], seed: 6), bias = random([outFeatures], seed: 7)
+      let weight = random([outFeatures, inFeatures], seed: 8)
+      let y = Tensor(zeros: [rows, outFeatures])
+      let values = outFeatures * inFeatures
+      let copies = max(2, (600 << 20) / (2 * values))
+      var halves = [UInt16](repeating: 0, count: copies * values)
+      for index in 0..<values { halves[index] = Float16(weight.pointer[index]).bitPattern }
+      for copy in 1..<copies { halves.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: copy * values).update(from: $0.baseAddress!, count: values) } }
+      let flops = 2.0 * Double(rows) * Double(outFeatures) * Double(inFeatures)
+      var next = 0
+      var milliseconds = 0.0
+      let measured = around {
+        let timing = halves.withUnsafeBytes { stored in
+          time(repeats: repeats) {
+            let view = WeightView(float16: stored.baseAddress! + next * values * 2, shape: weight.shape)
+            next = (next + 1) % copies
+            context.linear(x, weight: view, bias: bias, into: y)
+          }
+        }
+        milliseconds = timing.best * 1000
+        return flops / timing.best / 1e9
+      }
+      let warmKernel = time(repeats: repeats) { context.linear(x, weight: weight, bias: bias, into: y) }
+      context.usesLinearKernel = false
+      let warmSgemm = time(repeats: repeats) { context.linear(x, weight: weight, bias: bias, into: y) }
+      context.usesLinearKernel = true
+      rates.append((name, measured.rate, measured.peak))
+      print(
+        String(
+          format: "%-36@ %5d×%5d→%5d  fp16 cold %6.1f GFLOP/s (%5.1f%% of the peak around it), %6.2f ms; fp32 warm: kernel %6.1f, sgemm %6.1f",
+          name as NSString, rows, inFeatures, outFeatures, measured.rate, 100 * measured.rate / measured.peak,
+          milliseconds, flops / warmKernel.best / 1e9, flops / warmSgemm.best / 1e9))
     }
     return rates
   }

@@ -5,8 +5,9 @@ import SafeTensors
 import Tensors
 
 /// The full-size SDXL UNet forward at batch 2 (CFG), random weights, against the machine's sgemm
-/// peak: `Benchmarks unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col]`
-/// (`--im2col` keeps the 3×3 convolutions on im2col + sgemm, for comparison with the kernel).
+/// peak: `Benchmarks unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col]
+/// [--sgemm-linear]` (`--im2col` keeps the 3×3 convolutions on im2col + sgemm, `--sgemm-linear` the
+/// linear layers on widening + sgemm, for comparison with the kernels).
 /// The weights file (fp16, 5.1 GB, SDXL key names) is made once from the generated template.
 enum UNetBench {
   static func run(_ arguments: [String]) throws {
@@ -20,6 +21,7 @@ enum UNetBench {
     let path = value("--file") ?? NSTemporaryDirectory() + "/rouwei-bench-sdxl-unet-f16.safetensors"
     let compute = ComputeContext(pool: ThreadPool(threadCount: threads))
     compute.usesConvolutionKernel = !arguments.contains("--im2col")
+    compute.usesLinearKernel = !arguments.contains("--sgemm-linear")
 
     if !FileManager.default.fileExists(atPath: path) {
       let started = Date()

@@ -36,6 +36,9 @@ public final class ComputeContext {
   /// Whether 3×3 convolutions with stride 1 run the AVX-512 kernel (`tk_conv3x3`) on CPUs that
   /// have it; false keeps them on im2col + sgemm.
   public var usesConvolutionKernel = true
+  /// Whether linear layers run the AVX-512 kernel (`tk_linear`, which also takes fp16 weights as
+  /// stored) on CPUs that have it; false keeps them on sgemm.
+  public var usesLinearKernel = true
   /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
   /// dense-equivalent work benchmarks divide by time. Reset it freely.
   public var gemmOperations: Double = 0
@@ -64,6 +67,9 @@ public final class ComputeContext {
 
   /// Whether this CPU can run the AVX-512 3×3 convolution kernel (`usesConvolutionKernel`).
   public static var hasConvolutionKernel: Bool { tk_conv3x3_available() != 0 }
+
+  /// Whether this CPU can run the AVX-512 linear kernel (`usesLinearKernel`).
+  public static var hasLinearKernel: Bool { tk_linear_available() != 0 }
 
   /// OpenBLAS's build description (version, target core, threading), for benchmark reports.
   public static var blasConfiguration: String {

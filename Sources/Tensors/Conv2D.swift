@@ -45,6 +45,9 @@ extension ComputeContext {
     precondition(expected[2] > 0 && expected[3] > 0, "conv2d output would be empty for \(x.shape)")
     precondition(output.shape == expected, "conv2d output \(output.shape), need \(expected)")
     if let bias { precondition(bias.count == weight.shape[0], "conv2d bias \(bias.shape)") }
+    var copy: Tensor?
+    let weight = weight.float32(keeping: &copy)
+    defer { withExtendedLifetime(copy) {} }
     if usesReferenceKernels {
       ReferenceKernels.conv2d(
         x, weight: weight.tensor(), bias: bias, stride: stride, padding: padding, into: output,

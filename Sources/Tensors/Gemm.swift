@@ -1,15 +1,29 @@
 import CBLAS
+import CTensorKernels
 
-/// A read-only Float32 weight that need not live in tensor storage: a tensor, or an F32 tensor
-/// used in place in a mapped file (no copy).
+/// A read-only weight that need not live in tensor storage: a tensor, or a tensor used in place
+/// in a mapped file (no copy), stored as Float32 or, for the kernels that widen while they pack
+/// (`ComputeContext.takesFloat16Weights`), as IEEE half floats.
 public struct WeightView {
+  /// How the values at `address` are stored.
+  public enum Format: Sendable { case float32, float16 }
+
   /// The first value (row-major, contiguous).
-  public let pointer: UnsafePointer<Float>
+  public let address: UnsafeRawPointer
+  public let format: Format
   public let shape: Shape
 
-  /// `shape.count` values at `pointer`, valid while the caller keeps them alive.
+  /// `shape.count` Float32 values at `pointer`, valid while the caller keeps them alive.
   public init(pointer: UnsafePointer<Float>, shape: Shape) {
-    self.pointer = pointer
+    address = UnsafeRawPointer(pointer)
+    format = .float32
+    self.shape = shape
+  }
+
+  /// `shape.count` IEEE half floats at `float16`, valid while the caller keeps them alive.
+  public init(float16: UnsafeRawPointer, shape: Shape) {
+    address = float16
+    format = .float16
     self.shape = shape
   }
 
@@ -18,9 +32,29 @@ public struct WeightView {
     self.init(pointer: UnsafePointer(tensor.pointer), shape: tensor.shape)
   }
 
-  /// A Float32 copy (for the reference kernels).
-  func tensor() -> Tensor {
-    Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: pointer, count: shape.count)))
+  /// The Float32 values of a `.float32` view.
+  public var pointer: UnsafePointer<Float> {
+    precondition(format == .float32, "a \(format) weight has no Float32 values in place")
+    return address.assumingMemoryBound(to: Float.self)
+  }
+
+  /// A Float32 copy (for the reference kernels, and the sgemm paths given a half-float view).
+  public func tensor() -> Tensor {
+    switch format {
+    case .float32:
+      return Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: pointer, count: shape.count)))
+    case .float16:
+      let halves = address.assumingMemoryBound(to: UInt16.self)
+      return Tensor(shape: shape, values: (0..<shape.count).map { Float(Float16(bitPattern: halves[$0])) })
+    }
+  }
+
+  /// This view with Float32 values: itself, or a widened copy kept alive by `keeping`.
+  func float32(keeping copy: inout Tensor?) -> WeightView {
+    guard format != .float32 else { return self }
+    let widened = tensor()
+    copy = widened
+    return WeightView(widened)
   }
 }
 
@@ -171,9 +205,16 @@ extension ComputeContext {
     precondition(
       output.shape.last == outFeatures && output.shape.rows == rows,
       "linear output \(output.shape) for input \(x.shape) and weight \(weight.shape)")
+    if let bias { precondition(bias.count == outFeatures, "linear bias \(bias.shape) for \(outFeatures) outputs") }
+    if takesFloat16Weights && inFeatures > 0 {
+      gemmOperations += 2 * Double(rows) * Double(outFeatures) * Double(inFeatures)
+      linearKernel(x, weight: weight, bias: bias, into: output, accumulate: accumulate)
+      return
+    }
+    var copy: Tensor?
+    let weight = weight.float32(keeping: &copy)
     var beta: Float = accumulate ? 1 : 0
     if let bias {
-      precondition(bias.count == outFeatures, "linear bias \(bias.shape) for \(outFeatures) outputs")
       // Put the bias in first and let gemm accumulate onto it: one pass either way.
       addRowBias(output, bias: bias, accumulate: accumulate)
       beta = 1
@@ -182,6 +223,50 @@ extension ComputeContext {
       transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures,
       a: x.pointer, lda: inFeatures, b: weight.pointer, ldb: inFeatures, beta: beta,
       c: output.pointer, ldc: outFeatures)
+    withExtendedLifetime(copy) {}
+  }
+
+  /// Whether `linear` takes `.float16` weight views as they are (the AVX-512 kernel widens while it
+  /// packs); elsewhere a half-float view is widened into a temporary copy first, so callers
+  /// holding half floats widen them themselves where this is false.
+  public var takesFloat16Weights: Bool {
+    usesLinearKernel && ComputeContext.hasLinearKernel && !usesReferenceKernels
+  }
+
+  /// A linear layer through the AVX-512 kernel: the output features are split into one range of
+  /// whole 64-feature panels per thread, or, where there are fewer panels than threads, the rows
+  /// are. Every output is the same chain of multiply-adds in any split or batch (`tk_linear`).
+  private func linearKernel(_ x: Tensor, weight: WeightView, bias: Tensor?, into output: Tensor, accumulate: Bool) {
+    let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+    let rows = x.shape.rows
+    guard rows > 0, outFeatures > 0 else { return }
+    let panelFeatures = tk_linear_panel_features()
+    let panels = (outFeatures + panelFeatures - 1) / panelFeatures
+    // A small product runs on the calling thread: waking the pool would cost more.
+    let threads = rows * outFeatures * inFeatures >= ComputeContext.gemmSplitOperations ? pool.threadCount : 1
+    let splitsFeatures = panels >= threads
+    let featuresPerThread = splitsFeatures ? (panels + threads - 1) / threads * panelFeatures : outFeatures
+    let scratchFloats = (tk_linear_workspace_floats(featuresPerThread) + 15) / 16 * 16
+    // 64-byte alignment for the packed panels, whatever the buffer's own.
+    let buffer = workspace.buffer(threads * scratchFloats + 16)
+    let aligned = buffer + (16 - (Int(bitPattern: buffer) / 4) % 16) % 16
+    let format = weight.format == .float16 ? Int32(TK_WEIGHT_F16) : Int32(TK_WEIGHT_F32)
+    pool.forEachChunk(threads) { workers in
+      for worker in workers {
+        var (firstRow, endRow, firstFeature, endFeature) = (0, rows, 0, outFeatures)
+        if splitsFeatures {
+          firstFeature = Swift.min(outFeatures, panels * worker / threads * panelFeatures)
+          endFeature = Swift.min(outFeatures, panels * (worker + 1) / threads * panelFeatures)
+        } else {
+          (firstRow, endRow) = (rows * worker / threads, rows * (worker + 1) / threads)
+        }
+        guard firstRow < endRow, firstFeature < endFeature else { continue }
+        tk_linear(
+          x.pointer, inFeatures, firstRow, endRow, inFeatures, weight.address, format, outFeatures, firstFeature,
+          endFeature, bias?.pointer, accumulate ? 1 : 0, aligned + worker * scratchFloats, output.pointer,
+          outFeatures)
+      }
+    }
   }
 
   /// output[r, :] = (accumulate ? output[r, :] : 0) + bias for every row r.

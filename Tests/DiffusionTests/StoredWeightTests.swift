@@ -56,12 +56,14 @@ import Weights
     #expect(stored.image.scalars == wide.image.scalars)
   }
 
-  /// The UNet's only Float32 matrix memory is its scratch, as large as its largest layer weight.
+  /// The UNet's only Float32 matrix memory is its scratch, as large as its largest widened layer
+  /// weight: any, or only the convolutions' where the linear kernel reads fp16 weights in place.
   @Test func theUNetHoldsOneLayerOfFloat32() throws {
     let weights = try ModelWeights(path: Self.fp16Path).scoped("model.diffusion_model.")
     let unet = try UNet(weights: weights, headDimension: 16)
+    let smallestWidenedRank = ComputeContext().takesFloat16Weights ? 4 : 2
     let largest =
-      weights.keys.filter { $0.hasSuffix(".weight") && (weights.shape($0)?.count ?? 0) >= 2 }
+      weights.keys.filter { $0.hasSuffix(".weight") && (weights.shape($0)?.count ?? 0) >= smallestWidenedRank }
       .map { weights.shape($0)!.reduce(1, *) }.max() ?? 0
     let cache = try unet.crossAttention(for: [Tensor(zeros: [1, 77, 32])])
     _ = try unet(Tensor(zeros: [1, 4, 8, 8]), timesteps: [500], crossAttention: cache, y: Tensor(zeros: [1, 1552]))
@@ -81,6 +83,12 @@ import Weights
     let part = stored.rows(third..<(2 * third)).widened(context)
     #expect(part.shape == Shape(third, width))
     #expect(part.scalars == Array(whole[(third * width)..<(2 * third * width)]))
+    // The linear kernel reads the same rows as stored half floats, in place.
+    if context.takesFloat16Weights {
+      let view = stored.rows(third..<(2 * third)).linearView(context)
+      #expect(view.format == .float16)
+      #expect(view.tensor().scalars == part.scalars)
+    }
   }
 
   /// Any range of a tensor assembled from parts (a diffusers folder's fused q/k/v) decodes, also

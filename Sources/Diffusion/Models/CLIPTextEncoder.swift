@@ -401,7 +401,7 @@ public final class CLIPTextEncoder {
     let bias: Tensor
 
     func apply(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-      context.linear(x, weight: weight.view(context), bias: bias, into: output, accumulate: accumulate)
+      context.linear(x, weight: weight.linearView(context), bias: bias, into: output, accumulate: accumulate)
     }
   }
 

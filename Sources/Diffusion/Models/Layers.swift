@@ -26,6 +26,22 @@ struct StoredWeight {
     return WeightView(widened(context))
   }
 
+  /// The weight for `context.linear`: the stored half floats in place where the context's kernel
+  /// widens them itself while packing (no widened copy in the scratch), else `view`.
+  func linearView(_ context: ComputeContext) -> WeightView {
+    if context.takesFloat16Weights, let halves = directFloat16 { return WeightView(float16: halves, shape: shape) }
+    return view(context)
+  }
+
+  /// The IEEE half floats in the map, when the weight is stored plainly as aligned F16 (a
+  /// safetensors F16 tensor or a GGUF F16 one).
+  var directFloat16: UnsafeRawPointer? {
+    guard decoder.encoding == .float(.f16) || decoder.encoding == .ggml(.f16), let bytes = decoder.storedBytes,
+      let base = bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<UInt16>.alignment == 0
+    else { return nil }
+    return base + start * MemoryLayout<UInt16>.stride
+  }
+
   /// The F32 values in the map, when the weight is stored plainly as aligned F32.
   var direct: UnsafePointer<Float>? {
     guard decoder.encoding == .float(.f32), let bytes = decoder.storedBytes, let base = bytes.baseAddress,
@@ -114,7 +130,7 @@ struct LinearLayer {
   /// per-sample gemm (an embedding vector, a tiny model's tokens) runs one sample at a time, and
   /// a large one, which takes the blocked path alone or batched, runs as one gemm.
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
-    let view = weight.view(context)
+    let view = weight.linearView(context)
     let samples = x.shape.rank >= 2 ? x.shape[0] : 1
     let rows = x.shape.rows / Swift.max(1, samples)
     guard samples > 1, rows * inFeatures * outFeatures < Self.smallGemmBound else {

@@ -1,0 +1,261 @@
+// The linear layer in AVX-512F (see linear_kernels.h).
+//
+// With the weight kept as stored (fp16 in the file's map), sgemm needs a widened fp32 copy of it
+// first, which it then packs again: two memory passes over every weight per evaluation (3 % and
+// 4.5 % of a 64² SDXL UNet forward). Here the weight is read once, as stored, and widened straight
+// into the packed form, GotoBLAS-style:
+//   - features are taken twelve panels of 64 at a time (a chunk); per block of 256 of the
+//     reduction, the chunk's weight rows are packed as panels [k][64] fp32 (64 KB each, 768 KB a
+//     chunk), sixteen rows × sixteen k at a time through a register transpose, while the next
+//     block's weight lines are prefetched a few per register tile;
+//   - rows of x are taken 192 at a time (192 KB of one reduction block) and read in place, one
+//     value broadcast per row and k, while every panel of the chunk passes over them;
+//   - products: register tiles of 6 rows × 64 features (24 accumulators), the output holding the
+//     partial sums between reduction blocks (prefetched one tile ahead).
+// Each output is one chain of fused multiply-adds in k order whatever the split, so a result
+// never depends on the batch or the thread it was computed in.
+#include "linear_kernels.h"
+
+#include <stdint.h>
+#include <string.h>
+
+enum {
+  LANES = 16,
+  TILE_VECTORS = 4,
+  PANEL = LANES * TILE_VECTORS,  // output features of one panel and one register tile
+  TILE_ROWS = 6,                 // rows of x of one register tile
+  BLOCK_K = 256,                 // reduction values per packed block
+  BLOCK_ROWS = 192,              // rows of x per pass over the panels
+  CHUNK_PANELS = 12,             // panels packed per block of the reduction (768 KB)
+};
+
+size_t tk_linear_panel_features(void) { return PANEL; }
+
+size_t tk_linear_workspace_floats(size_t features) {
+  const size_t panels = (features + PANEL - 1) / PANEL;
+  return (panels < CHUNK_PANELS ? panels : CHUNK_PANELS) * PANEL * BLOCK_K;
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+
+#define TL_AVX512 __attribute__((target("avx512f,fma,f16c")))
+#define TL_INLINE static inline __attribute__((always_inline))
+// Not inlined into the driver: one call per register tile is cheap, and `perf` shows the parts.
+#define TL_KERNEL TL_AVX512 __attribute__((noinline)) static
+
+TL_INLINE __mmask16 lane_mask(ptrdiff_t count) {
+  return count >= LANES ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
+}
+
+TL_AVX512 TL_INLINE float widen(const void *weight, int format, size_t index) {
+  if (format == TK_WEIGHT_F16) return _cvtsh_ss(((const uint16_t *)weight)[index]);
+  return ((const float *)weight)[index];
+}
+
+// Sixteen values of row `row` from column `column`, widened.
+TL_AVX512 TL_INLINE __m512 load_row(const void *weight, int format, size_t row_stride, size_t row, size_t column) {
+  if (format == TK_WEIGHT_F16)
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)weight + row * row_stride + column)));
+  return _mm512_loadu_ps((const float *)weight + row * row_stride + column);
+}
+
+// Transposes 16 rows of 16 floats in place: rows[i][j] becomes rows[j][i].
+TL_AVX512 TL_INLINE void transpose16(__m512 rows[16]) {
+  __m512 pairs[16], quads[16];
+  for (int i = 0; i < 16; i += 2) {  // per 128-bit lane: (r, r+1) interleaved
+    pairs[i] = _mm512_unpacklo_ps(rows[i], rows[i + 1]);
+    pairs[i + 1] = _mm512_unpackhi_ps(rows[i], rows[i + 1]);
+  }
+  for (int b = 0; b < 16; b += 4) {  // quads[b + c], lane L: column 4L + c of rows b ..< b + 4
+    quads[b + 0] = _mm512_shuffle_ps(pairs[b], pairs[b + 2], 0x44);
+    quads[b + 1] = _mm512_shuffle_ps(pairs[b], pairs[b + 2], 0xEE);
+    quads[b + 2] = _mm512_shuffle_ps(pairs[b + 1], pairs[b + 3], 0x44);
+    quads[b + 3] = _mm512_shuffle_ps(pairs[b + 1], pairs[b + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; c++) {  // a 4 × 4 transpose of 128-bit lanes
+    const __m512 low01 = _mm512_shuffle_f32x4(quads[c], quads[4 + c], 0x44);
+    const __m512 high01 = _mm512_shuffle_f32x4(quads[c], quads[4 + c], 0xEE);
+    const __m512 low23 = _mm512_shuffle_f32x4(quads[8 + c], quads[12 + c], 0x44);
+    const __m512 high23 = _mm512_shuffle_f32x4(quads[8 + c], quads[12 + c], 0xEE);
+    rows[c] = _mm512_shuffle_f32x4(low01, low23, 0x88);
+    rows[4 + c] = _mm512_shuffle_f32x4(low01, low23, 0xDD);
+    rows[8 + c] = _mm512_shuffle_f32x4(high01, high23, 0x88);
+    rows[12 + c] = _mm512_shuffle_f32x4(high01, high23, 0xDD);
+  }
+}
+
+// The panel of features `feature ..< feature + count` (count ≤ 64) over k = `k0 ..< k0 + depth`
+// as [k][64] fp32, zero past `count`.
+TL_AVX512 static void pack_panel(const void *weight, int format, size_t in_features, size_t feature,
+                                 size_t count, size_t k0, size_t depth, float *panel) {
+  for (size_t group = 0; group < PANEL; group += LANES) {
+    const size_t first = feature + group;
+    if (group + LANES <= count) {  // sixteen whole rows: transpose 16 × 16 blocks
+      size_t k = 0;
+      for (; k + LANES <= depth; k += LANES) {
+        __m512 rows[16];
+        for (int i = 0; i < 16; i++) rows[i] = load_row(weight, format, in_features, first + (size_t)i, k0 + k);
+        transpose16(rows);
+        for (int i = 0; i < 16; i++) _mm512_store_ps(panel + (k + (size_t)i) * PANEL + group, rows[i]);
+      }
+      for (; k < depth; k++)
+        for (size_t i = 0; i < LANES; i++) panel[k * PANEL + group + i] = widen(weight, format, (first + i) * in_features + k0 + k);
+    } else {  // the last, partial group: zero past the last feature
+      for (size_t k = 0; k < depth; k++)
+        for (size_t i = 0; i < LANES; i++)
+          panel[k * PANEL + group + i] = group + i < count ? widen(weight, format, (first + i) * in_features + k0 + k) : 0.0f;
+    }
+  }
+}
+
+// A rows × 64 register tile over `depth` values of the reduction: it starts from the output
+// (`load`) or zero, plus `bias` when not NULL (64 values), and ends in the output's first `count`
+// features.
+TL_AVX512 TL_INLINE void product_tile(const int rows, const float *x, size_t x_stride, const float *panel,
+                                      size_t depth, int load, const float *bias, float *output,
+                                      size_t output_stride, ptrdiff_t count) {
+  __m512 sum[TILE_ROWS][TILE_VECTORS];
+  for (int v = 0; v < TILE_VECTORS; v++) {
+    const __mmask16 mask = lane_mask(count - v * LANES);
+    const __m512 offset = bias ? _mm512_maskz_loadu_ps(mask, bias + v * LANES) : _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) {
+      if (load) {
+        const __m512 value = _mm512_maskz_loadu_ps(mask, output + (size_t)r * output_stride + v * LANES);
+        sum[r][v] = bias ? _mm512_add_ps(value, offset) : value;
+      } else {
+        sum[r][v] = offset;
+      }
+    }
+  }
+  for (size_t k = 0; k < depth; k++) {
+    __m512 w[TILE_VECTORS];
+    for (int v = 0; v < TILE_VECTORS; v++) w[v] = _mm512_load_ps(panel + k * PANEL + v * LANES);
+    for (int r = 0; r < rows; r++) {
+      const __m512 value = _mm512_set1_ps(x[(size_t)r * x_stride + k]);
+      for (int v = 0; v < TILE_VECTORS; v++) sum[r][v] = _mm512_fmadd_ps(value, w[v], sum[r][v]);
+    }
+  }
+  for (int v = 0; v < TILE_VECTORS; v++) {
+    const __mmask16 mask = lane_mask(count - v * LANES);
+    for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(output + (size_t)r * output_stride + v * LANES, mask, sum[r][v]);
+  }
+}
+
+TL_KERNEL void product_tiles(int rows, const float *x, size_t x_stride, const float *panel, size_t depth,
+                             int load, const float *bias, float *output, size_t output_stride, ptrdiff_t count) {
+  switch (rows) {
+#define TL_ROWS(R) \
+  case R: product_tile(R, x, x_stride, panel, depth, load, bias, output, output_stride, count); return;
+    TL_ROWS(1) TL_ROWS(2) TL_ROWS(3) TL_ROWS(4) TL_ROWS(5)
+    default: product_tile(6, x, x_stride, panel, depth, load, bias, output, output_stride, count); return;
+#undef TL_ROWS
+  }
+}
+
+// The weight lines of the next packing block, walked a few per register tile during the current
+// one, so that the packing reads them from L2 rather than waiting on memory (the weights of a
+// forward pass, gigabytes of them, never stay in a cache between uses).
+typedef struct {
+  const char *weight;
+  size_t row_bytes, first_byte, end_byte;  // a row's length; the block's bytes within each row
+  size_t row, end_row, byte;               // the cursor
+} weight_prefetch;
+
+static weight_prefetch prefetch_block(const void *weight, size_t value_bytes, size_t in_features,
+                                      size_t feature, size_t end_feature, size_t k0, size_t depth) {
+  const weight_prefetch p = {(const char *)weight, in_features * value_bytes, k0 * value_bytes,
+                             (k0 + depth) * value_bytes, feature, end_feature, k0 * value_bytes};
+  return p;
+}
+
+static inline void prefetch_lines(weight_prefetch *p, size_t lines) {
+  for (; lines > 0 && p->row < p->end_row; lines--) {
+    _mm_prefetch(p->weight + p->row * p->row_bytes + p->byte, _MM_HINT_T1);
+    p->byte += 64;
+    if (p->byte >= p->end_byte) p->row++, p->byte = p->first_byte;
+  }
+}
+
+void tk_linear(const float *x, size_t x_stride, size_t first_row, size_t end_row, size_t in_features,
+               const void *weight, int weight_format, size_t out_features, size_t first_feature,
+               size_t end_feature, const float *bias, int accumulate, float *workspace, float *output,
+               size_t output_stride) {
+  const size_t value_bytes = weight_format == TK_WEIGHT_F16 ? 2 : 4;
+  const size_t row_tiles = (end_row - first_row + TILE_ROWS - 1) / TILE_ROWS;
+  if (end_feature > out_features) end_feature = out_features;
+  if (first_row >= end_row || first_feature >= end_feature || in_features == 0) return;
+  // Features are taken CHUNK_PANELS panels at a time, so that a chunk's packed panels and a block
+  // of rows stay in L2 together.
+  for (size_t chunk = first_feature; chunk < end_feature; chunk += CHUNK_PANELS * PANEL) {
+    const size_t chunk_end = end_feature - chunk < CHUNK_PANELS * PANEL ? end_feature : chunk + CHUNK_PANELS * PANEL;
+    const size_t panels = (chunk_end - chunk + PANEL - 1) / PANEL;
+    for (size_t k0 = 0; k0 < in_features; k0 += BLOCK_K) {
+      const size_t depth = in_features - k0 < BLOCK_K ? in_features - k0 : BLOCK_K;
+      for (size_t p = 0; p < panels; p++) {
+        const size_t feature = chunk + p * PANEL;
+        const size_t count = chunk_end - feature < PANEL ? chunk_end - feature : PANEL;
+        pack_panel(weight, weight_format, in_features, feature, count, k0, depth, workspace + p * PANEL * BLOCK_K);
+      }
+      // The next block: the next part of the reduction, or the next chunk's first.
+      weight_prefetch next = prefetch_block(weight, value_bytes, in_features, 0, 0, 0, 0);
+      if (k0 + BLOCK_K < in_features) {
+        const size_t next_depth = in_features - k0 - BLOCK_K < BLOCK_K ? in_features - k0 - BLOCK_K : BLOCK_K;
+        next = prefetch_block(weight, value_bytes, in_features, chunk, chunk_end, k0 + BLOCK_K, next_depth);
+      } else if (chunk_end < end_feature) {
+        const size_t next_end = end_feature - chunk_end < CHUNK_PANELS * PANEL ? end_feature : chunk_end + CHUNK_PANELS * PANEL;
+        next = prefetch_block(weight, value_bytes, in_features, chunk_end, next_end, 0,
+                              in_features < BLOCK_K ? in_features : BLOCK_K);
+      }
+      const size_t lines = (next.end_row - next.row) * ((next.end_byte - next.first_byte + 63) / 64);
+      const size_t lines_per_tile = lines / (row_tiles * panels) + 1;
+      // The first block starts from the bias (and the output when accumulating), later ones from
+      // the partial sums the previous block left in the output.
+      const int load = k0 > 0 || accumulate;
+      for (size_t r0 = first_row; r0 < end_row; r0 += BLOCK_ROWS) {
+        const size_t block_end = end_row - r0 < BLOCK_ROWS ? end_row : r0 + BLOCK_ROWS;
+        for (size_t p = 0; p < panels; p++) {
+          const size_t feature = chunk + p * PANEL;
+          const ptrdiff_t count = (ptrdiff_t)(chunk_end - feature < PANEL ? chunk_end - feature : PANEL);
+          const float *panel = workspace + p * PANEL * BLOCK_K;
+          const float *offset = k0 == 0 && bias ? bias + feature : NULL;
+          for (size_t r = r0; r < block_end; r += TILE_ROWS) {
+            const size_t rows = block_end - r < TILE_ROWS ? block_end - r : TILE_ROWS;
+            if (load && r + TILE_ROWS < block_end) {  // the next tile's partial sums, into L2
+              for (size_t i = 0; i < TILE_ROWS; i++)
+                for (size_t line = 0; line < PANEL; line += LANES)
+                  _mm_prefetch((const char *)(output + (r + TILE_ROWS + i) * output_stride + feature + line), _MM_HINT_T1);
+            }
+            prefetch_lines(&next, lines_per_tile);
+            product_tiles((int)rows, x + r * x_stride + k0, x_stride, panel, depth, load, offset,
+                          output + r * output_stride + feature, output_stride, count);
+          }
+        }
+      }
+    }
+  }
+}
+
+int tk_linear_available(void) {
+  static int state = -1;  // a benign race: every thread computes the same answer
+  if (state < 0) {
+    __builtin_cpu_init();
+    state = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") ? 1 : 0;
+  }
+  return state;
+}
+
+#else
+
+int tk_linear_available(void) { return 0; }
+
+void tk_linear(const float *x, size_t x_stride, size_t first_row, size_t end_row, size_t in_features,
+               const void *weight, int weight_format, size_t out_features, size_t first_feature,
+               size_t end_feature, const float *bias, int accumulate, float *workspace, float *output,
+               size_t output_stride) {
+  (void)x, (void)x_stride, (void)first_row, (void)end_row, (void)in_features, (void)weight;
+  (void)weight_format, (void)out_features, (void)first_feature, (void)end_feature, (void)bias;
+  (void)accumulate, (void)workspace, (void)output, (void)output_stride;
+}
+
+#endif
