@@ -241,7 +241,11 @@ enum KernelBench {
       let copies = max(2, (600 << 20) / (2 * values))
       var halves = [UInt16](repeating: 0, count: copies * values)
       for index in 0..<values { halves[index] = Float16(weight.pointer[index]).bitPattern }
-      for copy in 1..<copies { halves.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: copy * values).update(from: $0.baseAddress!, count: values) } }
+      for copy in 1..<copies {
+        halves.withUnsafeMutableBufferPointer {
+          $0.baseAddress!.advanced(by: copy * values).update(from: $0.baseAddress!, count: values)
+        }
+      }
       let flops = 2.0 * Double(rows) * Double(outFeatures) * Double(inFeatures)
       var next = 0
       var milliseconds = 0.0
@@ -263,7 +267,8 @@ enum KernelBench {
       rates.append((name, measured.rate, measured.peak))
       print(
         String(
-          format: "%-36@ %5d×%5d→%5d  fp16 cold %6.1f GFLOP/s (%5.1f%% of the peak around it), %6.2f ms; fp32 warm: kernel %6.1f, sgemm %6.1f",
+          format:
+            "%-36@ %5d×%5d→%5d  fp16 cold %6.1f GFLOP/s (%5.1f%% of the peak around it), %6.2f ms; fp32 warm: kernel %6.1f, sgemm %6.1f",
           name as NSString, rows, inFeatures, outFeatures, measured.rate, 100 * measured.rate / measured.peak,
           milliseconds, flops / warmKernel.best / 1e9, flops / warmSgemm.best / 1e9))
     }

@@ -110,7 +110,8 @@ import Testing
       let initial = Tensor(
         shape: [1, c.outFeatures],
         values: Array(inputs.initial.scalars[(row * c.outFeatures)..<((row + 1) * c.outFeatures)]))
-      let single = Case(rows: 1, inFeatures: c.inFeatures, outFeatures: c.outFeatures, bias: c.bias, accumulate: c.accumulate)
+      let single = Case(
+        rows: 1, inFeatures: c.inFeatures, outFeatures: c.outFeatures, bias: c.bias, accumulate: c.accumulate)
       let alone = Self.apply(
         single, Inputs(x: x, weight: inputs.weight, halves: inputs.halves, bias: inputs.bias, initial: initial),
         threads: 2, halves: true)
