@@ -4,11 +4,11 @@
 // first, which it then packs again: two memory passes over every weight per evaluation (3 % and
 // 4.5 % of a 64² SDXL UNet forward). Here the weight is read once, as stored, and widened straight
 // into the packed form, GotoBLAS-style:
-//   - features are taken twelve panels of 64 at a time (a chunk); per block of 256 of the
-//     reduction, the chunk's weight rows are packed as panels [k][64] fp32 (64 KB each, 768 KB a
-//     chunk), sixteen rows × sixteen k at a time through a register transpose, while the next
+//   - features are taken twelve panels of 64 at a time (a chunk); per block of 128 of the
+//     reduction, the chunk's weight rows are packed as panels [k][64] fp32 (32 KB each, in L1;
+//     384 KB a chunk), sixteen rows × sixteen k at a time through a register transpose, while the next
 //     block's weight lines are prefetched a few per register tile;
-//   - rows of x are taken 192 at a time (192 KB of one reduction block) and read in place, one
+//   - rows of x are taken 192 at a time (96 KB of one reduction block) and read in place, one
 //     value broadcast per row and k, while every panel of the chunk passes over them;
 //   - products: register tiles of 6 rows × 64 features (24 accumulators), the output holding the
 //     partial sums between reduction blocks (prefetched one tile ahead).
@@ -24,9 +24,9 @@ enum {
   TILE_VECTORS = 4,
   PANEL = LANES * TILE_VECTORS,  // output features of one panel and one register tile
   TILE_ROWS = 6,                 // rows of x of one register tile
-  BLOCK_K = 256,                 // reduction values per packed block
+  BLOCK_K = 128,                 // reduction values per packed block (a panel: 32 KB, in L1)
   BLOCK_ROWS = 192,              // rows of x per pass over the panels
-  CHUNK_PANELS = 12,             // panels packed per block of the reduction (768 KB)
+  CHUNK_PANELS = 12,             // panels packed per block of the reduction (384 KB)
 };
 
 size_t tk_linear_panel_features(void) { return PANEL; }
