@@ -46,7 +46,8 @@ enum KernelBench {
     // `--im2col` keeps 3×3 convolutions on im2col + sgemm, for comparison with the kernel.
     context.usesConvolutionKernel = !arguments.contains("--im2col")
     print(
-      "OpenBLAS: \(ComputeContext.blasConfiguration); gemm split over \(context.pool.threadCount) pool threads, AVX2 element-wise kernels \(ComputeContext.usesVectorKernels), AVX-512 attention kernel \(ComputeContext.hasAttentionKernel), AVX-512 3×3 convolution kernel \(ComputeContext.hasConvolutionKernel)"
+      "OpenBLAS: \(ComputeContext.blasConfiguration); gemm split over \(context.pool.threadCount) pool threads, AVX2 element-wise kernels \(ComputeContext.usesVectorKernels), AVX-512 attention kernel \(ComputeContext.hasAttentionKernel), AVX-512 3×3 convolution kernel \(ComputeContext.hasConvolutionKernel), "
+        + "AVX-512 linear kernel (fp16 weights as stored) \(ComputeContext.hasLinearKernel)"
     )
 
     // sgemm on the shapes that dominate an SDXL UNet forward at 1024² (128² latent), batch 1.
