@@ -39,7 +39,7 @@ enum KernelBench {
       threads = value
     }
     if arguments.contains("--quick") { repeats = 2 }
-    // Parts to run: any of gemm, conv, attention, elementwise (default all).
+    // Parts to run: any of gemm, conv, linear, attention, elementwise (default all).
     let parts = Set(arguments.filter { ["gemm", "conv", "linear", "attention", "elementwise"].contains($0) })
     func wanted(_ part: String) -> Bool { parts.isEmpty || parts.contains(part) }
     let context = ComputeContext(pool: ThreadPool(threadCount: threads))
