@@ -66,14 +66,12 @@ void tk_conv3x3_pack_weights(const float *weight, size_t out_channels, size_t in
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 
+#include "avx512_lanes.h"
+
 #define TC_AVX512 __attribute__((target("avx512f,fma")))
 #define TC_INLINE static inline __attribute__((always_inline))
 // Not inlined into the driver: one call per register tile is cheap, and `perf` shows the parts.
 #define TC_KERNEL TC_AVX512 __attribute__((noinline)) static
-
-TC_INLINE __mmask16 lane_mask(ptrdiff_t count) {
-  return count >= LANES ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
-}
 
 // `count` (≤ 64) floats from `source` to `target`, or zeros when `source` is NULL.
 TC_AVX512 TC_INLINE void copy_run(float *target, const float *source, ptrdiff_t count) {

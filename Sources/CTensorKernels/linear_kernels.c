@@ -39,14 +39,12 @@ size_t tk_linear_workspace_floats(size_t features) {
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 
+#include "avx512_lanes.h"
+
 #define TL_AVX512 __attribute__((target("avx512f,fma,f16c")))
 #define TL_INLINE static inline __attribute__((always_inline))
 // Not inlined into the driver: one call per register tile is cheap, and `perf` shows the parts.
 #define TL_KERNEL TL_AVX512 __attribute__((noinline)) static
-
-TL_INLINE __mmask16 lane_mask(ptrdiff_t count) {
-  return count >= LANES ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
-}
 
 TL_AVX512 TL_INLINE float widen(const void *weight, int format, size_t index) {
   if (format == TK_WEIGHT_F16) return _cvtsh_ss(((const uint16_t *)weight)[index]);
