@@ -45,6 +45,7 @@ enum UNetBench {
     for size in sizes {
       let x = KernelBench.random([2, 4, size, size], seed: 5)
       compute.gemmOperations = 0
+      compute.profile = OperationProfile()
       started = Date()
       var widened = unet.weightWideningSeconds
       _ = try unet(x, timesteps: [500, 500], crossAttention: cache, y: y)  // warm-up: arena growth
@@ -52,14 +53,20 @@ enum UNetBench {
       let operations = compute.gemmOperations
       var best = first
       var widening = unet.weightWideningSeconds - widened
+      var profile = compute.profile!
       for _ in 0..<repeats {
+        compute.profile = OperationProfile()
         started = Date()
         widened = unet.weightWideningSeconds
         _ = try unet(x, timesteps: [500, 500], crossAttention: cache, y: y)
         let seconds = Date().timeIntervalSince(started)
-        if seconds < best { widening = unet.weightWideningSeconds - widened }
+        if seconds < best {
+          widening = unet.weightWideningSeconds - widened
+          profile = compute.profile!
+        }
         best = min(best, seconds)
       }
+      compute.profile = nil
       let rate = operations / best / 1e9
       // The peak again right after: the VM's speed moves within seconds, so the forward is also
       // reported against the better of the peaks measured just before and just after it.
@@ -70,6 +77,7 @@ enum UNetBench {
             "unet %d×%d latent, batch 2: %.2f s (first %.2f s), %.2f TFLOP dense, %.1f GFLOP/s = %.0f %% of sgemm peak, %.0f %% of the peak around it (%.1f before, %.1f after)",
           size, size, best, first, operations / 1e12, rate, 100 * rate / peak, 100 * rate / max(lastPeak, after),
           lastPeak, after))
+      printBreakdown(profile, forward: best, peak: max(lastPeak, after))
       lastPeak = after
       // The same gemms on the same Float32 values as a fully widened model, plus the widening:
       // the time without it is what the fully widened forward took.
@@ -78,6 +86,27 @@ enum UNetBench {
           format: "  of which widening fp16 weights per layer: %.2f s; step time / fully widened forward: %.3f×",
           widening, best / (best - widening)))
     }
+  }
+
+  /// The forward's time by kind of operation (its best run), each kind's rate against `peak`, the
+  /// shapes that took the most time, and the rest (norms, element-wise work, layout).
+  static func printBreakdown(_ profile: OperationProfile, forward: Double, peak: Double) {
+    func line(_ name: String, _ entry: OperationProfile.Entry, indent: String) -> String {
+      let rate = entry.operations / entry.seconds / 1e9
+      return String(
+        format: "%6.2f s (%4.1f %% of the forward), %4d calls, %6.1f GFLOP/s = %3.0f %% of the peak around it",
+        entry.seconds, 100 * entry.seconds / forward, entry.calls, rate, 100 * rate / peak)
+        .padded(indent + name, to: 44)
+    }
+    for kind in OperationProfile.Kind.allCases {
+      guard let entry = profile.kinds[kind], entry.seconds > 0 else { continue }
+      print(line(kind.rawValue, entry, indent: "  "))
+      let shapes = (profile.shapes[kind] ?? [:]).sorted { $0.value.seconds > $1.value.seconds }
+      for (shape, entry) in shapes.prefix(6) where entry.seconds > 0 { print(line(shape, entry, indent: "      ")) }
+    }
+    let rest = forward - profile.totalSeconds
+    print(String(format: "%6.2f s (%4.1f %% of the forward)", rest, 100 * rest / forward)
+      .padded("  the rest (norms, element-wise, layout)", to: 44))
   }
 
   static func sgemmPeak(_ compute: ComputeContext) -> Double {
@@ -177,5 +206,12 @@ enum WidenBench {
         format: "widen %@: %d UNet matrices, %.2f G values in %.2f s (%.2f G values/s, %d threads; stored as %@)",
         URL(fileURLWithPath: path).lastPathComponent, decoders.count, Double(values) / 1e9, best,
         Double(values) / 1e9 / best, threads, kind))
+  }
+}
+
+extension String {
+  /// `label`, padded with spaces to `width` characters, then this string.
+  fileprivate func padded(_ label: String, to width: Int) -> String {
+    label + String(repeating: " ", count: max(1, width - label.count)) + self
   }
 }

@@ -25,6 +25,8 @@ extension ComputeContext {
     query: Tensor, key: Tensor, value: Tensor, headCount: Int, causal: Bool = false,
     into output: Tensor
   ) {
+    let profiling = startProfiling()
+    defer { finishProfiling(profiling, .attention, shape: "\(headCount)×\(query.shape[1])×\(key.shape[1])") }
     precondition(
       query.shape.rank == 3 && key.shape.rank == 3 && value.shape.rank == 3
         && output.shape.rank == 3, "attention needs [N, T, C] tensors")

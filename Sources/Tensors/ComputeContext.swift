@@ -42,6 +42,9 @@ public final class ComputeContext {
   /// Floating-point operations (2·m·n·k) of every gemm run through this context so far: the
   /// dense-equivalent work benchmarks divide by time. Reset it freely.
   public var gemmOperations: Double = 0
+  /// When set, linear layers, convolutions and attention add their time and work to it by kind
+  /// (for benchmarks: two clock reads per call).
+  public var profile: OperationProfile?
 
   /// A context running on `pool`, with optimised kernels unless `referenceKernels` is true.
   public init(pool: ThreadPool = .shared, referenceKernels: Bool = false) {

@@ -37,6 +37,9 @@ extension ComputeContext {
     _ x: Tensor, weight: WeightView, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
     into output: Tensor, accumulate: Bool = false
   ) {
+    let profiling = startProfiling()
+    var kind = OperationProfile.Kind.convolution
+    defer { finishProfiling(profiling, kind, shape: "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])") }
     precondition(stride >= 1 && padding >= 0, "conv2d stride \(stride) padding \(padding)")
     precondition(x.shape.rank == 4 && weight.shape.rank == 4, "conv2d shapes \(x.shape), \(weight.shape)")
     precondition(weight.shape[1] == x.shape[1], "conv2d weight \(weight.shape) for input \(x.shape)")
@@ -64,6 +67,7 @@ extension ComputeContext {
     if kernelHeight == 3 && kernelWidth == 3 && stride == 1 && usesConvolutionKernel
       && ComputeContext.hasConvolutionKernel
     {
+      kind = .convolution3x3
       convolution3x3(x, weight: weight, bias: bias, padding: padding, into: output, accumulate: accumulate)
       return
     }

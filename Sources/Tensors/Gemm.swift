@@ -198,6 +198,8 @@ extension ComputeContext {
   public func linear(
     _ x: Tensor, weight: WeightView, bias: Tensor? = nil, into output: Tensor, accumulate: Bool = false
   ) {
+    let profiling = startProfiling()
+    defer { finishProfiling(profiling, .linear, shape: "\(x.shape.rows)×\(weight.shape[1])→\(weight.shape[0])") }
     precondition(weight.shape.rank == 2, "linear weight must be [out, in], got \(weight.shape)")
     let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
     precondition(x.shape.last == inFeatures, "linear input \(x.shape) for weight \(weight.shape)")
