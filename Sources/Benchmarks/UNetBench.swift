@@ -5,8 +5,8 @@ import SafeTensors
 import Tensors
 
 /// The full-size SDXL UNet forward at batch 2 (CFG), random weights, against the machine's sgemm
-/// peak: `Benchmarks unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col]
-/// [--sgemm-linear]` (`--im2col` keeps the 3×3 convolutions on im2col + sgemm, `--sgemm-linear` the
+/// peak, with its time by kind of operation and shape (`ComputeContext.profile`):
+/// `Benchmarks unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col] [--sgemm-linear]` (`--im2col` keeps the 3×3 convolutions on im2col + sgemm, `--sgemm-linear` the
 /// linear layers on widening + sgemm, for comparison with the kernels).
 /// The weights file (fp16, 5.1 GB, SDXL key names) is made once from the generated template.
 enum UNetBench {
@@ -95,8 +95,9 @@ enum UNetBench {
       let rate = entry.operations / entry.seconds / 1e9
       return String(
         format: "%6.2f s (%4.1f %% of the forward), %4d calls, %6.1f GFLOP/s = %3.0f %% of the peak around it",
-        entry.seconds, 100 * entry.seconds / forward, entry.calls, rate, 100 * rate / peak)
-        .padded(indent + name, to: 44)
+        entry.seconds, 100 * entry.seconds / forward, entry.calls, rate, 100 * rate / peak
+      )
+      .padded(indent + name, to: 44)
     }
     for kind in OperationProfile.Kind.allCases {
       guard let entry = profile.kinds[kind], entry.seconds > 0 else { continue }
@@ -105,8 +106,9 @@ enum UNetBench {
       for (shape, entry) in shapes.prefix(6) where entry.seconds > 0 { print(line(shape, entry, indent: "      ")) }
     }
     let rest = forward - profile.totalSeconds
-    print(String(format: "%6.2f s (%4.1f %% of the forward)", rest, 100 * rest / forward)
-      .padded("  the rest (norms, element-wise, layout)", to: 44))
+    print(
+      String(format: "%6.2f s (%4.1f %% of the forward)", rest, 100 * rest / forward)
+        .padded("  the rest (norms, element-wise, layout)", to: 44))
   }
 
   static func sgemmPeak(_ compute: ComputeContext) -> Double {

@@ -8,8 +8,8 @@ import Tensors
 /// Decodes one seeded random latent to a `size`² image with ResnetBlocks in bands (the default) or
 /// on whole planes, after one warm-up decode at 256² (as the PyTorch peer), and prints the decode
 /// time, its GFLOP/s (the decoder's dense FLOPs over the time; with `--peak`, as a share of the
-/// better of the sgemm peaks measured just before and just after it), and the resident memory after
-/// it; `Scripts/bench vae` samples the peaks from outside and compares the
+/// better of the sgemm peaks measured just before and just after it), the resident memory after
+/// it, and its time by kind of operation and shape (`ComputeContext.profile`); `Scripts/bench vae` samples the peaks from outside and compares the
 /// two runs' images (`--out` writes the raw Float32 image) bit for bit.
 enum VAEBench {
   static func run(_ arguments: [String]) throws {
@@ -39,9 +39,12 @@ enum VAEBench {
     _ = try vae.decode(latent(256))
     let measuresPeak = arguments.contains("--peak")
     let before = measuresPeak ? UNetBench.sgemmPeak(compute) : 0
+    compute.profile = OperationProfile()
     let started = Date()
     let image = try vae.decode(latent(size))
     let seconds = Date().timeIntervalSince(started)
+    let profile = compute.profile!
+    compute.profile = nil
     let memory = RenderBench.residentMemory()
     // The peak again right after: this VM's speed moves within seconds.
     let after = measuresPeak ? UNetBench.sgemmPeak(compute) : 0
@@ -57,6 +60,7 @@ enum VAEBench {
         format: "vae decode %d² (%@): %.2f s, %.2f TFLOP, %.1f GFLOP/s%@; anon %d MB, file %d MB after; "
           + "peak total RSS %d MB (VmHWM)", size, vae.wholePlanes ? "whole planes" : "bands", seconds,
         operations / 1e12, rate, share, memory.anon / 1024, memory.file / 1024, peakResidentKB() / 1024))
+    UNetBench.printBreakdown(profile, forward: seconds, peak: measuresPeak ? max(before, after) : .infinity)
     if let out = value("--out") {
       let data = Data(bytes: image.pointer, count: image.count * MemoryLayout<Float>.size)
       try data.write(to: URL(fileURLWithPath: out))

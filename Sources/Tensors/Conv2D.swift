@@ -39,7 +39,10 @@ extension ComputeContext {
   ) {
     let profiling = startProfiling()
     var kind = OperationProfile.Kind.convolution
-    defer { finishProfiling(profiling, kind, shape: "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])") }
+    defer {
+      finishProfiling(
+        profiling, kind, shape: "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])")
+    }
     precondition(stride >= 1 && padding >= 0, "conv2d stride \(stride) padding \(padding)")
     precondition(x.shape.rank == 4 && weight.shape.rank == 4, "conv2d shapes \(x.shape), \(weight.shape)")
     precondition(weight.shape[1] == x.shape[1], "conv2d weight \(weight.shape) for input \(x.shape)")
