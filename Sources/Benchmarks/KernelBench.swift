@@ -237,6 +237,8 @@ enum KernelBench {
       ("@128² level-1 GEGLU 640→5120", 8192, 640, 5120),
       ("@128² level-2 attn 1280→1280", 2048, 1280, 1280),
       ("@128² level-2 GEGLU 1280→10240", 2048, 1280, 10240),
+      ("@128² level-1 attn 640→640", 8192, 640, 640),
+      ("@128² level-1 ff out 2560→640", 8192, 2560, 640),
     ]
     for (name, rows, inFeatures, outFeatures) in linearShapes {
       let x = random([rows, inFeatures], seed: 6), bias = random([outFeatures], seed: 7)

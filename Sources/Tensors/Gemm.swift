@@ -248,7 +248,7 @@ extension ComputeContext {
     let threads = rows * outFeatures * inFeatures >= ComputeContext.gemmSplitOperations ? pool.threadCount : 1
     let splitsFeatures = panels >= threads
     let featuresPerThread = splitsFeatures ? (panels + threads - 1) / threads * panelFeatures : outFeatures
-    let scratchFloats = (tk_linear_workspace_floats(featuresPerThread) + 15) / 16 * 16
+    let scratchFloats = (tk_linear_workspace_floats(featuresPerThread, inFeatures) + 15) / 16 * 16
     // 64-byte alignment for the packed panels, whatever the buffer's own.
     let buffer = workspace.buffer(threads * scratchFloats + 16)
     let aligned = buffer + (16 - (Int(bitPattern: buffer) / 4) % 16) % 16

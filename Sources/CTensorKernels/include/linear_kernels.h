@@ -19,9 +19,9 @@ int tk_linear_available(void);
 /// Output features per packed panel: parts of a call split the features in multiples of this.
 size_t tk_linear_panel_features(void);
 
-/// Floats of workspace one tk_linear call over `features` output features needs (its packed
-/// panels of one block of the reduction).
-size_t tk_linear_workspace_floats(size_t features);
+/// Floats of workspace one tk_linear call over `features` output features of a reduction of
+/// `in_features` needs (the packed panels of one chunk of features, for the whole reduction).
+size_t tk_linear_workspace_floats(size_t features, size_t in_features);
 
 /// One part of output[r][o] = init + Σₖ x[r][k] · w[o][k] for a weight `w[out_features][in_features]`
 /// (row-major, `weight_format`): rows `first_row ..< end_row` of the features `first_feature ..<
@@ -32,8 +32,8 @@ size_t tk_linear_workspace_floats(size_t features);
 /// init is `bias[o]` (0 without a bias), or `output + bias[o]` when `accumulate`; the sum is one
 /// chain of fused multiply-adds over k in order, so a value depends only on its own row and
 /// feature, never on how the work is split or batched. Needs tk_linear_available() and
-/// in_features ≥ 1; `workspace` holds tk_linear_workspace_floats(end_feature − first_feature)
-/// floats, 64-byte aligned.
+/// in_features ≥ 1; `workspace` holds tk_linear_workspace_floats(end_feature − first_feature,
+/// in_features) floats, 64-byte aligned.
 void tk_linear(const float *x, size_t x_stride, size_t first_row, size_t end_row, size_t in_features,
                const void *weight, int weight_format, size_t out_features, size_t first_feature,
                size_t end_feature, const float *bias, int accumulate, float *workspace, float *output,
