@@ -32,6 +32,8 @@ enum {
 
 size_t tk_conv3x3_tile_channels(void) { return TILE_CHANNELS; }
 
+size_t tk_conv3x3_group_positions(void) { return GROUP_TILES * TILE_POSITIONS; }
+
 size_t tk_conv3x3_packed_weight_floats(size_t out_channels, size_t in_channels) {
   return (out_channels + TILE_CHANNELS - 1) / TILE_CHANNELS * TILE_CHANNELS * in_channels * TAPS;
 }

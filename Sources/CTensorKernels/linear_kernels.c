@@ -8,8 +8,8 @@
 //     five blocks of 128 (640 values); per pass, each panel of the chunk is packed per block as
 //     [k][64] fp32 (32 KB, in L1), sixteen rows × sixteen k at a time through a register
 //     transpose, as many panels as keep the pass's packed weights within CHUNK_BYTES (1 MB, in
-//     L2: six panels, twelve for a reduction of 256 or less), while the next pass's weight
-//     lines are prefetched a few per register tile;
+//     L2: six panels for a reduction of 640 or more, up to twelve for shorter ones), while the
+//     next pass's weight lines are prefetched a few per register tile;
 //   - rows of x are taken 192 at a time, and for each such row block every reduction block of the
 //     pass and every panel of the chunk passes over them (x read in place, one value broadcast per
 //     row and k), so the row block's partial sums stay in L2 from one block to the next and go

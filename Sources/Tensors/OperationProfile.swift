@@ -17,6 +17,12 @@ public final class OperationProfile {
     public var seconds = 0.0
     public var operations = 0.0
     public var calls = 0
+
+    mutating func record(seconds elapsed: Double, operations work: Double) {
+      seconds += elapsed
+      operations += work
+      calls += 1
+    }
   }
 
   public private(set) var kinds: [Kind: Entry] = [:]
@@ -29,11 +35,9 @@ public final class OperationProfile {
   /// Seconds spent in all kinds together.
   public var totalSeconds: Double { kinds.values.reduce(0) { $0 + $1.seconds } }
 
-  func add(_ kind: Kind, shape: String, seconds elapsed: Double, operations work: Double) {
-    for update in [{ (entry: inout Entry) in entry.seconds += elapsed }, { $0.operations += work }, { $0.calls += 1 }] {
-      update(&kinds[kind, default: Entry()])
-      update(&shapes[kind, default: [:]][shape, default: Entry()])
-    }
+  func add(_ kind: Kind, shape: String, seconds: Double, operations: Double) {
+    kinds[kind, default: Entry()].record(seconds: seconds, operations: operations)
+    shapes[kind, default: [:]][shape, default: Entry()].record(seconds: seconds, operations: operations)
   }
 }
 

@@ -17,9 +17,10 @@ import Testing
   /// Register tiles of 6 rows and their tails (1, 5, 7, 13), row blocks of 192 (200, 390),
   /// panels of 64 features and their tails (1, 20, 70, 130), transposed blocks of 16 in the
   /// reduction and their tails (1, 17), reduction blocks of 128 (129, 300), chunks of twelve panels
-  /// (1700 features: two whole chunks and a partial one, crossed inside each thread's part), and
-  /// parts large enough to be split over threads by features (200 × 300 → 200) and by rows
-  /// (390 × 200 → 70).
+  /// (1700 features: two whole chunks and a partial one, crossed inside each thread's part), passes
+  /// of five reduction blocks with chunks of six panels (641: a second pass of one value; with 449
+  /// features a chunk and a partial one, with 193 rows two row blocks in each pass), and parts
+  /// large enough to be split over threads by features (200 × 300 → 200) and by rows (390 × 200 → 70).
   static let cases = [
     Case(rows: 1, inFeatures: 1, outFeatures: 1, bias: true, accumulate: false),
     Case(rows: 5, inFeatures: 17, outFeatures: 20, bias: false, accumulate: false),
@@ -28,6 +29,8 @@ import Testing
     Case(rows: 200, inFeatures: 300, outFeatures: 200, bias: true, accumulate: true),
     Case(rows: 390, inFeatures: 200, outFeatures: 70, bias: false, accumulate: true),
     Case(rows: 40, inFeatures: 140, outFeatures: 1700, bias: true, accumulate: true),
+    Case(rows: 13, inFeatures: 641, outFeatures: 449, bias: true, accumulate: true),
+    Case(rows: 193, inFeatures: 641, outFeatures: 70, bias: false, accumulate: true),
   ]
 
   struct Inputs {

@@ -12,6 +12,10 @@ int tk_conv3x3_available(void);
 /// Output channels per register tile: the packed weights hold them in groups of this many.
 size_t tk_conv3x3_tile_channels(void);
 
+/// Output positions that share one pass over the weights (a group of position tiles): a part
+/// with fewer positions reads the weights for fewer outputs each.
+size_t tk_conv3x3_group_positions(void);
+
 /// Floats of packed weights for `out_channels` × `in_channels` × 3 × 3.
 size_t tk_conv3x3_packed_weight_floats(size_t out_channels, size_t in_channels);
 

@@ -20,7 +20,7 @@ int tk_linear_available(void);
 size_t tk_linear_panel_features(void);
 
 /// Floats of workspace one tk_linear call over `features` output features of a reduction of
-/// `in_features` needs (the packed panels of one chunk of features, for the whole reduction).
+/// `in_features` needs (the packed panels of one chunk of features for one pass of the reduction).
 size_t tk_linear_workspace_floats(size_t features, size_t in_features);
 
 /// One part of output[r][o] = init + Σₖ x[r][k] · w[o][k] for a weight `w[out_features][in_features]`
