@@ -93,9 +93,11 @@ enum UNetBench {
   static func printBreakdown(_ profile: OperationProfile, forward: Double, peak: Double) {
     func line(_ name: String, _ entry: OperationProfile.Entry, indent: String) -> String {
       let rate = entry.operations / entry.seconds / 1e9
+      // Without a measured peak (`vae` without `--peak`), the rate alone.
+      let share = peak.isFinite ? String(format: " = %3.0f %% of the peak around it", 100 * rate / peak) : ""
       return String(
-        format: "%6.2f s (%4.1f %% of the forward), %4d calls, %6.1f GFLOP/s = %3.0f %% of the peak around it",
-        entry.seconds, 100 * entry.seconds / forward, entry.calls, rate, 100 * rate / peak
+        format: "%6.2f s (%4.1f %% of the forward), %4d calls, %6.1f GFLOP/s%@",
+        entry.seconds, 100 * entry.seconds / forward, entry.calls, rate, share
       )
       .padded(indent + name, to: 44)
     }
