@@ -169,28 +169,27 @@ enum KernelBench {
     print(
       "\n-- conv2d (3×3 stride 1: \(kernel3x3 ? "AVX-512 kernel" : "im2col bands + gemm"); others im2col + gemm), "
         + "UNet shapes at batch 2 as under CFG, VAE decoder shapes at batch 1")
-    let convShapes: [(String, Int, Int, Int, (height: Int, width: Int), Int, Int)] = [
-      // name, batch, in, out, input size, kernel, stride
-      ("level-0 3×3 320→320 @128²", 2, 320, 320, (128, 128), 3, 1),
-      ("level-1 3×3 640→640 @64²", 2, 640, 640, (64, 64), 3, 1),
-      ("level-2 3×3 1280→1280 @32²", 2, 1280, 1280, (32, 32), 3, 1),
-      ("@64² latent: level-2 3×3 1280→1280 @16²", 2, 1280, 1280, (16, 16), 3, 1),
-      ("down 3×3/2 320→320 @128²", 2, 320, 320, (128, 128), 3, 2),
-      ("skip 1×1 1920→1280 @32²", 2, 1920, 1280, (32, 32), 1, 1),
-      ("@64² latent: level-0 3×3 320→320 @64²", 2, 320, 320, (64, 64), 3, 1),
-      ("VAE 3×3 512→512 @128²", 1, 512, 512, (128, 128), 3, 1),
-      ("VAE 3×3 256→256 @256²", 1, 256, 256, (256, 256), 3, 1),
-      ("VAE 3×3 128→128 @512²", 1, 128, 128, (512, 512), 3, 1),
+    let convShapes: [(String, Int, Int, Int, (height: Int, width: Int), Int, Int, Int)] = [
+      // name, batch, in, out, input size, kernel, stride, padding
+      ("level-0 3×3 320→320 @128²", 2, 320, 320, (128, 128), 3, 1, 1),
+      ("level-1 3×3 640→640 @64²", 2, 640, 640, (64, 64), 3, 1, 1),
+      ("level-2 3×3 1280→1280 @32²", 2, 1280, 1280, (32, 32), 3, 1, 1),
+      ("@64² latent: level-2 3×3 1280→1280 @16²", 2, 1280, 1280, (16, 16), 3, 1, 1),
+      ("down 3×3/2 320→320 @128²", 2, 320, 320, (128, 128), 3, 2, 1),
+      ("skip 1×1 1920→1280 @32²", 2, 1920, 1280, (32, 32), 1, 1, 0),
+      ("@64² latent: level-0 3×3 320→320 @64²", 2, 320, 320, (64, 64), 3, 1, 1),
+      ("VAE 3×3 512→512 @128²", 1, 512, 512, (128, 128), 3, 1, 1),
+      ("VAE 3×3 256→256 @256²", 1, 256, 256, (256, 256), 3, 1, 1),
+      ("VAE 3×3 128→128 @512²", 1, 128, 128, (512, 512), 3, 1, 1),
       // The decoder's bands at a 512² decode: rows with a zero border made by the caller (padding 0).
-      ("VAE band 3×3 512→512 31×258", 1, 512, 512, (31, 258), 3, 1),
-      ("VAE band 3×3 512→512 63×130", 1, 512, 512, (63, 130), 3, 1),
-      ("VAE band 3×3 256→256 31×514", 1, 256, 256, (31, 514), 3, 1),
+      ("VAE band 3×3 512→512 31×258", 1, 512, 512, (31, 258), 3, 1, 0),
+      ("VAE band 3×3 512→512 63×130", 1, 512, 512, (63, 130), 3, 1, 0),
+      ("VAE band 3×3 256→256 31×514", 1, 256, 256, (31, 514), 3, 1, 0),
     ]
-    for (name, batch, inChannels, outChannels, size, kernel, stride) in convShapes {
+    for (name, batch, inChannels, outChannels, size, kernel, stride, padding) in convShapes {
       let x = random([batch, inChannels, size.height, size.width], seed: 3)
       let weight = random([outChannels, inChannels, kernel, kernel], seed: 4)
       let bias = random([outChannels], seed: 5)
-      let padding = name.hasPrefix("VAE band") ? 0 : kernel / 2
       let shape = ComputeContext.conv2dOutputShape(
         input: x.shape, weight: weight.shape, stride: stride, padding: padding)
       let y = Tensor(zeros: shape)

@@ -124,10 +124,7 @@ extension ComputeContext {
     let packedFloats = (tk_conv3x3_packed_weight_floats(outChannels, inChannels) + 15) / 16 * 16
     let scratchFloats = tk_conv3x3_workspace_floats(weightTiles)
     let threads = pool.threadCount
-    // 64-byte alignment for the packed input tiles, whatever the buffer's own.
-    let buffer = workspace.buffer(packedFloats + threads * scratchFloats + 16)
-    let aligned = buffer + (16 - (Int(bitPattern: buffer) / 4) % 16) % 16
-    let packed = aligned, scratch = aligned + packedFloats
+    let packed = workspace.alignedBuffer(packedFloats + threads * scratchFloats), scratch = packed + packedFloats
     pool.forEachChunk(weightTiles, minimumChunk: 8) { tiles in
       tk_conv3x3_pack_weights(weight.pointer, outChannels, inChannels, tiles.lowerBound, tiles.count, packed)
     }

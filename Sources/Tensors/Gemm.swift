@@ -249,9 +249,7 @@ extension ComputeContext {
     let splitsFeatures = panels >= threads
     let featuresPerThread = splitsFeatures ? (panels + threads - 1) / threads * panelFeatures : outFeatures
     let scratchFloats = (tk_linear_workspace_floats(featuresPerThread, inFeatures) + 15) / 16 * 16
-    // 64-byte alignment for the packed panels, whatever the buffer's own.
-    let buffer = workspace.buffer(threads * scratchFloats + 16)
-    let aligned = buffer + (16 - (Int(bitPattern: buffer) / 4) % 16) % 16
+    let aligned = workspace.alignedBuffer(threads * scratchFloats)
     let format = weight.format == .float16 ? Int32(TK_WEIGHT_F16) : Int32(TK_WEIGHT_F32)
     pool.forEachChunk(threads) { workers in
       for worker in workers {

@@ -107,4 +107,12 @@ public final class Workspace {
     if storage.capacity < count { storage = TensorStorage(capacity: count) }
     return storage.base
   }
+
+  /// A buffer of at least `count` floats starting on a 64-byte boundary (a cache line, as the
+  /// AVX-512 kernels' packed tiles need), whatever the storage's own alignment; valid until the
+  /// next call. Contents are unspecified.
+  public func alignedBuffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+    let base = buffer(count + 15)
+    return base + (16 - (Int(bitPattern: base) / 4) % 16) % 16
+  }
 }
