@@ -61,6 +61,9 @@ enum VAEBench {
           + "peak total RSS %d MB (VmHWM)", size, vae.wholePlanes ? "whole planes" : "bands", seconds,
         operations / 1e12, rate, share, memory.anon / 1024, memory.file / 1024, peakResidentKB() / 1024))
     UNetBench.printBreakdown(profile, forward: seconds, peak: measuresPeak ? max(before, after) : .infinity)
+    if measuresPeak {
+      UNetBench.printSustained(compute, seconds: seconds, rate: rate, burst: max(before, after), what: "the decode")
+    }
     if let out = value("--out") {
       let data = Data(bytes: image.pointer, count: image.count * MemoryLayout<Float>.size)
       try data.write(to: URL(fileURLWithPath: out))

@@ -74,6 +74,12 @@ enum VerifyBench {
         format: "sgemm peak after the run: %.1f GFLOP/s; against the better of the two (%.1f): at the peak %.1f s, "
           + "end to end / that = %.2f×", after, best, t.gemmOperations / (best * 1e9),
         wall / (t.gemmOperations / (best * 1e9))))
+    let sustained = UNetBench.sustainedSgemm(options.computeContext(), seconds: 30)
+    print(
+      String(
+        format: "sustained sgemm over 30 s after the run: %.1f GFLOP/s = %.0f %% of the better burst peak; "
+          + "at that rate %.1f s, end to end / that = %.2f×", sustained, 100 * sustained / best,
+        t.gemmOperations / (sustained * 1e9), wall / (t.gemmOperations / (sustained * 1e9))))
     print(
       "verdict: \(report.passed ? "passed" : "failed") (random weights fail the image checks; the timing is the point)")
     for level in report.probe?.levels ?? [] {
