@@ -136,7 +136,8 @@ enum UNetBench {
     print(
       String(
         format: "  sustained sgemm over %.0f s right after: %.1f GFLOP/s = %.0f %% of the burst peak (%.1f); "
-          + "%@ = %.0f %% of the sustained rate", window, sustained, 100 * sustained / burst, burst, what, 100 * rate / sustained))
+          + "%@ = %.0f %% of the sustained rate", window, sustained, 100 * sustained / burst, burst, what,
+        100 * rate / sustained))
   }
 
   /// The sgemm rate held over `seconds` of back-to-back SDXL-shaped gemms (the peak's three shapes
