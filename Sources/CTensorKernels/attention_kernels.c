@@ -7,7 +7,10 @@
 //      as vectors on the side, so no separate pass looks for them;
 //   2. softmax step: p = exp(s − m) in place over the tile (still in L1/L2), the running sums and
 //      the output rows rescaled when the maximum moves (flash attention's recurrence);
-//   3. values: register tiles of up to 6 rows × 64 output columns, accumulated across tiles.
+//   3. values: register tiles of up to 6 rows × 64 output columns, accumulated across tiles;
+//      the first tile starts them from zero and the last divides them by the row sums and
+//      writes the output rows, so no pass clears or scales them (with 77 keys, one tile, a
+//      memset and the final pass were a fifth of a cross-attention).
 // The exponential is the Cephes polynomial of kernels.c (PyTorch's), 16 lanes wide.
 #include "attention_kernels.h"
 
@@ -92,13 +95,17 @@ TA_AVX512 TA_INLINE void score_tile(const int rows, const int blocks, const floa
   }
 }
 
-// output[rows][64] += p[rows][keys] · values[keys][64].
+// accumulators[rows][64] += p[rows][keys] · values[keys][64], from zero when `first`. On the last
+// tile (`inverses` not NULL) the rows are divided by their sums (times 1/sum) and stored straight
+// to `output` instead: no separate pass over the accumulators.
 TA_AVX512 TA_INLINE void value_tile(const int rows, const float *probabilities,
                                     size_t probability_stride, const float *values,
-                                    size_t key_count, float *output) {
+                                    size_t key_count, float *accumulators, int first,
+                                    const float *inverses, float *output, size_t output_stride) {
   __m512 sum[MAX_ROWS][HEAD_VECTORS];
   for (int r = 0; r < rows; r++)
-    for (int c = 0; c < HEAD_VECTORS; c++) sum[r][c] = _mm512_load_ps(output + r * HEAD + c * LANES);
+    for (int c = 0; c < HEAD_VECTORS; c++)
+      sum[r][c] = first ? _mm512_setzero_ps() : _mm512_load_ps(accumulators + r * HEAD + c * LANES);
   for (size_t j = 0; j < key_count; j++) {
     __m512 value[HEAD_VECTORS];
     for (int c = 0; c < HEAD_VECTORS; c++) value[c] = _mm512_load_ps(values + j * HEAD + c * LANES);
@@ -107,8 +114,16 @@ TA_AVX512 TA_INLINE void value_tile(const int rows, const float *probabilities,
       for (int c = 0; c < HEAD_VECTORS; c++) sum[r][c] = _mm512_fmadd_ps(p, value[c], sum[r][c]);
     }
   }
+  if (inverses) {
+    for (int r = 0; r < rows; r++) {
+      const __m512 inverse = _mm512_set1_ps(inverses[r]);
+      for (int c = 0; c < HEAD_VECTORS; c++)
+        _mm512_storeu_ps(output + r * output_stride + c * LANES, _mm512_mul_ps(sum[r][c], inverse));
+    }
+    return;
+  }
   for (int r = 0; r < rows; r++)
-    for (int c = 0; c < HEAD_VECTORS; c++) _mm512_store_ps(output + r * HEAD + c * LANES, sum[r][c]);
+    for (int c = 0; c < HEAD_VECTORS; c++) _mm512_store_ps(accumulators + r * HEAD + c * LANES, sum[r][c]);
 }
 
 // The register tiles above with their sizes as constants, so the accumulators stay in registers.
@@ -132,14 +147,16 @@ TA_KERNEL void score_tiles(int rows, int blocks, const float *queries, size_t qu
 }
 
 TA_KERNEL void value_tiles(int rows, const float *probabilities, size_t probability_stride,
-                           const float *values, size_t key_count, float *output) {
+                           const float *values, size_t key_count, float *accumulators, int first,
+                           const float *inverses, float *output, size_t output_stride) {
   switch (rows) {
-    case 1: value_tile(1, probabilities, probability_stride, values, key_count, output); return;
-    case 2: value_tile(2, probabilities, probability_stride, values, key_count, output); return;
-    case 3: value_tile(3, probabilities, probability_stride, values, key_count, output); return;
-    case 4: value_tile(4, probabilities, probability_stride, values, key_count, output); return;
-    case 5: value_tile(5, probabilities, probability_stride, values, key_count, output); return;
-    case 6: value_tile(6, probabilities, probability_stride, values, key_count, output); return;
+#define TA_VALUE(R)                                                                              \
+  case R:                                                                                        \
+    value_tile(R, probabilities, probability_stride, values, key_count, accumulators, first,     \
+               inverses, output, output_stride);                                                 \
+    return;
+    TA_VALUE(1) TA_VALUE(2) TA_VALUE(3) TA_VALUE(4) TA_VALUE(5) TA_VALUE(6)
+#undef TA_VALUE
   }
 }
 
@@ -207,7 +224,6 @@ TA_AVX512 void tk_attention_head64(const float *queries, size_t query_stride, si
   for (size_t first_row = 0; first_row < query_count; first_row += block_rows) {
     size_t rows = query_count - first_row < block_rows ? query_count - first_row : block_rows;
     const float *block_queries = queries + first_row * query_stride;
-    memset(accumulators, 0, rows * HEAD * sizeof(float));
     for (size_t first_key = 0; first_key < key_count; first_key += tile_keys) {
       size_t tile = key_count - first_key < tile_keys ? key_count - first_key : tile_keys;
       size_t blocks = round_up(tile, LANES) / LANES;
@@ -227,19 +243,16 @@ TA_AVX512 void tk_attention_head64(const float *queries, size_t query_stride, si
       }
       softmax_step(rows, scores, tile_keys, blocks, tile_maxima, running_maxima, sums,
                    accumulators, first_key == 0);
+      // The last tile divides by the row sums (as 1/sum) and writes the output rows.
+      const int last = first_key + tile >= key_count;
+      if (last)
+        for (size_t row = 0; row < rows; row++) sums[row] = 1 / sums[row];
       for (size_t row = 0; row < rows; row += MAX_ROWS) {
         int group = rows - row < MAX_ROWS ? (int)(rows - row) : MAX_ROWS;
         value_tiles(group, scores + row * tile_keys, tile_keys, packed_values + first_key * HEAD,
-                    tile, accumulators + row * HEAD);
+                    tile, accumulators + row * HEAD, first_key == 0, last ? sums + row : NULL,
+                    output + (first_row + row) * output_stride, output_stride);
       }
-    }
-    // Dividing the 64-wide output instead of the key-wide probabilities saves a pass.
-    for (size_t row = 0; row < rows; row++) {
-      __m512 inverse = _mm512_set1_ps(1 / sums[row]);
-      float *target = output + (first_row + row) * output_stride;
-      for (int c = 0; c < HEAD_VECTORS; c++)
-        _mm512_storeu_ps(target + c * LANES,
-                         _mm512_mul_ps(_mm512_load_ps(accumulators + row * HEAD + c * LANES), inverse));
     }
   }
 }
