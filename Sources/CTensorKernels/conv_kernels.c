@@ -183,9 +183,9 @@ TC_AVX512 static void load_partial(int rows, const float *output, size_t stride,
 void tk_conv3x3(const float *input, size_t in_channels, size_t height, size_t width,
                 size_t padding, const float *packed_weights, size_t out_channels,
                 const float *bias, int accumulate, size_t first_position, size_t end_position,
-                size_t first_tile, size_t end_tile, float *workspace, float *output) {
-  const size_t out_width = width + 2 * padding - 2, out_height = height + 2 * padding - 2;
-  const size_t positions = out_height * out_width, reduction = in_channels * TAPS;
+                size_t first_tile, size_t end_tile, float *workspace, float *output,
+                size_t output_channel_stride) {
+  const size_t out_width = width + 2 * padding - 2, reduction = in_channels * TAPS;
   const size_t plane = height * width, input_floats = (size_t)BLOCK_CHANNELS * TAPS * TILE_POSITIONS;
   const size_t group = (size_t)GROUP_TILES * TILE_POSITIONS, partial_floats = TILE_CHANNELS * TILE_POSITIONS;
   // Packed inputs, then the partial sums of each (weight tile, position tile) of a group.
@@ -199,7 +199,7 @@ void tk_conv3x3(const float *input, size_t in_channels, size_t height, size_t wi
         for (size_t t = 0; t < tiles; t++) {
           const size_t channel = m * TILE_CHANNELS, done = t * TILE_POSITIONS;
           const size_t rows = out_channels - channel < TILE_CHANNELS ? out_channels - channel : TILE_CHANNELS;
-          load_partial((int)rows, output + channel * positions + start + done, positions,
+          load_partial((int)rows, output + channel * output_channel_stride + start + done, output_channel_stride,
                        (ptrdiff_t)(count - done), bias ? bias + channel : NULL,
                        partials + ((m - first_tile) * GROUP_TILES + t) * partial_floats);
         }
@@ -223,7 +223,8 @@ void tk_conv3x3(const float *input, size_t in_channels, size_t height, size_t wi
           product_tiles((int)rows, packed_weights + channel * reduction + c0 * TAPS * TILE_CHANNELS,
                         inputs + t * input_floats, channels * TAPS,
                         partials + ((m - first_tile) * GROUP_TILES + t) * partial_floats, initial,
-                        last_block ? output + channel * positions + start + done : NULL, positions,
+                        last_block ? output + channel * output_channel_stride + start + done : NULL,
+                        output_channel_stride,
                         tile_count);
         }
       }
@@ -247,10 +248,11 @@ int tk_conv3x3_available(void) { return 0; }
 void tk_conv3x3(const float *input, size_t in_channels, size_t height, size_t width,
                 size_t padding, const float *packed_weights, size_t out_channels,
                 const float *bias, int accumulate, size_t first_position, size_t end_position,
-                size_t first_tile, size_t end_tile, float *workspace, float *output) {
+                size_t first_tile, size_t end_tile, float *workspace, float *output,
+                size_t output_channel_stride) {
   (void)input, (void)in_channels, (void)height, (void)width, (void)padding, (void)packed_weights;
   (void)out_channels, (void)bias, (void)accumulate, (void)first_position, (void)end_position;
-  (void)first_tile, (void)end_tile, (void)workspace, (void)output;
+  (void)first_tile, (void)end_tile, (void)workspace, (void)output, (void)output_channel_stride;
 }
 
 #endif

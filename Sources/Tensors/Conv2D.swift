@@ -71,7 +71,9 @@ extension ComputeContext {
       && ComputeContext.hasConvolutionKernel
     {
       kind = .convolution3x3
-      convolution3x3(x, weight: weight, bias: bias, padding: padding, into: output, accumulate: accumulate)
+      convolution3x3(
+        x, weight: weight, bias: bias, padding: padding, into: output.pointer, channelStride: outPlane,
+        positions: outPlane, accumulate: accumulate)
       return
     }
     var beta: Float = accumulate ? 1 : 0
@@ -109,16 +111,57 @@ extension ComputeContext {
     }
   }
 
+  /// A 3×3, stride-1, unpadded convolution of a band of rows `x` `[1, C, rows + 2, W + 2]` (its
+  /// border already in place) straight into rows `firstRow ..< firstRow + rows` of `output`
+  /// `[1, C_out, H, W]` (added to them when `accumulate`), with no band buffer and no copy;
+  /// the same values as `conv2d` into a band and a copy. Returns false, having done nothing,
+  /// where the AVX-512 kernel does not run (the caller then takes that way).
+  public func convolveBand(
+    _ x: Tensor, weight: WeightView, bias: Tensor?, intoRows firstRow: Int, of output: Tensor, accumulate: Bool
+  ) -> Bool {
+    guard usesConvolutionKernel && ComputeContext.hasConvolutionKernel && !usesReferenceKernels else { return false }
+    precondition(
+      x.shape.rank == 4 && x.shape[0] == 1 && output.shape.rank == 4 && output.shape[0] == 1,
+      "convolveBand: one sample, got \(x.shape) into \(output.shape)")
+    precondition(
+      weight.shape.rank == 4 && weight.shape[1] == x.shape[1] && weight.shape[2] == 3 && weight.shape[3] == 3
+        && weight.shape[0] == output.shape[1], "convolveBand weight \(weight.shape) for \(x.shape) into \(output.shape)")
+    let rows = x.shape[2] - 2, width = x.shape[3] - 2
+    precondition(
+      rows >= 1 && width == output.shape[3] && firstRow >= 0 && firstRow + rows <= output.shape[2],
+      "convolveBand: band \(x.shape) at row \(firstRow) of \(output.shape)")
+    if let bias { precondition(bias.count == weight.shape[0], "convolveBand bias \(bias.shape)") }
+    let profiling = startProfiling()
+    defer {
+      finishProfiling(
+        profiling, .convolution3x3,
+        shape: "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])")
+    }
+    var copy: Tensor?
+    let weight = weight.float32(keeping: &copy)
+    defer { withExtendedLifetime(copy) {} }
+    gemmOperations += 2 * Double(weight.shape[0] * x.shape[1] * 9 * rows * width)
+    let plane = output.shape[2] * output.shape[3]
+    convolution3x3(
+      x, weight: weight, bias: bias, padding: 0, into: output.pointer + firstRow * width, channelStride: plane,
+      positions: rows * width, accumulate: accumulate)
+    return true
+  }
+
   /// A 3×3, stride-1 convolution through the AVX-512 kernel, without an im2col matrix: the
   /// weights are packed once per call, then each sample's output positions are split into one
   /// contiguous range per thread (in multiples of 64), or, where a plane has fewer positions than
   /// a group of them per thread, its output channels are. Every output is the same chain of multiply-adds
   /// in any split, band or batch (`tk_conv3x3`).
+  ///
+  /// Output channel o of sample n starts at `output + (n · C_out + o) · channelStride`, and has
+  /// `positions` values there (a band of rows of a taller plane has fewer than its stride).
   private func convolution3x3(
-    _ x: Tensor, weight: WeightView, bias: Tensor?, padding: Int, into output: Tensor, accumulate: Bool
+    _ x: Tensor, weight: WeightView, bias: Tensor?, padding: Int, into output: UnsafeMutablePointer<Float>,
+    channelStride: Int, positions: Int, accumulate: Bool
   ) {
     let batch = x.shape[0], inChannels = x.shape[1], height = x.shape[2], width = x.shape[3]
-    let outChannels = weight.shape[0], positions = output.shape[2] * output.shape[3]
+    let outChannels = weight.shape[0]
     let tileChannels = tk_conv3x3_tile_channels()
     let weightTiles = (outChannels + tileChannels - 1) / tileChannels
     let packedFloats = (tk_conv3x3_packed_weight_floats(outChannels, inChannels) + 15) / 16 * 16
@@ -135,7 +178,7 @@ extension ComputeContext {
     let splitsPositions = positions >= threads * tk_conv3x3_group_positions()
     for sample in 0..<batch {
       let input = x.pointer + sample * inChannels * height * width
-      let result = output.pointer + sample * outChannels * positions
+      let result = output + sample * outChannels * channelStride
       pool.forEachChunk(threads) { workers in
         for worker in workers {
           var (firstPosition, endPosition, firstTile, endTile) = (0, positions, 0, weightTiles)
@@ -149,7 +192,7 @@ extension ComputeContext {
           tk_conv3x3(
             input, inChannels, height, width, padding, packed, outChannels, bias?.pointer,
             accumulate ? 1 : 0, firstPosition, endPosition, firstTile, endTile, scratch + worker * scratchFloats,
-            result)
+            result, channelStride)
         }
       }
     }

@@ -126,6 +126,41 @@ import Testing
     }
   }
 
+  /// A band of rows convolved straight into a taller plane (`convolveBand`) gives the bits of
+  /// `conv2d` into a band buffer copied there, with and without accumulating, and leaves every other
+  /// row alone; where the kernel does not run it does nothing and says so.
+  @Test(arguments: [false, true])
+  func bandStraightIntoThePlane(accumulate: Bool) {
+    let (channels, outChannels, height, width) = (19, 13, 11, 70)
+    let (firstRow, rows) = (3, 5)
+    let band = randomTensor([1, channels, rows + 2, width + 2], seed: 50)
+    let weight = randomTensor([outChannels, channels, 3, 3], seed: 51, scale: 0.3)
+    let bias = randomTensor([outChannels], seed: 52)
+    let initial = randomTensor([1, outChannels, height, width], seed: 53)
+    let context = ComputeContext(pool: ThreadPool(threadCount: 2))
+    // The way without it: a band buffer holding the plane's rows, conv2d, then the rows copied back.
+    let expected = clone(initial)
+    let buffer = Tensor(zeros: [1, outChannels, rows, width])
+    for o in 0..<outChannels {
+      for y in 0..<rows { for x in 0..<width { buffer[0, o, y, x] = initial[0, o, firstRow + y, x] } }
+    }
+    context.conv2d(band, weight: weight, bias: bias, padding: 0, into: buffer, accumulate: accumulate)
+    for o in 0..<outChannels {
+      for y in 0..<rows { for x in 0..<width { expected[0, o, firstRow + y, x] = buffer[0, o, y, x] } }
+    }
+    let actual = clone(initial)
+    let ran = context.convolveBand(
+      band, weight: WeightView(weight), bias: bias, intoRows: firstRow, of: actual, accumulate: accumulate)
+    #expect(ran == ComputeContext.hasConvolutionKernel)
+    #expect(actual.scalars == (ran ? expected : initial).scalars)
+    let reference = ComputeContext(referenceKernels: true)
+    let untouched = clone(initial)
+    #expect(
+      !reference.convolveBand(
+        band, weight: WeightView(weight), bias: bias, intoRows: firstRow, of: untouched, accumulate: accumulate))
+    #expect(untouched.scalars == initial.scalars)
+  }
+
   /// The kernel is in use wherever the CPU reports AVX-512F (read here from /proc/cpuinfo).
   @Test func runsWhereTheCPUHasAVX512() {
     guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),

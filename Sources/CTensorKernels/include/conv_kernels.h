@@ -35,6 +35,9 @@ void tk_conv3x3_pack_weights(const float *weight, size_t out_channels, size_t in
 /// (out_height = height + 2·padding − 2, likewise the width): output positions
 /// `first_position ..< end_position` (flat over out_height × out_width) of the channels of weight
 /// tiles `first_tile ..< end_tile`. Parts that share no position or no tile may run at once.
+/// Output channel o starts at `output + o * output_channel_stride` (out_height × out_width for a
+/// whole image; a band of rows of a taller plane passes that plane's size, and `output` pointing
+/// at the band's first row).
 ///
 /// Each output is `init + Σₖ w[k]·x[k]` as one chain of fused multiply-adds over k = (c·3 + ky)·3
 /// + kx in order, where init is `bias[o]` (0 without a bias), or `output + bias[o]` when
@@ -44,6 +47,7 @@ void tk_conv3x3_pack_weights(const float *weight, size_t out_channels, size_t in
 void tk_conv3x3(const float *input, size_t in_channels, size_t height, size_t width,
                 size_t padding, const float *packed_weights, size_t out_channels,
                 const float *bias, int accumulate, size_t first_position, size_t end_position,
-                size_t first_tile, size_t end_tile, float *workspace, float *output);
+                size_t first_tile, size_t end_tile, float *workspace, float *output,
+                size_t output_channel_stride);
 
 #endif

@@ -533,22 +533,18 @@ struct VAEPass {
     }
     let h = pool.tensor(outShape)
     if banded {
-      // conv1's normalised input is made a band at a time, never whole.
-      let affine = compute.groupNormAffine(
-        x, epsilon: block.norm1.epsilon, weight: block.norm1.weight, bias: block.norm1.bias, activation: .silu)
-      for sample in 0..<x.shape[0] {
-        normalizedConvolution(
-          affine, sample: sample, block.conv1, x.slice(sample..<(sample + 1)), into: h.slice(sample..<(sample + 1)))
-      }
+      // Both convolutions' normalised inputs are made a band at a time, never whole; the residual
+      // is fused into conv2: x += conv2(silu(norm2(h))).
+      normalizedConvolutions(block.norm1, block.conv1, x, into: h)
+      normalizedConvolutions(block.norm2, block.conv2, h, into: x, accumulate: true)
     } else {
       let normalised = pool.tensor(x.shape)
       block.norm1.groupNorm(compute, x, silu: true, into: normalised)
       block.conv1(compute, normalised, into: h)
       pool.release(normalised)
+      block.norm2.groupNorm(compute, h, silu: true, into: h)
+      block.conv2(compute, h, into: x, accumulate: true)
     }
-    block.norm2.groupNorm(compute, h, silu: true, into: h)
-    // The residual is fused into conv2: x += conv2(h).
-    block.conv2(compute, h, into: x, accumulate: true)
     pool.release(h)
     return x
   }
@@ -591,7 +587,7 @@ struct VAEPass {
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, bandRows + 2, paddedWidth])
     let weight = conv.weight.view(compute)
-    let bandOutput = arena.tensor([1, outChannels, bandRows, outWidth])
+    var bandOutput: Tensor? = nil  // only where the kernel cannot write into the output
     for sample in 0..<batch {
       let source = x.pointer + sample * channels * height * width
       var first = 0
@@ -621,10 +617,16 @@ struct VAEPass {
             }
           }
         }
-        let result = bandOutput.view(offset: 0, shape: [1, outChannels, rows, outWidth])
-        compute.conv2d(
-          input, weight: weight, bias: conv.bias, stride: 1, padding: 0, into: result)
-        copyBand(result, into: output, sample: sample, firstRow: first)
+        // Straight into the output's rows where the kernel can; else a band buffer and a copy.
+        if !compute.convolveBand(
+          input, weight: weight, bias: conv.bias, intoRows: first, of: output.slice(sample..<(sample + 1)),
+          accumulate: false)
+        {
+          if bandOutput == nil { bandOutput = arena.tensor([1, outChannels, bandRows, outWidth]) }
+          let result = bandOutput!.view(offset: 0, shape: [1, outChannels, rows, outWidth])
+          compute.conv2d(input, weight: weight, bias: conv.bias, stride: 1, padding: 0, into: result)
+          copyBand(result, into: output, sample: sample, firstRow: first)
+        }
         first += rows
       }
     }

@@ -4,8 +4,9 @@ import Tensors
 ///
 /// A GroupNorm needs statistics over a whole plane, so its input stays whole; what no longer
 /// exists whole is everything that only feeds the next convolution: the normalised (and SiLU'd)
-/// input of each `conv1` is made a band at a time, with a row above and below, and convolved at
-/// once. The first block of a level that halves the width (SDXL's up.1 and up.0: 512→256 and
+/// input of each `conv1` and `conv2` is made a band at a time, with a row above and below, and
+/// convolved at once (a normalisation in place before conv2 cost a write and a read of the whole
+/// plane). The first block of a level that halves the width (SDXL's up.1 and up.0: 512→256 and
 /// 256→128 channels) works inside its input's block: each band's shortcut and `conv1` results are
 /// written back over rows of the input that no later band reads, so the whole level runs in one
 /// block of the input's size, whose second half is given back to the system when the level ends.
@@ -71,8 +72,7 @@ extension VAEPass {
       // out = shortcut + conv2(silu(norm2(h))), the residual accumulated into the shortcut half.
       let output = slot.view(offset: 0, shape: [1, half, height, width])
       let h = slot.view(offset: half * plane, shape: [1, half, height, width])
-      block.norm2.groupNorm(compute, h, silu: true, into: h)
-      block.conv2(compute, h, into: output, accumulate: true)
+      normalizedConvolutions(block.norm2, block.conv2, h, into: output, accumulate: true)
     }
     // Samples after the first move down to make one `[N, C/2, H, W]` tensor (a no-op for one).
     for sample in 1..<Swift.max(1, batch) {
@@ -110,6 +110,21 @@ extension VAEPass {
     }
   }
 
+  /// conv(silu(norm(x))) for every sample of `x` `[N, C, H, W]` into `output` (added to it when
+  /// `accumulate`), the normalised input made a band at a time: the statistics take one pass over
+  /// `x`, and no normalised copy of it is ever written whole.
+  func normalizedConvolutions(
+    _ norm: NormLayer, _ conv: ConvolutionLayer, _ x: Tensor, into output: Tensor, accumulate: Bool = false
+  ) {
+    let affine = compute.groupNormAffine(
+      x, epsilon: norm.epsilon, weight: norm.weight, bias: norm.bias, activation: .silu)
+    for sample in 0..<x.shape[0] {
+      normalizedConvolution(
+        affine, sample: sample, conv, x.slice(sample..<(sample + 1)), into: output.slice(sample..<(sample + 1)),
+        accumulate: accumulate)
+    }
+  }
+
   /// conv(silu(norm(x))) for one sample `[1, C, H, W]` and a 3×3, stride-1, padding-1 `conv`, into
   /// `output` `[1, C_out, H, W]` (added to it when `accumulate`), with the normalised input made a
   /// band at a time.
@@ -122,11 +137,18 @@ extension VAEPass {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let sweep = BandSweep(self, channels: channels, outChannels: conv.outChannels, height: height, width: width)
-    let resultBand = arena.tensor(sweep.bandShape(conv.outChannels))
+    var resultBand: Tensor? = nil  // only where the kernel cannot write into the output
     let weight = conv.weight.view(compute)
     for band in sweep.bands {
       let input = sweep.normalizedBand(affine, sample: sample, of: x, first: band.first, rows: band.rows)
-      let result = resultBand.view(offset: 0, shape: [1, conv.outChannels, band.rows, width])
+      // Straight into the output's rows where the kernel can; else a band buffer and copies.
+      if compute.convolveBand(
+        input, weight: weight, bias: conv.bias, intoRows: band.first, of: output, accumulate: accumulate)
+      {
+        continue
+      }
+      if resultBand == nil { resultBand = arena.tensor(sweep.bandShape(conv.outChannels)) }
+      let result = resultBand!.view(offset: 0, shape: [1, conv.outChannels, band.rows, width])
       if accumulate { copyRows(of: output, first: band.first, into: result) }
       compute.conv2d(input, weight: weight, bias: conv.bias, padding: 0, into: result, accumulate: accumulate)
       copyBand(result, into: output, sample: 0, firstRow: band.first)
