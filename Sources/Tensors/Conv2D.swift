@@ -125,7 +125,8 @@ extension ComputeContext {
       "convolveBand: one sample, got \(x.shape) into \(output.shape)")
     precondition(
       weight.shape.rank == 4 && weight.shape[1] == x.shape[1] && weight.shape[2] == 3 && weight.shape[3] == 3
-        && weight.shape[0] == output.shape[1], "convolveBand weight \(weight.shape) for \(x.shape) into \(output.shape)")
+        && weight.shape[0] == output.shape[1], "convolveBand weight \(weight.shape) for \(x.shape) into \(output.shape)"
+    )
     let rows = x.shape[2] - 2, width = x.shape[3] - 2
     precondition(
       rows >= 1 && width == output.shape[3] && firstRow >= 0 && firstRow + rows <= output.shape[2],
