@@ -21,7 +21,7 @@ import Testing
   /// Fails when any file under `path` (a file or a folder) contains `secret`'s bytes.
   static func expectNoTrace(of secret: String, in path: String) throws {
     var isFolder: ObjCBool = false
-    FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
+    #expect(FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), "\(path) is missing")
     let files =
       isFolder.boolValue
       ? (FileManager.default.subpaths(atPath: path) ?? []).map { path + "/" + $0 } : [path]

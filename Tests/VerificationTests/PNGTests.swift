@@ -129,7 +129,7 @@ import Testing
     let image = Self.noiseImage(width: 4, height: 4)
     // A missing directory, and a "directory" that is a regular file.
     let blocker = directory + "/file"
-    FileManager.default.createFile(atPath: blocker, contents: Data([1]))
+    #expect(FileManager.default.createFile(atPath: blocker, contents: Data([1])))
     for path in [directory + "/missing/out.png", blocker + "/out.png"] {
       #expect {
         try PNGWriter.write(image, to: path)
