@@ -51,6 +51,16 @@ extension ComputeContext {
     precondition(expected[2] > 0 && expected[3] > 0, "conv2d output would be empty for \(x.shape)")
     precondition(output.shape == expected, "conv2d output \(output.shape), need \(expected)")
     if let bias { precondition(bias.count == weight.shape[0], "conv2d bias \(bias.shape)") }
+    let outPlane = expected[2] * expected[3]
+    if takesFloat16ConvolutionWeights(weightShape: weight.shape, stride: stride) {
+      // The kernel reads fp16 weights as stored, widening them while it packs.
+      kind = .convolution3x3
+      gemmOperations += 2 * Double(x.shape[0] * weight.shape[0] * x.shape[1] * 9 * outPlane)
+      convolution3x3(
+        x, weight: weight, bias: bias, padding: padding, into: output.pointer, channelStride: outPlane,
+        positions: outPlane, accumulate: accumulate)
+      return
+    }
     var copy: Tensor?
     let weight = weight.float32(keeping: &copy)
     defer { withExtendedLifetime(copy) {} }
@@ -64,18 +74,8 @@ extension ComputeContext {
     let outChannels = weight.shape[0], kernelHeight = weight.shape[2], kernelWidth = weight.shape[3]
     let outHeight = expected[2], outWidth = expected[3]
     let reduction = inChannels * kernelHeight * kernelWidth
-    let outPlane = outHeight * outWidth
 
     gemmOperations += 2 * Double(batch * outChannels * reduction * outPlane)
-    if kernelHeight == 3 && kernelWidth == 3 && stride == 1 && usesConvolutionKernel
-      && ComputeContext.hasConvolutionKernel
-    {
-      kind = .convolution3x3
-      convolution3x3(
-        x, weight: weight, bias: bias, padding: padding, into: output.pointer, channelStride: outPlane,
-        positions: outPlane, accumulate: accumulate)
-      return
-    }
     var beta: Float = accumulate ? 1 : 0
     if let bias {
       addChannelBias(output, bias: bias, accumulate: accumulate)
@@ -111,15 +111,25 @@ extension ComputeContext {
     }
   }
 
+  /// Whether `conv2d` runs a convolution with this `[out, in, kh, kw]` weight and stride through
+  /// the AVX-512 3×3 kernel, which takes `.float16` weight views as they are (widening while it
+  /// packs: no widened copy); elsewhere a half-float view is widened into a temporary copy first,
+  /// so callers holding half floats widen them themselves where this is false.
+  public func takesFloat16ConvolutionWeights(weightShape: Shape, stride: Int) -> Bool {
+    weightShape.rank == 4 && weightShape[2] == 3 && weightShape[3] == 3 && stride == 1 && usesConvolutionKernel
+      && ComputeContext.hasConvolutionKernel && !usesReferenceKernels
+  }
+
   /// A 3×3, stride-1, unpadded convolution of a band of rows `x` `[1, C, rows + 2, W + 2]` (its
   /// border already in place) straight into rows `firstRow ..< firstRow + rows` of `output`
   /// `[1, C_out, H, W]` (added to them when `accumulate`), with no band buffer and no copy;
-  /// the same values as `conv2d` into a band and a copy. Returns false, having done nothing,
-  /// where the AVX-512 kernel does not run (the caller then takes that way).
+  /// the same values as `conv2d` into a band and a copy. The weight may be a `.float16` view
+  /// (widened while packed). Returns false, having done nothing, where the AVX-512 kernel does
+  /// not run (the caller then takes that way).
   public func convolveBand(
     _ x: Tensor, weight: WeightView, bias: Tensor?, intoRows firstRow: Int, of output: Tensor, accumulate: Bool
   ) -> Bool {
-    guard usesConvolutionKernel && ComputeContext.hasConvolutionKernel && !usesReferenceKernels else { return false }
+    guard takesFloat16ConvolutionWeights(weightShape: weight.shape, stride: 1) else { return false }
     precondition(
       x.shape.rank == 4 && x.shape[0] == 1 && output.shape.rank == 4 && output.shape[0] == 1,
       "convolveBand: one sample, got \(x.shape) into \(output.shape)")
@@ -138,9 +148,6 @@ extension ComputeContext {
         profiling, .convolution3x3,
         shape: "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])")
     }
-    var copy: Tensor?
-    let weight = weight.float32(keeping: &copy)
-    defer { withExtendedLifetime(copy) {} }
     gemmOperations += 2 * Double(weight.shape[0] * x.shape[1] * 9 * rows * width)
     let plane = output.shape[2] * output.shape[3]
     convolution3x3(
@@ -170,7 +177,9 @@ extension ComputeContext {
     let threads = pool.threadCount
     let packed = workspace.alignedBuffer(packedFloats + threads * scratchFloats), scratch = packed + packedFloats
     pool.forEachChunk(weightTiles, minimumChunk: 8) { tiles in
-      tk_conv3x3_pack_weights(weight.pointer, outChannels, inChannels, tiles.lowerBound, tiles.count, packed)
+      tk_conv3x3_pack_weights(
+        weight.address, weight.format == .float16 ? Int32(TK_WEIGHT_F16) : Int32(TK_WEIGHT_F32), outChannels,
+        inChannels, tiles.lowerBound, tiles.count, packed)
     }
     let positionTiles = (positions + 63) / 64
     // Positions are split only where every thread gets a whole group of them: a 16² plane (256

@@ -7,7 +7,7 @@ import Testing
   static func folderSize(_ path: String) -> Int {
     (FileManager.default.subpaths(atPath: path) ?? []).reduce(0) { total, relative in
       var isFolder: ObjCBool = false
-      FileManager.default.fileExists(atPath: path + "/" + relative, isDirectory: &isFolder)
+      #expect(FileManager.default.fileExists(atPath: path + "/" + relative, isDirectory: &isFolder))
       let size = (try? FileManager.default.attributesOfItem(atPath: path + "/" + relative)[.size] as? NSNumber)??
         .intValue
       return total + (isFolder.boolValue ? 0 : size ?? 0)

@@ -13,7 +13,7 @@ func writeSparseFile(at path: String, _ specs: [TensorSpec], metadata: [String: 
   var length = UInt64(header.count).littleEndian
   var bytes = Data(bytes: &length, count: 8)
   bytes.append(contentsOf: header)
-  FileManager.default.createFile(atPath: path, contents: bytes)
+  #expect(FileManager.default.createFile(atPath: path, contents: bytes))
   let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
   try handle.truncate(atOffset: UInt64(8 + header.count + dataBytes))
   try handle.close()

@@ -36,7 +36,7 @@ import Testing
     let path = directory + "/pattern.bin"
     var bytes = [UInt8](repeating: 0, count: 2 << 20)
     for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: index &* 31 &+ 7) }
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
     let mapping = try MappedFile(path: path)
     let hashes = ModelHasher.hashes(of: mapping, dataOffset: 1000)
     // Expected digests from Python hashlib over the same bytes (whole file, 64 KiB at 1 MiB, bytes after 1000).

@@ -161,6 +161,39 @@ import Testing
     #expect(untouched.scalars == initial.scalars)
   }
 
+  /// Half-float weights (`WeightView(float16:)`), widened while they are packed, give the bits
+  /// of the same values widened first, in `conv2d` and in `convolveBand`: whole tiles of six
+  /// channels and a partial one, reductions with and without a tail past a multiple of 16.
+  @Test(arguments: [(inChannels: 5, outChannels: 13), (inChannels: 37, outChannels: 12)])
+  func halfFloatWeightsAreWidenedWhilePacked(inChannels: Int, outChannels: Int) {
+    let widened = randomTensor([outChannels, inChannels, 3, 3], seed: 60, scale: 0.3)
+    let halves = widened.scalars.map { Float16($0).bitPattern }
+    for index in 0..<widened.count { widened.pointer[index] = Float(Float16(bitPattern: halves[index])) }
+    let x = randomTensor([2, inChannels, 9, 21], seed: 61)
+    let bias = randomTensor([outChannels], seed: 62)
+    let context = ComputeContext(pool: ThreadPool(threadCount: 2))
+    #expect(
+      context.takesFloat16ConvolutionWeights(weightShape: widened.shape, stride: 1)
+        == ComputeContext.hasConvolutionKernel)
+    halves.withUnsafeBytes { stored in
+      let half = WeightView(float16: stored.baseAddress!, shape: widened.shape)
+      let expected = Tensor(zeros: [2, outChannels, 9, 21]), actual = Tensor(zeros: expected.shape)
+      context.conv2d(x, weight: WeightView(widened), bias: bias, padding: 1, into: expected)
+      context.conv2d(x, weight: half, bias: bias, padding: 1, into: actual)
+      #expect(actual.scalars.map(\.bitPattern) == expected.scalars.map(\.bitPattern), "conv2d")
+      let band = randomTensor([1, inChannels, 6, 23], seed: 63)
+      let (bandExpected, bandActual) = (
+        Tensor(zeros: [1, outChannels, 7, 21]), Tensor(zeros: [1, outChannels, 7, 21])
+      )
+      if context.convolveBand(
+        band, weight: WeightView(widened), bias: bias, intoRows: 2, of: bandExpected, accumulate: false)
+      {
+        #expect(context.convolveBand(band, weight: half, bias: bias, intoRows: 2, of: bandActual, accumulate: false))
+        #expect(bandActual.scalars.map(\.bitPattern) == bandExpected.scalars.map(\.bitPattern), "convolveBand")
+      }
+    }
+  }
+
   /// The kernel is in use wherever the CPU reports AVX-512F (read here from /proc/cpuinfo).
   @Test func runsWhereTheCPUHasAVX512() {
     guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),

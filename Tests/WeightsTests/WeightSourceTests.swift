@@ -143,7 +143,7 @@ import Weights
 
     func refusal(_ bytes: [UInt8], _ name: String) -> String {
       let path = directory + "/" + name
-      FileManager.default.createFile(atPath: path, contents: Data(bytes))
+      #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
       do {
         _ = try WeightSource(path: path)
         return "opened"

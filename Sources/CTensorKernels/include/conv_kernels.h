@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "weight_format.h"
+
 /// 1 when this CPU runs the AVX-512F kernel, else 0.
 int tk_conv3x3_available(void);
 
@@ -24,10 +26,11 @@ size_t tk_conv3x3_packed_weight_floats(size_t out_channels, size_t in_channels);
 size_t tk_conv3x3_workspace_floats(size_t weight_tiles);
 
 /// Packs register tiles `first_tile ..< first_tile + tile_count` of the weight `[out, in, 3, 3]`
-/// (row-major, fp32) for tk_conv3x3: tile t holds output channels t·R ..< t·R + R (R =
-/// tk_conv3x3_tile_channels(), zero past out_channels) as `[in·9][R]`. Tiles are independent, so
-/// threads may pack disjoint ranges at once.
-void tk_conv3x3_pack_weights(const float *weight, size_t out_channels, size_t in_channels,
+/// (row-major, stored as `format`: TK_WEIGHT_F32, or TK_WEIGHT_F16 widened while packing, which
+/// needs tk_conv3x3_available()) for tk_conv3x3: tile t holds output channels t·R ..< t·R + R
+/// (R = tk_conv3x3_tile_channels(), zero past out_channels) as `[in·9][R]` fp32. Tiles are
+/// independent, so threads may pack disjoint ranges at once.
+void tk_conv3x3_pack_weights(const void *weight, int format, size_t out_channels, size_t in_channels,
                              size_t first_tile, size_t tile_count, float *packed);
 
 /// One part of a 3×3 convolution with stride 1 and zero padding `padding` of one image

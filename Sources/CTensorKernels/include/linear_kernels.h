@@ -7,11 +7,7 @@
 
 #include <stddef.h>
 
-/// How the weight's values are stored.
-enum {
-  TK_WEIGHT_F32 = 0,
-  TK_WEIGHT_F16 = 1,  // IEEE binary16
-};
+#include "weight_format.h"
 
 /// 1 when this CPU runs the AVX-512F kernel, else 0.
 int tk_linear_available(void);

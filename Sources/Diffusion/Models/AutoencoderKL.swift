@@ -586,7 +586,7 @@ struct VAEPass {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, bandRows + 2, paddedWidth])
-    let weight = conv.weight.view(compute)
+    let weight = conv.weight.convolutionView(compute, stride: 1)
     var bandOutput: Tensor? = nil  // only where the kernel cannot write into the output
     for sample in 0..<batch {
       let source = x.pointer + sample * channels * height * width

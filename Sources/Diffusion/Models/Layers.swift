@@ -4,9 +4,11 @@ import Weights
 
 /// A layer weight kept as stored (fp16, bf16, fp8, int8 rows, ggml blocks, f32) in the mapped
 /// file, widened to Float32 into its model's scratch only while the layer runs: a full-size SDXL
-/// UNet then holds one layer's Float32 copy (≤ 118 MB) instead of 10 GB of them. The widened
-/// values are exactly the ones a whole Float32 copy would hold, so results do not change. An F32
-/// weight is used in place from the map, without a copy.
+/// UNet then holds one layer's Float32 copy (≤ 118 MB) instead of 10 GB of them, and where the
+/// AVX-512 kernels read fp16 matrices and 3×3 stride-1 convolutions as stored (`linearView`,
+/// `convolutionView`) only the rest is widened (the largest, a stride-2 downsampler: 14.7 MB).
+/// The widened values are exactly the ones a whole Float32 copy would hold, so results do not
+/// change. An F32 weight is used in place from the map, without a copy.
 struct StoredWeight {
   let decoder: TensorDecoder
   /// The Float32 shape the layer uses (`[out, in]` or `[out, in, kh, kw]`).
@@ -30,6 +32,16 @@ struct StoredWeight {
   /// widens them itself while packing (no widened copy in the scratch), else `view`.
   func linearView(_ context: ComputeContext) -> WeightView {
     if context.takesFloat16Weights, let halves = directFloat16 { return WeightView(float16: halves, shape: shape) }
+    return view(context)
+  }
+
+  /// The weight for `context.conv2d` with `stride`: the stored half floats in place where the
+  /// context's 3×3 kernel widens them itself while packing (no widened copy in the scratch), else
+  /// `view`.
+  func convolutionView(_ context: ComputeContext, stride: Int) -> WeightView {
+    if context.takesFloat16ConvolutionWeights(weightShape: shape, stride: stride), let halves = directFloat16 {
+      return WeightView(float16: halves, shape: shape)
+    }
     return view(context)
   }
 
@@ -177,8 +189,8 @@ struct ConvolutionLayer {
 
   func callAsFunction(_ context: ComputeContext, _ x: Tensor, into output: Tensor, accumulate: Bool = false) {
     context.conv2d(
-      x, weight: weight.view(context), bias: bias, stride: stride, padding: padding, into: output,
-      accumulate: accumulate)
+      x, weight: weight.convolutionView(context, stride: stride), bias: bias, stride: stride, padding: padding,
+      into: output, accumulate: accumulate)
   }
 }
 

@@ -46,8 +46,9 @@ extension VAEPass {
     let conv1Bands = [arena.tensor(sweep.bandShape(half)), arena.tensor(sweep.bandShape(half))]
     let shortcutBands = [arena.tensor(sweep.bandShape(half)), arena.tensor(sweep.bandShape(half))]
     for sample in 0..<batch {
-      // Widened per sample: conv2 below widens into the same scratch.
-      let conv1Weight = block.conv1.weight.view(compute)
+      // Per sample: conv2 below may widen its weight into the same scratch (fp16 weights are
+      // read as stored where the 3×3 kernel runs, and not widened at all).
+      let conv1Weight = block.conv1.weight.convolutionView(compute, stride: 1)
       let slot = x.view(offset: sample * channels * plane, shape: [1, channels, height, width])
       var pending: (index: Int, first: Int, rows: Int)? = nil
       for (index, band) in sweep.bands.enumerated() {
@@ -138,7 +139,7 @@ extension VAEPass {
     defer { arena.release(to: mark) }
     let sweep = BandSweep(self, channels: channels, outChannels: conv.outChannels, height: height, width: width)
     var resultBand: Tensor? = nil  // only where the kernel cannot write into the output
-    let weight = conv.weight.view(compute)
+    let weight = conv.weight.convolutionView(compute, stride: 1)
     for band in sweep.bands {
       let input = sweep.normalizedBand(affine, sample: sample, of: x, first: band.first, rows: band.rows)
       // Straight into the output's rows where the kernel can; else a band buffer and copies.
