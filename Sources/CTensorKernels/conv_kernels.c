@@ -4,7 +4,8 @@
 // shifted views of the input. im2col + sgemm writes that x to memory in full, and sgemm then
 // packs it again: two memory passes over a matrix nine times the input. Here the view is packed
 // straight from the input into L1-sized tiles:
-//   - weights: packed once per call as [tile of 6 output channels][k][6];
+//   - weights: packed once per call as [tile of 6 output channels][k][6], from fp32 or from fp16
+//     as stored (widened while packed);
 //   - input: per 64 output positions and block of 16 channels, the 144 rows of their receptive
 //     fields as [k][64] (zero where a field leaves the image), read from the image in runs;
 //   - products: register tiles of 6 channels × 64 positions (24 accumulators), the 6 weights
