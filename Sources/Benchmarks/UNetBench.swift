@@ -114,9 +114,12 @@ enum UNetBench {
         .padded("  the rest (norms, element-wise, layout)", to: 44))
   }
 
+  /// The SDXL-shaped gemms the peak and the sustained rate are measured on: (m, n, k, B transposed).
+  static let peakShapes = [(2048, 2048, 2048, false), (4096, 5120, 640, true), (320, 4096, 2880, false)]
+
   static func sgemmPeak(_ compute: ComputeContext) -> Double {
     var peak = 0.0
-    for (m, n, k, transposeB) in [(2048, 2048, 2048, false), (4096, 5120, 640, true), (320, 4096, 2880, false)] {
+    for (m, n, k, transposeB) in peakShapes {
       let a = KernelBench.random([m, k], seed: 1), b = KernelBench.random(transposeB ? [n, k] : [k, n], seed: 2)
       let c = Tensor(zeros: [m, n])
       let timing = KernelBench.time(repeats: 3) { compute.matmul(a, b, transposeB: transposeB, into: c) }
@@ -150,7 +153,7 @@ enum UNetBench {
       let a: Tensor, b: Tensor, c: Tensor, transposeB: Bool, operations: Double
     }
     var shapes: [Product] = []
-    for (m, n, k, transposeB) in [(2048, 2048, 2048, false), (4096, 5120, 640, true), (320, 4096, 2880, false)] {
+    for (m, n, k, transposeB) in peakShapes {
       shapes.append(
         Product(
           a: KernelBench.random([m, k], seed: 1), b: KernelBench.random(transposeB ? [n, k] : [k, n], seed: 2),

@@ -39,10 +39,7 @@ extension ComputeContext {
   ) {
     let profiling = startProfiling()
     var kind = OperationProfile.Kind.convolution
-    defer {
-      finishProfiling(
-        profiling, kind, shape: "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])")
-    }
+    defer { finishProfiling(profiling, kind, shape: Self.convolutionShape(x, weight)) }
     precondition(stride >= 1 && padding >= 0, "conv2d stride \(stride) padding \(padding)")
     precondition(x.shape.rank == 4 && weight.shape.rank == 4, "conv2d shapes \(x.shape), \(weight.shape)")
     precondition(weight.shape[1] == x.shape[1], "conv2d weight \(weight.shape) for input \(x.shape)")
@@ -55,7 +52,6 @@ extension ComputeContext {
     if takesFloat16ConvolutionWeights(weightShape: weight.shape, stride: stride) {
       // The kernel reads fp16 weights as stored, widening them while it packs.
       kind = .convolution3x3
-      gemmOperations += 2 * Double(x.shape[0] * weight.shape[0] * x.shape[1] * 9 * outPlane)
       convolution3x3(
         x, weight: weight, bias: bias, padding: padding, into: output.pointer, channelStride: outPlane,
         positions: outPlane, accumulate: accumulate)
@@ -111,6 +107,11 @@ extension ComputeContext {
     }
   }
 
+  /// A convolution's shape as its profile records it: "N×C×H×W→out".
+  static func convolutionShape(_ x: Tensor, _ weight: WeightView) -> String {
+    "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])"
+  }
+
   /// Whether `conv2d` runs a convolution with this `[out, in, kh, kw]` weight and stride through
   /// the AVX-512 3×3 kernel, which takes `.float16` weight views as they are (widening while it
   /// packs: no widened copy); elsewhere a half-float view is widened into a temporary copy first,
@@ -134,21 +135,15 @@ extension ComputeContext {
       x.shape.rank == 4 && x.shape[0] == 1 && output.shape.rank == 4 && output.shape[0] == 1,
       "convolveBand: one sample, got \(x.shape) into \(output.shape)")
     precondition(
-      weight.shape.rank == 4 && weight.shape[1] == x.shape[1] && weight.shape[2] == 3 && weight.shape[3] == 3
-        && weight.shape[0] == output.shape[1], "convolveBand weight \(weight.shape) for \(x.shape) into \(output.shape)"
-    )
+      weight.shape[1] == x.shape[1] && weight.shape[0] == output.shape[1],
+      "convolveBand weight \(weight.shape) for \(x.shape) into \(output.shape)")
     let rows = x.shape[2] - 2, width = x.shape[3] - 2
     precondition(
       rows >= 1 && width == output.shape[3] && firstRow >= 0 && firstRow + rows <= output.shape[2],
       "convolveBand: band \(x.shape) at row \(firstRow) of \(output.shape)")
     if let bias { precondition(bias.count == weight.shape[0], "convolveBand bias \(bias.shape)") }
     let profiling = startProfiling()
-    defer {
-      finishProfiling(
-        profiling, .convolution3x3,
-        shape: "\(x.shape.dimensions.map(String.init).joined(separator: "×"))→\(weight.shape[0])")
-    }
-    gemmOperations += 2 * Double(weight.shape[0] * x.shape[1] * 9 * rows * width)
+    defer { finishProfiling(profiling, .convolution3x3, shape: Self.convolutionShape(x, weight)) }
     let plane = output.shape[2] * output.shape[3]
     convolution3x3(
       x, weight: weight, bias: bias, padding: 0, into: output.pointer + firstRow * width, channelStride: plane,
@@ -170,6 +165,7 @@ extension ComputeContext {
   ) {
     let batch = x.shape[0], inChannels = x.shape[1], height = x.shape[2], width = x.shape[3]
     let outChannels = weight.shape[0]
+    gemmOperations += 2 * Double(batch * outChannels * inChannels * 9 * positions)
     let tileChannels = tk_conv3x3_tile_channels()
     let weightTiles = (outChannels + tileChannels - 1) / tileChannels
     let packedFloats = (tk_conv3x3_packed_weight_floats(outChannels, inChannels) + 15) / 16 * 16
@@ -178,8 +174,7 @@ extension ComputeContext {
     let packed = workspace.alignedBuffer(packedFloats + threads * scratchFloats), scratch = packed + packedFloats
     pool.forEachChunk(weightTiles, minimumChunk: 8) { tiles in
       tk_conv3x3_pack_weights(
-        weight.address, weight.format == .float16 ? Int32(TK_WEIGHT_F16) : Int32(TK_WEIGHT_F32), outChannels,
-        inChannels, tiles.lowerBound, tiles.count, packed)
+        weight.address, weight.kernelFormat, outChannels, inChannels, tiles.lowerBound, tiles.count, packed)
     }
     let positionTiles = (positions + 63) / 64
     // Positions are split only where every thread gets a whole group of them: a 16² plane (256

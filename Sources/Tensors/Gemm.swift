@@ -49,6 +49,9 @@ public struct WeightView {
     }
   }
 
+  /// The format code of the kernels that read weights as stored (`weight_format.h`).
+  var kernelFormat: Int32 { format == .float16 ? Int32(TK_WEIGHT_F16) : Int32(TK_WEIGHT_F32) }
+
   /// This view with Float32 values: itself, or a widened copy kept alive by `keeping`.
   func float32(keeping copy: inout Tensor?) -> WeightView {
     guard format != .float32 else { return self }
@@ -250,7 +253,6 @@ extension ComputeContext {
     let featuresPerThread = splitsFeatures ? (panels + threads - 1) / threads * panelFeatures : outFeatures
     let scratchFloats = (tk_linear_workspace_floats(featuresPerThread, inFeatures) + 15) / 16 * 16
     let aligned = workspace.alignedBuffer(threads * scratchFloats)
-    let format = weight.format == .float16 ? Int32(TK_WEIGHT_F16) : Int32(TK_WEIGHT_F32)
     pool.forEachChunk(threads) { workers in
       for worker in workers {
         var (firstRow, endRow, firstFeature, endFeature) = (0, rows, 0, outFeatures)
@@ -262,7 +264,8 @@ extension ComputeContext {
         }
         guard firstRow < endRow, firstFeature < endFeature else { continue }
         tk_linear(
-          x.pointer, inFeatures, firstRow, endRow, inFeatures, weight.address, format, outFeatures, firstFeature,
+          x.pointer, inFeatures, firstRow, endRow, inFeatures, weight.address, weight.kernelFormat, outFeatures,
+          firstFeature,
           endFeature, bias?.pointer, accumulate ? 1 : 0, aligned + worker * scratchFloats, output.pointer,
           outFeatures)
       }
