@@ -8,7 +8,7 @@ import PackageDescription
 // Modules join this list as their issues land (Transforms, Tensors, Diffusion, Verification).
 let package = Package(
   name: "rouwei-ckpt",
-  platforms: [.macOS(.v13)],
+  platforms: [.macOS(.v15)],
   products: [
     .executable(name: "rouwei-ckpt", targets: ["rouwei-ckpt"]),
     .library(name: "RouweiCkpt", targets: ["SafeTensors", "Checkpoint", "TorchImport", "Workers", "Weights", "Adapters", "Transforms", "Extraction", "Tensors", "Diffusion", "Verification", "CLI"]),
@@ -43,7 +43,7 @@ let package = Package(
       "Verification", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "rouwei-ckpt", dependencies: ["CLI", "Tensors"]),
-    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Checkpoint", "Weights", "Transforms", "Tensors", "Diffusion", "Verification"]),
+    .executableTarget(name: "Benchmarks", dependencies: ["SafeTensors", "Workers", "Checkpoint", "Weights", "Transforms", "Tensors", "Diffusion", "Verification"]),
 
     .target(name: "TestSupport", dependencies: ["SafeTensors"], path: "Tests/TestSupport"),
     .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),

@@ -17,6 +17,7 @@ let sections: [String: ([String]) throws -> Void] = [
   "widen": WidenBench.run,
   "render-file": RenderBench.writeFile,
   "vae": VAEBench.run,
+  "pool": PoolBench.run,
   // The random full-size SDXL UNet (fp16) the unet section uses, written to PATH: `random-unet PATH`.
   "random-unet": { arguments in
     guard let path = arguments.first else { throw CocoaError(.fileNoSuchFile) }

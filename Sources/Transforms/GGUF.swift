@@ -350,7 +350,7 @@ public enum GGUFExport {
     var report = ConversionReport(
       input: input, output: output, tensorsWritten: tensors.count, tensorsConverted: converted,
       tensorsKeptWide: tensors.count - converted, tensorsDropped: dropped, bytesIn: source.fileSize,
-      bytesOut: outSize ?? 0, clamped: [:],
+      bytesOut: outSize, clamped: [:],
       nanTensors: [:], warnings: [], seconds: Date().timeIntervalSince(start))
     report.types = typeCounts
     if quantization.measure { report.quantization = errors.sorted() }

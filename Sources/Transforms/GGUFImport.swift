@@ -46,7 +46,7 @@ public enum GGUFImport {
     let outSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
     return ConversionReport(
       input: input, output: output, tensorsWritten: entries.count, tensorsConverted: entries.count, tensorsKeptWide: 0,
-      tensorsDropped: 0, bytesIn: source.mapping.size, bytesOut: outSize ?? 0, clamped: [:], nanTensors: [:],
+      tensorsDropped: 0, bytesIn: source.mapping.size, bytesOut: outSize, clamped: [:], nanTensors: [:],
       warnings: [],
       seconds: Date().timeIntervalSince(start))
   }

@@ -91,6 +91,30 @@ import Testing
     }
   }
 
+  /// Jobs and pauses longer than the 100 µs spin: the workers fall asleep between jobs, and the
+  /// caller while it waits for a slow worker; each must be woken, and every index still run once.
+  @Test func threadPoolWakesSleepingWorkersAndCaller() {
+    let pool = ThreadPool(threadCount: 3)
+    let count = 3
+    let hits = UnsafeMutablePointer<Int>.allocate(capacity: count)
+    hits.initialize(repeating: 0, count: count)
+    defer { hits.deallocate() }
+    for round in 0..<12 {
+      let slowWorker = round % 2 == 0
+      pool.forEachChunk(count) { range in
+        if slowWorker && range.lowerBound > 0 { usleep(400) }  // the caller spins out, then sleeps
+        for index in range { hits[index] += 1 }
+      }
+      usleep(round % 3 == 0 ? 0 : 400)  // the workers spin out, then sleep
+    }
+    #expect((0..<count).allSatisfy { hits[$0] == 12 })
+    // Pools dropped right after a job, while their workers still spin, stop cleanly.
+    for _ in 0..<20 {
+      ThreadPool(threadCount: 2).forEachChunk(2) { range in for index in range { hits[index] += 1 } }
+    }
+    #expect(hits[0] == 32 && hits[1] == 32)
+  }
+
   @Test func threadPoolSerialisesConcurrentSubmitters() {
     let pool = ThreadPool(threadCount: 2)
     let submitters = 4, count = 5000
