@@ -25,10 +25,33 @@ let sections: [String: ([String]) throws -> Void] = [
   },
 ]
 
+// What each section takes (`Benchmarks SECTION --help`); the section's file says more.
+let usages: [String: String] = [
+  "info": "info FILE",
+  "hash": "hash FILE",
+  "convert": "convert IN OUT DTYPE",
+  "merge": "merge A B OUT",
+  "kernels": "kernels [gemm|conv|linear|attention|elementwise] [--threads N] [--quick] [--im2col] [--attention-tiles QxK,…] [--attention-kernel-tiles QxK,…]",
+  "codecs": "codecs [GGML_TYPE…]",
+  "unet": "unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col] [--sgemm-linear]",
+  "render": "render --file PATH [--size 512] [--steps 1] [--images 1] [--threads N]",
+  "verify": "verify --file PATH [--preset quick] [--steps N] [--batch-bytes N] [--out DIR] [--threads N]",
+  "widen": "widen --file PATH [--threads N]",
+  "render-file": "render-file PATH",
+  "vae": "vae --file PATH [--size 1024] [--whole-planes] [--peak] [--threads N] [--out RAW]",
+  "pool": "pool [--jobs N] [--threads N]",
+  "random-unet": "random-unet PATH",
+]
+
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let name = arguments.first, let section = sections[name] else {
   print("usage: Benchmarks <\(sections.keys.sorted().joined(separator: "|"))> ARGS…")
-  exit(2)
+  exit(arguments.contains("--help") || arguments.contains("-h") ? 0 : 2)
+}
+// Sections ignore flags they do not know, so `--help` is answered here rather than taken for a run.
+if arguments.contains("--help") || arguments.contains("-h") {
+  print("usage: Benchmarks \(usages[name] ?? name)")
+  exit(0)
 }
 do {
   try section(Array(arguments.dropFirst()))
