@@ -31,7 +31,9 @@ let usages: [String: String] = [
   "hash": "hash FILE",
   "convert": "convert IN OUT DTYPE",
   "merge": "merge A B OUT",
-  "kernels": "kernels [gemm|conv|linear|attention|elementwise] [--threads N] [--quick] [--im2col] [--attention-tiles QxK,…] [--attention-kernel-tiles QxK,…]",
+  "kernels":
+    "kernels [gemm|conv|linear|attention|elementwise] [--threads N] [--quick] [--im2col]"
+    + " [--attention-tiles QxK,…] [--attention-kernel-tiles QxK,…]",
   "codecs": "codecs [GGML_TYPE…]",
   "unet": "unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col] [--sgemm-linear]",
   "render": "render --file PATH [--size 512] [--steps 1] [--images 1] [--threads N]",
