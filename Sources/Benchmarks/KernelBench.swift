@@ -31,13 +31,8 @@ enum KernelBench {
   }
 
   static func run(_ arguments: [String]) throws {
-    var threads = 2
+    let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? 2
     var repeats = 5
-    if let index = arguments.firstIndex(of: "--threads"), index + 1 < arguments.count,
-      let value = Int(arguments[index + 1])
-    {
-      threads = value
-    }
     if arguments.contains("--quick") { repeats = 2 }
     // Parts to run: any of gemm, conv, linear, attention, elementwise (default all).
     let parts = Set(arguments.filter { ["gemm", "conv", "linear", "attention", "elementwise"].contains($0) })
@@ -118,8 +113,7 @@ enum KernelBench {
       // `--attention-tiles 64x256,128x512` adds the gemm-based form at those tiles (the form
       // used where the CPU lacks AVX-512).
       func tiles(_ option: String) -> [(Int, Int)]? {
-        guard let index = arguments.firstIndex(of: option), index + 1 < arguments.count else { return nil }
-        return arguments[index + 1].split(separator: ",").compactMap { item in
+        arguments.value(after: option)?.split(separator: ",").compactMap { item in
           let sizes = item.split(separator: "x").compactMap { Int($0) }
           return sizes.count == 2 ? (sizes[0], sizes[1]) : nil
         }

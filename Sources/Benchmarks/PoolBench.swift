@@ -6,12 +6,8 @@ import Workers
 /// forward's small operations come), and prints the time per job.
 enum PoolBench {
   static func run(_ arguments: [String]) throws {
-    func value(_ flag: String) -> String? {
-      guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
-      return arguments[index + 1]
-    }
-    let jobs = value("--jobs").flatMap(Int.init) ?? 20000
-    let threads = value("--threads").flatMap(Int.init) ?? 2
+    let jobs = arguments.value(after: "--jobs").flatMap(Int.init) ?? 20000
+    let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? 2
     let pool = ThreadPool(threadCount: threads)
     var sink = [Double](repeating: 0, count: 64 * threads)
     for gapMicroseconds in [0.0, 20.0, 200.0] {

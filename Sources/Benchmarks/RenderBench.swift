@@ -14,17 +14,13 @@ import Tensors
 /// every SDXL tensor, seeded values ~ U(−1, 1)/√fan_in, norm weights near 1).
 enum RenderBench {
   static func run(_ arguments: [String]) throws {
-    func value(_ flag: String) -> String? {
-      guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
-      return arguments[index + 1]
-    }
-    guard let path = value("--file") else {
+    guard let path = arguments.value(after: "--file") else {
       throw BenchError.usage("render --file PATH [--size N] [--steps N] [--images N]")
     }
-    let size = value("--size").flatMap(Int.init) ?? 512
-    let steps = value("--steps").flatMap(Int.init) ?? 1
-    let images = value("--images").flatMap(Int.init) ?? 1
-    let threads = value("--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
+    let size = arguments.value(after: "--size").flatMap(Int.init) ?? 512
+    let steps = arguments.value(after: "--steps").flatMap(Int.init) ?? 1
+    let images = arguments.value(after: "--images").flatMap(Int.init) ?? 1
+    let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
     ThreadPool.useShared(threadCount: threads)
     let compute = ComputeContext(pool: ThreadPool.shared)
 

@@ -11,14 +11,10 @@ import Tensors
 /// The weights file (fp16, 5.1 GB, SDXL key names) is made once from the generated template.
 enum UNetBench {
   static func run(_ arguments: [String]) throws {
-    func value(_ flag: String) -> String? {
-      guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
-      return arguments[index + 1]
-    }
-    let threads = value("--threads").flatMap(Int.init) ?? 2
-    let repeats = value("--repeats").flatMap(Int.init) ?? 1
-    let sizes = (value("--sizes") ?? "64,128").split(separator: ",").compactMap { Int($0) }
-    let path = value("--file") ?? NSTemporaryDirectory() + "/rouwei-bench-sdxl-unet-f16.safetensors"
+    let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? 2
+    let repeats = arguments.value(after: "--repeats").flatMap(Int.init) ?? 1
+    let sizes = (arguments.value(after: "--sizes") ?? "64,128").split(separator: ",").compactMap { Int($0) }
+    let path = arguments.value(after: "--file") ?? NSTemporaryDirectory() + "/rouwei-bench-sdxl-unet-f16.safetensors"
     let compute = ComputeContext(pool: ThreadPool(threadCount: threads))
     compute.usesConvolutionKernel = !arguments.contains("--im2col")
     compute.usesLinearKernel = !arguments.contains("--sgemm-linear")
@@ -213,12 +209,8 @@ enum UNetBench {
 /// [--threads N]`, best of 3). A step costs the fp16 forward's gemms plus this.
 enum WidenBench {
   static func run(_ arguments: [String]) throws {
-    func value(_ flag: String) -> String? {
-      guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
-      return arguments[index + 1]
-    }
-    guard let path = value("--file") else { throw BenchError.usage("widen --file PATH [--threads N]") }
-    let threads = value("--threads").flatMap(Int.init) ?? 2
+    guard let path = arguments.value(after: "--file") else { throw BenchError.usage("widen --file PATH [--threads N]") }
+    let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? 2
     let pool = ThreadPool(threadCount: threads)
     let weights = try ModelWeights(path: path).scoped("model.diffusion_model.")
     let decoders = try weights.keys.filter { (weights.shape($0)?.count ?? 0) >= 2 }.map { try weights.decoder($0) }

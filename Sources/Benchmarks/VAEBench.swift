@@ -13,15 +13,11 @@ import Tensors
 /// two runs' images (`--out` writes the raw Float32 image) bit for bit.
 enum VAEBench {
   static func run(_ arguments: [String]) throws {
-    func value(_ flag: String) -> String? {
-      guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
-      return arguments[index + 1]
-    }
-    guard let path = value("--file") else {
+    guard let path = arguments.value(after: "--file") else {
       throw BenchError.usage("vae --file PATH [--size N] [--whole-planes] [--threads N] [--out RAW]")
     }
-    let size = value("--size").flatMap(Int.init) ?? 1024
-    let threads = value("--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
+    let size = arguments.value(after: "--size").flatMap(Int.init) ?? 1024
+    let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
     ThreadPool.useShared(threadCount: threads)
     let compute = ComputeContext(pool: ThreadPool.shared)
     let vae = try AutoencoderKL(checkpoint: try ModelWeights(path: path), loadEncoder: false, compute: compute)
@@ -64,7 +60,7 @@ enum VAEBench {
     if measuresPeak {
       UNetBench.printSustained(compute, seconds: seconds, rate: rate, burst: max(before, after), what: "the decode")
     }
-    if let out = value("--out") {
+    if let out = arguments.value(after: "--out") {
       let data = Data(bytes: image.pointer, count: image.count * MemoryLayout<Float>.size)
       try data.write(to: URL(fileURLWithPath: out))
     }

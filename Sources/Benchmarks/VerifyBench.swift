@@ -15,16 +15,12 @@ import Verification
 /// full, so `Scripts/bench verify` can compare a batched run with a one-image-at-a-time one.
 enum VerifyBench {
   static func run(_ arguments: [String]) throws {
-    func value(_ flag: String) -> String? {
-      guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
-      return arguments[index + 1]
-    }
-    guard let path = value("--file") else {
+    guard let path = arguments.value(after: "--file") else {
       throw BenchError.usage("verify --file PATH [--preset quick] [--steps N] [--batch-bytes N] [--out DIR]")
     }
-    let threads = value("--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
+    let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
     var options = ModelLoadOptions(threads: threads)
-    if let bytes = value("--batch-bytes").flatMap(Int.init) { options.batchBytes = bytes }
+    if let bytes = arguments.value(after: "--batch-bytes").flatMap(Int.init) { options.batchBytes = bytes }
     let peak = UNetBench.sgemmPeak(options.computeContext())
     print(String(format: "sgemm peak: %.1f GFLOP/s on %d threads (best of SDXL-shaped gemms)", peak, threads))
 
@@ -45,9 +41,9 @@ enum VerifyBench {
       return
     }
     var request = VerifyRequest(model: path, load: options)
-    request.preset = value("--preset").flatMap(VerifyPreset.init(rawValue:)) ?? .quick
-    request.steps = value("--steps").flatMap(Int.init)
-    request.outputFolder = value("--out") ?? NSTemporaryDirectory() + "/rouwei-verify-bench"
+    request.preset = arguments.value(after: "--preset").flatMap(VerifyPreset.init(rawValue:)) ?? .quick
+    request.steps = arguments.value(after: "--steps").flatMap(Int.init)
+    request.outputFolder = arguments.value(after: "--out") ?? NSTemporaryDirectory() + "/rouwei-verify-bench"
     let started = Date()
     let report = try request.run()
     let wall = Date().timeIntervalSince(started)
