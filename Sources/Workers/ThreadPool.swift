@@ -7,8 +7,9 @@ import Synchronization
 ///
 /// `forEachChunk` splits a range into one contiguous chunk per thread and runs them at once; the
 /// calling thread does the first chunk, so a pool of `threadCount` threads starts
-/// `threadCount − 1` workers. Between jobs, workers spin for 100 µs and then sleep on a condition
-/// variable, so idle workers do not keep cores from OpenBLAS's own gemm threads. Jobs submitted from several threads at once run one
+/// `threadCount − 1` workers. Between jobs, workers spin for 50 µs and then sleep on a condition
+/// variable (at once where the cores are contended), so idle workers do not keep cores from
+/// OpenBLAS's own gemm threads or other programs. Jobs submitted from several threads at once run one
 /// after another; a job must not submit another job to the same pool (it would wait forever).
 public final class ThreadPool: @unchecked Sendable {
   /// The number of threads that share each job, the caller included.
@@ -73,13 +74,24 @@ public final class ThreadPool: @unchecked Sendable {
 /// The shared state of a pool's workers (separate so that workers do not keep the pool alive).
 ///
 /// A job is published by bumping `generation`, and its end seen when `pending` reaches zero. Both
-/// sides spin on those counters for up to `spinSeconds` before sleeping on the condition: a
+/// sides spin on those counters for up to `spinNanoseconds` before sleeping on the condition: a
 /// forward pass runs thousands of short jobs a few microseconds apart, and waking a sleeping
 /// thread took 17–63 µs per job on a 2-core VM (`Benchmarks pool`), against about 1 µs spinning.
 /// Sleepers are counted under the lock, so a job or its end never goes unnoticed.
+///
+/// Where threads outnumber free cores, spinning backfires: a spinner that loses its core stays
+/// runnable, and the scheduler makes it wait a whole time slice (milliseconds), where a sleeper
+/// would have been woken at once. So a spinner that finds it was kept off its core (a gap in its
+/// own loop) stops all spinning for a while, and waits go straight to sleep as they used to.
 private final class PoolState: @unchecked Sendable {
   /// How long a worker waits for the next job, or the caller for its job's end, before sleeping.
-  static let spinSeconds = 100e-6
+  static let spinNanoseconds: UInt64 = 50_000
+  /// A gap this long between two turns of a spin loop means the spinner lost its core.
+  static let descheduledNanoseconds: UInt64 = 30_000
+  /// How long spinning stays off after that.
+  static let backOffNanoseconds: UInt64 = 50_000_000
+  /// Until when (uptime, ns) no thread of any pool spins: the cores are contended.
+  private static let spinningPausedUntil = Atomic<UInt64>(0)
 
   private let condition = NSCondition()
   private let workerCount: Int
@@ -100,13 +112,22 @@ private final class PoolState: @unchecked Sendable {
     (index * count / chunks)..<((index + 1) * count / chunks)
   }
 
-  /// Calls `done()` until it says true or `spinSeconds` have passed; returns its last answer.
+  /// Calls `done()` until it says true or `spinNanoseconds` have passed (at once where spinning
+  /// is paused); returns its last answer.
   private static func spin(until done: () -> Bool) -> Bool {
-    let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(spinSeconds * 1e9)
+    var last = DispatchTime.now().uptimeNanoseconds
+    if last < spinningPausedUntil.load(ordering: .relaxed) { return done() }
+    let deadline = last + spinNanoseconds
     while true {
       for _ in 0..<32 where done() { return true }
-      if DispatchTime.now().uptimeNanoseconds >= deadline { return done() }
-      sched_yield()  // lets another thread have this core where threads outnumber cores
+      let now = DispatchTime.now().uptimeNanoseconds
+      if now - last > descheduledNanoseconds {
+        spinningPausedUntil.store(now + backOffNanoseconds, ordering: .relaxed)
+        return done()
+      }
+      if now >= deadline { return done() }
+      last = now
+      sched_yield()  // hands the core to a thread waiting for it, which the gap above then shows
     }
   }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Tensors
 import TestSupport
 import Testing
@@ -91,7 +92,7 @@ import Testing
     }
   }
 
-  /// Jobs and pauses longer than the 100 µs spin: the workers fall asleep between jobs, and the
+  /// Jobs and pauses longer than the 50 µs spin: the workers fall asleep between jobs, and the
   /// caller while it waits for a slow worker; each must be woken, and every index still run once.
   @Test func threadPoolWakesSleepingWorkersAndCaller() {
     let pool = ThreadPool(threadCount: 3)
@@ -113,6 +114,32 @@ import Testing
       ThreadPool(threadCount: 2).forEachChunk(2) { range in for index in range { hits[index] += 1 } }
     }
     #expect(hits[0] == 32 && hits[1] == 32)
+  }
+
+  /// More busy threads than cores: spinners lose their cores, spinning pauses, and every job still
+  /// runs each index once.
+  @Test func threadPoolRunsEveryJobWhenCoresAreContended() {
+    final class Flag: Sendable { let raised = Atomic<Bool>(false) }
+    let stop = Flag()
+    let group = DispatchGroup()
+    for _ in 0..<(ProcessInfo.processInfo.activeProcessorCount + 1) {
+      group.enter()
+      Thread {
+        while !stop.raised.load(ordering: .relaxed) {}
+        group.leave()
+      }.start()
+    }
+    let pool = ThreadPool(threadCount: 2)
+    let count = 64
+    let hits = UnsafeMutablePointer<Int>.allocate(capacity: count)
+    hits.initialize(repeating: 0, count: count)
+    defer { hits.deallocate() }
+    for _ in 0..<300 {
+      pool.forEachChunk(count) { range in for index in range { hits[index] += 1 } }
+    }
+    stop.raised.store(true, ordering: .relaxed)
+    group.wait()
+    #expect((0..<count).allSatisfy { hits[$0] == 300 })
   }
 
   @Test func threadPoolSerialisesConcurrentSubmitters() {
