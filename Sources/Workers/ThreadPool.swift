@@ -76,7 +76,7 @@ public final class ThreadPool: @unchecked Sendable {
 /// A job is published by bumping `generation`, and its end seen when `pending` reaches zero. Both
 /// sides spin on those counters for up to `spinNanoseconds` before sleeping on the condition: a
 /// forward pass runs thousands of short jobs a few microseconds apart, and waking a sleeping
-/// thread took 17–63 µs per job on a 2-core VM (`Benchmarks pool`), against about 1 µs spinning.
+/// thread took 17–63 µs per job on a 2-core VM (`Benchmarks pool`), against about 2 µs spinning.
 /// Sleepers are counted under the lock, so a job or its end never goes unnoticed.
 ///
 /// Where threads outnumber free cores, spinning backfires: a spinner that loses its core stays
