@@ -82,13 +82,9 @@ import Testing
   @Test func threadPoolCoversEveryIndexOnce() {
     let pool = ThreadPool(threadCount: 3)
     for count in [0, 1, 2, 3, 10, 1001] {
-      let hits = UnsafeMutablePointer<Int>.allocate(capacity: Swift.max(count, 1))
-      hits.initialize(repeating: 0, count: Swift.max(count, 1))
-      defer { hits.deallocate() }
-      for _ in 0..<20 {
-        pool.forEachChunk(count) { range in for index in range { hits[index] += 1 } }
-      }
-      #expect((0..<count).allSatisfy { hits[$0] == 20 }, "count \(count)")
+      let hits = PoolHits(count)
+      for _ in 0..<20 { pool.forEachChunk(count) { hits.record($0) } }
+      #expect(hits.all(20), "count \(count)")
     }
   }
 
@@ -97,22 +93,18 @@ import Testing
   @Test func threadPoolWakesSleepingWorkersAndCaller() {
     let pool = ThreadPool(threadCount: 3)
     let count = 3
-    let hits = UnsafeMutablePointer<Int>.allocate(capacity: count)
-    hits.initialize(repeating: 0, count: count)
-    defer { hits.deallocate() }
+    let hits = PoolHits(count)
     for round in 0..<12 {
       let slowWorker = round % 2 == 0
       pool.forEachChunk(count) { range in
         if slowWorker && range.lowerBound > 0 { usleep(400) }  // the caller spins out, then sleeps
-        for index in range { hits[index] += 1 }
+        hits.record(range)
       }
       usleep(round % 3 == 0 ? 0 : 400)  // the workers spin out, then sleep
     }
-    #expect((0..<count).allSatisfy { hits[$0] == 12 })
+    #expect(hits.all(12))
     // Pools dropped right after a job, while their workers still spin, stop cleanly.
-    for _ in 0..<20 {
-      ThreadPool(threadCount: 2).forEachChunk(2) { range in for index in range { hits[index] += 1 } }
-    }
+    for _ in 0..<20 { ThreadPool(threadCount: 2).forEachChunk(2) { hits.record($0) } }
     #expect(hits[0] == 32 && hits[1] == 32)
   }
 
@@ -131,29 +123,21 @@ import Testing
     }
     let pool = ThreadPool(threadCount: 2)
     let count = 64
-    let hits = UnsafeMutablePointer<Int>.allocate(capacity: count)
-    hits.initialize(repeating: 0, count: count)
-    defer { hits.deallocate() }
-    for _ in 0..<300 {
-      pool.forEachChunk(count) { range in for index in range { hits[index] += 1 } }
-    }
+    let hits = PoolHits(count)
+    for _ in 0..<300 { pool.forEachChunk(count) { hits.record($0) } }
     stop.raised.store(true, ordering: .relaxed)
     group.wait()
-    #expect((0..<count).allSatisfy { hits[$0] == 300 })
+    #expect(hits.all(300))
   }
 
   @Test func threadPoolSerialisesConcurrentSubmitters() {
     let pool = ThreadPool(threadCount: 2)
     let submitters = 4, count = 5000
-    let hits = UnsafeMutablePointer<Int>.allocate(capacity: submitters * count)
-    hits.initialize(repeating: 0, count: submitters * count)
-    defer { hits.deallocate() }
+    let hits = PoolHits(submitters * count)
     DispatchQueue.concurrentPerform(iterations: submitters) { submitter in
-      for _ in 0..<50 {
-        pool.forEachChunk(count) { range in for index in range { hits[submitter * count + index] += 1 } }
-      }
+      for _ in 0..<50 { pool.forEachChunk(count) { hits.record($0, from: submitter * count) } }
     }
-    #expect((0..<(submitters * count)).allSatisfy { hits[$0] == 50 })
+    #expect(hits.all(50))
   }
 
   @Test func vectorExpThroughSoftmax() {
@@ -174,4 +158,28 @@ import Testing
     fast.softmax(extremes, into: extremes)
     #expect(extremes.scalars == [0, 1, 0])
   }
+}
+
+/// Per-index run counts for the thread pool tests: chunks of a job record the indices they ran.
+private final class PoolHits: @unchecked Sendable {
+  private let counts: UnsafeMutablePointer<Int>
+  private let count: Int
+
+  init(_ count: Int) {
+    self.count = count
+    counts = .allocate(capacity: Swift.max(count, 1))
+    counts.initialize(repeating: 0, count: Swift.max(count, 1))
+  }
+
+  deinit { counts.deallocate() }
+
+  /// Counts one run of each index in `range`, shifted by `offset`.
+  func record(_ range: Range<Int>, from offset: Int = 0) {
+    for index in range { counts[offset + index] += 1 }
+  }
+
+  /// Whether every index ran exactly `times` times.
+  func all(_ times: Int) -> Bool { (0..<count).allSatisfy { counts[$0] == times } }
+
+  subscript(index: Int) -> Int { counts[index] }
 }
