@@ -6,7 +6,7 @@ import Tensors
 
 /// The full-size SDXL UNet forward at batch 2 (CFG), random weights, against the machine's sgemm
 /// peak, with its time by kind of operation and shape (`ComputeContext.profile`):
-/// `Benchmarks unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col] [--sgemm-linear]` (`--im2col` keeps the 3×3 convolutions on im2col + sgemm, `--sgemm-linear` the
+/// `Benchmarks unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col] [--direct-conv] [--sgemm-linear]` (`--im2col` keeps the 3×3 convolutions on im2col + sgemm, `--direct-conv` on the direct kernel without Winograd's form, `--sgemm-linear` the
 /// linear layers on widening + sgemm, for comparison with the kernels).
 /// The weights file (fp16, 5.1 GB, SDXL key names) is made once from the generated template.
 enum UNetBench {
@@ -17,6 +17,7 @@ enum UNetBench {
     let path = arguments.value(after: "--file") ?? NSTemporaryDirectory() + "/rouwei-bench-sdxl-unet-f16.safetensors"
     let compute = ComputeContext(pool: ThreadPool(threadCount: threads))
     compute.usesConvolutionKernel = !arguments.contains("--im2col")
+    compute.usesWinogradConvolution = !arguments.contains("--direct-conv")
     compute.usesLinearKernel = !arguments.contains("--sgemm-linear")
 
     if !FileManager.default.fileExists(atPath: path) {

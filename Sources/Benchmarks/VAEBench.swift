@@ -3,7 +3,8 @@ import Foundation
 import Tensors
 
 /// The VAE decode on a full-size SDXL file (random weights):
-/// `Benchmarks vae --file PATH [--size 1024] [--whole-planes] [--peak] [--threads N] [--out RAW]`.
+/// `Benchmarks vae --file PATH [--size 1024] [--whole-planes] [--direct-conv] [--peak] [--threads N] [--out RAW]`
+/// (`--direct-conv`: 3×3 convolutions without Winograd's form).
 ///
 /// Decodes one seeded random latent to a `size`² image with ResnetBlocks in bands (the default) or
 /// on whole planes, after one warm-up decode at 256² (as the PyTorch peer), and prints the decode
@@ -14,12 +15,13 @@ import Tensors
 enum VAEBench {
   static func run(_ arguments: [String]) throws {
     guard let path = arguments.value(after: "--file") else {
-      throw BenchError.usage("vae --file PATH [--size N] [--whole-planes] [--threads N] [--out RAW]")
+      throw BenchError.usage("vae --file PATH [--size N] [--whole-planes] [--direct-conv] [--threads N] [--out RAW]")
     }
     let size = arguments.value(after: "--size").flatMap(Int.init) ?? 1024
     let threads = arguments.value(after: "--threads").flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
     ThreadPool.useShared(threadCount: threads)
     let compute = ComputeContext(pool: ThreadPool.shared)
+    compute.usesWinogradConvolution = !arguments.contains("--direct-conv")
     let vae = try AutoencoderKL(checkpoint: try ModelWeights(path: path), loadEncoder: false, compute: compute)
     vae.wholePlanes = arguments.contains("--whole-planes")
     func latent(_ size: Int) -> Tensor {

@@ -35,12 +35,12 @@ let usages: [String: String] = [
     "kernels [gemm|conv|linear|attention|elementwise] [--threads N] [--quick] [--im2col]"
     + " [--attention-tiles QxK,…] [--attention-kernel-tiles QxK,…]",
   "codecs": "codecs [GGML_TYPE…]",
-  "unet": "unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col] [--sgemm-linear]",
+  "unet": "unet [--sizes 64,128] [--repeats N] [--threads N] [--file PATH] [--im2col] [--direct-conv] [--sgemm-linear]",
   "render": "render --file PATH [--size 512] [--steps 1] [--images 1] [--threads N]",
   "verify": "verify --file PATH [--preset quick] [--steps N] [--batch-bytes N] [--out DIR] [--threads N]",
   "widen": "widen --file PATH [--threads N]",
   "render-file": "render-file PATH",
-  "vae": "vae --file PATH [--size 1024] [--whole-planes] [--peak] [--threads N] [--out RAW]",
+  "vae": "vae --file PATH [--size 1024] [--whole-planes] [--direct-conv] [--peak] [--threads N] [--out RAW]",
   "pool": "pool [--jobs N] [--threads N]",
   "random-unet": "random-unet PATH",
 ]

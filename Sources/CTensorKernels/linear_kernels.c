@@ -78,31 +78,6 @@ TL_AVX512 TL_INLINE __m512 load_row(const void *weight, int format, size_t row_s
   return _mm512_loadu_ps((const float *)weight + row * row_stride + column);
 }
 
-// Transposes 16 rows of 16 floats in place: rows[i][j] becomes rows[j][i].
-TL_AVX512 TL_INLINE void transpose16(__m512 rows[16]) {
-  __m512 pairs[16], quads[16];
-  for (int i = 0; i < 16; i += 2) {  // per 128-bit lane: (r, r+1) interleaved
-    pairs[i] = _mm512_unpacklo_ps(rows[i], rows[i + 1]);
-    pairs[i + 1] = _mm512_unpackhi_ps(rows[i], rows[i + 1]);
-  }
-  for (int b = 0; b < 16; b += 4) {  // quads[b + c], lane L: column 4L + c of rows b ..< b + 4
-    quads[b + 0] = _mm512_shuffle_ps(pairs[b], pairs[b + 2], 0x44);
-    quads[b + 1] = _mm512_shuffle_ps(pairs[b], pairs[b + 2], 0xEE);
-    quads[b + 2] = _mm512_shuffle_ps(pairs[b + 1], pairs[b + 3], 0x44);
-    quads[b + 3] = _mm512_shuffle_ps(pairs[b + 1], pairs[b + 3], 0xEE);
-  }
-  for (int c = 0; c < 4; c++) {  // a 4 × 4 transpose of 128-bit lanes
-    const __m512 low01 = _mm512_shuffle_f32x4(quads[c], quads[4 + c], 0x44);
-    const __m512 high01 = _mm512_shuffle_f32x4(quads[c], quads[4 + c], 0xEE);
-    const __m512 low23 = _mm512_shuffle_f32x4(quads[8 + c], quads[12 + c], 0x44);
-    const __m512 high23 = _mm512_shuffle_f32x4(quads[8 + c], quads[12 + c], 0xEE);
-    rows[c] = _mm512_shuffle_f32x4(low01, low23, 0x88);
-    rows[4 + c] = _mm512_shuffle_f32x4(low01, low23, 0xDD);
-    rows[8 + c] = _mm512_shuffle_f32x4(high01, high23, 0x88);
-    rows[12 + c] = _mm512_shuffle_f32x4(high01, high23, 0xDD);
-  }
-}
-
 // The panel of features `feature ..< feature + count` (count ≤ 64) over k = `k0 ..< k0 + depth`
 // as [k][64] fp32, zero past `count`.
 TL_AVX512 static void pack_panel(const void *weight, int format, size_t in_features, size_t feature,

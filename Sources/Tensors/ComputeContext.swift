@@ -36,6 +36,20 @@ public final class ComputeContext {
   /// Whether 3×3 convolutions with stride 1 run the AVX-512 kernel (`tk_conv3x3`) on CPUs that
   /// have it; false keeps them on im2col + sgemm.
   public var usesConvolutionKernel = true
+  /// Whether 3×3 convolutions with stride 1 whose output planes have at least
+  /// `winogradMinimumTiles` 4 × 4 tiles run Winograd F(4×4, 3×3) (`winogradConvolution3x3`): a quarter of the
+  /// multiply-adds, with a rounding error a few times the direct sum's (relative RMS about 1e-6
+  /// against 3e-7 at 1280 channels). False keeps every 3×3 convolution on the direct kernel.
+  public var usesWinogradConvolution = true
+  /// Output tiles of a plane from which a 3×3 convolution takes Winograd's form (default 64: a
+  /// 32² plane).
+  public var winogradMinimumTiles = 64
+  /// The most floats of transformed inputs and outputs a Winograd convolution holds at once
+  /// (default 16 Mi floats, 64 MB): larger planes run in chunks of tile rows.
+  public var winogradBudget: Int = 16 << 20
+  /// The most floats of transformed weights a Winograd convolution holds at once (default 8 Mi
+  /// floats, 32 MB: 640 × 640 channels whole); more output channels run in chunks.
+  public var winogradWeightBudget: Int = 8 << 20
   /// Whether linear layers run the AVX-512 kernel (`tk_linear`, which also takes fp16 weights as
   /// stored) on CPUs that have it; false keeps them on sgemm.
   public var usesLinearKernel = true
@@ -70,6 +84,9 @@ public final class ComputeContext {
 
   /// Whether this CPU can run the AVX-512 3×3 convolution kernel (`usesConvolutionKernel`).
   public static var hasConvolutionKernel: Bool { tk_conv3x3_available() != 0 }
+
+  /// Whether this CPU can run the AVX-512 Winograd stages (`usesWinogradConvolution`).
+  public static var hasWinogradKernel: Bool { tk_winograd_available() != 0 && hasLinearKernel }
 
   /// Whether this CPU can run the AVX-512 linear kernel (`usesLinearKernel`).
   public static var hasLinearKernel: Bool { tk_linear_available() != 0 }

@@ -51,10 +51,9 @@ extension ComputeContext {
     let outPlane = expected[2] * expected[3]
     if takesFloat16ConvolutionWeights(weightShape: weight.shape, stride: stride) {
       // The kernel reads fp16 weights as stored, widening them while it packs.
-      kind = .convolution3x3
-      convolution3x3(
+      kind = convolution3x3(
         x, weight: weight, bias: bias, padding: padding, into: output.pointer, channelStride: outPlane,
-        positions: outPlane, accumulate: accumulate)
+        positions: outPlane, planeHeight: expected[2], accumulate: accumulate)
       return
     }
     var copy: Tensor?
@@ -143,29 +142,40 @@ extension ComputeContext {
       "convolveBand: band \(x.shape) at row \(firstRow) of \(output.shape)")
     if let bias { precondition(bias.count == weight.shape[0], "convolveBand bias \(bias.shape)") }
     let profiling = startProfiling()
-    defer { finishProfiling(profiling, .convolution3x3, shape: Self.convolutionShape(x, weight)) }
+    var kind = OperationProfile.Kind.convolution3x3
+    defer { finishProfiling(profiling, kind, shape: Self.convolutionShape(x, weight)) }
     let plane = output.shape[2] * output.shape[3]
-    convolution3x3(
+    kind = convolution3x3(
       x, weight: weight, bias: bias, padding: 0, into: output.pointer + firstRow * width, channelStride: plane,
-      positions: rows * width, accumulate: accumulate)
+      positions: rows * width, planeHeight: output.shape[2], accumulate: accumulate)
     return true
   }
 
-  /// A 3×3, stride-1 convolution through the AVX-512 kernel, without an im2col matrix: the
-  /// weights are packed once per call, then each sample's output positions are split into one
+  /// A 3×3, stride-1 convolution through the AVX-512 kernels, without an im2col matrix; returns
+  /// the kind it ran as. Planes of enough tiles take Winograd's form (`runsWinograd`: the whole
+  /// output plane has `planeHeight` rows, more than a band's). Otherwise
+  /// the weights are packed once per call, then each sample's output positions are split into one
   /// contiguous range per thread (in multiples of 64), or, where a plane has fewer positions than
-  /// a group of them per thread, its output channels are. Every output is the same chain of multiply-adds
-  /// in any split, band or batch (`tk_conv3x3`).
+  /// a group of them per thread, its output channels are. Every output is the same chain of
+  /// multiply-adds in any split, band or batch (`tk_conv3x3`).
   ///
   /// Output channel o of sample n starts at `output + (n · C_out + o) · channelStride`, and has
   /// `positions` values there (a band of rows of a taller plane has fewer than its stride).
   private func convolution3x3(
     _ x: Tensor, weight: WeightView, bias: Tensor?, padding: Int, into output: UnsafeMutablePointer<Float>,
-    channelStride: Int, positions: Int, accumulate: Bool
-  ) {
+    channelStride: Int, positions: Int, planeHeight: Int, accumulate: Bool
+  ) -> OperationProfile.Kind {
     let batch = x.shape[0], inChannels = x.shape[1], height = x.shape[2], width = x.shape[3]
     let outChannels = weight.shape[0]
+    // Dense-equivalent work, whichever form runs.
     gemmOperations += 2 * Double(batch * outChannels * inChannels * 9 * positions)
+    let outWidth = width + 2 * padding - 2, outHeight = positions / outWidth
+    if runsWinograd(planeHeight: planeHeight, width: outWidth) {
+      winogradConvolution3x3(
+        x, weight: weight, bias: bias, padding: padding, into: output, channelStride: channelStride,
+        outHeight: outHeight, outWidth: outWidth, accumulate: accumulate)
+      return .winograd
+    }
     let tileChannels = tk_conv3x3_tile_channels()
     let weightTiles = (outChannels + tileChannels - 1) / tileChannels
     let packedFloats = (tk_conv3x3_packed_weight_floats(outChannels, inChannels) + 15) / 16 * 16
@@ -201,6 +211,7 @@ extension ComputeContext {
         }
       }
     }
+    return .convolution3x3
   }
 
   /// Lays out the receptive fields of output rows `firstRow..<firstRow+rows` as the columns of a

@@ -8,6 +8,7 @@ public final class OperationProfile {
   public enum Kind: String, CaseIterable, Sendable {
     case linear = "linear layers"
     case convolution3x3 = "3×3 convolutions (kernel)"
+    case winograd = "3×3 convolutions (Winograd)"
     case convolution = "other convolutions (im2col + sgemm)"
     case attention = "attention"
   }

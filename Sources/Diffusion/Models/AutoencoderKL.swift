@@ -582,7 +582,8 @@ struct VAEPass {
     let paddedWidth = outWidth + 2
     let outChannels = conv.outChannels
     let output = pool.tensor([batch, outChannels, outHeight, outWidth])
-    let bandRows = Swift.max(1, Swift.min(outHeight, bandBudget / (channels * paddedWidth) - 2))
+    let bandRows = ComputeContext.tileAlignedBandRows(
+      Swift.max(1, Swift.min(outHeight, bandBudget / (channels * paddedWidth) - 2)))
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let bandInput = arena.tensor([1, channels, bandRows + 2, paddedWidth])

@@ -181,7 +181,8 @@ struct BandSweep {
   init(_ pass: VAEPass, channels: Int, outChannels: Int, height: Int, width: Int) {
     self.pass = pass
     (self.channels, self.height, self.width) = (channels, height, width)
-    bandRows = Swift.max(1, Swift.min(height, pass.bandBudget / (channels * (width + 2)) - 2))
+    bandRows = ComputeContext.tileAlignedBandRows(
+      Swift.max(1, Swift.min(height, pass.bandBudget / (channels * (width + 2)) - 2)))
     inputBuffer = pass.arena.tensor([1, channels, bandRows + 2, width + 2])
   }
 
