@@ -62,9 +62,9 @@ import Testing
   }
 
   /// ResnetBlocks in bands, including the level whose first block halves the width in place, give
-  /// the whole-plane decode and encode of a batch of two: bit for bit with the default bands, and
-  /// within fp32 rounding (NMSE ≤ 1e-11) with one-row bands, whose narrow gemms OpenBLAS sums in
-  /// another order.
+  /// the whole-plane decode and encode of a batch of two: bit for bit with the default bands (whole
+  /// Winograd tile rows), and within fp32 rounding (NMSE ≤ 1e-10) with one-row bands, whose
+  /// Winograd tiles start at every row and whose narrow gemms OpenBLAS sums in another order.
   @Test func bandedResnetsEqualWholePlanes() throws {
     let golden = try Self.golden()
     let first = try golden.tensor("eps.decode_wide.latent")
@@ -80,8 +80,8 @@ import Testing
     #expect(image.scalars.map(\.bitPattern) == expected.scalars.map(\.bitPattern), "decode")
     #expect(try banded.encode(expected).mean.scalars.map(\.bitPattern) == expectedMean.scalars.map(\.bitPattern))
     banded.bandBudget = 1
-    expectClose(try banded.decode(latents), expected, "decode in one-row bands", nmse: 1e-11)
-    expectClose(try banded.encode(expected).mean, expectedMean, "encode in one-row bands", nmse: 1e-11)
+    expectClose(try banded.decode(latents), expected, "decode in one-row bands", nmse: 1e-10)
+    expectClose(try banded.encode(expected).mean, expectedMean, "encode in one-row bands", nmse: 1e-10)
   }
 
   @Test func encodeMatchesDiffusers() throws {

@@ -3,7 +3,7 @@ import Testing
 
 @testable import Tensors
 
-/// The AVX-512 3×3 convolution kernel (`tk_conv3x3`, through `conv2d`): against the reference
+/// The AVX-512 direct 3×3 convolution kernel (`tk_conv3x3`, through `conv2d`): against the reference
 /// loops, against its documented order of operations bit for bit, and independent of how the work
 /// is split (threads, batch).
 @Suite struct ConvolutionKernelTests {
@@ -46,6 +46,7 @@ import Testing
     let output = clone(inputs.initial)
     let context = ComputeContext(pool: ThreadPool(threadCount: threads))
     context.usesConvolutionKernel = kernel
+    context.usesWinogradConvolution = false  // the direct kernel (WinogradTests has the other form)
     context.conv2d(
       inputs.x, weight: inputs.weight, bias: inputs.bias, padding: c.padding, into: output, accumulate: c.accumulate)
     return output
