@@ -34,7 +34,8 @@ extension ComputeContext {
     let elements = Int(TK_WINOGRAD_ELEMENTS), tileSide = Int(TK_WINOGRAD_TILE)
     let tileRows = (outHeight + tileSide - 1) / tileSide, tilesX = (outWidth + tileSide - 1) / tileSide
     let allRows = batch * tileRows
-    let rowsPerChunk = Swift.max(1, Swift.min(allRows, winogradBudget / (elements * (inChannels + outChannels) * tilesX)))
+    let rowsPerChunk = Swift.max(
+      1, Swift.min(allRows, winogradBudget / (elements * (inChannels + outChannels) * tilesX)))
     let panel = tk_linear_panel_features()
     let featuresPerChunk = Swift.min(
       outChannels, Swift.max(panel, winogradWeightBudget / (elements * inChannels) / panel * panel))
@@ -60,7 +61,8 @@ extension ComputeContext {
     func forEachSample(
       of rows: Range<Int>, worker: Int, _ body: (Int, Range<Int>, Int) -> Void
     ) {
-      let first = rows.lowerBound + rows.count * worker / threads, end = rows.lowerBound + rows.count * (worker + 1) / threads
+      let first = rows.lowerBound + rows.count * worker / threads
+      let end = rows.lowerBound + rows.count * (worker + 1) / threads
       var row = first
       while row < end {
         let sample = row / tileRows, sampleEnd = Swift.min(end, (sample + 1) * tileRows)

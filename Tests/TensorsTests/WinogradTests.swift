@@ -129,7 +129,8 @@ import Testing
           batch: 1, inChannels: c.inChannels, outChannels: c.outChannels, height: c.height, width: c.width,
           padding: c.padding, bias: c.bias, accumulate: c.accumulate),
         Inputs(x: x, weight: inputs.weight, bias: inputs.bias, initial: initial), Self.context())
-      #expect(alone.scalars == Array(one.scalars[(sample * sampleOut)..<((sample + 1) * sampleOut)]), "sample \(sample)")
+      #expect(
+        alone.scalars == Array(one.scalars[(sample * sampleOut)..<((sample + 1) * sampleOut)]), "sample \(sample)")
     }
   }
 
