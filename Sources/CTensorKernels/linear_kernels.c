@@ -21,6 +21,7 @@
 // Each output is one chain of fused multiply-adds in k order whatever the split, so a result
 // never depends on the batch or the thread it was computed in.
 #include "linear_kernels.h"
+#include "linear_tiles.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -63,8 +64,6 @@ size_t tk_linear_workspace_floats(size_t features, size_t in_features) {
 
 #define TL_AVX512 __attribute__((target("avx512f,fma,f16c")))
 #define TL_INLINE static inline __attribute__((always_inline))
-// Not inlined into the driver: one call per register tile is cheap, and `perf` shows the parts.
-#define TL_KERNEL TL_AVX512 __attribute__((noinline)) static
 
 TL_AVX512 TL_INLINE float widen(const void *weight, int format, size_t index) {
   if (format == TK_WEIGHT_F16) return _cvtsh_ss(((const uint16_t *)weight)[index]);
@@ -135,8 +134,10 @@ TL_AVX512 TL_INLINE void product_tile(const int rows, const float *x, size_t x_s
   }
 }
 
-TL_KERNEL void product_tiles(int rows, const float *x, size_t x_stride, const float *panel, size_t depth,
-                             int load, const float *bias, float *output, size_t output_stride, ptrdiff_t count) {
+TL_AVX512 __attribute__((noinline)) void tk_linear_product_tiles(int rows, const float *x, size_t x_stride,
+                                                                  const float *panel, size_t depth, int load,
+                                                                  const float *bias, float *output,
+                                                                  size_t output_stride, ptrdiff_t count) {
   switch (rows) {
 #define TL_ROWS(R) \
   case R: product_tile(R, x, x_stride, panel, depth, load, bias, output, output_stride, count); return;
@@ -230,7 +231,7 @@ void tk_linear(const float *x, size_t x_stride, size_t first_row, size_t end_row
                                  _MM_HINT_T1);
               }
               prefetch_lines(&next, lines_per_tile);
-              product_tiles((int)rows, x + r * x_stride + k0, x_stride, panel, depth, load, offset,
+              tk_linear_product_tiles((int)rows, x + r * x_stride + k0, x_stride, panel, depth, load, offset,
                             output + r * output_stride + feature, output_stride, count);
             }
           }

@@ -7,6 +7,8 @@
 // row's outputs in a band [row][column][channel] that it transposes back into the planes.
 #include "winograd_kernels.h"
 
+#include "linear_tiles.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -15,6 +17,8 @@ enum {
   TILE = TK_WINOGRAD_TILE,  // outputs per tile side
   BLOCK = TILE + 2,         // inputs per tile side
   ELEMENTS = TK_WINOGRAD_ELEMENTS,
+  PANEL = TK_LINEAR_PANEL,   // output channels per panel of tk_winograd_products
+  DEPTH = 64,                // input channels per transformed block of U there (36 × 16 KB, in L2)
 };
 
 static size_t round_up(size_t value, size_t step) { return (value + step - 1) / step * step; }
@@ -29,6 +33,13 @@ size_t tk_winograd_input_workspace_floats(size_t channels, size_t out_width) {
 
 size_t tk_winograd_output_workspace_floats(size_t channels, size_t out_width) {
   return TILE * output_band_columns(out_width) * round_up(channels, LANES);
+}
+
+size_t tk_winograd_products_panel(void) { return PANEL; }
+
+size_t tk_winograd_products_workspace_floats(void) {
+  return ELEMENTS * DEPTH * PANEL  // U for one panel and block of input channels: [ξ][c][64]
+         + LANES * DEPTH * 9;      // sixteen output channels' 3 × 3 weights, widened
 }
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
@@ -75,6 +86,14 @@ TW_AVX512 TW_INLINE void output_side(const __m512 z[BLOCK], __m512 r[TILE]) {
   r[3] = _mm512_add_ps(_mm512_fmadd_ps(eight, difference34, difference12), z[5]);
 }
 
+// G g Gᵀ of nine weight vectors g[ky·3 + kx] (the same operations, lane by lane, whichever way the
+// lanes run: over input channels or over output channels) into r[i·6 + j].
+TW_AVX512 TW_INLINE void transform_weight(const __m512 g[9], __m512 r[ELEMENTS]) {
+  __m512 columns[3][BLOCK];  // G applied down each column of the 3 × 3 weight
+  for (int kx = 0; kx < 3; kx++) weight_side(g[kx], g[3 + kx], g[6 + kx], columns[kx]);
+  for (int i = 0; i < BLOCK; i++) weight_side(columns[0][i], columns[1][i], columns[2][i], r + i * BLOCK);
+}
+
 TW_AVX512 void tk_winograd_transform_weights(const void *weight, int format, size_t in_channels, size_t first_out,
                                              size_t count, float *transformed, size_t element_stride) {
   float widened[9 * LANES];
@@ -95,16 +114,64 @@ TW_AVX512 void tk_winograd_transform_weights(const void *weight, int format, siz
       } else {
         memcpy(widened, (const float *)weight + row + c0 * 9, 9 * lanes * sizeof(float));
       }
-      __m512 g[9];
+      __m512 g[9], u[ELEMENTS];
       for (int tap = 0; tap < 9; tap++)
         g[tap] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, taps, widened + tap, 4);
-      __m512 columns[3][BLOCK];  // G applied down each column of the 3 × 3 weight
-      for (int kx = 0; kx < 3; kx++) weight_side(g[kx], g[3 + kx], g[6 + kx], columns[kx]);
-      for (int i = 0; i < BLOCK; i++) {
-        __m512 r[BLOCK];
-        weight_side(columns[0][i], columns[1][i], columns[2][i], r);
-        for (int j = 0; j < BLOCK; j++)
-          _mm512_mask_storeu_ps(transformed + (size_t)(i * BLOCK + j) * element_stride + o * in_channels + c0, mask, r[j]);
+      transform_weight(g, u);
+      for (int element = 0; element < ELEMENTS; element++)
+        _mm512_mask_storeu_ps(transformed + (size_t)element * element_stride + o * in_channels + c0, mask, u[element]);
+    }
+  }
+}
+
+TW_AVX512 void tk_winograd_products(const void *weight, int format, size_t in_channels, size_t out_channels,
+                                    size_t first_panel, size_t end_panel, const float *transformed_inputs,
+                                    size_t input_stride, size_t tiles, float *products, size_t product_stride,
+                                    float *workspace) {
+  float *packed = workspace, *widened = workspace + ELEMENTS * DEPTH * PANEL;
+  const __m512i rows = _mm512_mullo_epi32(_mm512_set1_epi32(DEPTH * 9), _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9,
+                                                                                         8, 7, 6, 5, 4, 3, 2, 1, 0));
+  for (size_t panel = first_panel; panel < end_panel; panel++) {
+    const size_t first_out = panel * PANEL;
+    const size_t count = out_channels - first_out < PANEL ? out_channels - first_out : PANEL;
+    for (size_t c0 = 0; c0 < in_channels; c0 += DEPTH) {
+      const size_t depth = in_channels - c0 < DEPTH ? in_channels - c0 : DEPTH;
+      // U[ξ][c][64] of this panel and block of input channels, sixteen output channels per vector.
+      for (size_t group = 0; group < PANEL; group += LANES) {
+        const size_t lanes = group < count ? (count - group < LANES ? count - group : LANES) : 0;
+        for (size_t l = 0; l < lanes; l++) {
+          const size_t start = ((first_out + group + l) * in_channels + c0) * 9;
+          float *target = widened + l * DEPTH * 9;
+          if (format == TK_WEIGHT_F16) {
+            const uint16_t *halves = (const uint16_t *)weight + start;
+            size_t i = 0;
+            for (; i + LANES <= 9 * depth; i += LANES)
+              _mm512_storeu_ps(target + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(halves + i))));
+            for (; i < 9 * depth; i++) target[i] = _cvtsh_ss(halves[i]);
+          } else {
+            memcpy(target, (const float *)weight + start, 9 * depth * sizeof(float));
+          }
+        }
+        const __mmask16 mask = lane_mask((ptrdiff_t)lanes);
+        for (size_t c = 0; c < depth; c++) {
+          __m512 g[9], u[ELEMENTS];
+          for (int tap = 0; tap < 9; tap++)
+            g[tap] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, rows, widened + c * 9 + (size_t)tap, 4);
+          transform_weight(g, u);
+          for (int element = 0; element < ELEMENTS; element++)
+            _mm512_store_ps(packed + ((size_t)element * DEPTH + c) * PANEL + group, u[element]);
+        }
+      }
+      // The block's share of every product: M[ξ] (+)= V[ξ][:, c0 ..< c0 + depth] · U[ξ].
+      for (size_t element = 0; element < ELEMENTS; element++) {
+        const float *inputs = transformed_inputs + element * input_stride + c0;
+        float *outputs = products + element * product_stride + first_out;
+        for (size_t tile = 0; tile < tiles; tile += TK_LINEAR_TILE_ROWS) {
+          const size_t rows_here = tiles - tile < TK_LINEAR_TILE_ROWS ? tiles - tile : TK_LINEAR_TILE_ROWS;
+          tk_linear_product_tiles((int)rows_here, inputs + tile * in_channels, in_channels,
+                                  packed + element * DEPTH * PANEL, depth, c0 > 0, NULL,
+                                  outputs + tile * out_channels, out_channels, (ptrdiff_t)count);
+        }
       }
     }
   }
@@ -235,6 +302,13 @@ int tk_winograd_available(void) {
 #else
 
 int tk_winograd_available(void) { return 0; }
+
+void tk_winograd_products(const void *weight, int format, size_t in_channels, size_t out_channels,
+                          size_t first_panel, size_t end_panel, const float *transformed_inputs, size_t input_stride,
+                          size_t tiles, float *products, size_t product_stride, float *workspace) {
+  (void)weight, (void)format, (void)in_channels, (void)out_channels, (void)first_panel, (void)end_panel;
+  (void)transformed_inputs, (void)input_stride, (void)tiles, (void)products, (void)product_stride, (void)workspace;
+}
 
 void tk_winograd_transform_weights(const void *weight, int format, size_t in_channels, size_t first_out,
                                    size_t count, float *transformed, size_t element_stride) {

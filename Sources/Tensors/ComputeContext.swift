@@ -41,9 +41,13 @@ public final class ComputeContext {
   /// multiply-adds, with a rounding error a few times the direct sum's (relative RMS about 1e-6
   /// against 3e-7 at 1280 channels). False keeps every 3×3 convolution on the direct kernel.
   public var usesWinogradConvolution = true
-  /// Output tiles of a plane from which a 3×3 convolution takes Winograd's form (default 64: a
-  /// 32² plane).
-  public var winogradMinimumTiles = 64
+  /// Output tiles of a plane from which a 3×3 convolution takes Winograd's form (default 16: a
+  /// 16² plane, SDXL's smallest at a 64² latent).
+  public var winogradMinimumTiles = 16
+  /// Tiles (all samples together) up to which a Winograd convolution makes its transformed weights
+  /// a panel at a time next to the products instead of whole in memory (default 64: SDXL's 16²
+  /// planes at batch 4, or a 32² plane alone; past it the products' partial sums leave L2).
+  public var winogradFusedTiles = 64
   /// The most floats of transformed inputs and outputs a Winograd convolution holds at once
   /// (default 16 Mi floats, 64 MB): larger planes run in chunks of tile rows.
   public var winogradBudget: Int = 16 << 20

@@ -3,8 +3,9 @@ import CTensorKernels
 extension ComputeContext {
   /// Whether a 3×3, stride-1 convolution with an output plane of `height` × `width` runs Winograd
   /// F(4×4, 3×3) (`tk_winograd_*`): 36 multiply-adds per 16 outputs and input channel instead of
-  /// 144. Small planes keep the direct kernel: the weight transform, per call, costs as much as
-  /// the products of about 30 tiles (a 16² plane has 16). The choice rests on the whole plane,
+  /// 144. Smaller planes keep the direct kernel: the weight transform, per call, outweighs the
+  /// products it saves (a 16² plane of 1280 channels alone: 38 against 64 ms on one core, an 8²
+  /// plane has 4 tiles). The choice rests on the whole plane,
   /// never on the batch or band, so an image's values do not depend on what it is computed with.
   func runsWinograd(planeHeight height: Int, width: Int) -> Bool {
     let tileSide = Int(TK_WINOGRAD_TILE)
@@ -18,7 +19,9 @@ extension ComputeContext {
   ///   1. each chunk's tiles transformed (V), split by tile rows between threads;
   ///   2. the transformed weights (U) of a channel chunk, split by channels (once per call where
   ///      one chunk holds them all);
-  ///   3. 36 products M[ξ] = V[ξ] · U[ξ]ᵀ through the linear kernel, split by ξ;
+  ///   3. 36 products M[ξ] = V[ξ] · U[ξ]ᵀ through the linear kernel, split by ξ (or, for at most
+  ///      `winogradFusedTiles` tiles, `tk_winograd_products` making U a panel at a time instead of
+  ///      step 2, split by panels: the same values);
   ///   4. the outputs transformed back (+ bias, + the output when accumulating), split by tile rows.
   /// Tiles start at each plane's (or band's) first output, so an output depends only on its own
   /// image, never on the batch, chunk or thread.
@@ -40,14 +43,16 @@ extension ComputeContext {
     let featuresPerChunk = Swift.min(
       outChannels, Swift.max(panel, winogradWeightBudget / (elements * inChannels) / panel * panel))
     let chunkTiles = rowsPerChunk * tilesX
+    // Few tiles in all: U made per panel in the products' workspace instead of whole in memory.
+    let fused = allRows * tilesX <= winogradFusedTiles
     let threads = pool.threadCount
     let threadFloats = Self.roundedToVector(
       Swift.max(
         tk_winograd_input_workspace_floats(inChannels, outWidth),
         tk_winograd_output_workspace_floats(outChannels, outWidth),
-        tk_linear_workspace_floats(featuresPerChunk, inChannels)))
+        fused ? tk_winograd_products_workspace_floats() : tk_linear_workspace_floats(featuresPerChunk, inChannels)))
     let inputStride = chunkTiles * inChannels, outputStride = chunkTiles * outChannels
-    let weightFloats = Self.roundedToVector(elements * featuresPerChunk * inChannels)
+    let weightFloats = fused ? 0 : Self.roundedToVector(elements * featuresPerChunk * inChannels)
     let transformedInputs = workspace.alignedBuffer(
       Self.roundedToVector(elements * inputStride) + Self.roundedToVector(elements * outputStride) + weightFloats
         + threads * threadFloats)
@@ -79,7 +84,7 @@ extension ComputeContext {
     }
 
     let weightsOnce = featuresPerChunk >= outChannels
-    if weightsOnce { transformWeights(0..<outChannels) }
+    if weightsOnce && !fused { transformWeights(0..<outChannels) }
     var firstRow = 0
     while firstRow < allRows {
       let rows = firstRow..<Swift.min(allRows, firstRow + rowsPerChunk)
@@ -93,7 +98,18 @@ extension ComputeContext {
           }
         }
       }
-      var firstFeature = 0
+      if fused {
+        let panels = (outChannels + tk_winograd_products_panel() - 1) / tk_winograd_products_panel()
+        pool.forEachChunk(threads) { workers in
+          for worker in workers where panels * worker / threads < panels * (worker + 1) / threads {
+            tk_winograd_products(
+              weight.address, weight.kernelFormat, inChannels, outChannels, panels * worker / threads,
+              panels * (worker + 1) / threads, transformedInputs, inputStride, rows.count * tilesX, products,
+              outputStride, scratch + worker * threadFloats)
+          }
+        }
+      }
+      var firstFeature = fused ? outChannels : 0
       while firstFeature < outChannels {
         let features = firstFeature..<Swift.min(outChannels, firstFeature + featuresPerChunk)
         if !weightsOnce { transformWeights(features) }

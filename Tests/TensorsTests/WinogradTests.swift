@@ -16,13 +16,15 @@ import Testing
     }
   }
 
-  /// Channel vectors of 16 and their tails (37, 13), a 64-feature panel and a tail (70), partial
-  /// tiles at the right and bottom (outputs 9 × 67, 13 × 33), both paddings, one-row planes.
+  /// Channel vectors of 16 and their tails (37, 13), 64-channel panels and blocks with a tail (70,
+  /// 66), partial tiles at the right and bottom (outputs 9 × 67, 13 × 33), both paddings, one-row
+  /// planes; U whole in memory (72 tiles and more) and a panel at a time (the rest).
   static let cases = [
     Case(batch: 1, inChannels: 37, outChannels: 13, height: 11, width: 69, padding: 0, bias: true, accumulate: false),
     Case(batch: 2, inChannels: 16, outChannels: 70, height: 13, width: 33, padding: 1, bias: false, accumulate: true),
     Case(batch: 2, inChannels: 5, outChannels: 3, height: 1, width: 20, padding: 1, bias: true, accumulate: true),
     Case(batch: 1, inChannels: 64, outChannels: 32, height: 32, width: 32, padding: 1, bias: true, accumulate: false),
+    Case(batch: 2, inChannels: 70, outChannels: 66, height: 8, width: 10, padding: 1, bias: true, accumulate: false),
   ]
 
   struct Inputs {
@@ -102,8 +104,9 @@ import Testing
     #expect(nmse < 1e-11 && nmse <= 50 * directNMSE, "Winograd NMSE \(nmse), direct \(directNMSE)")
   }
 
-  /// One, two or three threads, a sample alone or in its batch, and transformed buffers small
-  /// enough to take one tile row and one 64-channel panel per chunk give the same bits.
+  /// One, two or three threads, a sample alone or in its batch, transformed buffers small enough
+  /// to take one tile row and one 64-channel panel per chunk, and U made whole or a panel at a
+  /// time (`winogradFusedTiles`) give the same bits.
   @Test(arguments: cases)
   func resultDoesNotDependOnTheSplit(_ c: Case) {
     guard ComputeContext.hasWinogradKernel else { return }
@@ -116,6 +119,11 @@ import Testing
     chunked.winogradBudget = 1
     chunked.winogradWeightBudget = 1
     #expect(Self.convolve(c, inputs, chunked).scalars == one.scalars, "chunks")
+    for fusedTiles in [0, Int.max] {
+      let context = Self.context()
+      context.winogradFusedTiles = fusedTiles
+      #expect(Self.convolve(c, inputs, context).scalars == one.scalars, "fused up to \(fusedTiles) tiles")
+    }
     let sampleIn = c.inChannels * c.height * c.width, sampleOut = one.count / c.batch
     for sample in 0..<c.batch where c.batch > 1 {
       let x = Tensor(
@@ -190,9 +198,9 @@ import Testing
     }
   }
 
-  /// By default a 32² output plane (64 tiles) takes Winograd's form and a 28² one (49) the
-  /// direct kernel, whatever the batch; `usesWinogradConvolution = false` keeps every plane direct.
-  @Test func planesOf64TilesOrMoreTakeIt() {
+  /// By default a 16² output plane (16 tiles) takes Winograd's form and a 12² one (9) the direct
+  /// kernel, whatever the batch; `usesWinogradConvolution = false` keeps every plane direct.
+  @Test func planesOf16TilesOrMoreTakeIt() {
     guard ComputeContext.hasWinogradKernel else { return }
     let weight = randomTensor([8, 4, 3, 3], seed: 95)
     func kind(size: Int, batch: Int, enabled: Bool = true) -> OperationProfile.Kind? {
@@ -203,9 +211,9 @@ import Testing
       context.conv2d(x, weight: weight, padding: 1, into: Tensor(zeros: [batch, 8, size, size]))
       return context.profile?.kinds.keys.first
     }
-    #expect(kind(size: 32, batch: 1) == .winograd)
-    #expect(kind(size: 28, batch: 4) == .convolution3x3)
-    #expect(kind(size: 32, batch: 1, enabled: false) == .convolution3x3)
+    #expect(kind(size: 16, batch: 1) == .winograd)
+    #expect(kind(size: 12, batch: 4) == .convolution3x3)
+    #expect(kind(size: 16, batch: 1, enabled: false) == .convolution3x3)
     #expect(ComputeContext.tileAlignedBandRows(3) == 3 && ComputeContext.tileAlignedBandRows(13) == 12)
   }
 }

@@ -31,6 +31,24 @@ int tk_winograd_available(void);
 void tk_winograd_transform_weights(const void *weight, int format, size_t in_channels, size_t first_out,
                                    size_t count, float *transformed, size_t element_stride);
 
+/// Floats of workspace one tk_winograd_products call needs (64-byte aligned).
+size_t tk_winograd_products_workspace_floats(void);
+
+/// Output channels per panel of tk_winograd_products.
+size_t tk_winograd_products_panel(void);
+
+/// M[ξ][tile][o] = Σ_c V[ξ][tile][c] · U[ξ][o][c] for `tiles` tiles and the output channels of the
+/// 64-channel panels `first_panel ..< end_panel`, with U made from the weight (as in
+/// tk_winograd_transform_weights) a panel and 64 input channels at a time in the workspace, never
+/// whole in memory: the same values, bit for bit, as tk_linear on tk_winograd_transform_weights'
+/// U (one chain of fused multiply-adds over c in order, from zero). For few tiles (the 16² planes
+/// of SDXL's deepest level), where tk_linear would spend more on packing U than on the products.
+/// V[ξ] rows at `transformed_inputs + ξ · input_stride + tile · in_channels`, M[ξ] rows at
+/// `products + ξ · product_stride + tile · out_channels`.
+void tk_winograd_products(const void *weight, int format, size_t in_channels, size_t out_channels,
+                          size_t first_panel, size_t end_panel, const float *transformed_inputs, size_t input_stride,
+                          size_t tiles, float *products, size_t product_stride, float *workspace);
+
 /// Floats of workspace one tk_winograd_transform_input call needs.
 size_t tk_winograd_input_workspace_floats(size_t channels, size_t out_width);
 
