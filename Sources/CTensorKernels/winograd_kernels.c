@@ -19,6 +19,9 @@ enum {
   ELEMENTS = TK_WINOGRAD_ELEMENTS,
   PANEL = TK_LINEAR_PANEL,   // output channels per panel of tk_winograd_products
   DEPTH = 64,                // input channels per transformed block of U there (36 × 16 KB, in L2)
+  // Floats per element ξ of that block: a cache line more than its 16 KB, so that the 36 stores of
+  // one weight's transform land in 36 cache sets rather than all in one (4 KB apart: 3× slower).
+  PACKED_ELEMENT = DEPTH * PANEL + LANES,
 };
 
 static size_t round_up(size_t value, size_t step) { return (value + step - 1) / step * step; }
@@ -38,7 +41,7 @@ size_t tk_winograd_output_workspace_floats(size_t channels, size_t out_width) {
 size_t tk_winograd_products_panel(void) { return PANEL; }
 
 size_t tk_winograd_products_workspace_floats(void) {
-  return ELEMENTS * DEPTH * PANEL  // U for one panel and block of input channels: [ξ][c][64]
+  return ELEMENTS * PACKED_ELEMENT  // U for one panel and block of input channels: [ξ][c][64]
          + LANES * DEPTH * 9;      // sixteen output channels' 3 × 3 weights, widened
 }
 
@@ -124,11 +127,46 @@ TW_AVX512 void tk_winograd_transform_weights(const void *weight, int format, siz
   }
 }
 
+// U of sixteen whole output channels `first_out ...` and input channels `c0 ..< c0 + depth` (a
+// multiple of 16) into packed[ξ][c][64] (`packed` at the group's first lane): per sixteen input
+// channels, their 144 weights of the sixteen outputs turned by nine 16 × 16 register transposes
+// into one vector per (channel, tap) in `staging` ([144][16]), cheaper than gathering them.
+TW_AVX512 static void transposed_weight_group(const void *weight, int format, size_t in_channels, size_t first_out,
+                                              size_t c0, size_t depth, float *staging, float *packed) {
+  const size_t value_bytes = format == TK_WEIGHT_F16 ? 2 : 4;
+  for (size_t block = 0; block < depth; block += LANES) {
+    // Each row's weights two blocks ahead, into L2: sixteen rows a weight row apart are too many
+    // streams for the prefetcher to keep up with.
+    for (size_t l = 0; l < LANES; l++) {
+      const char *ahead = (const char *)weight + ((first_out + l) * in_channels + c0 + block + 2 * LANES) * 9 * value_bytes;
+      for (size_t line = 0; line < 9 * LANES * value_bytes; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T1);
+    }
+    for (size_t v = 0; v < 9; v++) {
+      __m512 values[LANES];
+      for (size_t l = 0; l < LANES; l++) {
+        const size_t index = ((first_out + l) * in_channels + c0 + block) * 9 + v * LANES;
+        values[l] = format == TK_WEIGHT_F16
+                        ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)weight + index)))
+                        : _mm512_loadu_ps((const float *)weight + index);
+      }
+      transpose16(values);
+      for (size_t j = 0; j < LANES; j++) _mm512_store_ps(staging + (v * LANES + j) * LANES, values[j]);
+    }
+    for (size_t c = 0; c < LANES; c++) {
+      __m512 g[9], u[ELEMENTS];
+      for (int tap = 0; tap < 9; tap++) g[tap] = _mm512_load_ps(staging + (c * 9 + (size_t)tap) * LANES);
+      transform_weight(g, u);
+      for (int element = 0; element < ELEMENTS; element++)
+        _mm512_store_ps(packed + (size_t)element * PACKED_ELEMENT + (block + c) * PANEL, u[element]);
+    }
+  }
+}
+
 TW_AVX512 void tk_winograd_products(const void *weight, int format, size_t in_channels, size_t out_channels,
                                     size_t first_panel, size_t end_panel, const float *transformed_inputs,
                                     size_t input_stride, size_t tiles, float *products, size_t product_stride,
                                     float *workspace) {
-  float *packed = workspace, *widened = workspace + ELEMENTS * DEPTH * PANEL;
+  float *packed = workspace, *widened = workspace + ELEMENTS * PACKED_ELEMENT;
   const __m512i rows = _mm512_mullo_epi32(_mm512_set1_epi32(DEPTH * 9), _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9,
                                                                                          8, 7, 6, 5, 4, 3, 2, 1, 0));
   for (size_t panel = first_panel; panel < end_panel; panel++) {
@@ -139,6 +177,12 @@ TW_AVX512 void tk_winograd_products(const void *weight, int format, size_t in_ch
       // U[ξ][c][64] of this panel and block of input channels, sixteen output channels per vector.
       for (size_t group = 0; group < PANEL; group += LANES) {
         const size_t lanes = group < count ? (count - group < LANES ? count - group : LANES) : 0;
+        if (lanes == LANES && depth % LANES == 0) {
+          transposed_weight_group(weight, format, in_channels, first_out + group, c0, depth, widened,
+                                  packed + group);
+          continue;
+        }
+        // A partial group or block: each channel's weights widened in a row, then gathered.
         for (size_t l = 0; l < lanes; l++) {
           const size_t start = ((first_out + group + l) * in_channels + c0) * 9;
           float *target = widened + l * DEPTH * 9;
@@ -159,7 +203,7 @@ TW_AVX512 void tk_winograd_products(const void *weight, int format, size_t in_ch
             g[tap] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, rows, widened + c * 9 + (size_t)tap, 4);
           transform_weight(g, u);
           for (int element = 0; element < ELEMENTS; element++)
-            _mm512_store_ps(packed + ((size_t)element * DEPTH + c) * PANEL + group, u[element]);
+            _mm512_store_ps(packed + (size_t)element * PACKED_ELEMENT + c * PANEL + group, u[element]);
         }
       }
       // The block's share of every product: M[ξ] (+)= V[ξ][:, c0 ..< c0 + depth] · U[ξ].
@@ -169,7 +213,7 @@ TW_AVX512 void tk_winograd_products(const void *weight, int format, size_t in_ch
         for (size_t tile = 0; tile < tiles; tile += TK_LINEAR_TILE_ROWS) {
           const size_t rows_here = tiles - tile < TK_LINEAR_TILE_ROWS ? tiles - tile : TK_LINEAR_TILE_ROWS;
           tk_linear_product_tiles((int)rows_here, inputs + tile * in_channels, in_channels,
-                                  packed + element * DEPTH * PANEL, depth, c0 > 0, NULL,
+                                  packed + element * PACKED_ELEMENT, depth, c0 > 0, NULL,
                                   outputs + tile * out_channels, out_channels, (ptrdiff_t)count);
         }
       }
