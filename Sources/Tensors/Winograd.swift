@@ -51,13 +51,14 @@ extension ComputeContext {
         tk_winograd_input_workspace_floats(inChannels, outWidth),
         tk_winograd_output_workspace_floats(outChannels, outWidth),
         fused ? tk_winograd_products_workspace_floats() : tk_linear_workspace_floats(featuresPerChunk, inChannels)))
-    let inputStride = chunkTiles * inChannels, outputStride = chunkTiles * outChannels
-    let weightFloats = fused ? 0 : Self.roundedToVector(elements * featuresPerChunk * inChannels)
+    let inputStride = Self.elementStride(chunkTiles * inChannels)
+    let outputStride = Self.elementStride(chunkTiles * outChannels)
+    let weightFloats = fused ? 0 : elements * Self.elementStride(featuresPerChunk * inChannels)
     let transformedInputs = workspace.alignedBuffer(
-      Self.roundedToVector(elements * inputStride) + Self.roundedToVector(elements * outputStride) + weightFloats
+      elements * inputStride + elements * outputStride + weightFloats
         + threads * threadFloats)
-    let products = transformedInputs + Self.roundedToVector(elements * inputStride)
-    let transformedWeights = products + Self.roundedToVector(elements * outputStride)
+    let products = transformedInputs + elements * inputStride
+    let transformedWeights = products + elements * outputStride
     let scratch = transformedWeights + weightFloats
     let inputPlanes = inChannels * height * width, outputPlanes = outChannels * channelStride
 
@@ -79,7 +80,7 @@ extension ComputeContext {
       pool.forEachChunk(features.count, minimumChunk: 16) { part in
         tk_winograd_transform_weights(
           weight.address, weight.kernelFormat, inChannels, features.lowerBound + part.lowerBound, part.count,
-          transformedWeights + part.lowerBound * inChannels, features.count * inChannels)
+          transformedWeights + part.lowerBound * inChannels, Self.elementStride(features.count * inChannels))
       }
     }
 
@@ -113,7 +114,7 @@ extension ComputeContext {
       while firstFeature < outChannels {
         let features = firstFeature..<Swift.min(outChannels, firstFeature + featuresPerChunk)
         if !weightsOnce { transformWeights(features) }
-        let weightStride = features.count * inChannels
+        let weightStride = Self.elementStride(features.count * inChannels)
         pool.forEachChunk(threads) { workers in
           for worker in workers {
             for element in (elements * worker / threads)..<(elements * (worker + 1) / threads) {
@@ -151,4 +152,10 @@ extension ComputeContext {
 
   /// `count` rounded up to whole 16-float vectors, so that buffers cut from one stay 64-byte aligned.
   static func roundedToVector(_ count: Int) -> Int { (count + 15) / 16 * 16 }
+
+  /// Floats from one transformed element ξ to the next for `count` floats each: whole vectors and
+  /// a cache line more, so that the 36 elements of one tile, read or written together, fall in
+  /// different cache sets (sizes such as 1024 tiles × 320 channels are multiples of 4 KB, which
+  /// put all 36 in one set).
+  static func elementStride(_ count: Int) -> Int { roundedToVector(count) + 16 }
 }
