@@ -38,8 +38,9 @@ public final class ComputeContext {
   public var usesConvolutionKernel = true
   /// Whether 3×3 convolutions with stride 1 whose output planes have at least
   /// `winogradMinimumTiles` 4 × 4 tiles run Winograd F(4×4, 3×3) (`winogradConvolution3x3`): a quarter of the
-  /// multiply-adds, with a rounding error a few times the direct sum's (relative RMS about 1e-6
-  /// against 3e-7 at 1280 channels). False keeps every 3×3 convolution on the direct kernel.
+  /// multiply-adds, with a rounding error a few times the direct sum's (relative RMS error against
+  /// a Float64 sum about 7e-6, against 2e-6 direct, at 1280 input channels). False keeps every 3×3
+  /// convolution on the direct kernel.
   public var usesWinogradConvolution = true
   /// Output tiles of a plane from which a 3×3 convolution takes Winograd's form (default 16: a
   /// 16² plane, SDXL's smallest at a 64² latent).
