@@ -7,6 +7,7 @@
 // row's outputs in a band [row][column][channel] that it transposes back into the planes.
 #include "winograd_kernels.h"
 
+#include "linear_kernels.h"
 #include "linear_tiles.h"
 
 #include <stdint.h>
@@ -37,6 +38,9 @@ size_t tk_winograd_input_workspace_floats(size_t channels, size_t out_width) {
 size_t tk_winograd_output_workspace_floats(size_t channels, size_t out_width) {
   return TILE * output_band_columns(out_width) * round_up(channels, LANES);
 }
+
+// The stages need what the linear kernel, whose register tile they share, needs (AVX-512F, F16C).
+int tk_winograd_available(void) { return tk_linear_available(); }
 
 size_t tk_winograd_products_panel(void) { return PANEL; }
 
@@ -334,18 +338,7 @@ TW_AVX512 void tk_winograd_transform_output(const float *transformed, size_t ele
   }
 }
 
-int tk_winograd_available(void) {
-  static int state = -1;  // a benign race: every thread computes the same answer
-  if (state < 0) {
-    __builtin_cpu_init();
-    state = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") ? 1 : 0;
-  }
-  return state;
-}
-
 #else
-
-int tk_winograd_available(void) { return 0; }
 
 void tk_winograd_products(const void *weight, int format, size_t in_channels, size_t out_channels,
                           size_t first_panel, size_t end_panel, const float *transformed_inputs, size_t input_stride,

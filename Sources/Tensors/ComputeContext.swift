@@ -91,7 +91,7 @@ public final class ComputeContext {
   public static var hasConvolutionKernel: Bool { tk_conv3x3_available() != 0 }
 
   /// Whether this CPU can run the AVX-512 Winograd stages (`usesWinogradConvolution`).
-  public static var hasWinogradKernel: Bool { tk_winograd_available() != 0 && hasLinearKernel }
+  public static var hasWinogradKernel: Bool { tk_winograd_available() != 0 }
 
   /// Whether this CPU can run the AVX-512 linear kernel (`usesLinearKernel`).
   public static var hasLinearKernel: Bool { tk_linear_available() != 0 }

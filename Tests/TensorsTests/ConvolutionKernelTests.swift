@@ -43,10 +43,15 @@ import Testing
   }
 
   static func convolve(_ c: Case, _ inputs: Inputs, threads: Int, kernel: Bool = true) -> Tensor {
-    let output = clone(inputs.initial)
     let context = ComputeContext(pool: ThreadPool(threadCount: threads))
     context.usesConvolutionKernel = kernel
     context.usesWinogradConvolution = false  // the direct kernel (WinogradTests has the other form)
+    return convolve(c, inputs, in: context)
+  }
+
+  /// The case's convolution in `context`, into a copy of its initial output.
+  static func convolve(_ c: Case, _ inputs: Inputs, in context: ComputeContext) -> Tensor {
+    let output = clone(inputs.initial)
     context.conv2d(
       inputs.x, weight: inputs.weight, bias: inputs.bias, padding: c.padding, into: output, accumulate: c.accumulate)
     return output

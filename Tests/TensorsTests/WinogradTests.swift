@@ -7,14 +7,8 @@ import Testing
 /// within a bound of the direct kernel's own error, and independent of threads, batch, chunks
 /// and bands bit for bit; which planes take it.
 @Suite struct WinogradTests {
-  struct Case: CustomStringConvertible, Sendable {
-    let batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int, padding: Int
-    let bias: Bool, accumulate: Bool
-    var description: String {
-      "\(batch)×\(inChannels)×\(height)×\(width) → \(outChannels), p\(padding)"
-        + "\(bias ? " bias" : "")\(accumulate ? " accumulate" : "")"
-    }
-  }
+  typealias Case = ConvolutionKernelTests.Case
+  typealias Inputs = ConvolutionKernelTests.Inputs
 
   /// Channel vectors of 16 and their tails (37, 13), 64-channel panels and blocks with a tail (70,
   /// 66), partial tiles at the right and bottom (outputs 9 × 67, 13 × 33), both paddings, one-row
@@ -27,19 +21,6 @@ import Testing
     Case(batch: 2, inChannels: 70, outChannels: 66, height: 8, width: 10, padding: 1, bias: true, accumulate: false),
   ]
 
-  struct Inputs {
-    let x: Tensor, weight: Tensor, bias: Tensor?, initial: Tensor
-  }
-
-  static func inputs(_ c: Case) -> Inputs {
-    let x = randomTensor([c.batch, c.inChannels, c.height, c.width], seed: 70)
-    let weight = randomTensor([c.outChannels, c.inChannels, 3, 3], seed: 71, scale: 0.3)
-    let shape = ComputeContext.conv2dOutputShape(input: x.shape, weight: weight.shape, padding: c.padding)
-    return Inputs(
-      x: x, weight: weight, bias: c.bias ? randomTensor([c.outChannels], seed: 72) : nil,
-      initial: randomTensor(shape, seed: 73))
-  }
-
   /// A context that takes Winograd's form for every plane (`winograd`), or never.
   static func context(threads: Int = 2, winograd: Bool = true) -> ComputeContext {
     let context = ComputeContext(pool: ThreadPool(threadCount: threads))
@@ -49,10 +30,7 @@ import Testing
   }
 
   static func convolve(_ c: Case, _ inputs: Inputs, _ context: ComputeContext) -> Tensor {
-    let output = clone(inputs.initial)
-    context.conv2d(
-      inputs.x, weight: inputs.weight, bias: inputs.bias, padding: c.padding, into: output, accumulate: c.accumulate)
-    return output
+    ConvolutionKernelTests.convolve(c, inputs, in: context)
   }
 
   /// The convolution summed in Float64.
@@ -97,7 +75,7 @@ import Testing
   @Test(arguments: cases)
   func closeToTheExactSum(_ c: Case) {
     guard ComputeContext.hasWinogradKernel else { return }
-    let inputs = Self.inputs(c), exact = Self.exact(c, inputs)
+    let inputs = ConvolutionKernelTests.inputs(c), exact = Self.exact(c, inputs)
     let winograd = Self.squaredError(Self.convolve(c, inputs, Self.context()), exact)
     let direct = Self.squaredError(Self.convolve(c, inputs, Self.context(winograd: false)), exact)
     let (nmse, directNMSE) = (winograd.error / winograd.energy, direct.error / direct.energy)
@@ -110,7 +88,7 @@ import Testing
   @Test(arguments: cases)
   func resultDoesNotDependOnTheSplit(_ c: Case) {
     guard ComputeContext.hasWinogradKernel else { return }
-    let inputs = Self.inputs(c)
+    let inputs = ConvolutionKernelTests.inputs(c)
     let one = Self.convolve(c, inputs, Self.context(threads: 1))
     for threads in [2, 3] {
       #expect(Self.convolve(c, inputs, Self.context(threads: threads)).scalars == one.scalars, "\(threads) threads")
