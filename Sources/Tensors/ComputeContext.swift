@@ -53,7 +53,8 @@ public final class ComputeContext {
   /// (default 16 Mi floats, 64 MB): larger planes run in chunks of tile rows.
   public var winogradBudget: Int = 16 << 20
   /// The most floats of transformed weights a Winograd convolution holds at once (default 8 Mi
-  /// floats, 32 MB: 640 × 640 channels whole); more output channels run in chunks.
+  /// floats, 32 MB: 320 × 320 channels whole, 640 × 640 in two chunks of output channels); more
+  /// output channels run in chunks.
   public var winogradWeightBudget: Int = 8 << 20
   /// Whether linear layers run the AVX-512 kernel (`tk_linear`, which also takes fp16 weights as
   /// stored) on CPUs that have it; false keeps them on sgemm.
