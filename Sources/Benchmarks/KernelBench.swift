@@ -182,7 +182,8 @@ enum KernelBench {
       ("VAE band 3×3 512→512 63×130", 1, 512, 512, (63, 130), 3, 1, 0),
       ("VAE band 3×3 256→256 31×514", 1, 256, 256, (31, 514), 3, 1, 0),
     ]
-    let winograd = context.usesWinogradConvolution && ComputeContext.hasWinogradKernel && kernel3x3
+    let usedWinograd = context.usesWinogradConvolution
+    let winograd = usedWinograd && ComputeContext.hasWinogradKernel && kernel3x3
     // 3×3 stride-1 shapes run both ways: the direct kernel, and Winograd's form (its dense-
     // equivalent rate: 2.25× fewer multiply-adds, so it may pass the peak).
     let runs = convShapes.flatMap { shape in
@@ -190,7 +191,7 @@ enum KernelBench {
       guard winograd && kernel == 3 && stride == 1 else { return [(shape, name, false)] }
       return [(shape, name + " direct", false), (shape, name + " Winograd", true)]
     }
-    defer { context.usesWinogradConvolution = winograd }
+    defer { context.usesWinogradConvolution = usedWinograd }
     for ((_, batch, inChannels, outChannels, size, kernel, stride, padding), name, usesWinograd) in runs {
       context.usesWinogradConvolution = usesWinograd
       let x = random([batch, inChannels, size.height, size.width], seed: 3)

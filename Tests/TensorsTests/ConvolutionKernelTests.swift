@@ -114,21 +114,30 @@ import Testing
     for threads in [2, 3] {
       #expect(Self.convolve(c, inputs, threads: threads).scalars == one.scalars, "\(threads) threads")
     }
+    let context = ComputeContext(pool: ThreadPool(threadCount: 2))
+    context.usesWinogradConvolution = false
+    Self.expectSamplesAlone(c, inputs, batched: one, in: context)
+  }
+
+  /// Each sample of a batched case, convolved alone in `context`, gives its part of `batched` bit
+  /// for bit.
+  static func expectSamplesAlone(_ c: Case, _ inputs: Inputs, batched: Tensor, in context: ComputeContext) {
     guard c.batch > 1 else { return }
-    let sampleIn = c.inChannels * c.height * c.width, sampleOut = one.count / c.batch
+    let sampleIn = c.inChannels * c.height * c.width, sampleOut = batched.count / c.batch
     for sample in 0..<c.batch {
       let x = Tensor(
         shape: [1, c.inChannels, c.height, c.width],
         values: Array(inputs.x.scalars[(sample * sampleIn)..<((sample + 1) * sampleIn)]))
       let initial = Tensor(
-        shape: Shape(1, c.outChannels, one.shape[2], one.shape[3]),
+        shape: Shape(1, c.outChannels, batched.shape[2], batched.shape[3]),
         values: Array(inputs.initial.scalars[(sample * sampleOut)..<((sample + 1) * sampleOut)]))
-      let alone = Self.convolve(
+      let alone = convolve(
         Case(
           batch: 1, inChannels: c.inChannels, outChannels: c.outChannels, height: c.height, width: c.width,
           padding: c.padding, bias: c.bias, accumulate: c.accumulate),
-        Inputs(x: x, weight: inputs.weight, bias: inputs.bias, initial: initial), threads: 2)
-      #expect(alone.scalars == Array(one.scalars[(sample * sampleOut)..<((sample + 1) * sampleOut)]))
+        Inputs(x: x, weight: inputs.weight, bias: inputs.bias, initial: initial), in: context)
+      #expect(
+        alone.scalars == Array(batched.scalars[(sample * sampleOut)..<((sample + 1) * sampleOut)]), "sample \(sample)")
     }
   }
 

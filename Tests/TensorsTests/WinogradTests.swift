@@ -102,22 +102,7 @@ import Testing
       context.winogradFusedTiles = fusedTiles
       #expect(Self.convolve(c, inputs, context).scalars == one.scalars, "fused up to \(fusedTiles) tiles")
     }
-    let sampleIn = c.inChannels * c.height * c.width, sampleOut = one.count / c.batch
-    for sample in 0..<c.batch where c.batch > 1 {
-      let x = Tensor(
-        shape: [1, c.inChannels, c.height, c.width],
-        values: Array(inputs.x.scalars[(sample * sampleIn)..<((sample + 1) * sampleIn)]))
-      let initial = Tensor(
-        shape: Shape(1, c.outChannels, one.shape[2], one.shape[3]),
-        values: Array(inputs.initial.scalars[(sample * sampleOut)..<((sample + 1) * sampleOut)]))
-      let alone = Self.convolve(
-        Case(
-          batch: 1, inChannels: c.inChannels, outChannels: c.outChannels, height: c.height, width: c.width,
-          padding: c.padding, bias: c.bias, accumulate: c.accumulate),
-        Inputs(x: x, weight: inputs.weight, bias: inputs.bias, initial: initial), Self.context())
-      #expect(
-        alone.scalars == Array(one.scalars[(sample * sampleOut)..<((sample + 1) * sampleOut)]), "sample \(sample)")
-    }
+    ConvolutionKernelTests.expectSamplesAlone(c, inputs, batched: one, in: Self.context())
   }
 
   /// A plane convolved in bands of whole tile rows (`tileAlignedBandRows`, the last band shorter)
